@@ -1,0 +1,260 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CoreError, RepoName, Sha256};
+
+/// The position of a committed event in the changelog. Dense: the first
+/// event is serial 1, and serial 0 means "nothing applied yet".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Serial(pub u64);
+
+impl Serial {
+    pub const ZERO: Serial = Serial(0);
+
+    pub fn next(self) -> Serial {
+        Serial(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One change to the index, with who made it and when. Events are the only
+/// way the index changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Who made the change: a token's label, `admin`, or `system`.
+    pub actor: String,
+    /// When the leader accepted the change, in microseconds since the epoch.
+    pub time_us: i64,
+    pub change: Change,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    RepoCreated {
+        repo: RepoName,
+        settings: RepoSettings,
+    },
+    RepoSettingsChanged {
+        repo: RepoName,
+        settings: RepoSettings,
+    },
+    /// A PyPI distribution file was added to a project (creating the
+    /// project if it is new).
+    FileAdded {
+        repo: RepoName,
+        /// The PEP 503 normalized project name.
+        project: String,
+        /// The project name as the uploader spelled it.
+        display_name: String,
+        file: FileRecord,
+    },
+    /// PEP 592: files were yanked (`reason` is `Some`) or un-yanked (`None`).
+    FilesYanked {
+        repo: RepoName,
+        project: String,
+        filenames: Vec<String>,
+        reason: Option<String>,
+    },
+    TokenCreated {
+        token: TokenRecord,
+    },
+    TokenRevoked {
+        hash: Sha256,
+    },
+}
+
+impl Change {
+    /// The blobs that must be present locally before this change may be
+    /// applied: a node never lists a file that it cannot serve.
+    pub fn blobs(&self) -> Vec<Sha256> {
+        match self {
+            Change::FileAdded { file, .. } => {
+                let mut blobs = vec![file.sha256];
+                blobs.extend(file.core_metadata);
+                blobs
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A short name of the change kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::RepoCreated { .. } => "repo_created",
+            Change::RepoSettingsChanged { .. } => "repo_settings_changed",
+            Change::FileAdded { .. } => "file_added",
+            Change::FilesYanked { .. } => "files_yanked",
+            Change::TokenCreated { .. } => "token_created",
+            Change::TokenRevoked { .. } => "token_revoked",
+        }
+    }
+}
+
+/// A distribution file as uploaded. Immutable once added, except for its
+/// yank state, which lives beside it in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub filename: String,
+    /// The normalized PEP 440 version.
+    pub version: String,
+    pub sha256: Sha256,
+    pub size: u64,
+    /// `bdist_wheel` or `sdist`.
+    pub packagetype: String,
+    pub requires_python: Option<String>,
+    /// The digest of the PEP 658 core metadata blob, for wheels.
+    pub core_metadata: Option<Sha256>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepoFormat {
+    Pypi,
+    Npm,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RepoKind {
+    Hosted,
+    Mirror { upstreams: Vec<String> },
+    Virtual { members: Vec<RepoName> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSettings {
+    pub format: RepoFormat,
+    #[serde(flatten)]
+    pub kind: RepoKind,
+    /// Whether reads need no token.
+    pub anonymous_read: bool,
+}
+
+impl RepoSettings {
+    pub fn hosted(format: RepoFormat) -> Self {
+        RepoSettings {
+            format,
+            kind: RepoKind::Hosted,
+            anonymous_read: true,
+        }
+    }
+}
+
+/// What a token may do. Each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Perm {
+    Read,
+    Upload,
+    Admin,
+}
+
+impl FromStr for Perm {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Perm::Read),
+            "upload" => Ok(Perm::Upload),
+            "admin" => Ok(Perm::Admin),
+            other => Err(CoreError::InvalidPerm(other.chars().take(40).collect())),
+        }
+    }
+}
+
+impl fmt::Display for Perm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Perm::Read => "read",
+            Perm::Upload => "upload",
+            Perm::Admin => "admin",
+        })
+    }
+}
+
+/// An access token as the index knows it: only the hash of the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// sha256 of the secret token string.
+    pub hash: Sha256,
+    /// The repository the token is for; `None` means every repository.
+    pub repo: Option<RepoName>,
+    pub perm: Perm,
+    /// A human label, recorded as the actor of the token's changes.
+    pub label: String,
+}
+
+impl TokenRecord {
+    /// Whether this token grants `needed` on `repo`.
+    pub fn allows(&self, repo: &RepoName, needed: Perm) -> bool {
+        self.perm >= needed && self.repo.as_ref().is_none_or(|r| r == repo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn event_json_round_trip() {
+        let ev = Event {
+            actor: "ci".into(),
+            time_us: 1_700_000_000_000_000,
+            change: Change::FileAdded {
+                repo: repo("pypi"),
+                project: "demo-pkg".into(),
+                display_name: "Demo_Pkg".into(),
+                file: FileRecord {
+                    filename: "Demo_Pkg-1.0-py3-none-any.whl".into(),
+                    version: "1.0".into(),
+                    sha256: Sha256::of(b"wheel"),
+                    size: 5,
+                    packagetype: "bdist_wheel".into(),
+                    requires_python: Some(">=3.8".into()),
+                    core_metadata: Some(Sha256::of(b"meta")),
+                },
+            },
+        };
+        let json = serde_json::to_vec(&ev).unwrap();
+        assert_eq!(serde_json::from_slice::<Event>(&json).unwrap(), ev);
+        assert_eq!(
+            ev.change.blobs(),
+            vec![Sha256::of(b"wheel"), Sha256::of(b"meta")]
+        );
+    }
+
+    #[test]
+    fn token_scope() {
+        let t = TokenRecord {
+            hash: Sha256::of(b"t"),
+            repo: Some(repo("pypi")),
+            perm: Perm::Upload,
+            label: "ci".into(),
+        };
+        assert!(t.allows(&repo("pypi"), Perm::Read));
+        assert!(t.allows(&repo("pypi"), Perm::Upload));
+        assert!(!t.allows(&repo("pypi"), Perm::Admin));
+        assert!(!t.allows(&repo("other"), Perm::Read));
+        let global = TokenRecord { repo: None, ..t };
+        assert!(global.allows(&repo("other"), Perm::Upload));
+    }
+}

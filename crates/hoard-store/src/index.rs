@@ -1,0 +1,511 @@
+//! The index: sled trees derived from the changelog, which is kept in the
+//! same database. `Index::apply` is the only function that changes them.
+
+use std::path::Path;
+
+use hoard_core::{
+    Change, Event, FileRecord, RepoName, RepoSettings, Serial, Sha256, TokenRecord,
+};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use sled::Transactional;
+
+use crate::StoreError;
+
+/// Why an event could not be applied. Deterministic: every node rejects the
+/// same event for the same reason, and a rejected event takes no serial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("repository {0} already exists")]
+    RepoExists(RepoName),
+    #[error("repository {0} does not exist")]
+    RepoMissing(RepoName),
+    #[error("file {0} already exists")]
+    FileExists(String),
+    #[error("file {0} does not exist")]
+    FileMissing(String),
+    #[error("token already exists")]
+    TokenExists,
+    #[error("token does not exist")]
+    TokenMissing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoState {
+    pub name: RepoName,
+    pub settings: RepoSettings,
+    pub created: Serial,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectState {
+    /// The normalized name.
+    pub name: String,
+    pub display_name: String,
+    pub created: Serial,
+}
+
+/// One yank or un-yank of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YankChange {
+    pub serial: Serial,
+    /// `Some(reason)` (possibly empty) when yanked, `None` when un-yanked.
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub record: FileRecord,
+    pub added: Serial,
+    pub upload_time_us: i64,
+    pub uploader: String,
+    /// Every yank change, oldest first, so that any past state can be read.
+    pub yanks: Vec<YankChange>,
+}
+
+impl FileState {
+    /// The yank reason in force at `at` (`None`: the latest state).
+    pub fn yanked_at(&self, at: Option<Serial>) -> Option<&str> {
+        self.yanks
+            .iter()
+            .rev()
+            .find(|y| at.is_none_or(|at| y.serial <= at))
+            .and_then(|y| y.reason.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub record: TokenRecord,
+    pub created: Serial,
+    pub revoked: Option<Serial>,
+}
+
+/// Totals kept up to date by `apply`, so that status pages cost nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub repos: u64,
+    pub projects: u64,
+    pub files: u64,
+    pub tokens: u64,
+}
+
+const APPLIED: &[u8] = b"applied_serial";
+const DIGEST: &[u8] = b"digest";
+const COUNTS: &[u8] = b"counts";
+
+pub struct Index {
+    db: sled::Db,
+    changelog: sled::Tree,
+    meta: sled::Tree,
+    repos: sled::Tree,
+    projects: sled::Tree,
+    files: sled::Tree,
+    tokens: sled::Tree,
+}
+
+fn project_key(repo: &RepoName, project: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repo.as_str().len() + project.len() + 1);
+    key.extend_from_slice(repo.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(project.as_bytes());
+    key
+}
+
+fn file_key(repo: &RepoName, project: &str, filename: &str) -> Vec<u8> {
+    let mut key = project_key(repo, project);
+    key.push(0);
+    key.extend_from_slice(filename.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("index values serialize")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(tree: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("undecodable value in {tree}: {e}")))
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<ApplyAbort>>;
+
+/// Why an `apply` transaction stopped without committing.
+#[derive(Debug)]
+enum ApplyAbort {
+    Rejected(Rejection),
+    Gap { applied: Serial, got: Serial },
+    Corrupt(String),
+}
+
+fn tx_get<T: for<'de> Deserialize<'de>>(
+    tree: &TransactionalTree,
+    name: &str,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            ConflictableTransactionError::Abort(ApplyAbort::Corrupt(format!(
+                "undecodable value in {name}: {e}"
+            )))
+        }),
+    }
+}
+
+fn reject<T>(r: Rejection) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(ApplyAbort::Rejected(r)))
+}
+
+fn serial_from(bytes: Option<sled::IVec>) -> Serial {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(|b| Serial(u64::from_be_bytes(b)))
+        .unwrap_or(Serial::ZERO)
+}
+
+/// The chained digest after applying `event_bytes` at `serial`: equal on
+/// two nodes exactly when they applied the same events.
+fn chain_digest(prev: &[u8; 32], serial: Serial, event_bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = hoard_core::Sha256Hasher::new();
+    hasher.update(prev);
+    hasher.update(&serial.0.to_be_bytes());
+    hasher.update(event_bytes);
+    *hasher.finish().as_bytes()
+}
+
+impl Index {
+    /// Opens the index in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        Ok(Index {
+            changelog: db.open_tree("changelog")?,
+            meta: db.open_tree("meta")?,
+            repos: db.open_tree("repos")?,
+            projects: db.open_tree("projects")?,
+            files: db.open_tree("files")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        })
+    }
+
+    pub fn applied_serial(&self) -> Result<Serial, StoreError> {
+        Ok(serial_from(self.meta.get(APPLIED)?))
+    }
+
+    /// The chained digest of every event applied so far.
+    pub fn digest(&self) -> Result<Sha256, StoreError> {
+        let bytes = self.meta.get(DIGEST)?;
+        let raw = bytes
+            .map(|b| <[u8; 32]>::try_from(b.as_ref()).unwrap_or([0; 32]))
+            .unwrap_or([0; 32]);
+        Ok(Sha256::from_bytes(raw))
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        match self.meta.get(COUNTS)? {
+            Some(bytes) => decode("meta", &bytes),
+            None => Ok(Counts::default()),
+        }
+    }
+
+    /// Applies one event atomically: the changelog entry, the index
+    /// changes, the applied serial and the digest commit together or not
+    /// at all. `serial` must follow the applied serial. Not durable until
+    /// [`Index::flush`].
+    pub fn apply(&self, serial: Serial, event: &Event) -> Result<(), StoreError> {
+        let event_bytes = encode(event);
+        let trees = (
+            &self.changelog,
+            &self.meta,
+            &self.repos,
+            &self.projects,
+            &self.files,
+            &self.tokens,
+        );
+        let result = trees.transaction(|(changelog, meta, repos, projects, files, tokens)| {
+            let applied = serial_from(meta.get(APPLIED)?);
+            if serial != applied.next() {
+                return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
+                    applied,
+                    got: serial,
+                }));
+            }
+            let mut counts: Counts = tx_get(meta, "meta", COUNTS)?.unwrap_or_default();
+            apply_change(serial, event, &mut counts, repos, projects, files, tokens)?;
+
+            let prev: [u8; 32] = meta
+                .get(DIGEST)?
+                .and_then(|b| <[u8; 32]>::try_from(b.as_ref()).ok())
+                .unwrap_or([0; 32]);
+            changelog.insert(&serial.0.to_be_bytes(), event_bytes.as_slice())?;
+            meta.insert(APPLIED, &serial.0.to_be_bytes())?;
+            meta.insert(DIGEST, &chain_digest(&prev, serial, &event_bytes))?;
+            meta.insert(COUNTS, encode(&counts))?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(ApplyAbort::Rejected(r))) => Err(StoreError::Rejected(r)),
+            Err(TransactionError::Abort(ApplyAbort::Gap { applied, got })) => {
+                Err(StoreError::Gap { applied, got })
+            }
+            Err(TransactionError::Abort(ApplyAbort::Corrupt(msg))) => {
+                Err(StoreError::Corrupt(msg))
+            }
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
+    /// Makes everything applied so far durable. Blocking: call it from a
+    /// writer thread or `spawn_blocking`, never concurrently from async
+    /// tasks (sled 0.34's `flush_async` can deadlock).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The event at `serial`, as stored.
+    pub fn event(&self, serial: Serial) -> Result<Option<Event>, StoreError> {
+        match self.changelog.get(serial.0.to_be_bytes())? {
+            Some(bytes) => decode("changelog", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Events after `since`, in serial order.
+    pub fn events_since(
+        &self,
+        since: Serial,
+    ) -> impl Iterator<Item = Result<(Serial, Event), StoreError>> + '_ {
+        self.changelog
+            .range((since.0 + 1).to_be_bytes()..)
+            .map(|item| {
+                let (key, value) = item?;
+                let serial = serial_from(Some(key));
+                Ok((serial, decode("changelog", &value)?))
+            })
+    }
+
+    pub fn repo(&self, name: &RepoName) -> Result<Option<RepoState>, StoreError> {
+        match self.repos.get(name.as_str())? {
+            Some(bytes) => decode("repos", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn repos(&self) -> Result<Vec<RepoState>, StoreError> {
+        self.repos
+            .iter()
+            .values()
+            .map(|v| decode("repos", &v?))
+            .collect()
+    }
+
+    /// The projects of `repo` that existed at `at` (`None`: now).
+    pub fn projects(
+        &self,
+        repo: &RepoName,
+        at: Option<Serial>,
+    ) -> Result<Vec<ProjectState>, StoreError> {
+        let mut prefix = repo.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for value in self.projects.scan_prefix(prefix).values() {
+            let project: ProjectState = decode("projects", &value?)?;
+            if at.is_none_or(|at| project.created <= at) {
+                out.push(project);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn project(
+        &self,
+        repo: &RepoName,
+        project: &str,
+        at: Option<Serial>,
+    ) -> Result<Option<ProjectState>, StoreError> {
+        match self.projects.get(project_key(repo, project))? {
+            Some(bytes) => {
+                let state: ProjectState = decode("projects", &bytes)?;
+                Ok(at.is_none_or(|at| state.created <= at).then_some(state))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The files of a project that existed at `at` (`None`: now).
+    pub fn files(
+        &self,
+        repo: &RepoName,
+        project: &str,
+        at: Option<Serial>,
+    ) -> Result<Vec<FileState>, StoreError> {
+        let mut prefix = project_key(repo, project);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for value in self.files.scan_prefix(prefix).values() {
+            let file: FileState = decode("files", &value?)?;
+            if at.is_none_or(|at| file.added <= at) {
+                out.push(file);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn file(
+        &self,
+        repo: &RepoName,
+        project: &str,
+        filename: &str,
+        at: Option<Serial>,
+    ) -> Result<Option<FileState>, StoreError> {
+        match self.files.get(file_key(repo, project, filename))? {
+            Some(bytes) => {
+                let state: FileState = decode("files", &bytes)?;
+                Ok(at.is_none_or(|at| state.added <= at).then_some(state))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every file of every repository, for fsck.
+    pub fn all_files(&self) -> impl Iterator<Item = Result<FileState, StoreError>> + '_ {
+        self.files
+            .iter()
+            .values()
+            .map(|v| decode("files", &v?))
+    }
+
+    /// A live (not revoked) token by the hash of its secret.
+    pub fn token(&self, hash: &Sha256) -> Result<Option<TokenState>, StoreError> {
+        match self.tokens.get(hash.as_bytes())? {
+            Some(bytes) => {
+                let state: TokenState = decode("tokens", &bytes)?;
+                Ok(state.revoked.is_none().then_some(state))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn apply_change(
+    serial: Serial,
+    event: &Event,
+    counts: &mut Counts,
+    repos: &TransactionalTree,
+    projects: &TransactionalTree,
+    files: &TransactionalTree,
+    tokens: &TransactionalTree,
+) -> TxResult<()> {
+    match &event.change {
+        Change::RepoCreated { repo, settings } => {
+            if repos.get(repo.as_str())?.is_some() {
+                return reject(Rejection::RepoExists(repo.clone()));
+            }
+            let state = RepoState {
+                name: repo.clone(),
+                settings: settings.clone(),
+                created: serial,
+            };
+            repos.insert(repo.as_str(), encode(&state))?;
+            counts.repos += 1;
+        }
+        Change::RepoSettingsChanged { repo, settings } => {
+            let Some(mut state) = tx_get::<RepoState>(repos, "repos", repo.as_str().as_bytes())?
+            else {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            };
+            state.settings = settings.clone();
+            repos.insert(repo.as_str(), encode(&state))?;
+        }
+        Change::FileAdded {
+            repo,
+            project,
+            display_name,
+            file,
+        } => {
+            if repos.get(repo.as_str())?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            let key = file_key(repo, project, &file.filename);
+            if files.get(&key)?.is_some() {
+                return reject(Rejection::FileExists(file.filename.clone()));
+            }
+            let pkey = project_key(repo, project);
+            if projects.get(&pkey)?.is_none() {
+                let state = ProjectState {
+                    name: project.clone(),
+                    display_name: display_name.clone(),
+                    created: serial,
+                };
+                projects.insert(pkey, encode(&state))?;
+                counts.projects += 1;
+            }
+            let state = FileState {
+                record: file.clone(),
+                added: serial,
+                upload_time_us: event.time_us,
+                uploader: event.actor.clone(),
+                yanks: Vec::new(),
+            };
+            files.insert(key, encode(&state))?;
+            counts.files += 1;
+        }
+        Change::FilesYanked {
+            repo,
+            project,
+            filenames,
+            reason,
+        } => {
+            for filename in filenames {
+                let key = file_key(repo, project, filename);
+                let Some(mut state) = tx_get::<FileState>(files, "files", &key)? else {
+                    return reject(Rejection::FileMissing(filename.clone()));
+                };
+                state.yanks.push(YankChange {
+                    serial,
+                    reason: reason.clone(),
+                });
+                files.insert(key, encode(&state))?;
+            }
+        }
+        Change::TokenCreated { token } => {
+            if tokens.get(token.hash.as_bytes())?.is_some() {
+                return reject(Rejection::TokenExists);
+            }
+            let state = TokenState {
+                record: token.clone(),
+                created: serial,
+                revoked: None,
+            };
+            tokens.insert(token.hash.as_bytes(), encode(&state))?;
+            counts.tokens += 1;
+        }
+        Change::TokenRevoked { hash } => {
+            let Some(mut state) = tx_get::<TokenState>(tokens, "tokens", hash.as_bytes())? else {
+                return reject(Rejection::TokenMissing);
+            };
+            if state.revoked.is_none() {
+                state.revoked = Some(serial);
+                tokens.insert(hash.as_bytes(), encode(&state))?;
+                counts.tokens = counts.tokens.saturating_sub(1);
+            }
+        }
+    }
+    Ok(())
+}

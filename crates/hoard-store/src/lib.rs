@@ -1,0 +1,59 @@
+//! hoard's storage on one node: the content-addressed [`BlobStore`], the
+//! sled [`Index`] with its changelog, and the [`LocalWriter`] that assigns
+//! serials on a single-node primary.
+//!
+//! Every index change goes through [`Index::apply`]; the single-node
+//! writer, the Raft state machine and replicas all call it. Blob bytes live
+//! in files, never in sled, and sled types never leave this crate.
+
+mod blob;
+mod durable;
+mod index;
+mod writer;
+
+pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
+pub use durable::write_file_durable;
+pub use index::{
+    Counts, FileState, Index, ProjectState, Rejection, RepoState, TokenState, YankChange,
+};
+pub use writer::LocalWriter;
+
+use hoard_core::Serial;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("index is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the data dir {0} is in use by another hoard process (stop it, or use --url)")]
+    Locked(String),
+    #[error("event rejected: {0}")]
+    Rejected(#[from] Rejection),
+    #[error("serial {got} does not follow the applied serial {applied}")]
+    Gap { applied: Serial, got: Serial },
+    #[error("the index writer has stopped after an earlier failure")]
+    WriterStopped,
+}
+
+impl StoreError {
+    /// Whether the disk is full: the node should stop writing but go on
+    /// serving what it has.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc_enospc()),
+            StoreError::Sled(sled::Error::Io(io)) => io.raw_os_error() == Some(libc_enospc()),
+            _ => false,
+        }
+    }
+}
+
+const fn libc_enospc() -> i32 {
+    28 // ENOSPC on Linux
+}

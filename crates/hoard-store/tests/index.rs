@@ -1,0 +1,185 @@
+use std::sync::Arc;
+
+use hoard_core::{
+    Change, Event, FileRecord, Perm, RepoFormat, RepoName, RepoSettings, Serial, Sha256,
+    TokenRecord,
+};
+use hoard_store::{Index, LocalWriter, Rejection, StoreError};
+
+fn repo() -> RepoName {
+    "pypi".parse().unwrap()
+}
+
+fn event(change: Change) -> Event {
+    Event {
+        actor: "test".into(),
+        time_us: 1_700_000_000_000_000,
+        change,
+    }
+}
+
+fn created() -> Event {
+    event(Change::RepoCreated {
+        repo: repo(),
+        settings: RepoSettings::hosted(RepoFormat::Pypi),
+    })
+}
+
+fn added(filename: &str, version: &str) -> Event {
+    event(Change::FileAdded {
+        repo: repo(),
+        project: "demo".into(),
+        display_name: "Demo".into(),
+        file: FileRecord {
+            filename: filename.into(),
+            version: version.into(),
+            sha256: Sha256::of(filename.as_bytes()),
+            size: 3,
+            packagetype: "bdist_wheel".into(),
+            requires_python: None,
+            core_metadata: None,
+        },
+    })
+}
+
+fn yank(filename: &str, reason: Option<&str>) -> Event {
+    event(Change::FilesYanked {
+        repo: repo(),
+        project: "demo".into(),
+        filenames: vec![filename.into()],
+        reason: reason.map(str::to_owned),
+    })
+}
+
+#[test]
+fn apply_requires_dense_serials_and_rejects_invalid_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    assert!(matches!(
+        index.apply(Serial(2), &created()),
+        Err(StoreError::Gap { .. })
+    ));
+    index.apply(Serial(1), &created()).unwrap();
+    assert!(matches!(
+        index.apply(Serial(1), &created()),
+        Err(StoreError::Gap { .. })
+    ));
+    assert!(matches!(
+        index.apply(Serial(2), &created()),
+        Err(StoreError::Rejected(Rejection::RepoExists(_)))
+    ));
+    index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
+    assert!(matches!(
+        index.apply(Serial(3), &added("demo-1.0.whl", "1.0")),
+        Err(StoreError::Rejected(Rejection::FileExists(_)))
+    ));
+    // A rejected event takes no serial and changes nothing.
+    assert_eq!(index.applied_serial().unwrap(), Serial(2));
+    assert_eq!(index.counts().unwrap().files, 1);
+    assert!(index.event(Serial(3)).unwrap().is_none());
+}
+
+#[test]
+fn point_in_time_reads_follow_serials() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    index.apply(Serial(1), &created()).unwrap();
+    index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
+    index.apply(Serial(3), &yank("demo-1.0.whl", Some("broken"))).unwrap();
+    index.apply(Serial(4), &added("demo-2.0.whl", "2.0")).unwrap();
+    index.apply(Serial(5), &yank("demo-1.0.whl", None)).unwrap();
+
+    let names = |at| -> Vec<String> {
+        index
+            .files(&repo(), "demo", at)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.record.filename)
+            .collect()
+    };
+    assert!(index.projects(&repo(), Some(Serial(1))).unwrap().is_empty());
+    assert_eq!(names(Some(Serial(2))), vec!["demo-1.0.whl"]);
+    assert_eq!(names(None), vec!["demo-1.0.whl", "demo-2.0.whl"]);
+    let f = index.file(&repo(), "demo", "demo-1.0.whl", None).unwrap().unwrap();
+    assert_eq!(f.yanked_at(Some(Serial(2))), None);
+    assert_eq!(f.yanked_at(Some(Serial(3))), Some("broken"));
+    assert_eq!(f.yanked_at(Some(Serial(4))), Some("broken"));
+    assert_eq!(f.yanked_at(None), None);
+    assert!(index
+        .file(&repo(), "demo", "demo-2.0.whl", Some(Serial(3)))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn changelog_and_digest_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest;
+    {
+        let index = Index::open(dir.path()).unwrap();
+        index.apply(Serial(1), &created()).unwrap();
+        index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
+        index.flush().unwrap();
+        digest = index.digest().unwrap();
+        // A second open of the same dir is refused while this one lives.
+        assert!(matches!(
+            Index::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+    }
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.applied_serial().unwrap(), Serial(2));
+    assert_eq!(index.digest().unwrap(), digest);
+    let events: Vec<_> = index
+        .events_since(Serial(0))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].1, added("demo-1.0.whl", "1.0"));
+
+    // Another index that applies the same events has the same digest.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Index::open(other_dir.path()).unwrap();
+    for (serial, ev) in events {
+        other.apply(serial, &ev).unwrap();
+    }
+    assert_eq!(other.digest().unwrap(), digest);
+}
+
+#[tokio::test]
+async fn local_writer_assigns_serials_and_tokens_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(Index::open(dir.path()).unwrap());
+    let writer = LocalWriter::spawn(index.clone()).unwrap();
+    let hash = Sha256::of(b"secret");
+    let token = event(Change::TokenCreated {
+        token: TokenRecord {
+            hash,
+            repo: Some(repo()),
+            perm: Perm::Upload,
+            label: "ci".into(),
+        },
+    });
+    let mut handles = Vec::new();
+    for ev in [created(), token] {
+        let writer = writer.clone();
+        handles.push(tokio::spawn(async move { writer.commit(ev).await }));
+    }
+    let mut serials: Vec<Serial> = Vec::new();
+    for h in handles {
+        serials.push(h.await.unwrap().unwrap());
+    }
+    serials.sort();
+    assert_eq!(serials, vec![Serial(1), Serial(2)]);
+    assert_eq!(*writer.durable_serial().borrow(), Serial(2));
+    assert_eq!(index.token(&hash).unwrap().unwrap().record.label, "ci");
+    writer
+        .commit(event(Change::TokenRevoked { hash }))
+        .await
+        .unwrap();
+    assert!(index.token(&hash).unwrap().is_none());
+    assert!(matches!(
+        writer.commit(created()).await,
+        Err(StoreError::Rejected(_))
+    ));
+}
