@@ -23,10 +23,10 @@ impl FromStr for RepoName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut chars = s.chars();
-        let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit());
-        let rest_ok = chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-        });
+        let first_ok =
+            matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
         if first_ok && rest_ok && s.len() <= MAX_REPO_NAME_LEN {
             Ok(RepoName(s.to_owned()))
         } else {

@@ -3,13 +3,9 @@
 
 use std::path::Path;
 
-use hoard_core::{
-    Change, Event, FileRecord, RepoName, RepoSettings, Serial, Sha256, TokenRecord,
-};
+use hoard_core::{Change, Event, FileRecord, RepoName, RepoSettings, Serial, Sha256, TokenRecord};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use crate::StoreError;
@@ -179,18 +175,15 @@ fn chain_digest(prev: &[u8; 32], serial: Serial, event_bytes: &[u8]) -> [u8; 32]
 impl Index {
     /// Opens the index in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(dir.display().to_string())
-                }
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.display().to_string())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked(dir.display().to_string())
+            }
+            sled::Error::Io(io) if io.to_string().contains("lock") => {
+                StoreError::Locked(dir.display().to_string())
+            }
+            other => StoreError::Sled(other),
+        })?;
         Ok(Index {
             changelog: db.open_tree("changelog")?,
             meta: db.open_tree("meta")?,
@@ -263,9 +256,7 @@ impl Index {
             Err(TransactionError::Abort(ApplyAbort::Gap { applied, got })) => {
                 Err(StoreError::Gap { applied, got })
             }
-            Err(TransactionError::Abort(ApplyAbort::Corrupt(msg))) => {
-                Err(StoreError::Corrupt(msg))
-            }
+            Err(TransactionError::Abort(ApplyAbort::Corrupt(msg))) => Err(StoreError::Corrupt(msg)),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
     }
@@ -385,10 +376,42 @@ impl Index {
 
     /// Every file of every repository, for fsck.
     pub fn all_files(&self) -> impl Iterator<Item = Result<FileState, StoreError>> + '_ {
-        self.files
-            .iter()
-            .values()
-            .map(|v| decode("files", &v?))
+        self.files.iter().values().map(|v| decode("files", &v?))
+    }
+
+    /// Walks the changelog: serials must be dense from 1 to the applied
+    /// serial, every event must decode, and the chained digest must match.
+    /// Returns the number of events and the problems found.
+    pub fn verify_changelog(&self) -> Result<(u64, Vec<String>), StoreError> {
+        let applied = self.applied_serial()?;
+        let mut problems = Vec::new();
+        let mut digest = [0u8; 32];
+        let mut expected = Serial(1);
+        let mut count = 0;
+        for item in self.changelog.iter() {
+            let (key, value) = item?;
+            let serial = serial_from(Some(key));
+            if serial != expected {
+                problems.push(format!(
+                    "changelog: expected serial {expected}, found {serial}"
+                ));
+            }
+            if let Err(e) = serde_json::from_slice::<Event>(&value) {
+                problems.push(format!("changelog: event {serial} does not decode: {e}"));
+            }
+            digest = chain_digest(&digest, serial, &value);
+            expected = serial.next();
+            count += 1;
+        }
+        if count != applied.0 {
+            problems.push(format!(
+                "changelog has {count} events but the applied serial is {applied}"
+            ));
+        }
+        if Sha256::from_bytes(digest) != self.digest()? {
+            problems.push("changelog digest does not match the recorded digest".into());
+        }
+        Ok((count, problems))
     }
 
     /// A live (not revoked) token by the hash of its secret.

@@ -8,11 +8,13 @@
 
 mod blob;
 mod durable;
+mod fsck;
 mod index;
 mod writer;
 
 pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
 pub use durable::write_file_durable;
+pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, FileState, Index, ProjectState, Rejection, RepoState, TokenState, YankChange,
 };

@@ -74,12 +74,10 @@ fn run(index: Arc<Index>, mut jobs: mpsc::UnboundedReceiver<Job>, durable: watch
         }
         let mut results = Vec::with_capacity(batch.len());
         for job in &batch {
-            let result = index
-                .applied_serial()
-                .and_then(|applied| {
-                    let serial = applied.next();
-                    index.apply(serial, &job.event).map(|()| serial)
-                });
+            let result = index.applied_serial().and_then(|applied| {
+                let serial = applied.next();
+                index.apply(serial, &job.event).map(|()| serial)
+            });
             results.push(result);
         }
         if let Err(e) = index.flush() {

@@ -68,7 +68,9 @@ fn apply_requires_dense_serials_and_rejects_invalid_events() {
         index.apply(Serial(2), &created()),
         Err(StoreError::Rejected(Rejection::RepoExists(_)))
     ));
-    index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
+    index
+        .apply(Serial(2), &added("demo-1.0.whl", "1.0"))
+        .unwrap();
     assert!(matches!(
         index.apply(Serial(3), &added("demo-1.0.whl", "1.0")),
         Err(StoreError::Rejected(Rejection::FileExists(_)))
@@ -84,9 +86,15 @@ fn point_in_time_reads_follow_serials() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open(dir.path()).unwrap();
     index.apply(Serial(1), &created()).unwrap();
-    index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
-    index.apply(Serial(3), &yank("demo-1.0.whl", Some("broken"))).unwrap();
-    index.apply(Serial(4), &added("demo-2.0.whl", "2.0")).unwrap();
+    index
+        .apply(Serial(2), &added("demo-1.0.whl", "1.0"))
+        .unwrap();
+    index
+        .apply(Serial(3), &yank("demo-1.0.whl", Some("broken")))
+        .unwrap();
+    index
+        .apply(Serial(4), &added("demo-2.0.whl", "2.0"))
+        .unwrap();
     index.apply(Serial(5), &yank("demo-1.0.whl", None)).unwrap();
 
     let names = |at| -> Vec<String> {
@@ -100,7 +108,10 @@ fn point_in_time_reads_follow_serials() {
     assert!(index.projects(&repo(), Some(Serial(1))).unwrap().is_empty());
     assert_eq!(names(Some(Serial(2))), vec!["demo-1.0.whl"]);
     assert_eq!(names(None), vec!["demo-1.0.whl", "demo-2.0.whl"]);
-    let f = index.file(&repo(), "demo", "demo-1.0.whl", None).unwrap().unwrap();
+    let f = index
+        .file(&repo(), "demo", "demo-1.0.whl", None)
+        .unwrap()
+        .unwrap();
     assert_eq!(f.yanked_at(Some(Serial(2))), None);
     assert_eq!(f.yanked_at(Some(Serial(3))), Some("broken"));
     assert_eq!(f.yanked_at(Some(Serial(4))), Some("broken"));
@@ -118,7 +129,9 @@ fn changelog_and_digest_survive_reopen() {
     {
         let index = Index::open(dir.path()).unwrap();
         index.apply(Serial(1), &created()).unwrap();
-        index.apply(Serial(2), &added("demo-1.0.whl", "1.0")).unwrap();
+        index
+            .apply(Serial(2), &added("demo-1.0.whl", "1.0"))
+            .unwrap();
         index.flush().unwrap();
         digest = index.digest().unwrap();
         // A second open of the same dir is refused while this one lives.

@@ -1,0 +1,79 @@
+//! Request bodies as bounded streams: a size limit checked while reading,
+//! and a deadline for each next chunk, so that a slow or truncated body
+//! cannot hold a task (or a temp file) forever.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("timed out waiting for the rest of the request body")]
+    TimedOut,
+    #[error("reading the request body failed: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+/// Streams the data frames of `body`, failing once more than `limit` bytes
+/// arrive or when no frame arrives within `idle`.
+pub fn bounded_stream(
+    body: Incoming,
+    limit: u64,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
+    struct State {
+        body: Incoming,
+        seen: u64,
+        done: bool,
+    }
+    let state = State {
+        body,
+        seen: 0,
+        done: false,
+    };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            let frame = match tokio::time::timeout(idle, st.body.frame()).await {
+                Err(_) => {
+                    st.done = true;
+                    return Some((Err(BodyError::TimedOut), st));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    st.done = true;
+                    return Some((Err(BodyError::Read(e)), st));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we need
+            };
+            st.seen += data.len() as u64;
+            if st.seen > limit {
+                st.done = true;
+                return Some((Err(BodyError::TooLarge { limit }), st));
+            }
+            return Some((Ok(data), st));
+        }
+    })
+}
+
+/// Reads a whole small body (admin JSON) within `limit` bytes.
+pub async fn read_small(body: Incoming, limit: u64, idle: Duration) -> Result<Vec<u8>, BodyError> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let stream = bounded_stream(body, limit, idle);
+    futures_util::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}

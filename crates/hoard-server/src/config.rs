@@ -1,0 +1,151 @@
+//! The node's configuration, as plain data. The binary loads it (TOML file
+//! plus `HOARD_*` environment variables); everything here has a default,
+//! so an empty configuration is a working single-node primary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hoard_core::{RepoFormat, RepoKind, RepoName, RepoSettings};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A stable name for this node, shown in `/+status` and logs.
+    pub node_id: String,
+    pub http_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    /// The URL clients use to reach this node; defaults to `http://{http_listen}`.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// The largest upload body accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// How long to wait for the next bytes of a request body, in seconds.
+    pub body_timeout_secs: u64,
+    /// How long a request with `X-Hoard-Min-Serial` may wait, in seconds.
+    pub min_serial_wait_secs: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Repositories to create at start if they do not exist.
+    pub repos: Vec<RepoConfig>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "hoard-1".into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 4040)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4041)),
+            public_url: None,
+            data_dir: PathBuf::from("./hoard-data"),
+            max_upload_bytes: 1 << 30,
+            body_timeout_secs: 30,
+            min_serial_wait_secs: 10,
+            log_format: "text".into(),
+            repos: vec![RepoConfig {
+                name: "pypi".into(),
+                format: RepoFormat::Pypi,
+                kind: "hosted".into(),
+                anonymous_read: true,
+            }],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub name: String,
+    pub format: RepoFormat,
+    #[serde(default = "hosted")]
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub anonymous_read: bool,
+}
+
+fn hosted() -> String {
+    "hosted".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Checks what serde cannot: names, URLs and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.node_id.is_empty() {
+            return invalid("node_id must not be empty".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid(format!(
+                    "public_url {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if self.max_upload_bytes == 0 || self.body_timeout_secs == 0 {
+            return invalid("max_upload_bytes and body_timeout_secs must be positive".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log_format {:?}: use text or json",
+                self.log_format
+            ));
+        }
+        for repo in &self.repos {
+            self.repo_settings(repo)?;
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn min_serial_wait(&self) -> Duration {
+        Duration::from_secs(self.min_serial_wait_secs)
+    }
+
+    pub fn repo_settings(
+        &self,
+        repo: &RepoConfig,
+    ) -> Result<(RepoName, RepoSettings), ConfigError> {
+        let name: RepoName = repo
+            .name
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("{e}")))?;
+        let kind = match repo.kind.as_str() {
+            "hosted" => RepoKind::Hosted,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "repository {name}: kind {other:?} is not supported yet (use hosted)"
+                )))
+            }
+        };
+        Ok((
+            name,
+            RepoSettings {
+                format: repo.format,
+                kind,
+                anonymous_read: repo.anonymous_read,
+            },
+        ))
+    }
+}

@@ -1,0 +1,136 @@
+//! The error every handler returns, rendered in the client's own format.
+
+use bytes::Bytes;
+use hoard_store::StoreError;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::http::{full, ResBody};
+
+/// An HTTP error: a status and a message for a person. PyPI clients show
+/// the reason phrase (twine prints it), so the message goes there too.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Close the connection after answering: the request body may be
+    /// unread (a refused upload), and draining it would waste bandwidth.
+    pub close: bool,
+    pub www_authenticate: bool,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            close: false,
+            www_authenticate: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            www_authenticate: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// A plain-text response whose reason phrase is the message.
+    pub fn into_response(self) -> Response<ResBody> {
+        let mut response = Response::new(full(Bytes::from(format!("{}\n", self.message))));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hoard\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason_phrase(&self.message)) {
+            response.extensions_mut().insert(reason);
+        }
+        response
+    }
+}
+
+/// A reason phrase must be visible ASCII and spaces, on one line.
+fn reason_phrase(message: &str) -> Vec<u8> {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(300)
+        .collect::<String>()
+        .into_bytes()
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_disk_full() {
+            tracing::error!(error = %e, "disk full");
+            return ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the server is out of disk space; try again later",
+                )
+            };
+        }
+        tracing::error!(error = %e, "store error");
+        ApiError::internal(format!("internal storage error: {e}"))
+    }
+}
+
+impl From<hoard_pypi::PypiError> for ApiError {
+    fn from(e: hoard_pypi::PypiError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_phrase_is_single_line_ascii() {
+        assert_eq!(reason_phrase("bad\nname é"), b"bad?name ?".to_vec());
+    }
+}

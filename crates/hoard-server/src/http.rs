@@ -1,0 +1,231 @@
+//! The HTTP listener, request dispatch, and response helpers shared by the
+//! protocol handlers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hoard_core::{RepoFormat, RepoName, Serial};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::{admin, pypi};
+
+pub type ResBody = BoxBody<Bytes, std::io::Error>;
+pub type HandlerResult = Result<Response<ResBody>, ApiError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ResBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub fn empty() -> ResBody {
+    full(Bytes::new())
+}
+
+/// A response with a body and a content type.
+pub fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ResBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResBody> {
+    with_body(
+        status,
+        "application/json",
+        serde_json::to_vec_pretty(value).unwrap_or_default(),
+    )
+}
+
+pub fn redirect(status: StatusCode, location: &str) -> HandlerResult {
+    let mut response = Response::new(empty());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).map_err(|_| ApiError::bad_request("invalid path"))?,
+    );
+    Ok(response)
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish (up to a bound).
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let node = node.clone();
+                let service = service_fn(move |req| {
+                    let node = node.clone();
+                    async move { Ok::<_, Infallible>(handle(node, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in 10s; closing them");
+    }
+    Ok(())
+}
+
+async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = match wait_for_min_serial(&node, &req).await {
+        Ok(()) => route(&node, req).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(ApiError::into_response);
+    response
+        .headers_mut()
+        .insert("x-hoard-serial", HeaderValue::from(node.applied_serial().0));
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info!(
+        %method,
+        path = %path,
+        status = response.status().as_u16(),
+        content_type,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// Read-your-writes across nodes: `X-Hoard-Min-Serial: N` waits (bounded)
+/// until this node has applied N.
+async fn wait_for_min_serial(node: &Node, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get("x-hoard-min-serial") else {
+        return Ok(());
+    };
+    let wanted = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request("X-Hoard-Min-Serial must be a serial number"))?;
+    if node
+        .wait_for_serial(Serial(wanted), node.config.min_serial_wait())
+        .await
+    {
+        Ok(())
+    } else {
+        Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this node has applied serial {} and not yet {wanted}; retry shortly",
+                    node.applied_serial()
+                ),
+            )
+        })
+    }
+}
+
+/// The path split into segments, percent-decoded. The empty last segment
+/// of a path ending in `/` is kept: PEP 503 pages live at `…/`.
+pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_start_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| ApiError::bad_request("the path is not valid UTF-8"))
+        })
+        .collect()
+}
+
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
+    let segs = segments(req.uri().path())?;
+    let seg_refs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match seg_refs.as_slice() {
+        [""] => admin::landing(node, &req),
+        ["+status"] => admin::status(node),
+        ["+admin", rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            admin::handle(node, req, &rest).await
+        }
+        [repo, rest @ ..] => {
+            let name: RepoName = repo
+                .parse()
+                .map_err(|_| ApiError::not_found(format!("no repository named {repo:?}")))?;
+            let state = node
+                .index
+                .repo(&name)?
+                .ok_or_else(|| ApiError::not_found(format!("no repository named {name}")))?;
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            match state.settings.format {
+                RepoFormat::Pypi => pypi::handle(node, req, &state, &rest).await,
+                RepoFormat::Npm => Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "npm repositories are not served yet",
+                )),
+            }
+        }
+        [] => Err(ApiError::not_found("not found")),
+    }
+}
+
+/// Only these methods are served on read paths.
+pub fn require_read_method(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        ))
+    }
+}

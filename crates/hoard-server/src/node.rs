@@ -1,0 +1,258 @@
+//! A node's shared state and its start-up: opening the store, the admin
+//! token, the configured repositories, and who a request comes from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
+use hoard_store::{BlobStore, Index, LocalWriter, Rejection, StoreError};
+use http::HeaderMap;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::error::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub index: Arc<Index>,
+    pub blobs: BlobStore,
+    writer: LocalWriter,
+    applied: watch::Receiver<Serial>,
+    admin_token_hash: Sha256,
+    pub admin_token_path: PathBuf,
+    pub started: Instant,
+}
+
+/// Who made a request, once their token checked out.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// The holder of this node's `admin-token` file.
+    NodeAdmin,
+    Token(TokenRecord),
+}
+
+impl Principal {
+    pub fn allows(&self, repo: &RepoName, needed: Perm) -> bool {
+        match self {
+            Principal::NodeAdmin => true,
+            Principal::Token(t) => t.allows(repo, needed),
+        }
+    }
+
+    /// Whether this principal administers the whole node.
+    pub fn is_global_admin(&self) -> bool {
+        match self {
+            Principal::NodeAdmin => true,
+            Principal::Token(t) => t.perm == Perm::Admin && t.repo.is_none(),
+        }
+    }
+
+    /// The actor recorded in events made by this principal.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::NodeAdmin => "admin".into(),
+            Principal::Token(t) => t.label.clone(),
+        }
+    }
+}
+
+/// A new random secret token. Only its hash is ever stored.
+pub fn generate_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "hoard_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+pub fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+impl Node {
+    /// Opens the data dir, creating it on first start, and makes sure the
+    /// configured repositories exist.
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        config.validate()?;
+        let data = config.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(|source| StoreError::Io {
+            context: format!("create data dir {}", data.display()),
+            source,
+        })?;
+        let index = Arc::new(Index::open(&data.join("index"))?);
+        let blobs = BlobStore::open(&data)?;
+        let writer = LocalWriter::spawn(index.clone())?;
+        let admin_token_path = data.join("admin-token");
+        let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
+        let node = Arc::new(Node {
+            applied: writer.durable_serial(),
+            config,
+            index,
+            blobs,
+            writer,
+            admin_token_hash,
+            admin_token_path,
+            started: Instant::now(),
+        });
+        node.ensure_configured_repos().await?;
+        Ok(node)
+    }
+
+    async fn ensure_configured_repos(&self) -> Result<(), NodeError> {
+        for repo in &self.config.repos {
+            let (name, settings) = self.config.repo_settings(repo)?;
+            let change = match self.index.repo(&name)? {
+                None => Change::RepoCreated {
+                    repo: name.clone(),
+                    settings,
+                },
+                Some(state) if state.settings != settings => Change::RepoSettingsChanged {
+                    repo: name.clone(),
+                    settings,
+                },
+                Some(_) => continue,
+            };
+            let serial = self.commit("system", change).await?;
+            tracing::info!(repo = %name, %serial, "configured repository recorded");
+        }
+        Ok(())
+    }
+
+    /// The serial that this node has applied and made durable.
+    pub fn applied_serial(&self) -> Serial {
+        *self.applied.borrow()
+    }
+
+    /// Waits until this node has applied `serial`, for at most `wait`.
+    pub async fn wait_for_serial(&self, serial: Serial, wait: std::time::Duration) -> bool {
+        let mut rx = self.applied.clone();
+        tokio::time::timeout(wait, rx.wait_for(|s| *s >= serial))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Commits one change as `actor`, returning its serial once durable.
+    pub async fn commit(&self, actor: &str, change: Change) -> Result<Serial, StoreError> {
+        let event = Event {
+            actor: actor.to_owned(),
+            time_us: now_us(),
+            change,
+        };
+        self.writer.commit(event).await
+    }
+
+    /// Creates a token, returning its secret (shown once, never stored).
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        repo: Option<RepoName>,
+        perm: Perm,
+        label: String,
+    ) -> Result<String, StoreError> {
+        if let Some(repo) = &repo {
+            if self.index.repo(repo)?.is_none() {
+                return Err(StoreError::Rejected(Rejection::RepoMissing(repo.clone())));
+            }
+        }
+        let secret = generate_token();
+        let token = TokenRecord {
+            hash: Sha256::of(secret.as_bytes()),
+            repo,
+            perm,
+            label,
+        };
+        self.commit(actor, Change::TokenCreated { token }).await?;
+        Ok(secret)
+    }
+
+    /// Resolves the request's credentials: `Authorization: Bearer <token>`,
+    /// or Basic auth with the token as password (twine sends user
+    /// `__token__`). `Ok(None)` when the request carries none.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the Authorization header is not valid text"))?;
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let secret = if scheme.eq_ignore_ascii_case("bearer") {
+            rest.trim().to_owned()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .map_err(|_| ApiError::bad_request("malformed Basic credentials"))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| ApiError::bad_request("malformed Basic credentials"))?;
+            match decoded.split_once(':') {
+                Some((_user, password)) => password.to_owned(),
+                None => return Err(ApiError::bad_request("malformed Basic credentials")),
+            }
+        } else {
+            return Err(ApiError::unauthorized(format!(
+                "unsupported authorization scheme {scheme:?}; use a token"
+            )));
+        };
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let hash = Sha256::of(secret.as_bytes());
+        if hash == self.admin_token_hash {
+            return Ok(Some(Principal::NodeAdmin));
+        }
+        match self.index.token(&hash)? {
+            Some(state) => Ok(Some(Principal::Token(state.record))),
+            None => Err(ApiError::forbidden("invalid or revoked token")),
+        }
+    }
+
+    /// Requires credentials that grant `needed` on `repo`.
+    pub fn require(
+        &self,
+        headers: &HeaderMap,
+        repo: &RepoName,
+        needed: Perm,
+    ) -> Result<Principal, ApiError> {
+        match self.authenticate(headers)? {
+            None => Err(ApiError::unauthorized(format!(
+                "{needed} access to {repo} needs a token"
+            ))),
+            Some(p) if p.allows(repo, needed) => Ok(p),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "this token does not grant {needed} access to {repo}"
+            ))),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+}
+
+/// Reads this node's admin token hash, writing a new token (mode 0600) on
+/// first start. The token stays on this node; it is not in the changelog.
+fn load_or_create_admin_token(path: &Path) -> Result<Sha256, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) => Ok(Sha256::of(secret.trim().as_bytes())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = generate_token();
+            hoard_store::write_file_durable(path, format!("{secret}\n").as_bytes(), 0o600)?;
+            tracing::info!(path = %path.display(), "wrote a new admin token");
+            Ok(Sha256::of(secret.as_bytes()))
+        }
+        Err(source) => Err(StoreError::Io {
+            context: format!("read {}", path.display()),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,527 @@
+//! The PyPI handler: the Simple API (PEP 503/691 with 592, 629, 658/714,
+//! 700), file downloads, and twine's legacy upload API, for one
+//! repository, optionally seen as it was at a serial (`+at/{serial}`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hoard_core::{Change, FileRecord, Perm, RepoName, Serial, Sha256};
+use hoard_pypi::{
+    check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
+    parse_core_metadata, parse_dist_filename, render_index, render_project, sort_versions,
+    validate_upload, ComputedDigests, DistFilename, DistKind, FileLink, IndexPage, ProjectLink,
+    ProjectPage, SimpleFormat, UploadForm, ZipLimits,
+};
+use hoard_store::{ExtraDigests, FileState, Rejection, RepoState, StagedBlob, StoreError};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::body::{bounded_stream, BodyError};
+use crate::download::serve_blob;
+use crate::error::ApiError;
+use crate::http::{redirect, require_read_method, with_body, HandlerResult};
+use crate::node::{Node, Principal};
+
+/// The largest text field of an upload form we keep (long descriptions).
+const MAX_TEXT_FIELD: usize = 4 << 20;
+
+/// Characters left unescaped in file URLs: what filenames use.
+const PATH_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'+')
+    .remove(b'!');
+
+pub async fn handle(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    rest: &[String],
+) -> HandlerResult {
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (at, rest) = match rest.as_slice() {
+        ["+at", serial, rest @ ..] => (Some(parse_at(node, serial)?), rest),
+        rest => (None, rest),
+    };
+    let prefix = match at {
+        Some(serial) => format!("/{}/+at/{serial}", repo.name),
+        None => format!("/{}", repo.name),
+    };
+    if req.method() == Method::POST && at.is_none() && matches!(rest, [] | [""]) {
+        return upload(node, req, repo).await;
+    }
+    require_read_method(req.method())?;
+    if !repo.settings.anonymous_read {
+        node.require(req.headers(), &repo.name, Perm::Read)?;
+    }
+    match rest {
+        [] | [""] | ["simple"] => {
+            redirect(StatusCode::MOVED_PERMANENTLY, &format!("{prefix}/simple/"))
+        }
+        ["simple", ""] => index_page(node, &req, repo, at),
+        ["simple", project] => redirect(
+            StatusCode::MOVED_PERMANENTLY,
+            &format!("{prefix}/simple/{}/", normalize_project_name(project)),
+        ),
+        ["simple", project, ""] => {
+            let normalized = normalize_project_name(project);
+            if normalized != *project {
+                return redirect(
+                    StatusCode::MOVED_PERMANENTLY,
+                    &format!("{prefix}/simple/{normalized}/"),
+                );
+            }
+            project_page(node, &req, repo, project, at)
+        }
+        ["files", project, filename] => download(node, &req, repo, project, filename, at).await,
+        _ => Err(ApiError::not_found("not found")),
+    }
+}
+
+fn parse_at(node: &Node, serial: &str) -> Result<Serial, ApiError> {
+    let serial = serial
+        .parse::<u64>()
+        .map(Serial)
+        .map_err(|_| ApiError::bad_request(format!("+at needs a serial number, not {serial:?}")))?;
+    let applied = node.applied_serial();
+    if serial > applied {
+        return Err(ApiError::not_found(format!(
+            "serial {serial} is beyond this node's applied serial {applied}"
+        )));
+    }
+    Ok(serial)
+}
+
+fn format_for(req: &Request<Incoming>) -> Result<SimpleFormat, ApiError> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format_query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format=")));
+    let decoded = format_query.map(|f| {
+        percent_encoding::percent_decode_str(f)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    negotiate(accept, decoded.as_deref()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "none of the accepted types is served: use application/vnd.pypi.simple.v1+json, \
+             application/vnd.pypi.simple.v1+html or text/html",
+        )
+    })
+}
+
+fn page_response(
+    format: SimpleFormat,
+    body: String,
+    last_serial: Serial,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let mut response = with_body(StatusCode::OK, format.content_type(), body);
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert("x-pypi-last-serial", HeaderValue::from(last_serial.0));
+    // A page at a serial never changes; the live one changes with every upload.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if at.is_some() {
+            "public, max-age=31536000, immutable"
+        } else {
+            "max-age=0, must-revalidate"
+        }),
+    );
+    Ok(response)
+}
+
+fn index_page(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let format = format_for(req)?;
+    let mut projects: Vec<ProjectLink> = node
+        .index
+        .projects(&repo.name, at)?
+        .into_iter()
+        .map(|p| ProjectLink {
+            name: p.display_name,
+            normalized: p.name,
+        })
+        .collect();
+    projects.sort_by(|a, b| a.normalized.cmp(&b.normalized));
+    let last_serial = at.unwrap_or_else(|| node.applied_serial());
+    let body = render_index(
+        &IndexPage {
+            projects,
+            last_serial: last_serial.0,
+        },
+        format,
+    );
+    page_response(format, body, last_serial, at)
+}
+
+fn file_link(project: &str, file: &FileState, at: Option<Serial>) -> FileLink {
+    let record = &file.record;
+    FileLink {
+        filename: record.filename.clone(),
+        url: format!(
+            "../../files/{project}/{}",
+            utf8_percent_encode(&record.filename, PATH_SAFE)
+        ),
+        sha256: record.sha256.to_hex(),
+        size: record.size,
+        upload_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(file.upload_time_us) * 1000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        requires_python: record.requires_python.clone(),
+        yanked: file.yanked_at(at).map(str::to_owned),
+        core_metadata_sha256: record.core_metadata.map(|s| s.to_hex()),
+    }
+}
+
+fn project_page(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    project: &str,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let format = format_for(req)?;
+    if node.index.project(&repo.name, project, at)?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no project named {project:?} in {}",
+            repo.name
+        )));
+    }
+    let files = node.index.files(&repo.name, project, at)?;
+    let mut versions: Vec<String> = files.iter().map(|f| f.record.version.clone()).collect();
+    versions.sort();
+    versions.dedup();
+    sort_versions(&mut versions);
+    let last_serial = at.unwrap_or_else(|| node.applied_serial());
+    let page = ProjectPage {
+        name: project.to_owned(),
+        files: files.iter().map(|f| file_link(project, f, at)).collect(),
+        versions,
+        last_serial: last_serial.0,
+    };
+    page_response(format, render_project(&page, format), last_serial, at)
+}
+
+async fn download(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    project: &str,
+    filename: &str,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let not_found = || ApiError::not_found(format!("no file named {filename:?} in {}", repo.name));
+    if let Some(file) = node.index.file(&repo.name, project, filename, at)? {
+        let r = &file.record;
+        return serve_blob(
+            node,
+            req.method(),
+            req.headers(),
+            &r.sha256,
+            r.size,
+            "application/octet-stream",
+        )
+        .await;
+    }
+    // PEP 658: the core metadata of `x.whl` is at `x.whl.metadata`.
+    let Some(dist) = filename.strip_suffix(".metadata") else {
+        return Err(not_found());
+    };
+    let file = node
+        .index
+        .file(&repo.name, project, dist, at)?
+        .ok_or_else(not_found)?;
+    let sha = file.record.core_metadata.ok_or_else(not_found)?;
+    let size = std::fs::metadata(node.blobs.path_of(&sha))
+        .map(|m| m.len())
+        .map_err(|_| ApiError::internal("the metadata blob is unavailable on this node"))?;
+    serve_blob(
+        node,
+        req.method(),
+        req.headers(),
+        &sha,
+        size,
+        "text/plain; charset=utf-8",
+    )
+    .await
+}
+
+/// Maps a body-stream failure to its status. The body is unread after
+/// these, so the connection is closed.
+fn body_error(e: BodyError) -> ApiError {
+    match e {
+        BodyError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).closing()
+        }
+        BodyError::TimedOut => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()).closing(),
+        BodyError::Read(_) => ApiError::bad_request(e.to_string()).closing(),
+    }
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    if let multer::Error::StreamReadFailed(inner) = e {
+        return match inner.downcast::<BodyError>() {
+            Ok(body) => body_error(*body),
+            Err(other) => {
+                ApiError::bad_request(format!("reading the upload failed: {other}")).closing()
+            }
+        };
+    }
+    ApiError::bad_request(format!("malformed multipart body: {e}")).closing()
+}
+
+/// twine's legacy upload: `POST /{repo}/`, multipart/form-data. The file
+/// streams to a temp blob while it is hashed; nothing becomes visible
+/// until every check passed and the event is committed.
+async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> HandlerResult {
+    let principal = node
+        .require(req.headers(), &repo.name, Perm::Upload)
+        .map_err(ApiError::closing)?;
+    if !matches!(repo.settings.kind, hoard_core::RepoKind::Hosted) {
+        return Err(
+            ApiError::bad_request(format!("{} does not accept uploads", repo.name)).closing(),
+        );
+    }
+    let limit = node.config.max_upload_bytes;
+    if let Some(len) = declared_length(req.headers()) {
+        if len > limit {
+            return Err(body_error(BodyError::TooLarge { limit }));
+        }
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err(ApiError::bad_request(format!(
+            "uploads must be multipart/form-data (as twine sends them), not {:?}",
+            content_type
+        ))
+        .closing());
+    }
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::bad_request("the multipart/form-data Content-Type has no boundary").closing()
+    })?;
+    let stream = bounded_stream(req.into_body(), limit, node.config.body_timeout());
+    let mut multipart = multer::Multipart::new(stream, boundary);
+
+    let mut form = UploadForm::default();
+    let mut content: Option<(DistFilename, StagedBlob)> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "content" {
+            if content.is_some() {
+                return Err(ApiError::bad_request("the upload has more than one file").closing());
+            }
+            let filename = field.file_name().ok_or_else(|| {
+                ApiError::bad_request("the content field has no filename").closing()
+            })?;
+            // Refuse a bad name before storing a byte.
+            let dist = parse_dist_filename(filename).map_err(|e| ApiError::from(e).closing())?;
+            let mut writer = node
+                .blobs
+                .writer(ExtraDigests {
+                    md5: true,
+                    blake2b_256: true,
+                    ..ExtraDigests::default()
+                })
+                .await?;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                writer.write(&chunk).await?;
+            }
+            content = Some((dist, writer.finish().await?));
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if text.len() + chunk.len() > MAX_TEXT_FIELD {
+                    return Err(ApiError::bad_request(format!(
+                        "the form field {name:?} is too large"
+                    ))
+                    .closing());
+                }
+                text.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(text).map_err(|_| {
+                ApiError::bad_request(format!("the form field {name:?} is not UTF-8"))
+            })?;
+            form.set_field(&name, text);
+        }
+    }
+    let (dist, staged) =
+        content.ok_or_else(|| ApiError::bad_request("the upload has no file (field 'content')"))?;
+    let digests = ComputedDigests {
+        sha256: staged.digests.sha256.to_hex(),
+        md5: staged.digests.md5.map(hex::encode).unwrap_or_default(),
+        blake2_256: staged
+            .digests
+            .blake2b_256
+            .map(hex::encode)
+            .unwrap_or_default(),
+    };
+    let upload = validate_upload(&form, &dist, &digests)?;
+    let metadata = inspect_distribution(&dist, &staged).await?;
+    let requires_python = upload
+        .requires_python
+        .clone()
+        .or_else(|| {
+            metadata
+                .as_ref()
+                .and_then(|(_, m)| m.requires_python.clone())
+        })
+        .filter(|s| !s.trim().is_empty());
+
+    let sha256 = staged.digests.sha256;
+    if let Some(existing) = node
+        .index
+        .file(&repo.name, &upload.project, &dist.filename, None)?
+    {
+        return same_or_conflict(&existing, sha256);
+    }
+    let record = FileRecord {
+        filename: dist.filename.clone(),
+        version: upload.version.clone(),
+        sha256,
+        size: staged.size,
+        packagetype: dist.kind.packagetype().to_owned(),
+        requires_python,
+        core_metadata: None,
+    };
+    commit_upload(
+        node,
+        &principal,
+        &repo.name,
+        upload.project,
+        upload.name,
+        record,
+        staged,
+        metadata.map(|(bytes, _)| bytes),
+    )
+    .await
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// An upload of an existing filename succeeds only with identical bytes.
+fn same_or_conflict(existing: &FileState, sha256: Sha256) -> HandlerResult {
+    if existing.record.sha256 == sha256 {
+        Ok(with_body(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "OK (already uploaded)\n",
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} already exists with different content; a published file never changes (upload a new version)",
+                existing.record.filename
+            ),
+        ))
+    }
+}
+
+/// Checks that the file is what its name says. For a wheel, extracts the
+/// core metadata (PEP 658) with bounded memory and checks it against the
+/// filename; for an sdist, checks the archive's magic bytes.
+async fn inspect_distribution(
+    dist: &DistFilename,
+    staged: &StagedBlob,
+) -> Result<Option<(Vec<u8>, hoard_pypi::CoreMetadata)>, ApiError> {
+    let path = staged.path().to_owned();
+    let dist = dist.clone();
+    tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| ApiError::internal(format!("reopening the upload failed: {e}")))?;
+        match dist.kind {
+            DistKind::Wheel => {
+                let bytes = extract_wheel_metadata(&mut file, &dist, &ZipLimits::default())?;
+                let meta = parse_core_metadata(&bytes)?;
+                meta.check_matches(&dist)?;
+                Ok(Some((bytes, meta)))
+            }
+            DistKind::Sdist => {
+                use std::io::Read;
+                let mut head = [0u8; 8];
+                let n = file.read(&mut head).unwrap_or(0);
+                check_sdist_magic(&dist, &head[..n])?;
+                Ok(None)
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("inspecting the upload failed: {e}")))?
+}
+
+/// Makes the blobs durable, then commits the event. A crash between the
+/// two leaves an unlisted blob (found by fsck as an orphan), never a
+/// listed file without its blob.
+#[allow(clippy::too_many_arguments)]
+async fn commit_upload(
+    node: &Node,
+    principal: &Principal,
+    repo: &RepoName,
+    project: String,
+    display_name: String,
+    mut record: FileRecord,
+    staged: StagedBlob,
+    metadata: Option<Vec<u8>>,
+) -> HandlerResult {
+    let sha256 = node.blobs.commit(staged).await?;
+    if let Some(bytes) = metadata {
+        record.core_metadata = Some(node.blobs.put_bytes(&bytes).await?);
+    }
+    let filename = record.filename.clone();
+    let change = Change::FileAdded {
+        repo: repo.clone(),
+        project: project.clone(),
+        display_name,
+        file: record,
+    };
+    match node.commit(&principal.actor(), change).await {
+        Ok(serial) => {
+            tracing::info!(%repo, %filename, %serial, actor = %principal.actor(), "file uploaded");
+            let mut response = with_body(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                Bytes::from("OK\n"),
+            );
+            response
+                .headers_mut()
+                .insert("x-hoard-upload-serial", HeaderValue::from(serial.0));
+            Ok(response)
+        }
+        // A concurrent upload of the same filename won the race.
+        Err(StoreError::Rejected(Rejection::FileExists(_))) => {
+            let existing = node
+                .index
+                .file(repo, &project, &filename, None)?
+                .ok_or_else(|| ApiError::internal("conflicting upload vanished"))?;
+            same_or_conflict(&existing, sha256)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,85 @@
+//! Offline consistency check of a data dir: every listed file has its blob
+//! with the right bytes, every blob matches its address, and the changelog
+//! is dense and matches the recorded digest.
+
+use std::collections::HashSet;
+
+use hoard_core::Sha256;
+
+use crate::{BlobStore, Index, StoreError};
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub events: u64,
+    pub files: u64,
+    pub blobs: u64,
+    /// Blobs that nothing lists: left by an upload that died before its
+    /// event was committed. Harmless; kept for a later identical upload.
+    pub orphans: Vec<Sha256>,
+    /// Real problems: anything here means the store is not clean.
+    pub problems: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks everything; `progress` is called with a line now and then.
+pub fn fsck(
+    index: &Index,
+    blobs: &BlobStore,
+    mut progress: impl FnMut(&str),
+) -> Result<FsckReport, StoreError> {
+    let mut report = FsckReport::default();
+
+    progress("checking the changelog");
+    let (events, problems) = index.verify_changelog()?;
+    report.events = events;
+    report.problems.extend(problems);
+
+    progress("checking that every listed file has its blob");
+    let mut referenced = HashSet::new();
+    for file in index.all_files() {
+        let file = file?;
+        report.files += 1;
+        let r = &file.record;
+        for (what, sha) in
+            std::iter::once(("file", r.sha256)).chain(r.core_metadata.map(|m| ("metadata", m)))
+        {
+            referenced.insert(sha);
+            if !blobs.contains(&sha) {
+                report
+                    .problems
+                    .push(format!("{} ({what}): blob {sha} is missing", r.filename));
+            }
+        }
+    }
+
+    progress("re-hashing blobs");
+    let listing = blobs.list()?;
+    let total = listing.len();
+    for (i, (path, sha)) in listing.into_iter().enumerate() {
+        report.blobs += 1;
+        match sha {
+            None => report
+                .problems
+                .push(format!("{}: not a blob address", path.display())),
+            Some(sha) => {
+                if !blobs.verify(&sha)? {
+                    report
+                        .problems
+                        .push(format!("blob {sha}: content does not match its sha256"));
+                }
+                if !referenced.contains(&sha) {
+                    report.orphans.push(sha);
+                }
+            }
+        }
+        if (i + 1) % 1000 == 0 {
+            progress(&format!("re-hashed {} of {total} blobs", i + 1));
+        }
+    }
+    Ok(report)
+}

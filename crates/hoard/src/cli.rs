@@ -1,0 +1,379 @@
+//! Command-line interface.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use hoard_core::{Perm, RepoName};
+use hoard_server::{Node, NodeConfig};
+use serde_json::{json, Value};
+
+use crate::settings;
+
+#[derive(Parser)]
+#[command(
+    name = "hoard",
+    version,
+    about = "A replicated artifact mirror for PyPI and npm"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node. With no configuration: a single-node primary on
+    /// 127.0.0.1:4040 with data in ./hoard-data and a hosted PyPI repository `pypi`.
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log JSON lines instead of human-readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Manage access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Yank (or with --undo, un-yank) a release or one file (PEP 592).
+    Yank {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        project: String,
+        /// Yank every file of this version.
+        #[arg(long, required_unless_present = "filename")]
+        version: Option<String>,
+        /// Yank only this file.
+        #[arg(long)]
+        filename: Option<String>,
+        /// Shown to installers that pick a yanked file.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Un-yank instead.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Create a repository.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Print a node's status as JSON.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a stopped node's data dir: every listed file has its blob,
+    /// every blob matches its sha256, the changelog is whole.
+    Fsck {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once, alone on stdout.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// The repository the token is for; omit for every repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// read, upload or admin.
+        #[arg(long)]
+        perm: String,
+        /// A name for the token, recorded as the actor of its changes.
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    Create {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        name: String,
+        /// pypi or npm.
+        #[arg(long)]
+        format: String,
+        /// Require a read token for reads.
+        #[arg(long)]
+        private: bool,
+    },
+}
+
+/// Which node an admin command acts on, and with which token.
+#[derive(Args, Clone)]
+struct Target {
+    /// The node's URL; default: the local node's configured address.
+    #[arg(long)]
+    url: Option<String>,
+    /// An admin token; default: $HOARD_TOKEN, then the local data dir's admin-token.
+    #[arg(long)]
+    token: Option<String>,
+    /// The local node's configuration (for its address and data dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The local node's data dir (for the admin token, or offline use).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn local_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = settings::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    fn url(&self) -> anyhow::Result<String> {
+        match &self.url {
+            Some(url) => Ok(url.trim_end_matches('/').to_owned()),
+            None => Ok(self.local_config()?.public_url()),
+        }
+    }
+
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        if let Ok(token) = std::env::var("HOARD_TOKEN") {
+            if !token.trim().is_empty() {
+                return Ok(token.trim().to_owned());
+            }
+        }
+        let path = self.local_config()?.data_dir.join("admin-token");
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no admin token: pass --token, set HOARD_TOKEN, or run where {} exists",
+                    path.display()
+                )
+            })
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, log_json } => serve(config.as_deref(), log_json).await,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    target,
+                    repo,
+                    perm,
+                    label,
+                },
+        } => token_create(&target, repo, &perm, label).await,
+        Command::Yank {
+            target,
+            repo,
+            project,
+            version,
+            filename,
+            reason,
+            undo,
+        } => {
+            let body = json!({
+                "repo": repo, "project": project, "version": version,
+                "filename": filename, "reason": reason, "undo": undo,
+            });
+            let answer = admin_post(&target, "yank", &body).await?;
+            let files = answer["filenames"].as_array().map(Vec::len).unwrap_or(0);
+            let verb = if undo { "un-yanked" } else { "yanked" };
+            eprintln!("{verb} {files} file(s) at serial {}", answer["serial"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Repo {
+            command:
+                RepoCommand::Create {
+                    target,
+                    name,
+                    format,
+                    private,
+                },
+        } => {
+            let body = json!({ "name": name, "format": format, "anonymous_read": !private });
+            let answer = admin_post(&target, "repos", &body).await?;
+            eprintln!("created repository {name} at serial {}", answer["serial"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { target } => {
+            let url = format!("{}/+status", target.url()?);
+            let response = reqwest::get(&url)
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let value: Value = response.json().await.context("status is not JSON")?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()),
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode> {
+    let config = settings::load(config)?;
+    init_logging(log_json || config.log_format == "json");
+    let listen = config.http_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another hoard running?)"))?;
+    let node = Node::open(config).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %node.config.node_id,
+        url = %node.config.public_url(),
+        data_dir = %node.data_dir().display(),
+        admin_token = %node.admin_token_path.display(),
+        applied_serial = %node.applied_serial(),
+        "hoard is serving"
+    );
+    hoard_server::serve(node.clone(), listener, shutdown_signal()).await?;
+    node.index.flush()?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+async fn admin_post(target: &Target, endpoint: &str, body: &Value) -> anyhow::Result<Value> {
+    let url = format!("{}/+admin/{endpoint}", target.url()?);
+    let token = target.token()?;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", text.trim());
+    }
+    serde_json::from_str(&text).with_context(|| format!("{url} answered with invalid JSON"))
+}
+
+async fn token_create(
+    target: &Target,
+    repo: Option<String>,
+    perm: &str,
+    label: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let perm: Perm = perm.parse()?;
+    let repo: Option<RepoName> = repo.map(|r| r.parse()).transpose()?;
+    let body = json!({ "repo": repo, "perm": perm.to_string(), "label": label });
+    let answer = match admin_post(target, "tokens", &body).await {
+        Ok(answer) => answer,
+        // No node answers at the local address: open its data dir directly.
+        Err(e) if target.url.is_none() && is_connect_error(&e) => {
+            return token_create_offline(target, repo, perm, label).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let token = answer["token"]
+        .as_str()
+        .context("the node's answer has no token")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_connect_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect)
+    })
+}
+
+async fn token_create_offline(
+    target: &Target,
+    repo: Option<RepoName>,
+    perm: Perm,
+    label: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = target.local_config()?;
+    eprintln!(
+        "no node answers at {}; creating the token in {} directly",
+        config.public_url(),
+        config.data_dir.display()
+    );
+    let node = Node::open(config).await?;
+    let label =
+        label.unwrap_or_else(|| format!("{perm}@{}", repo.as_ref().map_or("*", |r| r.as_str())));
+    let secret = node.create_token("admin", repo, perm, label).await?;
+    node.index.flush()?;
+    println!("{secret}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fsck(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = match data_dir {
+        Some(dir) => dir,
+        None => settings::load(config)?.data_dir,
+    };
+    if !data_dir.join("index").is_dir() {
+        bail!("{} is not a hoard data dir (no index/)", data_dir.display());
+    }
+    let index = hoard_store::Index::open(&data_dir.join("index"))?;
+    let blobs = hoard_store::BlobStore::open(&data_dir)?;
+    let report = hoard_store::fsck(&index, &blobs, |line| eprintln!("fsck: {line}"))?;
+    println!(
+        "checked {} events, {} files, {} blobs",
+        report.events, report.files, report.blobs
+    );
+    if !report.orphans.is_empty() {
+        println!(
+            "{} unlisted blob(s) (uploads that stopped before they were committed; harmless)",
+            report.orphans.len()
+        );
+    }
+    for problem in &report.problems {
+        println!("PROBLEM: {problem}");
+    }
+    if report.is_clean() {
+        println!("clean");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s) found", report.problems.len());
+        Ok(ExitCode::from(2))
+    }
+}

@@ -1,0 +1,32 @@
+//! `hoard`: runs a node (`hoard serve`) and drives one from the command
+//! line. Admin commands talk to a running node over its HTTP admin API
+//! (`--url`, default: the local node); `fsck` and `token create` on a
+//! stopped node open the data dir directly.
+
+mod cli;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

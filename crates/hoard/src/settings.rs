@@ -1,0 +1,54 @@
+//! Loading a node's configuration: defaults, then a TOML file, then
+//! `HOARD_*` environment variables (e.g. `HOARD_HTTP_LISTEN`).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use hoard_server::NodeConfig;
+
+/// Top-level keys that may come from the environment. Other `HOARD_*`
+/// variables (`HOARD_TOKEN`, say) belong to the CLI, not the node.
+const ENV_KEYS: &[&str] = &[
+    "node_id",
+    "http_listen",
+    "grpc_listen",
+    "public_url",
+    "data_dir",
+    "max_upload_bytes",
+    "body_timeout_secs",
+    "min_serial_wait_secs",
+    "log_format",
+];
+
+pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        if !file.is_file() {
+            anyhow::bail!("config file {} does not exist", file.display());
+        }
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    let env: config::Map<String, String> = std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("HOARD_")?.to_ascii_lowercase();
+            ENV_KEYS
+                .contains(&key.as_str())
+                .then_some((format!("HOARD_{}", key.to_ascii_uppercase()), v))
+        })
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("HOARD")
+            .prefix_separator("_")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let config: NodeConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .with_context(|| match file {
+            Some(f) => format!("reading the configuration {}", f.display()),
+            None => "reading the configuration from the environment".into(),
+        })?;
+    config.validate()?;
+    Ok(config)
+}

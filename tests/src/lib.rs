@@ -1,0 +1,42 @@
+//! Harness for hoard's black-box tests.
+//!
+//! Everything here drives real processes: the `hoard` binary (built once per
+//! test process, or taken from `HOARD_BIN`), and the real Python clients
+//! (twine, pip, uv) from a venv that `tests/tools/setup.sh` makes.
+//!
+//! - [`tools`]: locating the `hoard` binary and the Python tools.
+//! - [`node`]: [`node::Node`], one `hoard serve` process with its own temp dir
+//!   and ports.
+//! - [`artifacts`]: building wheels, sdists and broken/hostile files.
+//! - [`http`]: a multipart builder and a raw HTTP/1.1 client for requests that
+//!   an ordinary client refuses to send (cut bodies, lying Content-Length).
+//! - [`simple`]: reading PEP 503 pages.
+
+pub mod artifacts;
+pub mod http;
+pub mod node;
+pub mod simple;
+pub mod tools;
+
+pub use artifacts::{sdist, wheel, Artifact, WheelSpec};
+pub use http::{Auth, Multipart, RawResponse, Upload};
+pub use node::{Node, NodeOpts, RepoSpec, StoreSnapshot};
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Hex md5 of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
+}
+
+/// A name unique within this test process, for projects and files.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
+}

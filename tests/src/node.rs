@@ -1,0 +1,666 @@
+//! One `hoard serve` process with its own temp dir and loopback ports.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use reqwest::blocking::{Client, Response};
+use serde_json::Value;
+
+use crate::http::{raw_request, Auth, RawResponse, Upload};
+use crate::tools::hoard_bin;
+
+/// A `[[repos]]` table of the node's config.
+#[derive(Clone, Debug)]
+pub struct RepoSpec {
+    pub name: String,
+    pub format: String,
+    pub kind: String,
+    pub anonymous_read: bool,
+}
+
+impl RepoSpec {
+    /// A hosted PyPI repository with anonymous reads.
+    pub fn pypi(name: &str) -> RepoSpec {
+        RepoSpec {
+            name: name.to_string(),
+            format: "pypi".to_string(),
+            kind: "hosted".to_string(),
+            anonymous_read: true,
+        }
+    }
+}
+
+/// What to put in a node's config.
+#[derive(Clone, Debug)]
+pub struct NodeOpts {
+    pub node_id: String,
+    /// Empty: no `[[repos]]` (the node then has one hosted PyPI repo `pypi`).
+    pub repos: Vec<RepoSpec>,
+    pub max_upload_bytes: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub log_format: Option<String>,
+    /// Extra environment for the `hoard serve` process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for NodeOpts {
+    fn default() -> Self {
+        NodeOpts {
+            node_id: "n1".to_string(),
+            repos: Vec::new(),
+            max_upload_bytes: None,
+            body_timeout_secs: Some(2),
+            log_format: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl NodeOpts {
+    pub fn repo(mut self, repo: RepoSpec) -> Self {
+        self.repos.push(repo);
+        self
+    }
+
+    pub fn max_upload_bytes(mut self, n: u64) -> Self {
+        self.max_upload_bytes = Some(n);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn to_toml(&self, http: u16, grpc: u16, data_dir: &Path) -> String {
+        let mut s = String::new();
+        let q = toml_str;
+        writeln!(s, "node_id = {}", q(&self.node_id)).unwrap();
+        writeln!(s, "http_listen = {}", q(&format!("127.0.0.1:{http}"))).unwrap();
+        writeln!(s, "grpc_listen = {}", q(&format!("127.0.0.1:{grpc}"))).unwrap();
+        writeln!(s, "public_url = {}", q(&format!("http://127.0.0.1:{http}"))).unwrap();
+        writeln!(s, "data_dir = {}", q(&data_dir.to_string_lossy())).unwrap();
+        if let Some(n) = self.max_upload_bytes {
+            writeln!(s, "max_upload_bytes = {n}").unwrap();
+        }
+        if let Some(n) = self.body_timeout_secs {
+            writeln!(s, "body_timeout_secs = {n}").unwrap();
+        }
+        if let Some(f) = &self.log_format {
+            writeln!(s, "log_format = {}", q(f)).unwrap();
+        }
+        for r in &self.repos {
+            writeln!(s, "\n[[repos]]").unwrap();
+            writeln!(s, "name = {}", q(&r.name)).unwrap();
+            writeln!(s, "format = {}", q(&r.format)).unwrap();
+            writeln!(s, "kind = {}", q(&r.kind)).unwrap();
+            writeln!(s, "anonymous_read = {}", r.anonymous_read).unwrap();
+        }
+        s
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    // serde_json's string escaping is valid TOML basic-string escaping for
+    // everything we write (paths, names).
+    serde_json::to_string(s).unwrap()
+}
+
+/// Two distinct free loopback ports.
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// What `store_snapshot` saw: the serial and the number of blob files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreSnapshot {
+    pub serial: u64,
+    pub blobs: usize,
+}
+
+/// A running (or stopped) `hoard serve` process.
+///
+/// Dropping it kills the process. If the test is panicking, the node's log is
+/// printed and its temp dir is kept for inspection.
+pub struct Node {
+    pub opts: NodeOpts,
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    http_port: u16,
+    grpc_port: u16,
+    child: Option<Child>,
+    client: Client,
+}
+
+impl Node {
+    /// Start a node and wait until `GET /+status` answers 200. Panics (with
+    /// the node's log) if it does not within 30 s.
+    pub fn start(opts: NodeOpts) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("hoard-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().to_path_buf();
+        let client = Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("reqwest client");
+        let (http_port, grpc_port) = free_ports();
+        let mut node = Node {
+            opts,
+            dir: Some(dir),
+            root,
+            http_port,
+            grpc_port,
+            child: None,
+            client,
+        };
+        // A port picked as free can be taken by a parallel test before the
+        // node binds it: retry a few times with new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match node.spawn_and_wait() {
+                Ok(()) => return node,
+                Err(e) if attempt < 3 && node.log().contains("in use") => {
+                    eprintln!("node start failed ({e:#}), retrying with new ports");
+                    node.kill_quietly();
+                    (node.http_port, node.grpc_port) = free_ports();
+                }
+                Err(e) => panic!("node did not start: {e:#}\n{}", node.log_tail(200)),
+            }
+        }
+    }
+
+    /// Start a node with the default options.
+    pub fn start_default() -> Node {
+        Node::start(NodeOpts::default())
+    }
+
+    fn write_config(&self) -> Result<()> {
+        fs::create_dir_all(self.data_dir())?;
+        let toml = self
+            .opts
+            .to_toml(self.http_port, self.grpc_port, &self.data_dir());
+        fs::write(self.config_path(), toml)?;
+        Ok(())
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        assert!(self.child.is_none(), "node already running");
+        self.write_config()?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        writeln!(
+            &log,
+            "===== hoard-tests: starting node (http {}, grpc {}) =====",
+            self.http_port, self.grpc_port
+        )?;
+        let mut cmd = Command::new(hoard_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        clear_hoard_env(&mut cmd);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("spawn hoard serve")?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                self.child = None;
+                bail!("hoard serve exited during startup with {status}");
+            }
+            if let Ok(resp) = self
+                .client
+                .get(format!("{}/+status", self.url()))
+                .timeout(Duration::from_secs(2))
+                .send()
+            {
+                if resp.status().as_u16() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("GET /+status did not answer 200 within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The HTTP listen address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    /// The node's temp dir (config, log and data dir are inside).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("hoard.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("node.log")
+    }
+
+    /// The whole log so far (all starts of this node).
+    pub fn log(&self) -> String {
+        fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        lines[start..].join("\n")
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// `<data_dir>/admin-token`, trimmed.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin-token");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// A blocking HTTP client (no proxy, no redirects followed).
+    pub fn http(&self) -> &Client {
+        &self.client
+    }
+
+    /// `GET {url}{path}`.
+    pub fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET /+status` as JSON; also checks that `X-Hoard-Serial` equals
+    /// `applied_serial`.
+    pub fn status(&self) -> Value {
+        let resp = self.get("/+status");
+        assert_eq!(resp.status().as_u16(), 200, "GET /+status");
+        let header = resp
+            .headers()
+            .get("x-hoard-serial")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: Value = resp.json().expect("/+status is JSON");
+        let serial = v["applied_serial"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/+status has no integer applied_serial: {v}"));
+        assert_eq!(
+            header.as_deref(),
+            Some(serial.to_string().as_str()),
+            "X-Hoard-Serial of GET /+status vs applied_serial"
+        );
+        v
+    }
+
+    /// `applied_serial` from `/+status`.
+    pub fn serial(&self) -> u64 {
+        self.status()["applied_serial"].as_u64().unwrap()
+    }
+
+    /// Serial and blob count, to check later that a request stored nothing.
+    pub fn store_snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            serial: self.serial(),
+            blobs: count_files(&self.data_dir().join("blobs")),
+        }
+    }
+
+    /// Files under `<data_dir>/tmp/`.
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.data_dir().join("tmp"), &mut out);
+        out
+    }
+
+    /// Assert that nothing was stored since `before`: the same serial and
+    /// blob count, no leftover temp files (waiting up to 5 s for cleanup),
+    /// and `filename` not on the project's simple page.
+    pub fn assert_nothing_stored(
+        &self,
+        before: &StoreSnapshot,
+        repo: &str,
+        project: &str,
+        filename: &str,
+    ) {
+        let after = self.store_snapshot();
+        assert_eq!(
+            after.serial, before.serial,
+            "a refused request changed the applied serial"
+        );
+        assert_eq!(
+            after.blobs,
+            before.blobs,
+            "a refused request left a blob under {}/blobs",
+            self.data_dir().display()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let tmp = self.tmp_files();
+            if tmp.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a refused request left temp files: {tmp:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !filename.is_empty() {
+            let resp = self.get(&format!("/{repo}/simple/{project}/"));
+            let status = resp.status().as_u16();
+            let body = resp.text().unwrap_or_default();
+            assert!(
+                status == 404 || (status == 200 && !body.contains(filename)),
+                "after a refused upload, /{repo}/simple/{project}/ answered {status} \
+                 and lists {filename:?}: {body}"
+            );
+        }
+    }
+
+    /// Upload with reqwest (the multipart body from [`Upload::multipart`]).
+    pub fn upload(&self, repo: &str, auth: &Auth, upload: &Upload) -> Response {
+        let mp = upload.multipart();
+        let req = self
+            .client
+            .post(format!("{}/{repo}/", self.url()))
+            .header("content-type", mp.content_type())
+            .body(mp.finish());
+        auth.apply(req)
+            .send()
+            .unwrap_or_else(|e| panic!("upload {}: {e}", upload.filename))
+    }
+
+    /// Upload and assert 200.
+    pub fn upload_ok(&self, repo: &str, token: &str, upload: &Upload) {
+        let resp = self.upload(repo, &Auth::Basic(token.to_string()), upload);
+        let status = resp.status().as_u16();
+        let body = resp.text().unwrap_or_default();
+        assert_eq!(status, 200, "upload {}: {body}", upload.filename);
+    }
+
+    /// Send `head` (request line and headers, without the final blank line;
+    /// `Host` and `Connection: close` are added) and `body` over a raw socket.
+    pub fn raw(&self, head: &str, body: &[u8]) -> RawResponse {
+        let head = format!(
+            "{head}\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.http_port
+        );
+        raw_request(self.addr(), head.as_bytes(), body)
+            .unwrap_or_else(|e| panic!("raw request failed: {e:#}\n{head}"))
+    }
+
+    /// `POST /{repo}/` over a raw socket with this Content-Type and body
+    /// (Content-Length is the body's length).
+    pub fn raw_upload(
+        &self,
+        repo: &str,
+        auth: &Auth,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> RawResponse {
+        let mut head = format!("POST /{repo}/ HTTP/1.1\r\nContent-Length: {}", body.len());
+        if let Some(ct) = content_type {
+            head.push_str(&format!("\r\nContent-Type: {ct}"));
+        }
+        if let Some(h) = auth.header_value() {
+            head.push_str(&format!("\r\nAuthorization: {h}"));
+        }
+        self.raw(&head, body)
+    }
+
+    /// Run the `hoard` CLI with `args` (no HOARD_* environment).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// Run the `hoard` CLI with `args` and only these HOARD_* variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(hoard_bin());
+        cmd.args(args).current_dir(&self.root).stdin(Stdio::null());
+        clear_hoard_env(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run hoard")
+    }
+
+    /// Run the `hoard` CLI and return its stdout; panics unless it exits 0.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        self.cli_env_ok(args, &[])
+    }
+
+    /// Like [`Node::cli_env`], and panics unless it exits 0.
+    pub fn cli_env_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.cli_env(args, env);
+        assert!(
+            out.status.success(),
+            "hoard {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// `hoard token create --repo R --perm P --url URL --token ADMIN`: the
+    /// printed token (checked to be alone on stdout).
+    pub fn create_token(&self, repo: &str, perm: &str) -> String {
+        let url = self.url();
+        let admin = self.admin_token();
+        let out = self.cli_ok(&[
+            "token", "create", "--repo", repo, "--perm", perm, "--label", "test", "--url", &url,
+            "--token", &admin,
+        ]);
+        let token = out.trim();
+        assert!(
+            !token.is_empty() && !token.contains(char::is_whitespace),
+            "hoard token create should print the token alone, got {out:?}"
+        );
+        token.to_string()
+    }
+
+    /// `hoard fsck --data-dir DIR` (the node should be stopped).
+    pub fn fsck(&self) -> Output {
+        let dir = self.data_dir();
+        self.cli(&["fsck", "--data-dir", dir.to_str().unwrap()])
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("node is not running");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+
+    /// SIGTERM and wait up to 15 s for a graceful exit; returns whether it
+    /// exited by itself (else it was killed) and its exit status.
+    pub fn stop(&mut self) -> (bool, std::process::ExitStatus) {
+        let mut child = self.child.take().expect("node is not running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (true, status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return (false, child.wait().expect("wait"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again with the same config, data dir and ports (stopping it
+    /// gracefully first if it is running).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("node did not restart: {e:#}\n{}", self.log_tail(200));
+        }
+    }
+
+    fn kill_quietly(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Peak resident memory of the process (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let pid = self.pid()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_quietly();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- hoard node log ({}) -----\n{}\n----- end of node log -----",
+                self.log_path().display(),
+                self.log_tail(300)
+            );
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("kept the node's temp dir: {}", kept.display());
+            }
+        }
+    }
+}
+
+fn clear_hoard_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HOARD_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// The number of regular files under `dir` (0 if it does not exist).
+pub fn count_files(dir: &Path) -> usize {
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.len()
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk(&path, out),
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Run `cmd`, capture its output, and fail with all of it unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!("{}", describe_failure(cmd, &out));
+    }
+    out
+}
+
+/// A readable account of a failed command.
+pub fn describe_failure(cmd: &Command, out: &Output) -> String {
+    format!(
+        "{cmd:?} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Write `bytes` to `dir/name` and return the path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(bytes).unwrap();
+    path
+}
+
+/// Parse a response's `X-Hoard-Serial` header.
+pub fn serial_header(resp: &Response) -> Result<u64> {
+    resp.headers()
+        .get("x-hoard-serial")
+        .ok_or_else(|| anyhow!("no X-Hoard-Serial header"))?
+        .to_str()?
+        .trim()
+        .parse()
+        .context("X-Hoard-Serial is not an integer")
+}

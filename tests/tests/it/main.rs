@@ -1,0 +1,14 @@
+//! hoard's black-box tests: each test starts real `hoard` processes (see
+//! `hoard_tests::Node`) and drives them over loopback HTTP, with real clients
+//! where it matters (twine, pip, uv).
+//!
+//! Run: `cargo test -p hoard-tests` (set `HOARD_BIN` to test a prebuilt
+//! binary). The Python tools are set up on first use by
+//! `tests/tools/setup.sh`.
+
+mod bad_input;
+mod downloads;
+mod durability;
+mod pypi_clients;
+mod simple_api;
+mod yank;

@@ -1,0 +1,484 @@
+//! The Simple API (PEP 503/691/592/629/658/714/700), uploads' success paths,
+//! auth paths, `/+status`, and configuration.
+
+use hoard_tests::artifacts::{normalize, WheelSpec};
+use hoard_tests::node::serial_header;
+use hoard_tests::simple::{anchor_for, anchors};
+use hoard_tests::{sdist, sha256_hex, wheel, Auth, Node, NodeOpts, RepoSpec, Upload};
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::pypi_clients::{PIP_ACCEPT, UV_ACCEPT};
+
+pub const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
+
+/// GET the project's JSON page (asserting 200 and the PEP 691 type).
+pub fn json_page(node: &Node, repo: &str, project: &str) -> Value {
+    let resp = node
+        .http()
+        .get(format!("{}/{repo}/simple/{project}/", node.url()))
+        .header("accept", JSON_TYPE)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "JSON page of {project}");
+    let ct = content_type(&resp);
+    assert!(ct.starts_with(JSON_TYPE), "JSON page content-type {ct}");
+    resp.json().unwrap()
+}
+
+/// GET the project's HTML page (asserting 200 and text/html): its URL and
+/// body.
+pub fn html_page(node: &Node, repo: &str, project: &str) -> (Url, String) {
+    let resp = node.get(&format!("/{repo}/simple/{project}/"));
+    assert_eq!(resp.status().as_u16(), 200, "HTML page of {project}");
+    let ct = content_type(&resp);
+    assert!(ct.starts_with("text/html"), "HTML page content-type {ct}");
+    (resp.url().clone(), resp.text().unwrap())
+}
+
+/// The absolute URL of a file entry of a JSON page.
+pub fn file_url(node: &Node, repo: &str, project: &str, file: &Value) -> Url {
+    let page = Url::parse(&format!("{}/{repo}/simple/{project}/", node.url())).unwrap();
+    page.join(file["url"].as_str().expect("file url")).unwrap()
+}
+
+pub fn content_type(resp: &reqwest::blocking::Response) -> String {
+    resp.headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// A node with `demo-pkg` 1.0.0 (wheel with Requires-Python, and sdist).
+fn node_with_demo() -> (Node, String, hoard_tests::Artifact, hoard_tests::Artifact) {
+    let node = Node::start_default();
+    let token = node.create_token("pypi", "upload");
+    let mut spec = WheelSpec::new("Demo_Pkg", "1.0.0");
+    spec.requires_python = Some(">=3.8".to_string());
+    let whl = spec.build();
+    let sd = sdist("Demo_Pkg", "1.0.0");
+    node.upload_ok("pypi", &token, &Upload::of(&whl));
+    node.upload_ok("pypi", &token, &Upload::of(&sd));
+    (node, token, whl, sd)
+}
+
+#[test]
+fn html_page_has_relative_hashed_urls_and_core_metadata() {
+    let (node, _token, whl, sd) = node_with_demo();
+    let (page_url, html) = html_page(&node, "pypi", "demo-pkg");
+    let links = anchors(&html);
+    assert_eq!(links.len(), 2, "two files: {html}");
+    for (a, has_metadata) in [(&whl, true), (&sd, false)] {
+        let link = anchor_for(&links, &a.filename)
+            .unwrap_or_else(|| panic!("{} not on the page: {html}", a.filename));
+        let href = link.href();
+        assert!(
+            !href.starts_with("http:") && !href.starts_with("https:") && !href.starts_with('/'),
+            "file URLs should be relative: {href}"
+        );
+        let (path, fragment) = href.split_once('#').expect("a #sha256= fragment");
+        assert_eq!(fragment, format!("sha256={}", a.sha256()));
+        let resolved = page_url.join(path).unwrap();
+        assert_eq!(
+            resolved.path(),
+            format!("/pypi/files/demo-pkg/{}", a.filename),
+            "where {href} resolves"
+        );
+        let body = node.http().get(resolved.clone()).send().unwrap();
+        assert_eq!(body.status().as_u16(), 200);
+        assert_eq!(sha256_hex(&body.bytes().unwrap()), a.sha256());
+
+        if has_metadata {
+            let meta_sha = format!("sha256={}", sha256_hex(a.metadata.as_bytes()));
+            assert_eq!(
+                link.attr("data-core-metadata"),
+                Some(meta_sha.as_str()),
+                "PEP 714"
+            );
+            assert_eq!(
+                link.attr("data-dist-info-metadata"),
+                Some(meta_sha.as_str()),
+                "PEP 658"
+            );
+            assert_eq!(link.attr("data-requires-python"), Some(">=3.8"));
+            let meta = node
+                .http()
+                .get(format!("{resolved}.metadata"))
+                .send()
+                .unwrap();
+            assert_eq!(meta.status().as_u16(), 200);
+            assert_eq!(meta.text().unwrap(), a.metadata);
+        } else {
+            assert!(
+                !link.has_attr("data-core-metadata"),
+                "sdist has no core metadata"
+            );
+        }
+        assert!(!link.has_attr("data-yanked"));
+    }
+    // PEP 629
+    assert!(
+        html.contains(r#"<meta name="pypi:repository-version" content="1."#),
+        "PEP 629 meta tag missing: {html}"
+    );
+}
+
+#[test]
+fn json_page_follows_pep_691_and_700() {
+    let (node, _token, whl, sd) = node_with_demo();
+    node.upload_ok(
+        "pypi",
+        &node.create_token("pypi", "upload"),
+        &Upload::of(&wheel("demo-pkg", "0.9")),
+    );
+    let page = json_page(&node, "pypi", "demo-pkg");
+    assert_eq!(page["meta"]["api-version"], "1.1", "{page}");
+    assert_eq!(page["name"], "demo-pkg");
+    let mut versions: Vec<&str> = page["versions"]
+        .as_array()
+        .expect("PEP 700 versions")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["0.9", "1.0.0"]);
+    let files = page["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for a in [&whl, &sd] {
+        let f = files
+            .iter()
+            .find(|f| f["filename"] == a.filename.as_str())
+            .unwrap_or_else(|| panic!("{} missing: {page}", a.filename));
+        assert_eq!(f["hashes"]["sha256"], a.sha256().as_str());
+        assert_eq!(f["size"], a.bytes.len() as u64, "PEP 700 size");
+        let t = f["upload-time"].as_str().expect("PEP 700 upload-time");
+        assert!(
+            t.len() >= 20 && t.ends_with('Z') && t.contains('T'),
+            "upload-time {t}"
+        );
+        assert_eq!(f["yanked"], false);
+        let url = file_url(&node, "pypi", "demo-pkg", f);
+        assert_eq!(url.path(), format!("/pypi/files/demo-pkg/{}", a.filename));
+        if a.filename.ends_with(".whl") {
+            let sha = sha256_hex(a.metadata.as_bytes());
+            assert_eq!(f["core-metadata"]["sha256"], sha.as_str(), "PEP 714: {f}");
+            assert_eq!(f["requires-python"], ">=3.8");
+        } else {
+            assert!(
+                f.get("core-metadata").is_none_or(|v| v == false),
+                "sdist core-metadata: {f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn accept_header_negotiation() {
+    let (node, _token, _whl, _sd) = node_with_demo();
+    let cases: [(Option<&str>, &str); 6] = [
+        (None, "text/html"),
+        (Some("text/html"), "text/html"),
+        (Some(UV_ACCEPT), JSON_TYPE),
+        (Some(PIP_ACCEPT), JSON_TYPE),
+        (Some(JSON_TYPE), JSON_TYPE),
+        (Some("application/vnd.pypi.simple.latest+json"), JSON_TYPE),
+    ];
+    for path in ["/pypi/simple/", "/pypi/simple/demo-pkg/"] {
+        for (accept, want) in cases {
+            let mut req = node.http().get(format!("{}{path}", node.url()));
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            let resp = req.send().unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "{path} Accept {accept:?}");
+            let ct = content_type(&resp);
+            assert!(
+                ct.starts_with(want),
+                "{path} Accept {accept:?}: got {ct}, want {want}"
+            );
+        }
+        // The v1 HTML type may be answered as itself or as text/html.
+        let resp = node
+            .http()
+            .get(format!("{}{path}", node.url()))
+            .header("accept", "application/vnd.pypi.simple.v1+html")
+            .send()
+            .unwrap();
+        let ct = content_type(&resp);
+        assert!(
+            ct.starts_with("application/vnd.pypi.simple.v1+html") || ct.starts_with("text/html"),
+            "v1+html got {ct}"
+        );
+    }
+}
+
+#[test]
+fn project_index_lists_projects() {
+    let (node, token, _whl, _sd) = node_with_demo();
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("other.thing", "1")));
+    let (url, html) = html_page(&node, "pypi", "");
+    let links = anchors(&html);
+    for project in ["demo-pkg", "other-thing"] {
+        let link = links
+            .iter()
+            .find(|a| normalize(&a.text) == project)
+            .unwrap_or_else(|| panic!("{project} not in the index: {html}"));
+        assert_eq!(
+            url.join(link.href()).unwrap().path(),
+            format!("/pypi/simple/{project}/")
+        );
+    }
+    let resp = node
+        .http()
+        .get(format!("{}/pypi/simple/", node.url()))
+        .header("accept", JSON_TYPE)
+        .send()
+        .unwrap();
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["meta"]["api-version"], "1.1");
+    let mut names: Vec<String> = v["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| normalize(p["name"].as_str().unwrap()))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["demo-pkg", "other-thing"]);
+}
+
+#[test]
+fn non_normalized_names_redirect_and_unknown_projects_404() {
+    let (node, _token, _whl, _sd) = node_with_demo();
+    for path in [
+        "/pypi/simple/Demo_Pkg/",
+        "/pypi/simple/demo.pkg/",
+        "/pypi/simple/DEMO--pkg/",
+    ] {
+        let resp = node.get(path);
+        assert_eq!(resp.status().as_u16(), 301, "{path}");
+        let loc = resp.headers()["location"].to_str().unwrap();
+        let target = Url::parse(&format!("{}{path}", node.url()))
+            .unwrap()
+            .join(loc)
+            .unwrap();
+        assert_eq!(
+            target.path(),
+            "/pypi/simple/demo-pkg/",
+            "{path} redirects to {loc}"
+        );
+    }
+    let resp = node.get("/pypi/simple/no-such-project/");
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(serial_header(&resp).is_ok(), "404 without X-Hoard-Serial");
+    let resp = node
+        .http()
+        .get(format!("{}/pypi/simple/no-such-project/", node.url()))
+        .header("accept", JSON_TYPE)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(node.get("/no-such-repo/simple/").status().as_u16(), 404);
+}
+
+#[test]
+fn identical_reupload_is_ok_without_an_event_and_different_bytes_conflict() {
+    let (node, token, whl, _sd) = node_with_demo();
+    let before = node.store_snapshot();
+    let resp = node.upload("pypi", &Auth::Basic(token.clone()), &Upload::of(&whl));
+    assert_eq!(resp.status().as_u16(), 200, "identical re-upload");
+    assert_eq!(
+        node.store_snapshot(),
+        before,
+        "identical re-upload made an event or a blob"
+    );
+
+    let mut spec = WheelSpec::new("Demo_Pkg", "1.0.0");
+    spec.extra_files
+        .push(("demo_pkg/extra.py".into(), b"y = 2\n".to_vec()));
+    let other = spec.build();
+    assert_eq!(other.filename, whl.filename);
+    let resp = node.upload("pypi", &Auth::Basic(token), &Upload::of(&other));
+    assert_eq!(resp.status().as_u16(), 409, "same filename, other bytes");
+    node.assert_nothing_stored(&before, "pypi", "demo-pkg", "");
+    let page = json_page(&node, "pypi", "demo-pkg");
+    let f = page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["filename"] == whl.filename.as_str())
+        .unwrap();
+    assert_eq!(
+        f["hashes"]["sha256"],
+        whl.sha256().as_str(),
+        "the first upload stays"
+    );
+}
+
+#[test]
+fn bearer_tokens_and_the_admin_http_api() {
+    let node = Node::start_default();
+    let admin = node.admin_token();
+    let create = |bearer: Option<&str>, perm: &str| {
+        let mut req = node
+            .http()
+            .post(format!("{}/+admin/tokens", node.url()))
+            .json(&serde_json::json!({"repo": "pypi", "perm": perm, "label": "ci"}));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send().unwrap()
+    };
+    let resp = create(Some(&admin), "upload");
+    assert_eq!(resp.status().as_u16(), 200);
+    let token = resp.json::<Value>().unwrap()["token"]
+        .as_str()
+        .expect("{\"token\": …}")
+        .to_string();
+    let serial = node.serial();
+    let a = wheel("bearer-pkg", "1.0");
+    let resp = node.upload("pypi", &Auth::Bearer(token.clone()), &Upload::of(&a));
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().unwrap());
+    assert_eq!(node.serial(), serial + 1);
+
+    // Only an admin token may create tokens.
+    assert_eq!(create(None, "upload").status().as_u16(), 401);
+    assert_eq!(create(Some(&token), "upload").status().as_u16(), 403);
+    assert_eq!(create(Some("nonsense"), "admin").status().as_u16(), 403);
+
+    // The admin token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(node.data_dir().join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "admin-token mode {mode:o}");
+}
+
+#[test]
+fn status_and_serial_header() {
+    let node = Node::start(NodeOpts {
+        node_id: "status-node".into(),
+        ..NodeOpts::default()
+    });
+    let s = node.status();
+    assert_eq!(s["node_id"], "status-node", "{s}");
+    assert_eq!(s["role"], "primary", "{s}");
+    for k in ["repos", "projects", "files"] {
+        assert!(s["counts"][k].is_u64(), "counts.{k}: {s}");
+    }
+    assert_eq!(s["counts"]["repos"], 1);
+    assert_eq!(s["counts"]["files"], 0);
+    let token = node.create_token("pypi", "upload");
+    let serial = node.serial();
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("counted", "1")));
+    node.upload_ok("pypi", &token, &Upload::of(&sdist("counted", "1")));
+    let s = node.status();
+    assert_eq!(s["applied_serial"], serial + 2);
+    assert_eq!(s["counts"]["projects"], 1);
+    assert_eq!(s["counts"]["files"], 2);
+
+    // Every response carries X-Hoard-Serial, errors included.
+    for path in [
+        "/pypi/simple/",
+        "/pypi/simple/counted/",
+        "/pypi/simple/missing/",
+        "/pypi/files/counted/nope.whl",
+        "/nope",
+    ] {
+        let resp = node.get(path);
+        assert_eq!(
+            serial_header(&resp).unwrap_or_else(|e| panic!("{path}: {e}")),
+            serial + 2,
+            "{path}"
+        );
+    }
+    let resp = node.upload("pypi", &Auth::None, &Upload::of(&wheel("counted", "2")));
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(serial_header(&resp).unwrap(), serial + 2, "on a 401");
+
+    // The CLI prints the same status.
+    let out = node.cli_ok(&["status", "--url", &node.url()]);
+    let v: Value = serde_json::from_str(out.trim()).expect("hoard status prints JSON");
+    assert_eq!(v["node_id"], "status-node");
+    assert_eq!(v["applied_serial"], serial + 2);
+}
+
+#[test]
+fn configured_repos_env_overrides_and_private_reads() {
+    let private = RepoSpec {
+        anonymous_read: false,
+        ..RepoSpec::pypi("private")
+    };
+    let node = Node::start(
+        NodeOpts::default()
+            .repo(RepoSpec::pypi("internal"))
+            .repo(private)
+            .env("HOARD_NODE_ID", "from-env"),
+    );
+    let s = node.status();
+    assert_eq!(s["node_id"], "from-env", "HOARD_NODE_ID overrides node_id");
+    assert_eq!(s["counts"]["repos"], 2);
+    assert_eq!(
+        node.get("/pypi/simple/").status().as_u16(),
+        404,
+        "no default repo"
+    );
+
+    let up = node.create_token("internal", "upload");
+    node.upload_ok("internal", &up, &Upload::of(&wheel("inner", "1.0")));
+    assert_eq!(node.get("/internal/simple/inner/").status().as_u16(), 200);
+
+    let up = node.create_token("private", "upload");
+    let a = wheel("secret", "1.0");
+    node.upload_ok("private", &up, &Upload::of(&a));
+    for path in ["/private/simple/secret/", "/private/simple/"] {
+        assert_eq!(
+            node.get(path).status().as_u16(),
+            401,
+            "anonymous read of {path}"
+        );
+    }
+    let read = node.create_token("private", "read");
+    let resp = node
+        .http()
+        .get(format!("{}/private/simple/secret/", node.url()))
+        .basic_auth("__token__", Some(&read))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().unwrap().contains(&a.filename));
+    let resp = node
+        .http()
+        .get(format!(
+            "{}/private/files/secret/{}",
+            node.url(),
+            a.filename
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "anonymous download from a private repo"
+    );
+    let resp = node
+        .http()
+        .get(format!(
+            "{}/private/files/secret/{}",
+            node.url(),
+            a.filename
+        ))
+        .bearer_auth(&read)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // A read token of another repo does not open this one.
+    let other_read = node.create_token("internal", "read");
+    let resp = node
+        .http()
+        .get(format!("{}/private/simple/secret/", node.url()))
+        .bearer_auth(&other_read)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}
