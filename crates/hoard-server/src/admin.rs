@@ -13,12 +13,21 @@ use serde_json::json;
 use crate::body::read_small;
 use crate::error::ApiError;
 use crate::http::{json, with_body, HandlerResult};
-use crate::node::{Node, Principal};
+use crate::node::{Node, NodeRole, Principal};
 
 const MAX_ADMIN_BODY: u64 = 64 * 1024;
 
 pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
-    let mut text = format!("hoard node {}\n\nrepositories:\n", node.config.node_id);
+    let role = if node.is_primary() {
+        "primary"
+    } else {
+        "replica"
+    };
+    let mut text = format!(
+        "hoard node {} ({role}), serial {}\n\nrepositories:\n",
+        node.config.node_id,
+        node.applied_serial()
+    );
     for repo in node.index.repos()? {
         let format = match repo.settings.format {
             RepoFormat::Pypi => "pypi",
@@ -37,27 +46,50 @@ pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
 pub fn status(node: &Node) -> HandlerResult {
     let counts = node.index.counts()?;
     let applied = node.applied_serial();
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "node_id": node.config.node_id,
+    let mut status = json!({
+        "node_id": node.config.node_id,
+        "public_url": node.config.public_url(),
+        "applied_serial": applied.0,
+        "digest": node.index.digest()?.to_hex(),
+        "uptime_secs": node.started.elapsed().as_secs(),
+        "counts": {
+            "repos": counts.repos,
+            "projects": counts.projects,
+            "files": counts.files,
+            "tokens": counts.tokens,
+        },
+    });
+    let fields = match &node.role {
+        NodeRole::Primary(_) => json!({
             "role": "primary",
-            "public_url": node.config.public_url(),
             "leader_id": node.config.node_id,
             "leader_url": node.config.public_url(),
-            "applied_serial": applied.0,
             "commit_serial": applied.0,
-            "digest": node.index.digest()?.to_hex(),
             "health": "ok",
-            "uptime_secs": node.started.elapsed().as_secs(),
-            "counts": {
-                "repos": counts.repos,
-                "projects": counts.projects,
-                "files": counts.files,
-                "tokens": counts.tokens,
-            },
         }),
-    ))
+        NodeRole::Replica(follower) => {
+            let f = follower.status();
+            let upstream_serial = f.upstream_serial.max(applied.0);
+            json!({
+                "role": "replica",
+                "leader_url": node.primary_url(),
+                "commit_serial": upstream_serial,
+                "upstream": f.upstream,
+                "upstream_connected": f.connected,
+                "upstream_serial": upstream_serial,
+                "lag_events": upstream_serial - applied.0,
+                "lag_seconds": f.lag_seconds(applied),
+                "pending_blobs": f.pending_blobs,
+                "blob_bytes_fetched": f.blob_bytes_fetched,
+                "health": if f.problem.is_some() { "unhealthy" } else { "ok" },
+                "problem": f.problem,
+            })
+        }
+    };
+    if let (Some(status), Some(fields)) = (status.as_object_mut(), fields.as_object()) {
+        status.extend(fields.clone());
+    }
+    Ok(json(StatusCode::OK, &status))
 }
 
 pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -> HandlerResult {

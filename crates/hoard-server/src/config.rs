@@ -27,8 +27,34 @@ pub struct NodeConfig {
     pub min_serial_wait_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
-    /// Repositories to create at start if they do not exist.
+    /// Repositories to create at start if they do not exist (primary only).
     pub repos: Vec<RepoConfig>,
+    /// `primary` (the single-node writer) or `replica`.
+    pub role: Role,
+    /// For a replica: gRPC addresses of the nodes to follow, in order of
+    /// preference (voters or other replicas).
+    pub upstreams: Vec<String>,
+    /// For a replica: the primary's public URL for writes. Default: learned
+    /// from the upstream's heartbeats.
+    pub primary_url: Option<String>,
+    /// For a replica: `redirect` writes to the primary (307), or `proxy` them.
+    pub replica_writes: ReplicaWrites,
+    /// For a replica: how many events may fetch blobs at once.
+    pub fetch_concurrency: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaWrites {
+    Redirect,
+    Proxy,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +75,11 @@ impl Default for NodeConfig {
                 kind: "hosted".into(),
                 anonymous_read: true,
             }],
+            role: Role::Primary,
+            upstreams: Vec::new(),
+            primary_url: None,
+            replica_writes: ReplicaWrites::Redirect,
+            fetch_concurrency: 8,
         }
     }
 }
@@ -103,6 +134,14 @@ impl NodeConfig {
         }
         for repo in &self.repos {
             self.repo_settings(repo)?;
+        }
+        if self.role == Role::Replica && self.upstreams.is_empty() {
+            return invalid(
+                "a replica needs `upstreams`: the gRPC addresses of nodes to follow".into(),
+            );
+        }
+        if self.fetch_concurrency == 0 {
+            return invalid("fetch_concurrency must be positive".into());
         }
         Ok(())
     }

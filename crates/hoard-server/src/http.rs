@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::{admin, pypi};
+use crate::{admin, forward, pypi};
 
 pub type ResBody = BoxBody<Bytes, std::io::Error>;
 pub type HandlerResult = Result<Response<ResBody>, ApiError>;
@@ -188,6 +188,10 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 }
 
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
+    // Anything but a read is a write, and only the primary writes.
+    if !node.is_primary() && req.method() != Method::GET && req.method() != Method::HEAD {
+        return forward::forward_write(node, req).await;
+    }
     let segs = segments(req.uri().path())?;
     let seg_refs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match seg_refs.as_slice() {

@@ -7,12 +7,13 @@ mod body;
 pub mod config;
 mod download;
 mod error;
+mod forward;
 mod http;
 mod node;
 mod pypi;
 mod range;
 
 pub use crate::http::serve;
-pub use config::{ConfigError, NodeConfig, RepoConfig};
+pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role};
 pub use error::ApiError;
-pub use node::{generate_token, Node, NodeError, Principal};
+pub use node::{generate_token, Node, NodeError, NodeRole, Principal};

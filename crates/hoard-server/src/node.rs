@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
+use hoard_cluster::{Follower, FollowerConfig, ReplicationSource};
 use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
 use hoard_store::{BlobStore, Index, LocalWriter, Rejection, StoreError};
 use http::HeaderMap;
 use tokio::sync::watch;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +23,21 @@ pub enum NodeError {
     Store(#[from] StoreError),
 }
 
+/// How this node changes its index.
+pub enum NodeRole {
+    /// The single writer: assigns serials.
+    Primary(LocalWriter),
+    /// Applies the changelog of an upstream.
+    Replica(Arc<Follower>),
+}
+
 pub struct Node {
     pub config: NodeConfig,
     pub index: Arc<Index>,
     pub blobs: BlobStore,
-    writer: LocalWriter,
+    pub role: NodeRole,
     applied: watch::Receiver<Serial>,
+    primary_url: watch::Receiver<Option<String>>,
     admin_token_hash: Sha256,
     pub admin_token_path: PathBuf,
     pub started: Instant,
@@ -91,21 +101,67 @@ impl Node {
         })?;
         let index = Arc::new(Index::open(&data.join("index"))?);
         let blobs = BlobStore::open(&data)?;
-        let writer = LocalWriter::spawn(index.clone())?;
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
+        let (role, applied, primary_url) = match config.role {
+            Role::Primary => {
+                let writer = LocalWriter::spawn(index.clone())?;
+                let applied = writer.durable_serial();
+                let (_, url) = watch::channel(Some(config.public_url()));
+                (NodeRole::Primary(writer), applied, url)
+            }
+            Role::Replica => {
+                let follower = Follower::new(
+                    FollowerConfig {
+                        node_id: config.node_id.clone(),
+                        upstreams: config.upstreams.clone(),
+                        fetch_concurrency: config.fetch_concurrency,
+                    },
+                    index.clone(),
+                    blobs.clone(),
+                )?;
+                let url = match &config.primary_url {
+                    Some(url) => watch::channel(Some(url.trim_end_matches('/').to_owned())).1,
+                    None => follower.primary_url(),
+                };
+                (NodeRole::Replica(follower.clone()), follower.applied(), url)
+            }
+        };
         let node = Arc::new(Node {
-            applied: writer.durable_serial(),
             config,
             index,
             blobs,
-            writer,
+            role,
+            applied,
+            primary_url,
             admin_token_hash,
             admin_token_path,
             started: Instant::now(),
         });
-        node.ensure_configured_repos().await?;
+        if node.is_primary() {
+            node.ensure_configured_repos().await?;
+        }
         Ok(node)
+    }
+
+    pub fn is_primary(&self) -> bool {
+        matches!(self.role, NodeRole::Primary(_))
+    }
+
+    /// The primary's public URL, if known: where writes go.
+    pub fn primary_url(&self) -> Option<String> {
+        self.primary_url.borrow().clone()
+    }
+
+    /// What this node offers to replicas that follow it.
+    pub fn replication_source(&self) -> ReplicationSource {
+        ReplicationSource {
+            node_id: self.config.node_id.clone(),
+            index: self.index.clone(),
+            blobs: self.blobs.clone(),
+            applied: self.applied.clone(),
+            primary_url: self.primary_url.clone(),
+        }
     }
 
     async fn ensure_configured_repos(&self) -> Result<(), NodeError> {
@@ -148,7 +204,10 @@ impl Node {
             time_us: now_us(),
             change,
         };
-        self.writer.commit(event).await
+        match &self.role {
+            NodeRole::Primary(writer) => writer.commit(event).await,
+            NodeRole::Replica(_) => Err(StoreError::ReadOnly),
+        }
     }
 
     /// Creates a token, returning its secret (shown once, never stored).

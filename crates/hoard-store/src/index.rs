@@ -220,7 +220,23 @@ impl Index {
     /// at all. `serial` must follow the applied serial. Not durable until
     /// [`Index::flush`].
     pub fn apply(&self, serial: Serial, event: &Event) -> Result<(), StoreError> {
-        let event_bytes = encode(event);
+        self.apply_encoded(serial, event, &encode(event))
+    }
+
+    /// Applies an event as another node's changelog stores it, keeping
+    /// those exact bytes so that both nodes' digests agree.
+    pub fn apply_raw(&self, serial: Serial, event_bytes: &[u8]) -> Result<Event, StoreError> {
+        let event: Event = decode("an incoming event", event_bytes)?;
+        self.apply_encoded(serial, &event, event_bytes)?;
+        Ok(event)
+    }
+
+    fn apply_encoded(
+        &self,
+        serial: Serial,
+        event: &Event,
+        event_bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let trees = (
             &self.changelog,
             &self.meta,
@@ -244,9 +260,9 @@ impl Index {
                 .get(DIGEST)?
                 .and_then(|b| <[u8; 32]>::try_from(b.as_ref()).ok())
                 .unwrap_or([0; 32]);
-            changelog.insert(&serial.0.to_be_bytes(), event_bytes.as_slice())?;
+            changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
             meta.insert(APPLIED, &serial.0.to_be_bytes())?;
-            meta.insert(DIGEST, &chain_digest(&prev, serial, &event_bytes))?;
+            meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
             meta.insert(COUNTS, encode(&counts))?;
             Ok(())
         });
@@ -275,6 +291,22 @@ impl Index {
             Some(bytes) => decode("changelog", &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Up to `limit` events after `since`, as stored, in serial order.
+    pub fn raw_events(
+        &self,
+        since: Serial,
+        limit: usize,
+    ) -> Result<Vec<(Serial, Vec<u8>)>, StoreError> {
+        self.changelog
+            .range((since.0 + 1).to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((serial_from(Some(key)), value.to_vec()))
+            })
+            .collect()
     }
 
     /// Events after `since`, in serial order.

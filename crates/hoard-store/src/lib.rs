@@ -42,6 +42,8 @@ pub enum StoreError {
     Gap { applied: Serial, got: Serial },
     #[error("the index writer has stopped after an earlier failure")]
     WriterStopped,
+    #[error("this node is a read replica; writes go to the primary")]
+    ReadOnly,
 }
 
 impl StoreError {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use hoard_core::{Perm, RepoName};
-use hoard_server::{Node, NodeConfig};
+use hoard_server::{Node, NodeConfig, NodeRole};
 use serde_json::{json, Value};
 
 use crate::settings;
@@ -243,21 +243,50 @@ fn init_logging(json: bool) {
 async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode> {
     let config = settings::load(config)?;
     init_logging(log_json || config.log_format == "json");
-    let listen = config.http_listen;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let (http_addr, grpc_addr) = (config.http_listen, config.grpc_listen);
+    let listener = tokio::net::TcpListener::bind(http_addr)
         .await
-        .with_context(|| format!("cannot listen on {listen} (is another hoard running?)"))?;
+        .with_context(|| format!("cannot listen on {http_addr} (is another hoard running?)"))?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
     let node = Node::open(config).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_id = %node.config.node_id,
+        role = if node.is_primary() { "primary" } else { "replica" },
         url = %node.config.public_url(),
+        grpc = %grpc_addr,
         data_dir = %node.data_dir().display(),
         admin_token = %node.admin_token_path.display(),
         applied_serial = %node.applied_serial(),
         "hoard is serving"
     );
-    hoard_server::serve(node.clone(), listener, shutdown_signal()).await?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = tokio::spawn(hoard_cluster::serve_grpc(
+        node.replication_source(),
+        grpc_listener,
+        until_stopped(stopped.clone()),
+    ));
+    if let NodeRole::Replica(follower) = &node.role {
+        tokio::spawn(follower.clone().run(stopped.clone()));
+    }
+    hoard_server::serve(node.clone(), listener, until_stopped(stopped)).await?;
+    // Replication streams never end by themselves; give them a moment.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), grpc)
+        .await
+        .is_err()
+    {
+        tracing::debug!("gRPC streams still open at shutdown");
+    }
     node.index.flush()?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,11 @@ const ENV_KEYS: &[&str] = &[
     "body_timeout_secs",
     "min_serial_wait_secs",
     "log_format",
+    "role",
+    "upstreams",
+    "primary_url",
+    "replica_writes",
+    "fetch_concurrency",
 ];
 
 pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
@@ -40,6 +45,8 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
         config::Environment::with_prefix("HOARD")
             .prefix_separator("_")
             .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("upstreams")
             .source(Some(env)),
     );
     let config: NodeConfig = builder

@@ -1,0 +1,432 @@
+//! The replica side of replication: follow an upstream's changelog, fetch
+//! and verify the blobs each event names, and apply the events in serial
+//! order. A serial counts as applied only once its blobs are local and
+//! the index is flushed, so a replica never lists a file it cannot serve.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, StreamExt};
+use hoard_core::{Event, Serial, Sha256};
+use hoard_proto::v1::blobs_client::BlobsClient;
+use hoard_proto::v1::changelog_client::ChangelogClient;
+use hoard_proto::v1::{changelog_message, GetBlobRequest, Heartbeat, SubscribeRequest};
+use hoard_store::{BlobStore, ExtraDigests, Index, StoreError};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::{net, ClusterError};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FLUSH_EVERY: u64 = 512;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const RESUMES_PER_SOURCE: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct FollowerConfig {
+    pub node_id: String,
+    /// gRPC addresses to follow, in order of preference.
+    pub upstreams: Vec<String>,
+    /// How many events may have blob fetches in flight at once.
+    pub fetch_concurrency: usize,
+}
+
+/// What `/+status` shows about a replica's replication.
+#[derive(Clone, Debug, Default)]
+pub struct FollowerStatus {
+    pub upstream: Option<String>,
+    pub connected: bool,
+    pub upstream_serial: u64,
+    pub upstream_time_us: i64,
+    pub applied_time_us: i64,
+    pub pending_blobs: u64,
+    pub blob_bytes_fetched: u64,
+    /// Set while something stops the replica from applying (a full disk).
+    pub problem: Option<String>,
+}
+
+impl FollowerStatus {
+    /// How far behind the upstream's latest event this replica is, in seconds.
+    pub fn lag_seconds(&self, applied: Serial) -> f64 {
+        if applied.0 >= self.upstream_serial {
+            0.0
+        } else {
+            (self.upstream_time_us - self.applied_time_us).max(0) as f64 / 1e6
+        }
+    }
+}
+
+pub struct Follower {
+    config: FollowerConfig,
+    index: Arc<Index>,
+    blobs: BlobStore,
+    applied: watch::Sender<Serial>,
+    primary_url: watch::Sender<Option<String>>,
+    status: Mutex<FollowerStatus>,
+    pending_blobs: AtomicU64,
+    bytes_fetched: AtomicU64,
+}
+
+enum Item {
+    Event { serial: Serial, bytes: Vec<u8> },
+    Heartbeat(Heartbeat),
+}
+
+impl Follower {
+    pub fn new(
+        config: FollowerConfig,
+        index: Arc<Index>,
+        blobs: BlobStore,
+    ) -> Result<Arc<Self>, StoreError> {
+        let applied = index.applied_serial()?;
+        let applied_time_us = index.event(applied)?.map_or(0, |e| e.time_us);
+        Ok(Arc::new(Follower {
+            config,
+            index,
+            blobs,
+            applied: watch::Sender::new(applied),
+            primary_url: watch::Sender::new(None),
+            status: Mutex::new(FollowerStatus {
+                applied_time_us,
+                ..FollowerStatus::default()
+            }),
+            pending_blobs: AtomicU64::new(0),
+            bytes_fetched: AtomicU64::new(0),
+        }))
+    }
+
+    /// The applied (durable, blobs present) serial.
+    pub fn applied(&self) -> watch::Receiver<Serial> {
+        self.applied.subscribe()
+    }
+
+    /// The primary's public URL, learned from upstream heartbeats.
+    pub fn primary_url(&self) -> watch::Receiver<Option<String>> {
+        self.primary_url.subscribe()
+    }
+
+    pub fn status(&self) -> FollowerStatus {
+        let mut status = self.lock_status().clone();
+        status.pending_blobs = self.pending_blobs.load(Ordering::Relaxed);
+        status.blob_bytes_fetched = self.bytes_fetched.load(Ordering::Relaxed);
+        status
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, FollowerStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows the upstreams until `shutdown` turns true: on any failure,
+    /// back off and go on with the next upstream, from the applied serial.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let upstreams = self.config.upstreams.clone();
+        if upstreams.is_empty() {
+            tracing::error!("a replica needs at least one upstream to follow");
+            return;
+        }
+        let mut turn = 0usize;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let addr = &upstreams[turn % upstreams.len()];
+            let before = *self.applied.borrow();
+            let result = tokio::select! {
+                r = self.follow(addr) => r,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            {
+                let mut status = self.lock_status();
+                status.connected = false;
+                match &result {
+                    Err(ClusterError::Store(e)) if e.is_disk_full() => {
+                        status.problem = Some(format!("disk full, not applying: {e}"));
+                    }
+                    _ => {}
+                }
+            }
+            match result {
+                Ok(()) => tracing::info!(upstream = %addr, "upstream ended the stream"),
+                Err(e) => tracing::warn!(upstream = %addr, error = %e, "following stopped"),
+            }
+            if *self.applied.borrow() > before {
+                backoff = Duration::from_millis(100);
+            } else {
+                // Nothing gained from this upstream: try the next one.
+                turn += 1;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    async fn follow(&self, addr: &str) -> Result<(), ClusterError> {
+        let channel = net::connect(addr).await?;
+        let since = self.index.applied_serial()?;
+        let mut client = ChangelogClient::new(channel.clone());
+        let stream = client
+            .subscribe(SubscribeRequest {
+                since_serial: since.0,
+                subscriber_id: self.config.node_id.clone(),
+            })
+            .await
+            .map_err(|status| ClusterError::Rpc {
+                addr: addr.to_owned(),
+                status,
+            })?
+            .into_inner();
+        {
+            let mut status = self.lock_status();
+            status.upstream = Some(addr.to_owned());
+            status.connected = true;
+        }
+        tracing::info!(upstream = %addr, %since, "following");
+
+        // Check order as messages arrive, then fetch blobs for several
+        // events at once, yielding them in serial order.
+        let mut expected = since.next();
+        let pipeline = stream
+            .map(|message| -> Result<Item, ClusterError> {
+                let message = message.map_err(|status| ClusterError::Rpc {
+                    addr: addr.to_owned(),
+                    status,
+                })?;
+                match message.kind {
+                    Some(changelog_message::Kind::Event(ev)) => {
+                        let serial = Serial(ev.serial);
+                        if serial != expected {
+                            return Err(ClusterError::Protocol {
+                                addr: addr.to_owned(),
+                                message: format!("expected serial {expected}, got {serial}"),
+                            });
+                        }
+                        expected = serial.next();
+                        Ok(Item::Event {
+                            serial,
+                            bytes: ev.event,
+                        })
+                    }
+                    Some(changelog_message::Kind::Heartbeat(hb)) => Ok(Item::Heartbeat(hb)),
+                    None => Err(ClusterError::Protocol {
+                        addr: addr.to_owned(),
+                        message: "empty message".into(),
+                    }),
+                }
+            })
+            .map(|item| {
+                let channel = channel.clone();
+                async move {
+                    let item = item?;
+                    if let Item::Event { bytes, .. } = &item {
+                        let event: Event =
+                            serde_json::from_slice(bytes).map_err(|e| ClusterError::Protocol {
+                                addr: addr.to_owned(),
+                                message: format!("undecodable event: {e}"),
+                            })?;
+                        for sha in event.change.blobs() {
+                            self.fetch_blob(addr, &channel, sha).await?;
+                        }
+                    }
+                    Ok::<Item, ClusterError>(item)
+                }
+            })
+            .buffered(self.config.fetch_concurrency.max(1));
+        futures_util::pin_mut!(pipeline);
+
+        let mut unflushed: u64 = 0;
+        let mut last_progress = Instant::now();
+        let mut next = pipeline.next().await;
+        while let Some(item) = next {
+            match item? {
+                Item::Heartbeat(hb) => self.on_heartbeat(&hb),
+                Item::Event { serial, bytes } => {
+                    let index = self.index.clone();
+                    let event =
+                        tokio::task::spawn_blocking(move || index.apply_raw(serial, &bytes))
+                            .await
+                            .map_err(|e| StoreError::Io {
+                                context: "apply task".into(),
+                                source: std::io::Error::other(e),
+                            })??;
+                    unflushed += 1;
+                    let mut status = self.lock_status();
+                    status.upstream_serial = status.upstream_serial.max(serial.0);
+                    status.applied_time_us = event.time_us;
+                    status.upstream_time_us = status.upstream_time_us.max(event.time_us);
+                }
+            }
+            if unflushed >= FLUSH_EVERY {
+                self.flush().await?;
+                unflushed = 0;
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                self.log_progress();
+                last_progress = Instant::now();
+            }
+            next = match pipeline.next().now_or_never() {
+                Some(ready) => ready,
+                None => {
+                    // Caught up with what has arrived: make it durable and
+                    // visible before waiting for more.
+                    if unflushed > 0 {
+                        self.flush().await?;
+                        unflushed = 0;
+                    }
+                    pipeline.next().await
+                }
+            };
+        }
+        if unflushed > 0 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn on_heartbeat(&self, hb: &Heartbeat) {
+        let mut status = self.lock_status();
+        status.upstream_serial = hb.latest_serial;
+        status.upstream_time_us = hb.latest_time_us;
+        drop(status);
+        if !hb.primary_url.is_empty() {
+            self.primary_url.send_if_modified(|url| {
+                let changed = url.as_deref() != Some(hb.primary_url.as_str());
+                if changed {
+                    *url = Some(hb.primary_url.clone());
+                }
+                changed
+            });
+        }
+    }
+
+    fn log_progress(&self) {
+        let status = self.status();
+        let applied = *self.applied.borrow();
+        if applied.0 < status.upstream_serial {
+            tracing::info!(
+                applied = applied.0,
+                total = status.upstream_serial,
+                bytes_fetched = status.blob_bytes_fetched,
+                pending_blobs = status.pending_blobs,
+                "catching up"
+            );
+        }
+    }
+
+    /// Flushes the index and publishes the applied serial.
+    async fn flush(&self) -> Result<(), ClusterError> {
+        let index = self.index.clone();
+        let serial = tokio::task::spawn_blocking(move || {
+            index.flush()?;
+            index.applied_serial()
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "flush task".into(),
+            source: std::io::Error::other(e),
+        })??;
+        self.applied.send_replace(serial);
+        self.lock_status().problem = None;
+        Ok(())
+    }
+
+    /// Makes `sha` local: from the current upstream first, then from the
+    /// others, discarding any copy whose bytes do not match.
+    async fn fetch_blob(
+        &self,
+        addr: &str,
+        channel: &Channel,
+        sha: Sha256,
+    ) -> Result<(), ClusterError> {
+        if self.blobs.contains(&sha) {
+            return Ok(());
+        }
+        self.pending_blobs.fetch_add(1, Ordering::Relaxed);
+        let result = self.fetch_blob_from_any(addr, channel, sha).await;
+        self.pending_blobs.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn fetch_blob_from_any(
+        &self,
+        addr: &str,
+        channel: &Channel,
+        sha: Sha256,
+    ) -> Result<(), ClusterError> {
+        let mut last_error = match self.fetch_blob_from(addr, channel.clone(), sha).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ClusterError::Store(_)) => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(upstream = %addr, %sha, error = %last_error, "blob fetch failed; trying other upstreams");
+        for other in self.config.upstreams.iter().filter(|u| u.as_str() != addr) {
+            let result = match net::connect(other).await {
+                Ok(ch) => self.fetch_blob_from(other, ch, sha).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e @ ClusterError::Store(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(upstream = %other, %sha, error = %e, "blob fetch failed");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Streams one blob from one upstream into a temp file, resuming from
+    /// the bytes already received if the stream breaks.
+    async fn fetch_blob_from(
+        &self,
+        addr: &str,
+        channel: Channel,
+        sha: Sha256,
+    ) -> Result<(), ClusterError> {
+        let mut client = BlobsClient::new(channel);
+        let mut writer = self.blobs.writer(ExtraDigests::default()).await?;
+        let mut resumes = 0;
+        'request: loop {
+            let rpc_err = |status| ClusterError::Rpc {
+                addr: addr.to_owned(),
+                status,
+            };
+            let mut stream = client
+                .get(GetBlobRequest {
+                    sha256: sha.to_hex(),
+                    offset: writer.len(),
+                })
+                .await
+                .map_err(rpc_err)?
+                .into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) => {
+                        writer.write(&chunk.data).await?;
+                        self.bytes_fetched
+                            .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(None) => break 'request,
+                    Err(status) if resumes < RESUMES_PER_SOURCE => {
+                        resumes += 1;
+                        tracing::debug!(%sha, offset = writer.len(), %status, "blob stream broke; resuming");
+                        continue 'request;
+                    }
+                    Err(status) => return Err(rpc_err(status)),
+                }
+            }
+        }
+        let staged = writer.finish().await?;
+        if staged.digests.sha256 != sha {
+            // Dropping `staged` deletes the bad copy.
+            return Err(ClusterError::BlobMismatch {
+                addr: addr.to_owned(),
+                sha256: sha.to_hex(),
+            });
+        }
+        self.blobs.commit(staged).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! hoard's node-to-node layer: the gRPC services that stream the committed
+//! changelog and blobs (`proto/hoard/v1`), and the replica [`Follower`]
+//! that applies them locally. Every connection goes through [`net`], the
+//! one seam where TLS and a simulated network plug in.
+
+mod follower;
+pub mod net;
+mod service;
+
+pub use follower::{Follower, FollowerConfig, FollowerStatus};
+pub use service::{serve_grpc, ReplicationSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("{addr}: {status}")]
+    Rpc { addr: String, status: tonic::Status },
+    #[error("protocol error from {addr}: {message}")]
+    Protocol { addr: String, message: String },
+    #[error("blob {sha256} from {addr} does not match its sha256")]
+    BlobMismatch { addr: String, sha256: String },
+    #[error(transparent)]
+    Store(#[from] hoard_store::StoreError),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}

@@ -1,0 +1,214 @@
+//! The serving side of replication: `Changelog.Subscribe` and `Blobs.Get`.
+//! Any node serves them, so replicas can follow voters or other replicas.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use hoard_core::{Serial, Sha256};
+use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
+use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
+use hoard_proto::v1::{
+    changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest, Heartbeat,
+    SubscribeRequest,
+};
+use hoard_store::{BlobStore, Index};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{net, ClusterError};
+
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const EVENTS_PER_READ: usize = 512;
+const BLOB_CHUNK: usize = 256 * 1024;
+
+/// What a node offers to its followers.
+#[derive(Clone)]
+pub struct ReplicationSource {
+    pub node_id: String,
+    pub index: Arc<Index>,
+    pub blobs: BlobStore,
+    /// The serial this node has applied durably; streams follow it.
+    pub applied: watch::Receiver<Serial>,
+    /// The primary's public HTTP URL, as far as this node knows.
+    pub primary_url: watch::Receiver<Option<String>>,
+}
+
+impl ReplicationSource {
+    fn heartbeat(&self, latest: Serial) -> ChangelogMessage {
+        let latest_time_us = self
+            .index
+            .event(latest)
+            .ok()
+            .flatten()
+            .map_or(0, |e| e.time_us);
+        ChangelogMessage {
+            kind: Some(changelog_message::Kind::Heartbeat(Heartbeat {
+                latest_serial: latest.0,
+                node_id: self.node_id.clone(),
+                primary_url: self.primary_url.borrow().clone().unwrap_or_default(),
+                latest_time_us,
+            })),
+        }
+    }
+}
+
+/// Serves the replication services on `listener` until `shutdown`.
+pub async fn serve_grpc(
+    source: ReplicationSource,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ClusterError> {
+    tonic::transport::Server::builder()
+        .add_service(ChangelogServer::new(source.clone()))
+        .add_service(BlobsServer::new(source))
+        .serve_with_incoming_shutdown(net::incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Changelog for ReplicationSource {
+    type SubscribeStream = BoxStream<ChangelogMessage>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let since = Serial(req.since_serial);
+        tracing::info!(subscriber = %req.subscriber_id, %since, "follower subscribed");
+        let (tx, rx) = mpsc::channel(1024);
+        let source = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stream_changelog(source, since, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends every event after `since`, then follows new ones. Heartbeats go
+/// out when idle. Ends when the follower goes away.
+async fn stream_changelog(
+    source: ReplicationSource,
+    since: Serial,
+    tx: &mpsc::Sender<Result<ChangelogMessage, Status>>,
+) -> Result<(), Status> {
+    let mut applied = source.applied.clone();
+    let mut sent = since;
+    let first = *applied.borrow_and_update();
+    if tx.send(Ok(source.heartbeat(first))).await.is_err() {
+        return Ok(());
+    }
+    loop {
+        let latest = *applied.borrow_and_update();
+        while sent < latest {
+            let index = source.index.clone();
+            let from = sent;
+            let batch =
+                tokio::task::spawn_blocking(move || index.raw_events(from, EVENTS_PER_READ))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            if batch.is_empty() {
+                break;
+            }
+            for (serial, event) in batch {
+                let msg = ChangelogMessage {
+                    kind: Some(changelog_message::Kind::Event(CommittedEvent {
+                        serial: serial.0,
+                        event,
+                    })),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return Ok(());
+                }
+                sent = serial;
+            }
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Ok(()); // the node is shutting down
+                }
+            }
+            () = tokio::time::sleep(HEARTBEAT) => {
+                let latest = *applied.borrow();
+                if tx.send(Ok(source.heartbeat(latest))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            () = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Blobs for ReplicationSource {
+    type GetStream = BoxStream<BlobChunk>;
+
+    async fn get(
+        &self,
+        request: Request<GetBlobRequest>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let req = request.into_inner();
+        let sha: Sha256 = req
+            .sha256
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let path = self.blobs.path_of(&sha);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| Status::not_found(format!("blob {sha} is not on this node")))?;
+        let total = file
+            .metadata()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .len();
+        if req.offset > total {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end of blob {sha} ({total} bytes)",
+                req.offset
+            )));
+        }
+        file.seek(std::io::SeekFrom::Start(req.offset))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; BLOB_CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if n == 0 && !first {
+                    return;
+                }
+                buf.truncate(n);
+                let chunk = BlobChunk {
+                    data: buf,
+                    total_size: if first { total } else { 0 },
+                };
+                first = false;
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
