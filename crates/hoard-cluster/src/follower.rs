@@ -236,6 +236,22 @@ impl Follower {
         futures_util::pin_mut!(pipeline);
 
         let mut unflushed: u64 = 0;
+        let result = self.apply_stream(&mut pipeline, &mut unflushed).await;
+        // Whatever ended the stream, what was applied is kept: make it
+        // durable and visible, so that the next subscription resumes after it.
+        if unflushed > 0 {
+            self.flush().await?;
+        }
+        result
+    }
+
+    /// Applies items in order, flushing whenever it has caught up with what
+    /// has arrived (or every `FLUSH_EVERY` events).
+    async fn apply_stream(
+        &self,
+        pipeline: &mut (impl futures_util::Stream<Item = Result<Item, ClusterError>> + Unpin),
+        unflushed: &mut u64,
+    ) -> Result<(), ClusterError> {
         let mut last_progress = Instant::now();
         let mut next = pipeline.next().await;
         while let Some(item) = next {
@@ -250,16 +266,16 @@ impl Follower {
                                 context: "apply task".into(),
                                 source: std::io::Error::other(e),
                             })??;
-                    unflushed += 1;
+                    *unflushed += 1;
                     let mut status = self.lock_status();
                     status.upstream_serial = status.upstream_serial.max(serial.0);
                     status.applied_time_us = event.time_us;
                     status.upstream_time_us = status.upstream_time_us.max(event.time_us);
                 }
             }
-            if unflushed >= FLUSH_EVERY {
+            if *unflushed >= FLUSH_EVERY {
                 self.flush().await?;
-                unflushed = 0;
+                *unflushed = 0;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 self.log_progress();
@@ -270,16 +286,13 @@ impl Follower {
                 None => {
                     // Caught up with what has arrived: make it durable and
                     // visible before waiting for more.
-                    if unflushed > 0 {
+                    if *unflushed > 0 {
                         self.flush().await?;
-                        unflushed = 0;
+                        *unflushed = 0;
                     }
                     pipeline.next().await
                 }
             };
-        }
-        if unflushed > 0 {
-            self.flush().await?;
         }
         Ok(())
     }

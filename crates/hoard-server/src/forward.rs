@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hoard_core::Serial;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -58,11 +59,11 @@ pub async fn forward_write(node: &Node, req: Request<Incoming>) -> HandlerResult
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             Ok(response)
         }
-        ReplicaWrites::Proxy => proxy(req, &target).await,
+        ReplicaWrites::Proxy => proxy(node, req, &target).await,
     }
 }
 
-async fn proxy(req: Request<Incoming>, target: &str) -> HandlerResult {
+async fn proxy(node: &Node, req: Request<Incoming>, target: &str) -> HandlerResult {
     let (mut parts, body) = req.into_parts();
     parts.uri = target
         .parse()
@@ -86,8 +87,17 @@ async fn proxy(req: Request<Incoming>, target: &str) -> HandlerResult {
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }
-    // The primary's serial header is replaced by this node's own.
-    parts.headers.remove("x-hoard-serial");
+    // Read-your-writes through this replica: answer once it has applied
+    // what the primary had when it answered (bounded). The primary's
+    // serial header is then replaced by this node's own.
+    let primary_serial = parts
+        .headers
+        .remove("x-hoard-serial")
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    if let Some(serial) = primary_serial {
+        node.wait_for_serial(Serial(serial), node.config.min_serial_wait())
+            .await;
+    }
     Ok(Response::from_parts(
         parts,
         body.map_err(std::io::Error::other).boxed(),

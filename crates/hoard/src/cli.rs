@@ -70,6 +70,19 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Start a local cluster (a primary and replicas) as child processes on
+    /// loopback ports, and describe it in DIR/cluster.json.
+    Demo {
+        #[arg(long, default_value_t = 1)]
+        voters: usize,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Each replica after the first follows the previous one (fan-out tree).
+        #[arg(long)]
+        chain: bool,
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Check a stopped node's data dir: every listed file has its blob,
     /// every blob matches its sha256, the changelog is whole.
     Fsck {
@@ -223,6 +236,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()),
+        Command::Demo {
+            voters,
+            replicas,
+            chain,
+            dir,
+        } => {
+            crate::demo::run(voters, replicas, chain, &dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

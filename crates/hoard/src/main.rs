@@ -4,6 +4,7 @@
 //! stopped node open the data dir directly.
 
 mod cli;
+mod demo;
 mod settings;
 
 use std::process::ExitCode;

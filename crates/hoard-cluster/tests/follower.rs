@@ -1,0 +1,269 @@
+//! The follower against misbehaving upstreams: real stores in temp dirs,
+//! real gRPC on loopback, and a scripted upstream that sends what a
+//! broken or malicious node would.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use hoard_cluster::{serve_grpc, Follower, FollowerConfig, ReplicationSource};
+use hoard_core::{Change, Event, FileRecord, RepoFormat, RepoName, RepoSettings, Serial, Sha256};
+use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
+use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
+use hoard_proto::v1::{
+    changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest,
+    SubscribeRequest,
+};
+use hoard_store::{BlobStore, Index, LocalWriter};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+fn repo() -> RepoName {
+    "pypi".parse().unwrap()
+}
+
+fn event(change: Change) -> Event {
+    Event {
+        actor: "test".into(),
+        time_us: 1,
+        change,
+    }
+}
+
+fn repo_created() -> Event {
+    event(Change::RepoCreated {
+        repo: repo(),
+        settings: RepoSettings::hosted(RepoFormat::Pypi),
+    })
+}
+
+fn file_added(name: &str, content: &[u8]) -> Event {
+    event(Change::FileAdded {
+        repo: repo(),
+        project: "demo".into(),
+        display_name: "demo".into(),
+        file: FileRecord {
+            filename: name.into(),
+            version: "1.0".into(),
+            sha256: Sha256::of(content),
+            size: content.len() as u64,
+            packagetype: "sdist".into(),
+            requires_python: None,
+            core_metadata: None,
+        },
+    })
+}
+
+/// An upstream that sends a fixed list of (serial, event) on every
+/// subscription and records the `since_serial` of each; its blobs answer
+/// with `blob_bytes`, whatever is asked.
+#[derive(Clone)]
+struct Scripted {
+    events: Vec<(u64, Event)>,
+    blob_bytes: Vec<u8>,
+    subscriptions: Arc<Mutex<Vec<u64>>>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Changelog for Scripted {
+    type SubscribeStream = BoxStream<ChangelogMessage>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let since = request.into_inner().since_serial;
+        self.subscriptions.lock().unwrap().push(since);
+        let messages: Vec<Result<ChangelogMessage, Status>> = self
+            .events
+            .iter()
+            .filter(|(serial, _)| *serial > since)
+            .map(|(serial, ev)| {
+                Ok(ChangelogMessage {
+                    kind: Some(changelog_message::Kind::Event(CommittedEvent {
+                        serial: *serial,
+                        event: serde_json::to_vec(ev).unwrap(),
+                    })),
+                })
+            })
+            .collect();
+        // Keep the stream open after the script, like a live upstream.
+        let stream = futures_util::stream::iter(messages).chain(futures_util::stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl Blobs for Scripted {
+    type GetStream = BoxStream<BlobChunk>;
+
+    async fn get(
+        &self,
+        _request: Request<GetBlobRequest>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let chunk = BlobChunk {
+            data: self.blob_bytes.clone(),
+            total_size: self.blob_bytes.len() as u64,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(
+            chunk,
+        )]))))
+    }
+}
+
+use futures_util::StreamExt;
+
+async fn start_scripted(script: Scripted) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ChangelogServer::new(script.clone()))
+            .add_service(BlobsServer::new(script))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+struct Replica {
+    _dir: tempfile::TempDir,
+    index: Arc<Index>,
+    blobs: BlobStore,
+    follower: Arc<Follower>,
+    _stop: watch::Sender<bool>,
+}
+
+fn start_replica(upstreams: Vec<String>) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+    let blobs = BlobStore::open(dir.path()).unwrap();
+    let follower = Follower::new(
+        FollowerConfig {
+            node_id: "replica".into(),
+            upstreams,
+            fetch_concurrency: 4,
+        },
+        index.clone(),
+        blobs.clone(),
+    )
+    .unwrap();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(follower.clone().run(stopped));
+    Replica {
+        _dir: dir,
+        index,
+        blobs,
+        follower,
+        _stop: stop,
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_gap_in_the_stream_disconnects_and_resumes_from_the_applied_serial() {
+    let subscriptions = Arc::new(Mutex::new(Vec::new()));
+    let addr = start_scripted(Scripted {
+        // Serial 2 is missing.
+        events: vec![(1, repo_created()), (3, repo_created())],
+        blob_bytes: Vec::new(),
+        subscriptions: subscriptions.clone(),
+    })
+    .await;
+    let replica = start_replica(vec![addr]);
+    wait_until("the replica resubscribed", || {
+        subscriptions.lock().unwrap().len() >= 2
+    })
+    .await;
+    let subs = subscriptions.lock().unwrap().clone();
+    assert_eq!(subs[0], 0);
+    assert_eq!(subs[1], 1, "resumes after the last applied serial");
+    assert_eq!(replica.index.applied_serial().unwrap(), Serial(1));
+    assert_eq!(*replica.follower.applied().borrow(), Serial(1));
+}
+
+#[tokio::test]
+async fn a_repeated_serial_disconnects_and_resumes() {
+    let subscriptions = Arc::new(Mutex::new(Vec::new()));
+    let addr = start_scripted(Scripted {
+        events: vec![(1, repo_created()), (1, repo_created())],
+        blob_bytes: Vec::new(),
+        subscriptions: subscriptions.clone(),
+    })
+    .await;
+    let replica = start_replica(vec![addr]);
+    wait_until("the replica resubscribed", || {
+        subscriptions.lock().unwrap().len() >= 2
+    })
+    .await;
+    assert_eq!(subscriptions.lock().unwrap()[1], 1);
+    assert_eq!(replica.index.applied_serial().unwrap(), Serial(1));
+}
+
+#[tokio::test]
+async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream() {
+    let content = b"the real bytes of the sdist".to_vec();
+    let events = vec![
+        (1, repo_created()),
+        (2, file_added("demo-1.0.tar.gz", &content)),
+    ];
+    // The first upstream serves tampered bytes for every blob.
+    let bad = start_scripted(Scripted {
+        events: events.clone(),
+        blob_bytes: b"tampered".to_vec(),
+        subscriptions: Arc::new(Mutex::new(Vec::new())),
+    })
+    .await;
+
+    // The second is a real node holding the real blob.
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+    let blobs = BlobStore::open(dir.path()).unwrap();
+    blobs.put_bytes(&content).await.unwrap();
+    let writer = LocalWriter::spawn(index.clone()).unwrap();
+    for (_, ev) in &events {
+        writer.commit(ev.clone()).await.unwrap();
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good = listener.local_addr().unwrap().to_string();
+    let (_, primary_url) = watch::channel(None);
+    tokio::spawn(serve_grpc(
+        ReplicationSource {
+            node_id: "good".into(),
+            index: index.clone(),
+            blobs,
+            applied: writer.durable_serial(),
+            primary_url,
+        },
+        listener,
+        std::future::pending(),
+    ));
+
+    let replica = start_replica(vec![bad, good]);
+    wait_until("the file's event is applied", || {
+        *replica.follower.applied().borrow() == Serial(2)
+    })
+    .await;
+    let sha = Sha256::of(&content);
+    assert!(replica.blobs.contains(&sha));
+    assert!(replica.blobs.verify(&sha).unwrap());
+    assert_eq!(replica.index.digest().unwrap(), index.digest().unwrap());
+    // The tampered copy left nothing behind.
+    assert_eq!(replica.blobs.list().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_dir(replica.blobs.tmp_dir()).unwrap().count(),
+        0
+    );
+}

@@ -1,0 +1,201 @@
+//! `hoard demo`: a local cluster of child processes on loopback ports, for
+//! trying hoard out, for tests and for benchmarks. It writes
+//! `DIR/cluster.json` and stops its children on Ctrl-C or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct ClusterFile {
+    nodes: Vec<NodeEntry>,
+}
+
+#[derive(Serialize)]
+struct NodeEntry {
+    id: String,
+    role: &'static str,
+    pid: u32,
+    http_url: String,
+    grpc_addr: String,
+    data_dir: PathBuf,
+    admin_token: String,
+}
+
+struct Planned {
+    id: String,
+    role: &'static str,
+    http: u16,
+    grpc: u16,
+    upstreams: Vec<String>,
+    dir: PathBuf,
+}
+
+/// A free loopback port, found by binding port 0. Another process could
+/// take it before the child binds; the child then fails loudly.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> anyhow::Result<()> {
+    if voters != 1 {
+        bail!("only --voters 1 is supported until Raft lands; replicas give read scale-out");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let mut plan = Vec::new();
+    let primary_grpc = free_port()?;
+    plan.push(Planned {
+        id: "hoard-1".into(),
+        role: "primary",
+        http: free_port()?,
+        grpc: primary_grpc,
+        upstreams: Vec::new(),
+        dir: dir.join("hoard-1"),
+    });
+    for i in 0..replicas {
+        let primary = format!("127.0.0.1:{primary_grpc}");
+        // With --chain, each replica follows the one before it (a fan-out
+        // tree), with the primary as its fallback.
+        let upstreams = match (chain, i) {
+            (true, i) if i > 0 => vec![format!("127.0.0.1:{}", plan[i].grpc), primary],
+            _ => vec![primary],
+        };
+        let id = format!("hoard-{}", i + 2);
+        plan.push(Planned {
+            dir: dir.join(&id),
+            id,
+            role: "replica",
+            http: free_port()?,
+            grpc: free_port()?,
+            upstreams,
+        });
+    }
+
+    let exe = std::env::current_exe().context("cannot find the hoard binary")?;
+    let mut children: Vec<Child> = Vec::new();
+    let mut entries = Vec::new();
+    for node in &plan {
+        std::fs::create_dir_all(&node.dir)?;
+        let config_path = node.dir.join("hoard.toml");
+        let upstreams: Vec<String> = node.upstreams.iter().map(|u| format!("{u:?}")).collect();
+        let mut config = format!(
+            "node_id = {:?}\nrole = {:?}\nhttp_listen = \"127.0.0.1:{}\"\ngrpc_listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n",
+            node.id,
+            node.role,
+            node.http,
+            node.grpc,
+            node.dir.join("data"),
+        );
+        if !upstreams.is_empty() {
+            config.push_str(&format!("upstreams = [{}]\n", upstreams.join(", ")));
+        }
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(node.dir.join("hoard.log"))?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", node.id))?;
+        let pid = child.id();
+        children.push(child);
+        let http_url = format!("http://127.0.0.1:{}", node.http);
+        if let Err(e) = wait_ready(&http_url).await {
+            stop_all(&mut children);
+            bail!(
+                "{} did not start ({e}); see {}",
+                node.id,
+                node.dir.join("hoard.log").display()
+            );
+        }
+        let admin_token = std::fs::read_to_string(node.dir.join("data/admin-token"))?
+            .trim()
+            .to_owned();
+        eprintln!(
+            "{:<8} {:<8} {http_url}  grpc 127.0.0.1:{}  pid {pid}",
+            node.id, node.role, node.grpc
+        );
+        entries.push(NodeEntry {
+            id: node.id.clone(),
+            role: node.role,
+            pid,
+            http_url,
+            grpc_addr: format!("127.0.0.1:{}", node.grpc),
+            data_dir: node.dir.join("data"),
+            admin_token,
+        });
+    }
+    let cluster_file = dir.join("cluster.json");
+    let json = serde_json::to_string_pretty(&ClusterFile { nodes: entries })?;
+    let tmp = dir.join("cluster.json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &cluster_file)?;
+    eprintln!(
+        "cluster described in {}; Ctrl-C stops it",
+        cluster_file.display()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                for (child, node) in children.iter_mut().zip(&plan) {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        eprintln!("{} exited ({status}); see {}", node.id, node.dir.join("hoard.log").display());
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("stopping the cluster");
+    stop_all(&mut children);
+    Ok(())
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = format!("{url}/+status");
+    loop {
+        match reqwest::get(&status).await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            _ if Instant::now() > deadline => bail!("no answer from {status} within 30s"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// SIGTERM every child, then SIGKILL the ones still running after a while.
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for child in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                _ if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
