@@ -114,6 +114,8 @@ pub fn extract_wheel_metadata<R: Read + Seek>(
         }
     }
 
+    verify_members(&mut archive, limits)?;
+
     let index = match (matching.as_slice(), any_metadata.as_slice()) {
         ([i], _) => *i,
         ([], [i]) => *i,
@@ -143,6 +145,41 @@ pub fn extract_wheel_metadata<R: Read + Seek>(
         return Err(too_large());
     }
     Ok(out)
+}
+
+/// Inflates every member into nothing, against a byte budget: headers can
+/// lie about sizes, and an installer will inflate all of it. A member that
+/// inflates past its declared size, past the ratio limit or past the total
+/// budget, or that fails its CRC, makes the wheel invalid.
+fn verify_members<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    limits: &ZipLimits,
+) -> Result<(), PypiError> {
+    let mut budget = limits.max_total_uncompressed;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| bad_wheel(format!("corrupt zip entry #{i}: {e}")))?;
+        let name = entry.name().to_owned();
+        let (declared, compressed) = (entry.size(), entry.compressed_size());
+        // Read at most one byte past what the entry may legitimately hold.
+        let cap = declared.min(budget).saturating_add(1);
+        let actual = std::io::copy(&mut (&mut entry).take(cap), &mut std::io::sink())
+            .map_err(|e| bad_wheel(format!("cannot inflate '{name}': {e}")))?;
+        if actual > declared {
+            return Err(PypiError::ArchiveLimit(format!(
+                "entry '{name}' inflates beyond its declared size of {declared} bytes"
+            )));
+        }
+        if actual > RATIO_EXEMPT_BYTES && actual / compressed.max(1) > limits.max_ratio {
+            return Err(PypiError::ArchiveLimit(format!(
+                "entry '{name}' has a compression ratio over {}",
+                limits.max_ratio
+            )));
+        }
+        budget = budget.saturating_sub(actual);
+    }
+    Ok(())
 }
 
 /// The fields of core metadata that an index needs.
@@ -496,11 +533,30 @@ mod tests {
             ..ZipLimits::default()
         };
         let err = extract(bytes, &limits).unwrap_err();
-        // The zip reader trusts the compressed stream, not the header: only
-        // the bounded reader stops it.
+        // The zip reader trusts the compressed stream, not the header: the
+        // bounded inflation of every member stops it.
         assert_eq!(
             err.to_string(),
-            "archive rejected: METADATA is larger than the limit of 1000 bytes"
+            "archive rejected: entry 'foo_bar-1.0.dist-info/METADATA' inflates beyond its declared size of 10 bytes"
+        );
+    }
+
+    #[test]
+    fn lying_size_header_on_another_member_is_refused() {
+        let zeros = vec![0u8; 5 << 20];
+        let mut bytes = wheel(&[
+            (
+                "foo_bar-1.0.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: foo_bar\nVersion: 1.0\n".as_slice(),
+            ),
+            ("foo_bar/data.bin", zeros.as_slice()),
+        ]);
+        patch_declared_size(&mut bytes, "foo_bar/data.bin", 1000);
+        let err = extract(bytes, &ZipLimits::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("inflates beyond its declared size"),
+            "{err}"
         );
     }
 

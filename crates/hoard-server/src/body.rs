@@ -9,14 +9,14 @@ use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("timed out waiting for the rest of the request body")]
     TimedOut,
     #[error("reading the request body failed: {0}")]
-    Read(#[from] hyper::Error),
+    Read(String),
 }
 
 /// Streams the data frames of `body`, failing once more than `limit` bytes
@@ -49,7 +49,7 @@ pub fn bounded_stream(
                 Ok(None) => return None,
                 Ok(Some(Err(e))) => {
                     st.done = true;
-                    return Some((Err(BodyError::Read(e)), st));
+                    return Some((Err(BodyError::Read(e.to_string())), st));
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
@@ -64,6 +64,49 @@ pub fn bounded_stream(
             return Some((Ok(data), st));
         }
     })
+}
+
+/// A body read by its own task: the data goes to a parser (which may stop
+/// at a closing boundary), while [`BodyCompletion`] tells whether the
+/// whole declared body really arrived.
+pub fn pump(
+    body: Incoming,
+    limit: u64,
+    idle: Duration,
+) -> (
+    impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
+    BodyCompletion,
+) {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let task = tokio::spawn(async move {
+        let stream = bounded_stream(body, limit, idle);
+        futures_util::pin_mut!(stream);
+        let mut parser_listening = true;
+        while let Some(item) = stream.next().await {
+            // Once the parser is done, keep reading (bounded) to the end.
+            if parser_listening && tx.send(item.clone()).await.is_err() {
+                parser_listening = false;
+            }
+            item?;
+        }
+        Ok(())
+    });
+    (
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        BodyCompletion(task),
+    )
+}
+
+pub struct BodyCompletion(tokio::task::JoinHandle<Result<(), BodyError>>);
+
+impl BodyCompletion {
+    /// Waits until the body has been read to its end, or failed.
+    pub async fn finished(self) -> Result<(), BodyError> {
+        self.0
+            .await
+            .unwrap_or_else(|e| Err(BodyError::Read(e.to_string())))
+    }
 }
 
 /// Reads a whole small body (admin JSON) within `limit` bytes.

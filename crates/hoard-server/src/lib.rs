@@ -9,6 +9,7 @@ mod download;
 mod error;
 mod forward;
 mod http;
+mod keyed_lock;
 mod node;
 mod pypi;
 mod range;

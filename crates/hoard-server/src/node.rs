@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
+use crate::keyed_lock::KeyedLocks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -41,6 +42,8 @@ pub struct Node {
     admin_token_hash: Sha256,
     pub admin_token_path: PathBuf,
     pub started: Instant,
+    /// Uploads of one file take turns (see `pypi::upload`).
+    pub upload_locks: KeyedLocks,
 }
 
 /// Who made a request, once their token checked out.
@@ -137,6 +140,7 @@ impl Node {
             admin_token_hash,
             admin_token_path,
             started: Instant::now(),
+            upload_locks: KeyedLocks::default(),
         });
         if node.is_primary() {
             node.ensure_configured_repos().await?;

@@ -17,7 +17,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::body::{bounded_stream, BodyError};
+use crate::body::{pump, BodyError};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{redirect, require_read_method, with_body, HandlerResult};
@@ -321,7 +321,7 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::bad_request("the multipart/form-data Content-Type has no boundary").closing()
     })?;
-    let stream = bounded_stream(req.into_body(), limit, node.config.body_timeout());
+    let (stream, body_done) = pump(req.into_body(), limit, node.config.body_timeout());
     let mut multipart = multer::Multipart::new(stream, boundary);
 
     let mut form = UploadForm::default();
@@ -366,6 +366,9 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
             form.set_field(&name, text);
         }
     }
+    drop(multipart);
+    // The form may end before the body does: all of it must arrive.
+    body_done.finished().await.map_err(body_error)?;
     let (dist, staged) =
         content.ok_or_else(|| ApiError::bad_request("the upload has no file (field 'content')"))?;
     let digests = ComputedDigests {
@@ -390,6 +393,12 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
         .filter(|s| !s.trim().is_empty());
 
     let sha256 = staged.digests.sha256;
+    // Held until the event commits: a concurrent upload of the same file
+    // then sees this one's result before it stores anything.
+    let _turn = node
+        .upload_locks
+        .lock(format!("{}/{}", repo.name, dist.filename))
+        .await;
     if let Some(existing) = node
         .index
         .file(&repo.name, &upload.project, &dist.filename, None)?
