@@ -151,11 +151,19 @@ pub fn wheel_members(spec: &WheelSpec) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Zip `members` (deflated).
+/// Zip `members` (deflated, except large members, which are stored: they
+/// are incompressible padding, and deflate is slow in debug builds).
 pub fn zip_bytes(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (path, bytes) in members {
+        let opts = if bytes.len() > 64 * 1024 {
+            stored
+        } else {
+            deflated
+        };
         zw.start_file(path.as_str(), opts).expect("zip start_file");
         zw.write_all(bytes).expect("zip write");
     }

@@ -124,7 +124,7 @@ pub struct Upload {
     pub filetype: String,
     pub pyversion: String,
     pub metadata_version: String,
-    /// The filename as raw bytes (it may hold bytes that are not UTF-8 or NUL).
+    /// The filename, sent as is (tests put `/`, `\`, `..` or NUL in it).
     pub filename: String,
     pub content: Vec<u8>,
     pub sha256_digest: Option<String>,

@@ -7,18 +7,22 @@
 //! - [`tools`]: locating the `hoard` binary and the Python tools.
 //! - [`node`]: [`node::Node`], one `hoard serve` process with its own temp dir
 //!   and ports.
+//! - [`cluster`]: a primary and replicas ([`cluster::Cluster`]), waiting
+//!   for nodes to agree, uploads that report their serial.
 //! - [`artifacts`]: building wheels, sdists and broken/hostile files.
 //! - [`http`]: a multipart builder and a raw HTTP/1.1 client for requests that
 //!   an ordinary client refuses to send (cut bodies, lying Content-Length).
 //! - [`simple`]: reading PEP 503 pages.
 
 pub mod artifacts;
+pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod simple;
 pub mod tools;
 
 pub use artifacts::{sdist, wheel, Artifact, WheelSpec};
+pub use cluster::Cluster;
 pub use http::{Auth, Multipart, RawResponse, Upload};
 pub use node::{Node, NodeOpts, RepoSpec, StoreSnapshot};
 

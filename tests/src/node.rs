@@ -47,6 +47,9 @@ pub struct NodeOpts {
     pub log_format: Option<String>,
     /// Extra environment for the `hoard serve` process.
     pub env: Vec<(String, String)>,
+    /// Raw TOML lines added to the config before the `[[repos]]` tables
+    /// (e.g. `role = "replica"`).
+    pub extra_config: Vec<String>,
 }
 
 impl Default for NodeOpts {
@@ -58,6 +61,7 @@ impl Default for NodeOpts {
             body_timeout_secs: Some(2),
             log_format: None,
             env: Vec::new(),
+            extra_config: Vec::new(),
         }
     }
 }
@@ -78,6 +82,24 @@ impl NodeOpts {
         self
     }
 
+    /// Add a raw TOML line (a top-level key) to the config.
+    pub fn config(mut self, line: impl Into<String>) -> Self {
+        self.extra_config.push(line.into());
+        self
+    }
+
+    /// A replica named `node_id` that follows `upstreams` (gRPC addresses,
+    /// in order of preference).
+    pub fn replica(node_id: &str, upstreams: &[String]) -> Self {
+        let list: Vec<String> = upstreams.iter().map(|u| toml_str(u)).collect();
+        NodeOpts {
+            node_id: node_id.to_string(),
+            ..NodeOpts::default()
+        }
+        .config("role = \"replica\"")
+        .config(format!("upstreams = [{}]", list.join(", ")))
+    }
+
     fn to_toml(&self, http: u16, grpc: u16, data_dir: &Path) -> String {
         let mut s = String::new();
         let q = toml_str;
@@ -94,6 +116,9 @@ impl NodeOpts {
         }
         if let Some(f) = &self.log_format {
             writeln!(s, "log_format = {}", q(f)).unwrap();
+        }
+        for line in &self.extra_config {
+            writeln!(s, "{line}").unwrap();
         }
         for r in &self.repos {
             writeln!(s, "\n[[repos]]").unwrap();
@@ -141,12 +166,22 @@ pub struct Node {
     grpc_port: u16,
     child: Option<Child>,
     client: Client,
+    /// tmpfs mounts made by [`Node::mount_tmpfs_data_dir`], unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 impl Node {
     /// Start a node and wait until `GET /+status` answers 200. Panics (with
     /// the node's log) if it does not within 30 s.
     pub fn start(opts: NodeOpts) -> Node {
+        let mut node = Node::prepare(opts);
+        node.launch();
+        node
+    }
+
+    /// A node with its temp dir and ports chosen, not started yet (see
+    /// [`Node::launch`]), so that a test can prepare its data dir first.
+    pub fn prepare(opts: NodeOpts) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("hoard-test-")
             .tempdir()
@@ -159,7 +194,7 @@ impl Node {
             .build()
             .expect("reqwest client");
         let (http_port, grpc_port) = free_ports();
-        let mut node = Node {
+        Node {
             opts,
             dir: Some(dir),
             root,
@@ -167,20 +202,26 @@ impl Node {
             grpc_port,
             child: None,
             client,
-        };
+            mounts: Vec::new(),
+        }
+    }
+
+    /// Start a prepared node and wait until `GET /+status` answers 200.
+    /// Panics (with the node's log) if it does not within 30 s.
+    pub fn launch(&mut self) {
         // A port picked as free can be taken by a parallel test before the
         // node binds it: retry a few times with new ports.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match node.spawn_and_wait() {
-                Ok(()) => return node,
-                Err(e) if attempt < 3 && node.log().contains("in use") => {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(e) if attempt < 3 && self.log().contains("in use") => {
                     eprintln!("node start failed ({e:#}), retrying with new ports");
-                    node.kill_quietly();
-                    (node.http_port, node.grpc_port) = free_ports();
+                    self.kill_quietly();
+                    (self.http_port, self.grpc_port) = free_ports();
                 }
-                Err(e) => panic!("node did not start: {e:#}\n{}", node.log_tail(200)),
+                Err(e) => panic!("node did not start: {e:#}\n{}", self.log_tail(200)),
             }
         }
     }
@@ -255,6 +296,12 @@ impl Node {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The gRPC listen address, `127.0.0.1:PORT` (what replicas list in
+    /// `upstreams`).
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
     }
 
     /// The HTTP listen address.
@@ -568,6 +615,49 @@ impl Node {
         }
     }
 
+    /// Mount a tmpfs of `size` (e.g. `"40m"`) on the data dir (the node
+    /// must not be running yet). Needs root; panics if `mount` fails. The
+    /// mount is removed when the node is dropped.
+    pub fn mount_tmpfs_data_dir(&mut self, size: &str) {
+        assert!(self.child.is_none(), "mount the data dir before starting");
+        let dir = self.data_dir();
+        fs::create_dir_all(&dir).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size}"))
+                .arg("tmpfs")
+                .arg(&dir),
+        );
+        self.mounts.push(dir);
+    }
+
+    /// Change the size of the tmpfs on the data dir (`mount -o remount`).
+    pub fn resize_tmpfs_data_dir(&self, size: &str) {
+        let dir = self.data_dir();
+        assert!(self.mounts.contains(&dir), "the data dir is not a tmpfs");
+        run_ok(
+            Command::new("mount")
+                .arg("-o")
+                .arg(format!("remount,size={size}"))
+                .arg(&dir),
+        );
+    }
+
+    fn unmount_all(&mut self) {
+        for dir in self.mounts.drain(..).rev() {
+            let ok = Command::new("umount")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("umount {} failed; detaching it lazily", dir.display());
+                let _ = Command::new("umount").arg("-l").arg(&dir).status();
+            }
+        }
+    }
+
     /// Peak resident memory of the process (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         let pid = self.pid()?;
@@ -581,7 +671,15 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_quietly();
-        if std::thread::panicking() {
+        let panicking = std::thread::panicking();
+        if panicking && !self.mounts.is_empty() {
+            eprintln!(
+                "the data dir {} is a tmpfs: it is unmounted, its contents are lost",
+                self.data_dir().display()
+            );
+        }
+        self.unmount_all();
+        if panicking {
             eprintln!(
                 "----- hoard node log ({}) -----\n{}\n----- end of node log -----",
                 self.log_path().display(),

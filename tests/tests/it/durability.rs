@@ -1,7 +1,7 @@
 //! Restarts, and kill -9 in the middle of uploads.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,13 +123,15 @@ fn data_survives_a_graceful_restart() {
     assert_eq!(node.serial(), serial + 1);
 }
 
-/// Upload `version` of the crash project with reqwest's own multipart
-/// encoder; Ok(true) when acknowledged with 200.
-fn reqwest_upload(node_url: &str, token: &str, a: &Artifact) -> Result<bool, reqwest::Error> {
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+/// Upload with reqwest's own multipart encoder; Ok(true) when acknowledged
+/// with 200.
+fn reqwest_upload(
+    client: &reqwest::blocking::Client,
+    node_url: &str,
+    token: &str,
+    a: &Artifact,
+    sha256: &str,
+) -> Result<bool, reqwest::Error> {
     let form = Form::new()
         .text(":action", "file_upload")
         .text("protocol_version", "1")
@@ -138,7 +140,7 @@ fn reqwest_upload(node_url: &str, token: &str, a: &Artifact) -> Result<bool, req
         .text("version", a.version.clone())
         .text("filetype", "bdist_wheel")
         .text("pyversion", "py3")
-        .text("sha256_digest", a.sha256())
+        .text("sha256_digest", sha256.to_string())
         .part(
             "content",
             Part::bytes(a.bytes.clone())
@@ -155,61 +157,97 @@ fn reqwest_upload(node_url: &str, token: &str, a: &Artifact) -> Result<bool, req
 
 #[test]
 fn kill_9_during_uploads_loses_no_acknowledged_upload() {
+    const ROUNDS: usize = 5;
     let mut node = Node::start_default();
     let token = node.create_token("pypi", "upload");
     let name = "crash-pkg";
     let project = normalize(name);
+    // Built up front, so that the uploader sends back to back and a kill
+    // lands while the node is busy (3 MiB of incompressible padding each:
+    // streaming, hashing and fsyncing one takes a while).
+    let build = |v: usize| {
+        let a = WheelSpec::new(name, &format!("{v}.0.0"))
+            .padding(3 << 20, v as u64)
+            .build();
+        let sha = a.sha256();
+        (a, sha)
+    };
+    let count = ROUNDS * 6;
+    let t = Instant::now();
+    let (evens, odds) = std::thread::scope(|s| {
+        let evens = s.spawn(|| (0..count).step_by(2).map(build).collect::<Vec<_>>());
+        let odds = s.spawn(|| (1..count).step_by(2).map(build).collect::<Vec<_>>());
+        (evens.join().unwrap(), odds.join().unwrap())
+    });
+    let mut all: Vec<(Artifact, String)> = evens.into_iter().chain(odds).collect();
+    all.sort_by_key(|(a, _)| {
+        a.version
+            .split('.')
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    });
+    let wheels = Arc::new(all);
+    eprintln!("built {count} wheels in {:?}", t.elapsed());
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let mut next_version = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // The index of the upload being sent now.
+    let sending = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut next = 0usize;
+    let mut leftovers_seen = 0;
 
-    for round in 0..3 {
-        let stop = Arc::new(AtomicBool::new(false));
+    for round in 0..ROUNDS {
         let url = node.url();
         let uploader = {
-            let (acked, stop, token) = (acked.clone(), stop.clone(), token.clone());
-            let start = next_version;
+            let (acked, sending, token, wheels) = (
+                acked.clone(),
+                sending.clone(),
+                token.clone(),
+                wheels.clone(),
+            );
+            let start = next;
             std::thread::spawn(move || {
-                let mut v = start;
-                let mut errors = 0;
-                while !stop.load(Ordering::Relaxed) && v < start + 500 {
-                    // 1 MiB of incompressible padding, so that a kill often
-                    // lands while a body is being streamed to disk.
-                    let a = WheelSpec::new(name, &format!("{v}.0.0"))
-                        .padding(1 << 20, v)
-                        .build();
-                    match reqwest_upload(&url, &token, &a) {
-                        Ok(true) => acked.lock().unwrap().push((a.filename.clone(), a.sha256())),
-                        Ok(false) => {
-                            errors += 1;
-                            if errors > 3 {
-                                break;
-                            }
-                        }
+                let client = reqwest::blocking::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let mut i = start;
+                while i < wheels.len() {
+                    let (a, sha) = &wheels[i];
+                    sending.store(i, Ordering::SeqCst);
+                    match reqwest_upload(&client, &url, &token, a, sha) {
+                        Ok(true) => acked
+                            .lock()
+                            .unwrap()
+                            .push((a.filename.clone(), sha.clone())),
+                        Ok(false) => panic!("upload {} refused", a.filename),
                         Err(_) => break, // the node is gone
                     }
-                    v += 1;
+                    i += 1;
                 }
-                v
+                i
             })
         };
-        // Let some uploads through, then kill at an arbitrary moment.
-        let want = acked.lock().unwrap().len() + 3 + round;
+        // Let a few uploads through, then kill at some moment during the
+        // next one.
+        let target = next + 2 + round % 3;
         let wait_until = Instant::now() + Duration::from_secs(60);
-        while acked.lock().unwrap().len() < want && Instant::now() < wait_until {
-            std::thread::sleep(Duration::from_millis(5));
+        while sending.load(Ordering::SeqCst) != target && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_millis(7 + 13 * round as u64));
-        node.kill9();
-        stop.store(true, Ordering::Relaxed);
-        next_version = uploader.join().unwrap();
-        let acked_now = acked.lock().unwrap().clone();
-        assert!(
-            acked_now.len() >= want,
-            "round {round}: only {} uploads were acknowledged before the kill",
-            acked_now.len()
+        assert_eq!(
+            sending.load(Ordering::SeqCst),
+            target,
+            "the uploader stalled"
         );
+        std::thread::sleep(Duration::from_millis([0, 5, 15, 30, 60][round]));
+        node.kill9();
+        next = uploader.join().unwrap();
+        let acked_now = acked.lock().unwrap().clone();
 
+        let leftovers = node.tmp_files().len();
+        leftovers_seen += leftovers;
         let fsck = node.fsck();
         assert!(
             fsck.status.success(),
@@ -226,16 +264,22 @@ fn kill_9_during_uploads_loses_no_acknowledged_upload() {
                 "round {round}: acknowledged upload {filename} is missing or different after kill -9"
             );
         }
-        // At most the one in-flight upload of each round may be there
-        // without an ack.
+        eprintln!(
+            "round {round}: {} acknowledged, {} listed, {leftovers} temp files after the kill",
+            acked_now.len(),
+            listed.len()
+        );
+        // Only the upload in flight at each kill may be there without an ack.
         assert!(
             listed.len() <= acked_now.len() + 1 + round,
             "round {round}: {} listed, {} acknowledged",
             listed.len(),
             acked_now.len()
         );
-        if Instant::now() > deadline {
-            break;
-        }
+        assert!(
+            node.tmp_files().is_empty(),
+            "temp files left after a restart"
+        );
     }
+    eprintln!("{leftovers_seen} temp files were found after kills in all");
 }

@@ -7,8 +7,12 @@
 //! `tests/tools/setup.sh`.
 
 mod bad_input;
+mod concurrent;
 mod downloads;
 mod durability;
 mod pypi_clients;
+mod replication;
+mod replication_faults;
 mod simple_api;
+mod store;
 mod yank;

@@ -6,7 +6,7 @@ use std::process::Command;
 use hoard_tests::artifacts::{module_name, normalize, WheelSpec};
 use hoard_tests::node::{describe_failure, run_ok};
 use hoard_tests::tools::{isolate_python_env, py_tools};
-use hoard_tests::{sdist, Node};
+use hoard_tests::{sdist, Node, Upload};
 
 /// The Accept header that uv sends for simple pages.
 pub const UV_ACCEPT: &str =
@@ -15,7 +15,7 @@ pub const UV_ACCEPT: &str =
 pub const PIP_ACCEPT: &str =
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 
-fn twine_upload(node: &Node, token: &str, files: &[&Path]) -> std::process::Output {
+pub fn twine_upload(node: &Node, token: &str, files: &[&Path]) -> std::process::Output {
     let tools = py_tools();
     let mut cmd = Command::new(&tools.twine);
     isolate_python_env(&mut cmd)
@@ -29,7 +29,7 @@ fn twine_upload(node: &Node, token: &str, files: &[&Path]) -> std::process::Outp
     cmd.output().expect("run twine")
 }
 
-fn fresh_venv(dir: &Path, with_pip: bool) {
+pub fn fresh_venv(dir: &Path, with_pip: bool) {
     let mut cmd = Command::new(&py_tools().python3);
     isolate_python_env(&mut cmd).args(["-m", "venv"]);
     if !with_pip {
@@ -38,7 +38,7 @@ fn fresh_venv(dir: &Path, with_pip: bool) {
     run_ok(cmd.arg(dir));
 }
 
-fn imported_version(venv: &Path, module: &str) -> String {
+pub fn imported_version(venv: &Path, module: &str) -> String {
     let mut cmd = Command::new(venv.join("bin").join("python"));
     isolate_python_env(&mut cmd).args([
         "-c",
@@ -119,6 +119,7 @@ fn twine_uploads_then_pip_and_uv_install() {
     // uv, in another fresh venv, no cache.
     let uv_venv = dir.path().join("uv-venv");
     fresh_venv(&uv_venv, false);
+    let log_len = node.log().len();
     let mut cmd = Command::new(&tools.uv);
     isolate_python_env(&mut cmd)
         .args(["pip", "install", "--no-cache", "--index-url"])
@@ -128,6 +129,24 @@ fn twine_uploads_then_pip_and_uv_install() {
         .arg(name);
     run_ok(&mut cmd);
     assert_eq!(imported_version(&uv_venv, &module), "1.2.0");
+    // The node logs each request with the content type it answered: uv's
+    // request for the project page was answered with JSON.
+    let log = node.log();
+    let page_path = format!("/pypi/simple/{project}/");
+    let uv_lines: Vec<&str> = log[log_len..]
+        .lines()
+        .filter(|l| l.contains(&page_path))
+        .collect();
+    if uv_lines.is_empty() {
+        eprintln!("note: the node's log does not show requests; skipped the log check");
+    } else {
+        assert!(
+            uv_lines
+                .iter()
+                .any(|l| l.contains("application/vnd.pypi.simple.v1+json")),
+            "uv's page requests were not answered with PEP 691 JSON: {uv_lines:#?}"
+        );
+    }
 
     // uv can pin the older release too (a second resolution, from JSON).
     let mut cmd = Command::new(&tools.uv);
@@ -194,5 +213,95 @@ fn twine_shows_the_servers_refusal() {
     assert!(
         all.contains("403"),
         "twine output should name the 403: {all}"
+    );
+}
+
+fn uv_install(index: &str, venv: &Path, req: &str) {
+    let mut cmd = Command::new(&py_tools().uv);
+    isolate_python_env(&mut cmd)
+        .args(["pip", "install", "--no-cache", "--index-url", index])
+        .arg("--python")
+        .arg(venv.join("bin").join("python"))
+        .arg(req);
+    run_ok(&mut cmd);
+}
+
+/// Reproducible installs: uv pointed at `/pypi/+at/{serial}/simple/` gets
+/// what was there then; and pip and uv skip a yanked release.
+#[test]
+fn point_in_time_index_and_yanked_releases_with_real_clients() {
+    let node = Node::start_default();
+    let token = node.create_token("pypi", "upload");
+    let name = "pinned-pkg";
+    let module = module_name(name);
+    node.upload_ok(
+        "pypi",
+        &token,
+        &Upload::of(&hoard_tests::wheel(name, "1.0.0")),
+    );
+    let s1 = node.serial();
+    node.upload_ok(
+        "pypi",
+        &token,
+        &Upload::of(&hoard_tests::wheel(name, "2.0.0")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let venv = |n: &str| {
+        let p = dir.path().join(n);
+        fresh_venv(&p, false);
+        p
+    };
+
+    let v = venv("latest");
+    uv_install(&format!("{}/pypi/simple/", node.url()), &v, name);
+    assert_eq!(imported_version(&v, &module), "2.0.0");
+
+    let v = venv("pinned");
+    uv_install(&format!("{}/pypi/+at/{s1}/simple/", node.url()), &v, name);
+    assert_eq!(
+        imported_version(&v, &module),
+        "1.0.0",
+        "the index as of serial {s1}"
+    );
+
+    // Yank 2.0.0: unpinned installs skip it.
+    let admin = node.admin_token();
+    let url = node.url();
+    node.cli_env_ok(
+        &[
+            "yank",
+            "--url",
+            &url,
+            "--repo",
+            "pypi",
+            "--project",
+            name,
+            "--version",
+            "2.0.0",
+            "--reason",
+            "bad",
+        ],
+        &[("HOARD_TOKEN", &admin)],
+    );
+    let v = venv("after-yank-uv");
+    uv_install(&format!("{}/pypi/simple/", node.url()), &v, name);
+    assert_eq!(
+        imported_version(&v, &module),
+        "1.0.0",
+        "uv skips a yanked release"
+    );
+
+    let pip_venv = dir.path().join("after-yank-pip");
+    fresh_venv(&pip_venv, true);
+    let mut cmd = Command::new(pip_venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+        .arg(format!("{}/pypi/simple/", node.url()))
+        .arg(name);
+    run_ok(&mut cmd);
+    assert_eq!(
+        imported_version(&pip_venv, &module),
+        "1.0.0",
+        "pip skips a yanked release"
     );
 }

@@ -216,7 +216,11 @@ fn accept_header_negotiation() {
 fn project_index_lists_projects() {
     let (node, token, _whl, _sd) = node_with_demo();
     node.upload_ok("pypi", &token, &Upload::of(&wheel("other.thing", "1")));
-    let (url, html) = html_page(&node, "pypi", "");
+    let resp = node.get("/pypi/simple/");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(content_type(&resp).starts_with("text/html"));
+    let url = resp.url().clone();
+    let html = resp.text().unwrap();
     let links = anchors(&html);
     for project in ["demo-pkg", "other-thing"] {
         let link = links
@@ -339,6 +343,34 @@ fn bearer_tokens_and_the_admin_http_api() {
     let resp = node.upload("pypi", &Auth::Bearer(token.clone()), &Upload::of(&a));
     assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().unwrap());
     assert_eq!(node.serial(), serial + 1);
+
+    // The CLI takes the admin token from HOARD_TOKEN too.
+    let url = node.url();
+    let out = node.cli_env_ok(
+        &[
+            "token", "create", "--repo", "pypi", "--perm", "upload", "--url", &url,
+        ],
+        &[("HOARD_TOKEN", &admin)],
+    );
+    let cli_token = out.trim();
+    assert_eq!(out.lines().count(), 1, "one line: {out:?}");
+    let resp = node.upload(
+        "pypi",
+        &Auth::Basic(cli_token.to_string()),
+        &Upload::of(&wheel("bearer-pkg", "1.1")),
+    );
+    assert_eq!(resp.status().as_u16(), 200);
+    // A wrong admin token makes the CLI fail.
+    let out = node.cli_env(
+        &[
+            "token", "create", "--repo", "pypi", "--perm", "upload", "--url", &url,
+        ],
+        &[("HOARD_TOKEN", "wrong")],
+    );
+    assert!(
+        !out.status.success(),
+        "token create with a wrong admin token"
+    );
 
     // Only an admin token may create tokens.
     assert_eq!(create(None, "upload").status().as_u16(), 401);
