@@ -76,6 +76,51 @@ pub enum Change {
     TokenRevoked {
         hash: Sha256,
     },
+    /// An npm package version was published (creating the package if new).
+    NpmPublished {
+        repo: RepoName,
+        /// The full name, `name` or `@scope/name`.
+        package: String,
+        version: String,
+        /// The version manifest as published, as JSON text.
+        manifest: String,
+        tarball: NpmTarball,
+        /// The dist-tags this publish sets, each to `version`.
+        dist_tags: Vec<String>,
+        readme: Option<String>,
+        description: Option<String>,
+    },
+    /// A dist-tag was set to a version, or removed (`None`).
+    NpmDistTagChanged {
+        repo: RepoName,
+        package: String,
+        tag: String,
+        version: Option<String>,
+    },
+    /// Versions were deprecated with a message, or un-deprecated (`None`).
+    NpmDeprecated {
+        repo: RepoName,
+        package: String,
+        changes: Vec<(String, Option<String>)>,
+    },
+    /// A version was unpublished (only where the repository allows it).
+    /// Its tarball stays in the blob store and in earlier point-in-time views.
+    NpmUnpublished {
+        repo: RepoName,
+        package: String,
+        version: String,
+    },
+}
+
+/// An npm tarball's digests, all computed by hoard from the stored bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmTarball {
+    pub sha256: Sha256,
+    pub size: u64,
+    /// Hex sha1, npm's `dist.shasum`.
+    pub shasum: String,
+    /// `sha512-<base64>`, npm's `dist.integrity`.
+    pub integrity: String,
 }
 
 impl Change {
@@ -88,6 +133,7 @@ impl Change {
                 blobs.extend(file.core_metadata);
                 blobs
             }
+            Change::NpmPublished { tarball, .. } => vec![tarball.sha256],
             _ => Vec::new(),
         }
     }
@@ -101,6 +147,10 @@ impl Change {
             Change::FilesYanked { .. } => "files_yanked",
             Change::TokenCreated { .. } => "token_created",
             Change::TokenRevoked { .. } => "token_revoked",
+            Change::NpmPublished { .. } => "npm_published",
+            Change::NpmDistTagChanged { .. } => "npm_dist_tag_changed",
+            Change::NpmDeprecated { .. } => "npm_deprecated",
+            Change::NpmUnpublished { .. } => "npm_unpublished",
         }
     }
 }
@@ -143,6 +193,10 @@ pub struct RepoSettings {
     pub kind: RepoKind,
     /// Whether reads need no token.
     pub anonymous_read: bool,
+    /// npm: whether an admin may unpublish versions. Off by default:
+    /// artifacts must not vanish from under a build.
+    #[serde(default)]
+    pub allow_unpublish: bool,
 }
 
 impl RepoSettings {
@@ -151,6 +205,7 @@ impl RepoSettings {
             format,
             kind: RepoKind::Hosted,
             anonymous_read: true,
+            allow_unpublish: false,
         }
     }
 }

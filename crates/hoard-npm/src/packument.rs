@@ -74,6 +74,9 @@ pub struct PackageView {
     pub modified: OffsetDateTime,
     pub readme: Option<String>,
     pub description: Option<String>,
+    /// The document revision (`_rev`) that npm echoes back in the
+    /// `PUT /{name}/-rev/{rev}` of an unpublish.
+    pub rev: String,
 }
 
 /// npm's time format: `2026-01-02T03:04:05.678Z` (UTC, milliseconds).
@@ -195,7 +198,11 @@ fn to_json(v: &J) -> String {
 pub fn render_full_packument(view: &PackageView) -> String {
     let name = view.name.full();
     let versions = sorted_versions(view);
-    let mut doc = vec![("_id".to_owned(), s(&name)), ("name".to_owned(), s(&name))];
+    let mut doc = vec![
+        ("_id".to_owned(), s(&name)),
+        ("_rev".to_owned(), s(&view.rev)),
+        ("name".to_owned(), s(&name)),
+    ];
     if let Some(d) = &view.description {
         doc.push(("description".into(), s(d)));
     }

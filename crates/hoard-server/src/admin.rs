@@ -248,6 +248,8 @@ struct RepoRequest {
     format: RepoFormat,
     #[serde(default = "yes")]
     anonymous_read: bool,
+    #[serde(default)]
+    allow_unpublish: bool,
 }
 
 fn yes() -> bool {
@@ -266,6 +268,7 @@ async fn create_repo(node: &Node, principal: &Principal, body: &[u8]) -> Handler
         format: req.format,
         kind: RepoKind::Hosted,
         anonymous_read: req.anonymous_read,
+        allow_unpublish: req.allow_unpublish,
     };
     let serial = node
         .commit(&principal.actor(), Change::RepoCreated { repo, settings })

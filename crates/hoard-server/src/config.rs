@@ -41,6 +41,17 @@ pub struct NodeConfig {
     pub replica_writes: ReplicaWrites,
     /// For a replica: how many events may fetch blobs at once.
     pub fetch_concurrency: usize,
+    /// Accounts that may `npm login` to get an upload token. There is no
+    /// self-registration: a login for any other name is refused.
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Hex sha256 of the password (`printf %s PASSWORD | sha256sum`).
+    pub password_sha256: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -74,12 +85,14 @@ impl Default for NodeConfig {
                 format: RepoFormat::Pypi,
                 kind: "hosted".into(),
                 anonymous_read: true,
+                allow_unpublish: false,
             }],
             role: Role::Primary,
             upstreams: Vec::new(),
             primary_url: None,
             replica_writes: ReplicaWrites::Redirect,
             fetch_concurrency: 8,
+            users: Vec::new(),
         }
     }
 }
@@ -93,6 +106,9 @@ pub struct RepoConfig {
     pub kind: String,
     #[serde(default = "yes")]
     pub anonymous_read: bool,
+    /// npm: let an admin unpublish versions (recorded as events).
+    #[serde(default)]
+    pub allow_unpublish: bool,
 }
 
 fn hosted() -> String {
@@ -184,6 +200,7 @@ impl NodeConfig {
                 format: repo.format,
                 kind,
                 anonymous_read: repo.anonymous_read,
+                allow_unpublish: repo.allow_unpublish,
             },
         ))
     }

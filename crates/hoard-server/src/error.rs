@@ -17,6 +17,8 @@ pub struct ApiError {
     pub close: bool,
     pub www_authenticate: bool,
     pub retry_after: Option<u64>,
+    /// Render as npm's `{"error": …}` JSON instead of plain text.
+    pub json: bool,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             close: false,
             www_authenticate: false,
             retry_after: None,
+            json: false,
         }
     }
 
@@ -58,15 +61,27 @@ impl ApiError {
         self
     }
 
-    /// A plain-text response whose reason phrase is the message.
+    /// The npm client prints the `error` field of a JSON body.
+    pub fn npm(mut self) -> Self {
+        self.json = true;
+        self
+    }
+
+    /// A plain-text (or npm JSON) response whose reason phrase is the
+    /// message.
     pub fn into_response(self) -> Response<ResBody> {
-        let mut response = Response::new(full(Bytes::from(format!("{}\n", self.message))));
+        let (body, content_type) = if self.json {
+            (
+                serde_json::json!({ "error": self.message }).to_string(),
+                "application/json",
+            )
+        } else {
+            (format!("{}\n", self.message), "text/plain; charset=utf-8")
+        };
+        let mut response = Response::new(full(Bytes::from(body)));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.close {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

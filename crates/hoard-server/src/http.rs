@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::{admin, forward, pypi};
+use crate::{admin, forward, npm, pypi};
 
 pub type ResBody = BoxBody<Bytes, std::io::Error>;
 pub type HandlerResult = Result<Response<ResBody>, ApiError>;
@@ -209,13 +209,22 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
                 .index
                 .repo(&name)?
                 .ok_or_else(|| ApiError::not_found(format!("no repository named {name}")))?;
-            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             match state.settings.format {
-                RepoFormat::Pypi => pypi::handle(node, req, &state, &rest).await,
-                RepoFormat::Npm => Err(ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "npm repositories are not served yet",
-                )),
+                RepoFormat::Pypi => {
+                    let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+                    pypi::handle(node, req, &state, &rest).await
+                }
+                RepoFormat::Npm => {
+                    // npm names keep their escapes (`@scope%2fname`): hand
+                    // over the raw path below the repository.
+                    let raw = req.uri().path().to_owned();
+                    let below = raw
+                        .trim_start_matches('/')
+                        .split_once('/')
+                        .map_or("", |(_, below)| below)
+                        .to_owned();
+                    npm::handle(node, req, &state, &below).await
+                }
             }
         }
         [] => Err(ApiError::not_found("not found")),

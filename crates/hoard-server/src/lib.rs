@@ -11,10 +11,11 @@ mod forward;
 mod http;
 mod keyed_lock;
 mod node;
+mod npm;
 mod pypi;
 mod range;
 
 pub use crate::http::serve;
-pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role};
+pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role, UserConfig};
 pub use error::ApiError;
 pub use node::{generate_token, Node, NodeError, NodeRole, Principal};

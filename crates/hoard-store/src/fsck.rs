@@ -57,6 +57,17 @@ pub fn fsck(
         }
     }
 
+    for tarball in index.all_npm_tarballs() {
+        let (what, sha) = tarball?;
+        report.files += 1;
+        referenced.insert(sha);
+        if !blobs.contains(&sha) {
+            report
+                .problems
+                .push(format!("npm {what}: blob {sha} is missing"));
+        }
+    }
+
     progress("re-hashing blobs");
     let listing = blobs.list()?;
     let total = listing.len();

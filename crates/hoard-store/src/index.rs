@@ -1,9 +1,12 @@
 //! The index: sled trees derived from the changelog, which is kept in the
 //! same database. `Index::apply` is the only function that changes them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use hoard_core::{Change, Event, FileRecord, RepoName, RepoSettings, Serial, Sha256, TokenRecord};
+use hoard_core::{
+    Change, Event, FileRecord, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord,
+};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -26,6 +29,12 @@ pub enum Rejection {
     TokenExists,
     #[error("token does not exist")]
     TokenMissing,
+    #[error("{0} already exists")]
+    VersionExists(String),
+    #[error("{0} does not exist")]
+    VersionMissing(String),
+    #[error("package {0} does not exist")]
+    PackageMissing(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +88,103 @@ pub struct TokenState {
     pub revoked: Option<Serial>,
 }
 
+/// One change of an npm dist-tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagChange {
+    pub serial: Serial,
+    pub time_us: i64,
+    /// `None`: the tag was removed.
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmPackageState {
+    /// The full name, `name` or `@scope/name`.
+    pub name: String,
+    pub created: Serial,
+    pub created_us: i64,
+    /// Every change of every tag, oldest first.
+    pub tags: BTreeMap<String, Vec<TagChange>>,
+}
+
+impl NpmPackageState {
+    /// The dist-tags in force at `at` (`None`: now).
+    pub fn tags_at(&self, at: Option<Serial>) -> BTreeMap<String, String> {
+        self.tags
+            .iter()
+            .filter_map(|(tag, changes)| {
+                let change = changes
+                    .iter()
+                    .rev()
+                    .find(|c| at.is_none_or(|at| c.serial <= at))?;
+                Some((tag.clone(), change.version.clone()?))
+            })
+            .collect()
+    }
+
+    /// The time of the latest tag change at `at`.
+    pub fn last_tag_change_us(&self, at: Option<Serial>) -> Option<i64> {
+        self.tags
+            .values()
+            .flatten()
+            .filter(|c| at.is_none_or(|at| c.serial <= at))
+            .map(|c| c.time_us)
+            .max()
+    }
+}
+
+/// One deprecation or un-deprecation of an npm version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecationChange {
+    pub serial: Serial,
+    pub time_us: i64,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmVersionState {
+    pub version: String,
+    /// The manifest as published, as JSON text.
+    pub manifest: String,
+    pub tarball: NpmTarball,
+    pub published: Serial,
+    pub time_us: i64,
+    pub publisher: String,
+    pub readme: Option<String>,
+    pub description: Option<String>,
+    pub deprecations: Vec<DeprecationChange>,
+    /// When it was unpublished, if it was.
+    pub unpublished: Option<Serial>,
+}
+
+impl NpmVersionState {
+    /// Whether the version is listed at `at` (`None`: now).
+    pub fn live_at(&self, at: Option<Serial>) -> bool {
+        let published = at.is_none_or(|at| self.published <= at);
+        let unpublished = self
+            .unpublished
+            .is_some_and(|u| at.is_none_or(|at| u <= at));
+        published && !unpublished
+    }
+
+    pub fn deprecated_at(&self, at: Option<Serial>) -> Option<&str> {
+        self.deprecations
+            .iter()
+            .rev()
+            .find(|d| at.is_none_or(|at| d.serial <= at))
+            .and_then(|d| d.message.as_deref())
+    }
+
+    /// The time of the latest change to this version at `at`.
+    pub fn last_change_us(&self, at: Option<Serial>) -> i64 {
+        self.deprecations
+            .iter()
+            .filter(|d| at.is_none_or(|at| d.serial <= at))
+            .map(|d| d.time_us)
+            .fold(self.time_us, i64::max)
+    }
+}
+
 /// Totals kept up to date by `apply`, so that status pages cost nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -86,6 +192,10 @@ pub struct Counts {
     pub projects: u64,
     pub files: u64,
     pub tokens: u64,
+    #[serde(default)]
+    pub npm_packages: u64,
+    #[serde(default)]
+    pub npm_versions: u64,
 }
 
 const APPLIED: &[u8] = b"applied_serial";
@@ -100,6 +210,8 @@ pub struct Index {
     projects: sled::Tree,
     files: sled::Tree,
     tokens: sled::Tree,
+    npm_packages: sled::Tree,
+    npm_versions: sled::Tree,
 }
 
 fn project_key(repo: &RepoName, project: &str) -> Vec<u8> {
@@ -191,6 +303,8 @@ impl Index {
             projects: db.open_tree("projects")?,
             files: db.open_tree("files")?,
             tokens: db.open_tree("tokens")?,
+            npm_packages: db.open_tree("npm_packages")?,
+            npm_versions: db.open_tree("npm_versions")?,
             db,
         })
     }
@@ -244,28 +358,40 @@ impl Index {
             &self.projects,
             &self.files,
             &self.tokens,
+            &self.npm_packages,
+            &self.npm_versions,
         );
-        let result = trees.transaction(|(changelog, meta, repos, projects, files, tokens)| {
-            let applied = serial_from(meta.get(APPLIED)?);
-            if serial != applied.next() {
-                return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
-                    applied,
-                    got: serial,
-                }));
-            }
-            let mut counts: Counts = tx_get(meta, "meta", COUNTS)?.unwrap_or_default();
-            apply_change(serial, event, &mut counts, repos, projects, files, tokens)?;
+        let result = trees.transaction(
+            |(changelog, meta, repos, projects, files, tokens, npm_packages, npm_versions)| {
+                let applied = serial_from(meta.get(APPLIED)?);
+                if serial != applied.next() {
+                    return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
+                        applied,
+                        got: serial,
+                    }));
+                }
+                let mut counts: Counts = tx_get(meta, "meta", COUNTS)?.unwrap_or_default();
+                let trees = ApplyTrees {
+                    repos,
+                    projects,
+                    files,
+                    tokens,
+                    npm_packages,
+                    npm_versions,
+                };
+                apply_change(serial, event, &mut counts, &trees)?;
 
-            let prev: [u8; 32] = meta
-                .get(DIGEST)?
-                .and_then(|b| <[u8; 32]>::try_from(b.as_ref()).ok())
-                .unwrap_or([0; 32]);
-            changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
-            meta.insert(APPLIED, &serial.0.to_be_bytes())?;
-            meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
-            meta.insert(COUNTS, encode(&counts))?;
-            Ok(())
-        });
+                let prev: [u8; 32] = meta
+                    .get(DIGEST)?
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_ref()).ok())
+                    .unwrap_or([0; 32]);
+                changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
+                meta.insert(APPLIED, &serial.0.to_be_bytes())?;
+                meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
+                meta.insert(COUNTS, encode(&counts))?;
+                Ok(())
+            },
+        );
         match result {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(ApplyAbort::Rejected(r))) => Err(StoreError::Rejected(r)),
@@ -446,6 +572,82 @@ impl Index {
         Ok((count, problems))
     }
 
+    /// An npm package that existed at `at` (`None`: now).
+    pub fn npm_package(
+        &self,
+        repo: &RepoName,
+        package: &str,
+        at: Option<Serial>,
+    ) -> Result<Option<NpmPackageState>, StoreError> {
+        match self.npm_packages.get(project_key(repo, package))? {
+            Some(bytes) => {
+                let state: NpmPackageState = decode("npm_packages", &bytes)?;
+                Ok(at.is_none_or(|at| state.created <= at).then_some(state))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every npm package of `repo` that existed at `at`.
+    pub fn npm_packages(
+        &self,
+        repo: &RepoName,
+        at: Option<Serial>,
+    ) -> Result<Vec<NpmPackageState>, StoreError> {
+        let mut prefix = repo.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for value in self.npm_packages.scan_prefix(prefix).values() {
+            let state: NpmPackageState = decode("npm_packages", &value?)?;
+            if at.is_none_or(|at| state.created <= at) {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every version of a package ever published up to `at`, unpublished
+    /// ones included (see [`NpmVersionState::live_at`]).
+    pub fn npm_versions(
+        &self,
+        repo: &RepoName,
+        package: &str,
+        at: Option<Serial>,
+    ) -> Result<Vec<NpmVersionState>, StoreError> {
+        let mut prefix = project_key(repo, package);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for value in self.npm_versions.scan_prefix(prefix).values() {
+            let state: NpmVersionState = decode("npm_versions", &value?)?;
+            if at.is_none_or(|at| state.published <= at) {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn npm_version(
+        &self,
+        repo: &RepoName,
+        package: &str,
+        version: &str,
+    ) -> Result<Option<NpmVersionState>, StoreError> {
+        match self.npm_versions.get(file_key(repo, package, version))? {
+            Some(bytes) => decode("npm_versions", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The blobs that every npm version references, for fsck.
+    pub fn all_npm_tarballs(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, Sha256), StoreError>> + '_ {
+        self.npm_versions.iter().values().map(|v| {
+            let state: NpmVersionState = decode("npm_versions", &v?)?;
+            Ok((state.version, state.tarball.sha256))
+        })
+    }
+
     /// A live (not revoked) token by the hash of its secret.
     pub fn token(&self, hash: &Sha256) -> Result<Option<TokenState>, StoreError> {
         match self.tokens.get(hash.as_bytes())? {
@@ -458,15 +660,29 @@ impl Index {
     }
 }
 
+struct ApplyTrees<'a> {
+    repos: &'a TransactionalTree,
+    projects: &'a TransactionalTree,
+    files: &'a TransactionalTree,
+    tokens: &'a TransactionalTree,
+    npm_packages: &'a TransactionalTree,
+    npm_versions: &'a TransactionalTree,
+}
+
 fn apply_change(
     serial: Serial,
     event: &Event,
     counts: &mut Counts,
-    repos: &TransactionalTree,
-    projects: &TransactionalTree,
-    files: &TransactionalTree,
-    tokens: &TransactionalTree,
+    trees: &ApplyTrees<'_>,
 ) -> TxResult<()> {
+    let ApplyTrees {
+        repos,
+        projects,
+        files,
+        tokens,
+        npm_packages,
+        npm_versions,
+    } = trees;
     match &event.change {
         Change::RepoCreated { repo, settings } => {
             if repos.get(repo.as_str())?.is_some() {
@@ -560,6 +776,122 @@ fn apply_change(
                 tokens.insert(hash.as_bytes(), encode(&state))?;
                 counts.tokens = counts.tokens.saturating_sub(1);
             }
+        }
+        Change::NpmPublished {
+            repo,
+            package,
+            version,
+            manifest,
+            tarball,
+            dist_tags,
+            readme,
+            description,
+        } => {
+            if repos.get(repo.as_str())?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            let vkey = file_key(repo, package, version);
+            if npm_versions.get(&vkey)?.is_some() {
+                return reject(Rejection::VersionExists(format!("{package}@{version}")));
+            }
+            let pkey = project_key(repo, package);
+            let mut pkg = match tx_get::<NpmPackageState>(npm_packages, "npm_packages", &pkey)? {
+                Some(pkg) => pkg,
+                None => {
+                    counts.npm_packages += 1;
+                    NpmPackageState {
+                        name: package.clone(),
+                        created: serial,
+                        created_us: event.time_us,
+                        tags: BTreeMap::new(),
+                    }
+                }
+            };
+            for tag in dist_tags {
+                pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+                    serial,
+                    time_us: event.time_us,
+                    version: Some(version.clone()),
+                });
+            }
+            npm_packages.insert(pkey, encode(&pkg))?;
+            let state = NpmVersionState {
+                version: version.clone(),
+                manifest: manifest.clone(),
+                tarball: tarball.clone(),
+                published: serial,
+                time_us: event.time_us,
+                publisher: event.actor.clone(),
+                readme: readme.clone(),
+                description: description.clone(),
+                deprecations: Vec::new(),
+                unpublished: None,
+            };
+            npm_versions.insert(vkey, encode(&state))?;
+            counts.npm_versions += 1;
+        }
+        Change::NpmDistTagChanged {
+            repo,
+            package,
+            tag,
+            version,
+        } => {
+            let pkey = project_key(repo, package);
+            let Some(mut pkg) = tx_get::<NpmPackageState>(npm_packages, "npm_packages", &pkey)?
+            else {
+                return reject(Rejection::PackageMissing(package.clone()));
+            };
+            if let Some(version) = version {
+                let vkey = file_key(repo, package, version);
+                let live = tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
+                    .is_some_and(|v| v.unpublished.is_none());
+                if !live {
+                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+                }
+            }
+            pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+                serial,
+                time_us: event.time_us,
+                version: version.clone(),
+            });
+            npm_packages.insert(pkey, encode(&pkg))?;
+        }
+        Change::NpmDeprecated {
+            repo,
+            package,
+            changes,
+        } => {
+            for (version, message) in changes {
+                let vkey = file_key(repo, package, version);
+                let Some(mut state) =
+                    tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
+                else {
+                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+                };
+                state.deprecations.push(DeprecationChange {
+                    serial,
+                    time_us: event.time_us,
+                    message: message.clone(),
+                });
+                npm_versions.insert(vkey, encode(&state))?;
+            }
+        }
+        Change::NpmUnpublished {
+            repo,
+            package,
+            version,
+        } => {
+            let vkey = file_key(repo, package, version);
+            let Some(mut state) = tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
+            else {
+                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            };
+            if state.unpublished.is_some() {
+                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            }
+            state.unpublished = Some(serial);
+            npm_versions.insert(vkey, encode(&state))?;
+            counts.npm_versions = counts.npm_versions.saturating_sub(1);
         }
     }
     Ok(())

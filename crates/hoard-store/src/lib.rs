@@ -16,7 +16,8 @@ pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
 pub use durable::write_file_durable;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
-    Counts, FileState, Index, ProjectState, Rejection, RepoState, TokenState, YankChange,
+    Counts, DeprecationChange, FileState, Index, NpmPackageState, NpmVersionState, ProjectState,
+    Rejection, RepoState, TagChange, TokenState, YankChange,
 };
 pub use writer::LocalWriter;
 

@@ -47,6 +47,7 @@ fn view() -> PackageView {
         modified: datetime!(2026-01-03 00:00:00.5 +01:00),
         readme: Some("# hoard-demo\n".into()),
         description: Some("desc".into()),
+        rev: "7-hoard".into(),
     }
 }
 
@@ -104,7 +105,9 @@ fn full_packument_shape() {
     .map(|k| text.find(k).unwrap_or_else(|| panic!("{k}")))
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
-    assert!(text.starts_with("{\"_id\":\"hoard-demo\",\"name\":\"hoard-demo\""));
+    assert!(
+        text.starts_with("{\"_id\":\"hoard-demo\",\"_rev\":\"7-hoard\",\"name\":\"hoard-demo\"")
+    );
 }
 
 #[test]
@@ -175,6 +178,7 @@ fn empty_package() {
         modified: datetime!(2026-01-01 00:00 UTC),
         readme: None,
         description: None,
+        rev: "1-x".into(),
     };
     let doc: Value = serde_json::from_str(&render_full_packument(&v)).unwrap();
     assert_eq!(doc["versions"], json!({}));

@@ -1,0 +1,752 @@
+//! The npm handler: the registry API rooted at `/{repo}/` (packuments,
+//! tarballs, publish, dist-tags, deprecate, search, login, whoami), and
+//! the same repository at a serial (`/{repo}/+at/{serial}/`). Errors are
+//! npm's `{"error": …}` JSON, which the npm client prints.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hoard_core::{Change, NpmTarball, Perm, RepoName, Serial, Sha256};
+use hoard_npm::{
+    dist_tags_after_publish, login_ok_body, matches_search, parse_dist_tag_put, parse_login,
+    parse_npm_path, parse_publish, parse_revision_put, parse_search_query,
+    render_abbreviated_packument, render_full_packument, render_search, search_score, validate_tag,
+    whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest, PutDocument,
+    SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
+};
+use hoard_store::{ExtraDigests, NpmVersionState, RepoState, StoreError};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+
+use crate::body::{read_small, BodyError};
+use crate::download::serve_blob;
+use crate::error::ApiError;
+use crate::http::{with_body, HandlerResult};
+use crate::node::{Node, Principal};
+
+pub async fn handle(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    below: &str,
+) -> HandlerResult {
+    route(node, req, repo, below).await.map_err(ApiError::npm)
+}
+
+fn npm_error(e: NpmError) -> ApiError {
+    let status = match e {
+        NpmError::UnknownPath(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Rejected(r) => ApiError::new(StatusCode::CONFLICT, r.to_string()),
+        other => other.into(),
+    }
+}
+
+fn json_ok(status: StatusCode, body: String) -> HandlerResult {
+    Ok(with_body(status, "application/json", body))
+}
+
+/// The request target, split into a point in time and the registry path.
+struct Target<'a> {
+    at: Option<Serial>,
+    path: &'a str,
+    /// The URL of the registry root as this request sees it, for tarballs.
+    base: String,
+}
+
+fn target<'a>(node: &Node, repo: &RepoName, below: &'a str) -> Result<Target<'a>, ApiError> {
+    let public = node.config.public_url();
+    if let Some(rest) = below.strip_prefix("+at/") {
+        let (serial, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let serial = serial.parse::<u64>().map(Serial).map_err(|_| {
+            ApiError::bad_request(format!("+at needs a serial number, not {serial:?}"))
+        })?;
+        if serial > node.applied_serial() {
+            return Err(ApiError::not_found(format!(
+                "serial {serial} is beyond this node's applied serial {}",
+                node.applied_serial()
+            )));
+        }
+        return Ok(Target {
+            at: Some(serial),
+            path,
+            base: format!("{public}/{repo}/+at/{serial}"),
+        });
+    }
+    Ok(Target {
+        at: None,
+        path: below,
+        base: format!("{public}/{repo}"),
+    })
+}
+
+async fn route(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    below: &str,
+) -> HandlerResult {
+    let target = target(node, &repo.name, below)?;
+    let path = parse_npm_path(target.path).map_err(npm_error)?;
+    let method = req.method().clone();
+    let read = method == Method::GET || method == Method::HEAD;
+    if !read && target.at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a point-in-time view is read-only",
+        ));
+    }
+    if read && !repo.settings.anonymous_read && !matches!(path, NpmPath::Whoami | NpmPath::Ping) {
+        node.require(req.headers(), &repo.name, Perm::Read)?;
+    }
+    match (method, path) {
+        (Method::GET | Method::HEAD, NpmPath::Root) => json_ok(
+            StatusCode::OK,
+            serde_json::json!({ "db_name": repo.name.as_str(), "update_seq": node.applied_serial().0 })
+                .to_string(),
+        ),
+        (Method::GET | Method::HEAD, NpmPath::Ping) => json_ok(StatusCode::OK, "{}".into()),
+        (Method::GET, NpmPath::Whoami) => match node.authenticate(req.headers())? {
+            Some(principal) => json_ok(StatusCode::OK, whoami_body(&principal.actor())),
+            None => Err(ApiError::unauthorized("not logged in: run npm login, or set an _authToken")),
+        },
+        (Method::GET, NpmPath::Search) => search(node, &req, repo, &target),
+        (Method::POST, NpmPath::WebLogin) => Ok(with_body(
+            StatusCode::from_u16(hoard_npm::WEB_LOGIN_FALLBACK_STATUS).unwrap_or(StatusCode::NOT_FOUND),
+            "application/json",
+            hoard_npm::web_login_not_supported_body(),
+        )),
+        (Method::PUT, NpmPath::CouchUser { user }) => login(node, req, repo, &user).await,
+        (_, NpmPath::Audit) => Ok(with_body(
+            StatusCode::from_u16(hoard_npm::AUDIT_NOT_SUPPORTED_STATUS).unwrap_or(StatusCode::NOT_FOUND),
+            "application/json",
+            hoard_npm::audit_not_supported_body(),
+        )),
+        (Method::GET | Method::HEAD, NpmPath::DistTags { name }) => {
+            let view = package_view(node, repo, &name, &target)?;
+            json_ok(
+                StatusCode::OK,
+                serde_json::to_string(&view.dist_tags).unwrap_or_default(),
+            )
+        }
+        (Method::PUT, NpmPath::DistTag { name, tag }) => set_dist_tag(node, req, repo, &name, &tag).await,
+        (Method::DELETE, NpmPath::DistTag { name, tag }) => {
+            remove_dist_tag(node, &req, repo, &name, &tag).await
+        }
+        (Method::GET | Method::HEAD, NpmPath::Package { name }) => packument(node, &req, repo, &name, &target),
+        (Method::PUT, NpmPath::Package { name }) => put_package(node, req, repo, &name).await,
+        (Method::GET | Method::HEAD, NpmPath::PackageVersion { name, spec }) => {
+            version_manifest(node, repo, &name, &spec, &target)
+        }
+        (Method::PUT, NpmPath::PackageRevision { name, .. }) => {
+            unpublish_missing_versions(node, req, repo, &name).await
+        }
+        (Method::DELETE, NpmPath::PackageRevision { name, .. }) => {
+            unpublish_all(node, &req, repo, &name).await
+        }
+        (Method::GET | Method::HEAD, NpmPath::Tarball { name, version, .. }) => {
+            tarball(node, &req, repo, &name, &version, &target).await
+        }
+        (Method::DELETE, NpmPath::TarballRevision { name, version, .. }) => {
+            // npm deletes the tarball after unpublishing its version: the
+            // blob stays (earlier point-in-time views still serve it).
+            let principal = node.require(req.headers(), &repo.name, Perm::Admin)?;
+            let _ = principal;
+            match node.index.npm_version(&repo.name, &name.full(), &version)? {
+                Some(v) if v.unpublished.is_some() => json_ok(StatusCode::OK, hoard_npm::ok_body()),
+                Some(_) => Err(unpublish_refused(repo)),
+                None => Err(ApiError::not_found(format!("{}@{version} does not exist", name.full()))),
+            }
+        }
+        (method, _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported here"),
+        )),
+    }
+}
+
+fn time_of(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A package as it was at `target.at`, ready to render; 404 if absent.
+fn package_view(
+    node: &Node,
+    repo: &RepoState,
+    name: &PackageName,
+    target: &Target<'_>,
+) -> Result<PackageView, ApiError> {
+    let full = name.full();
+    let not_found = || ApiError::not_found(format!("package {full} not found in {}", repo.name));
+    let at = target.at;
+    let pkg = node
+        .index
+        .npm_package(&repo.name, &full, at)?
+        .ok_or_else(not_found)?;
+    let live: Vec<NpmVersionState> = node
+        .index
+        .npm_versions(&repo.name, &full, at)?
+        .into_iter()
+        .filter(|v| v.live_at(at))
+        .collect();
+    let modified = live
+        .iter()
+        .map(|v| v.last_change_us(at))
+        .chain(pkg.last_tag_change_us(at))
+        .fold(pkg.created_us, i64::max);
+    let newest = live.iter().max_by_key(|v| v.published);
+    let versions = live
+        .iter()
+        .map(|v| StoredVersion {
+            version: v.version.clone(),
+            manifest: serde_json::from_str(&v.manifest).unwrap_or(serde_json::Value::Null),
+            tarball_url: format!("{}/{}", target.base, name.tarball_path(&v.version)),
+            shasum: v.tarball.shasum.clone(),
+            integrity: v.tarball.integrity.clone(),
+            published: time_of(v.time_us),
+            deprecated: v.deprecated_at(at).map(str::to_owned),
+        })
+        .collect();
+    Ok(PackageView {
+        name: name.clone(),
+        versions,
+        dist_tags: pkg.tags_at(at),
+        created: time_of(pkg.created_us),
+        modified: time_of(modified),
+        readme: newest.and_then(|v| v.readme.clone()),
+        description: newest.and_then(|v| v.description.clone()),
+        rev: format!("{}-hoard", at.unwrap_or_else(|| node.applied_serial())),
+    })
+}
+
+fn packument(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    target: &Target<'_>,
+) -> HandlerResult {
+    let view = package_view(node, repo, name, target)?;
+    let abbreviated = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(ABBREVIATED_MEDIA_TYPE));
+    let (body, content_type) = if abbreviated {
+        (render_abbreviated_packument(&view), ABBREVIATED_MEDIA_TYPE)
+    } else {
+        (render_full_packument(&view), "application/json")
+    };
+    let etag = format!("\"{}\"", &Sha256::of(body.as_bytes()).to_hex()[..32]);
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|c| c.trim().trim_start_matches("W/") == etag)
+        });
+    let mut response = if not_modified {
+        let mut r = with_body(StatusCode::NOT_MODIFIED, content_type, "");
+        r.headers_mut().remove(header::CONTENT_TYPE);
+        r
+    } else {
+        with_body(StatusCode::OK, content_type, body)
+    };
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if target.at.is_some() {
+            "public, max-age=31536000, immutable"
+        } else {
+            "max-age=0, must-revalidate"
+        }),
+    );
+    Ok(response)
+}
+
+fn version_manifest(
+    node: &Node,
+    repo: &RepoState,
+    name: &PackageName,
+    spec: &str,
+    target: &Target<'_>,
+) -> HandlerResult {
+    let view = package_view(node, repo, name, target)?;
+    let version = view
+        .dist_tags
+        .get(spec)
+        .cloned()
+        .unwrap_or_else(|| spec.to_owned());
+    let doc: serde_json::Value =
+        serde_json::from_str(&render_full_packument(&view)).unwrap_or_default();
+    match doc.get("versions").and_then(|v| v.get(&version)) {
+        Some(manifest) => json_ok(StatusCode::OK, manifest.to_string()),
+        None => Err(ApiError::not_found(format!(
+            "version {spec} of {} not found",
+            name.full()
+        ))),
+    }
+}
+
+async fn tarball(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    version: &str,
+    target: &Target<'_>,
+) -> HandlerResult {
+    let state = node
+        .index
+        .npm_version(&repo.name, &name.full(), version)?
+        .filter(|v| v.live_at(target.at))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no tarball for {}@{version} in {}",
+                name.full(),
+                repo.name
+            ))
+        })?;
+    serve_blob(
+        node,
+        req.method(),
+        req.headers(),
+        &state.tarball.sha256,
+        state.tarball.size,
+        "application/octet-stream",
+    )
+    .await
+}
+
+async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    let limit = node.config.max_upload_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |limit| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the document is larger than the limit of {limit} bytes"),
+        )
+        .closing()
+    };
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    read_small(req.into_body(), limit, node.config.body_timeout())
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { limit } => too_large(limit),
+            BodyError::TimedOut => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()).closing()
+            }
+            BodyError::Read(_) => ApiError::bad_request(e.to_string()).closing(),
+        })
+}
+
+/// `PUT /{name}`: `npm publish` (a new version with its tarball) or
+/// `npm deprecate` (the packument with changed `deprecated` fields).
+async fn put_package(
+    node: &Node,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+) -> HandlerResult {
+    let principal = node
+        .require(req.headers(), &repo.name, Perm::Upload)
+        .map_err(ApiError::closing)?;
+    let body = read_body(node, req).await?;
+    match parse_publish(&body, name).map_err(npm_error)? {
+        PutDocument::Publish(publish) => publish_version(node, &principal, repo, *publish).await,
+        PutDocument::Deprecate(deprecate) => {
+            let _turn = node
+                .upload_locks
+                .lock(format!("{}/{}", repo.name, name.full()))
+                .await;
+            let full = name.full();
+            let stored = node.index.npm_versions(&repo.name, &full, None)?;
+            let mut changes = Vec::new();
+            for version in &deprecate.versions {
+                if !stored
+                    .iter()
+                    .any(|v| &v.version == version && v.unpublished.is_none())
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "{full}@{version} is not published here; publish it with its tarball"
+                    )));
+                }
+            }
+            for (version, message) in deprecate.changes {
+                let wanted = Some(message).filter(|m| !m.is_empty());
+                let current = stored
+                    .iter()
+                    .find(|v| v.version == version)
+                    .and_then(|v| v.deprecated_at(None).map(str::to_owned));
+                if current != wanted {
+                    changes.push((version, wanted));
+                }
+            }
+            if !changes.is_empty() {
+                node.commit(
+                    &principal.actor(),
+                    Change::NpmDeprecated {
+                        repo: repo.name.clone(),
+                        package: full,
+                        changes,
+                    },
+                )
+                .await
+                .map_err(store_error)?;
+            }
+            json_ok(StatusCode::OK, hoard_npm::ok_body())
+        }
+    }
+}
+
+async fn publish_version(
+    node: &Node,
+    principal: &Principal,
+    repo: &RepoState,
+    publish: PublishRequest,
+) -> HandlerResult {
+    let full = publish.name.full();
+    let _turn = node
+        .upload_locks
+        .lock(format!("{}/{full}", repo.name))
+        .await;
+    if node
+        .index
+        .npm_version(&repo.name, &full, &publish.version)?
+        .is_some()
+    {
+        return Err(ApiError::forbidden(format!(
+            "You cannot publish over the previously published versions: {}.",
+            publish.version
+        )));
+    }
+    let existing = node
+        .index
+        .npm_package(&repo.name, &full, None)?
+        .map(|p| p.tags_at(None))
+        .unwrap_or_default();
+    let tags = dist_tags_after_publish(&existing, &publish);
+    let changed_tags: Vec<String> = tags
+        .iter()
+        .filter(|(tag, version)| existing.get(*tag) != Some(*version))
+        .map(|(tag, _)| tag.clone())
+        .collect();
+
+    let mut writer = node.blobs.writer(ExtraDigests::default()).await?;
+    writer.write(&publish.tarball).await?;
+    let staged = writer.finish().await?;
+    let sha256 = node.blobs.commit(staged).await?;
+    let manifest = serde_json::to_string(&publish.manifest)
+        .map_err(|e| ApiError::bad_request(format!("unserializable manifest: {e}")))?;
+    let serial = node
+        .commit(
+            &principal.actor(),
+            Change::NpmPublished {
+                repo: repo.name.clone(),
+                package: full.clone(),
+                version: publish.version.clone(),
+                manifest,
+                tarball: NpmTarball {
+                    sha256,
+                    size: publish.digests.size,
+                    shasum: publish.digests.shasum.clone(),
+                    integrity: publish.digests.integrity.clone(),
+                },
+                dist_tags: changed_tags,
+                readme: publish.readme.clone(),
+                description: publish.description.clone(),
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    tracing::info!(repo = %repo.name, package = %full, version = %publish.version, %serial, "npm version published");
+    let mut response = with_body(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "ok": true, "id": full, "rev": format!("{serial}-hoard") }).to_string(),
+    );
+    response
+        .headers_mut()
+        .insert("x-hoard-upload-serial", HeaderValue::from(serial.0));
+    Ok(response)
+}
+
+async fn set_dist_tag(
+    node: &Node,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    tag: &str,
+) -> HandlerResult {
+    let principal = node
+        .require(req.headers(), &repo.name, Perm::Upload)
+        .map_err(ApiError::closing)?;
+    let tag = validate_tag(tag).map_err(npm_error)?;
+    let body = read_body(node, req).await?;
+    let version = parse_dist_tag_put(&body).map_err(npm_error)?;
+    let full = name.full();
+    let live = node
+        .index
+        .npm_version(&repo.name, &full, &version)?
+        .is_some_and(|v| v.unpublished.is_none());
+    if !live {
+        return Err(ApiError::not_found(format!(
+            "{full}@{version} is not published"
+        )));
+    }
+    node.commit(
+        &principal.actor(),
+        Change::NpmDistTagChanged {
+            repo: repo.name.clone(),
+            package: full,
+            tag,
+            version: Some(version),
+        },
+    )
+    .await
+    .map_err(store_error)?;
+    json_ok(StatusCode::OK, hoard_npm::ok_body())
+}
+
+async fn remove_dist_tag(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    tag: &str,
+) -> HandlerResult {
+    let principal = node.require(req.headers(), &repo.name, Perm::Upload)?;
+    if tag == "latest" {
+        return Err(ApiError::bad_request(
+            "the latest tag cannot be removed; point it at another version",
+        ));
+    }
+    let full = name.full();
+    let tags = node
+        .index
+        .npm_package(&repo.name, &full, None)?
+        .map(|p| p.tags_at(None))
+        .ok_or_else(|| ApiError::not_found(format!("package {full} not found")))?;
+    if !tags.contains_key(tag) {
+        return Err(ApiError::not_found(format!(
+            "{full} has no dist-tag {tag:?}"
+        )));
+    }
+    node.commit(
+        &principal.actor(),
+        Change::NpmDistTagChanged {
+            repo: repo.name.clone(),
+            package: full,
+            tag: tag.to_owned(),
+            version: None,
+        },
+    )
+    .await
+    .map_err(store_error)?;
+    json_ok(StatusCode::OK, hoard_npm::ok_body())
+}
+
+fn unpublish_refused(repo: &RepoState) -> ApiError {
+    ApiError::forbidden(format!(
+        "unpublish is disabled in {}: published versions stay available so that builds keep working \
+         (deprecate the version instead, or ask an admin to allow unpublish)",
+        repo.name
+    ))
+}
+
+/// Unpublish needs the repository setting and an admin token.
+fn require_unpublish(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+) -> Result<Principal, ApiError> {
+    if !repo.settings.allow_unpublish {
+        return Err(unpublish_refused(repo));
+    }
+    node.require(req.headers(), &repo.name, Perm::Admin)
+}
+
+async fn unpublish(
+    node: &Node,
+    principal: &Principal,
+    repo: &RepoState,
+    full: &str,
+    versions: Vec<String>,
+) -> Result<(), ApiError> {
+    for version in versions {
+        node.commit(
+            &principal.actor(),
+            Change::NpmUnpublished {
+                repo: repo.name.clone(),
+                package: full.to_owned(),
+                version,
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+/// `PUT /{name}/-rev/{rev}`: npm's unpublish of one version sends the
+/// packument without it.
+async fn unpublish_missing_versions(
+    node: &Node,
+    req: Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+) -> HandlerResult {
+    let principal = require_unpublish(node, &req, repo)?;
+    let body = read_body(node, req).await?;
+    let update = parse_revision_put(&body, name).map_err(npm_error)?;
+    let full = name.full();
+    let gone: Vec<String> = node
+        .index
+        .npm_versions(&repo.name, &full, None)?
+        .into_iter()
+        .filter(|v| v.unpublished.is_none() && !update.versions.contains(&v.version))
+        .map(|v| v.version)
+        .collect();
+    unpublish(node, &principal, repo, &full, gone).await?;
+    json_ok(StatusCode::OK, hoard_npm::ok_body())
+}
+
+/// `DELETE /{name}/-rev/{rev}`: unpublish every version.
+async fn unpublish_all(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+) -> HandlerResult {
+    let principal = require_unpublish(node, req, repo)?;
+    let full = name.full();
+    let live: Vec<String> = node
+        .index
+        .npm_versions(&repo.name, &full, None)?
+        .into_iter()
+        .filter(|v| v.unpublished.is_none())
+        .map(|v| v.version)
+        .collect();
+    unpublish(node, &principal, repo, &full, live).await?;
+    json_ok(StatusCode::OK, hoard_npm::ok_body())
+}
+
+fn search(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    target: &Target<'_>,
+) -> HandlerResult {
+    let query = parse_search_query(req.uri().query().unwrap_or(""));
+    let mut hits = Vec::new();
+    for pkg in node.index.npm_packages(&repo.name, target.at)? {
+        let Ok(name) = PackageName::parse(&pkg.name) else {
+            continue;
+        };
+        let tags = pkg.tags_at(target.at);
+        let live: Vec<NpmVersionState> = node
+            .index
+            .npm_versions(&repo.name, &pkg.name, target.at)?
+            .into_iter()
+            .filter(|v| v.live_at(target.at))
+            .collect();
+        let latest = tags
+            .get("latest")
+            .and_then(|l| live.iter().find(|v| &v.version == l))
+            .or_else(|| live.iter().max_by_key(|v| v.published));
+        let Some(latest) = latest else { continue };
+        let manifest: serde_json::Value =
+            serde_json::from_str(&latest.manifest).unwrap_or_default();
+        let description = manifest
+            .get("description")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned)
+            .or_else(|| latest.description.clone());
+        let keywords: Vec<String> = manifest
+            .get("keywords")
+            .and_then(|k| k.as_array())
+            .map(|k| {
+                k.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !matches_search(&query.text, &name, description.as_deref(), &keywords) {
+            continue;
+        }
+        let score = search_score(&query.text, &name, description.as_deref(), &keywords);
+        let links = BTreeMap::from([(
+            "npm".to_owned(),
+            format!("{}/{}", target.base, name.url_path()),
+        )]);
+        hits.push(SearchHit {
+            version: latest.version.clone(),
+            date: time_of(latest.time_us),
+            publisher: Some(latest.publisher.clone()),
+            name,
+            description,
+            keywords,
+            links,
+            score,
+        });
+    }
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.name.full().cmp(&b.name.full()))
+    });
+    let total = hits.len() as u64;
+    let page: Vec<SearchHit> = hits.into_iter().skip(query.from).take(query.size).collect();
+    json_ok(
+        StatusCode::OK,
+        render_search(&page, total, OffsetDateTime::now_utc()).to_string(),
+    )
+}
+
+/// `PUT /-/user/org.couchdb.user:{name}`: npm's legacy login. A configured
+/// user with the right password gets an upload token for this repository.
+async fn login(node: &Node, req: Request<Incoming>, repo: &RepoState, user: &str) -> HandlerResult {
+    let body = read_body(node, req).await?;
+    let login = parse_login(&body, user).map_err(npm_error)?;
+    let Some(account) = node.config.users.iter().find(|u| u.name == login.name) else {
+        return Err(ApiError::forbidden(format!(
+            "user {:?} does not exist here and self-registration is off; ask an admin for an account, \
+             or for a token from `hoard token create`",
+            login.name
+        )));
+    };
+    let offered = Sha256::of(login.password.as_bytes()).to_hex();
+    if !offered.eq_ignore_ascii_case(account.password_sha256.trim()) {
+        return Err(ApiError::unauthorized("wrong username or password"));
+    }
+    let token = node
+        .create_token(
+            "login",
+            Some(repo.name.clone()),
+            Perm::Upload,
+            login.name.clone(),
+        )
+        .await
+        .map_err(store_error)?;
+    json_ok(StatusCode::CREATED, login_ok_body(&login.name, &token))
+}
