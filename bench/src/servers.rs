@@ -1,0 +1,485 @@
+//! The servers under test: hoard itself, and the static baselines that serve
+//! the same bytes (nginx, and a minimal in-memory hyper server).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::procs::{free_port, output_of, Proc};
+use crate::wheel::Wheel;
+
+pub const HTML_ACCEPT: &str = "text/html";
+pub const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
+pub const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
+
+/// A running `hoard serve` with an upload token.
+pub struct Hoard {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Hoard {
+    pub async fn start(bin: &Path, dir: &Path) -> Result<Hoard> {
+        let data = dir.join("hoard-data");
+        std::fs::create_dir_all(&data)?;
+        let mut last_err = None;
+        // A port that was free can be taken before hoard binds it: retry.
+        for _ in 0..3 {
+            let http = free_port()?;
+            let grpc = free_port()?;
+            let addr: SocketAddr = format!("127.0.0.1:{http}").parse()?;
+            let config = dir.join("hoard.toml");
+            let toml = format!(
+                "node_id = \"bench-1\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
+                 grpc_listen = \"127.0.0.1:{grpc}\"\npublic_url = \"http://127.0.0.1:{http}\"\n\
+                 data_dir = {}\nmax_upload_bytes = 200000000\n",
+                serde_json::to_string(&data.to_string_lossy())?
+            );
+            std::fs::write(&config, toml)?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("serve").arg("--config").arg(&config);
+            let mut proc = Proc::spawn("hoard", cmd, &dir.join("hoard.log"))?;
+            match proc.wait_ready(addr, "/+status").await {
+                Ok(()) => {
+                    let admin = std::fs::read_to_string(data.join("admin-token"))
+                        .context("read the admin token")?;
+                    let token = output_of(
+                        Command::new(bin)
+                            .args(["token", "create", "--repo", "pypi", "--perm", "upload"])
+                            .arg("--url")
+                            .arg(format!("http://{addr}"))
+                            .arg("--token")
+                            .arg(admin.trim()),
+                    )?;
+                    let token = token.lines().last().unwrap_or_default().trim().to_string();
+                    if token.is_empty() {
+                        bail!("`hoard token create` printed no token");
+                    }
+                    let client = reqwest::Client::builder()
+                        .no_proxy()
+                        .timeout(Duration::from_secs(300))
+                        .build()?;
+                    return Ok(Hoard {
+                        proc,
+                        addr,
+                        token,
+                        client,
+                    });
+                }
+                Err(e) => {
+                    let in_use = proc.log_tail().contains("in use");
+                    last_err = Some(e);
+                    drop(proc);
+                    if !in_use {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("hoard did not start")))
+    }
+
+    /// Upload one wheel with twine's legacy API; returns the time it took.
+    pub async fn upload(&self, w: &Wheel) -> Result<Duration> {
+        let url = format!("http://{}/pypi/", self.addr);
+        upload(&self.client, &url, "__token__", &self.token, w).await
+    }
+
+    /// GET a path and return the body; fails unless 200.
+    pub async fn get(&self, path: &str, accept: &str) -> Result<Bytes> {
+        let resp = self
+            .client
+            .get(format!("http://{}{path}", self.addr))
+            .header("accept", accept)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("GET {path}: {}", resp.status());
+        }
+        Ok(resp.bytes().await?)
+    }
+}
+
+/// Upload one wheel to `url` with twine's legacy API (multipart
+/// `:action=file_upload`, basic auth); returns the time it took.
+pub async fn upload(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    password: &str,
+    w: &Wheel,
+) -> Result<Duration> {
+    let part = reqwest::multipart::Part::bytes(w.bytes.clone())
+        .file_name(w.filename.clone())
+        .mime_str("application/octet-stream")?;
+    let form = reqwest::multipart::Form::new()
+        .text(":action", "file_upload")
+        .text("protocol_version", "1")
+        .text("name", w.name.clone())
+        .text("version", w.version.clone())
+        .text("filetype", "bdist_wheel")
+        .text("pyversion", "py3")
+        .text("metadata_version", "2.1")
+        .text("sha256_digest", w.sha256())
+        .part("content", part);
+    let t0 = Instant::now();
+    let resp = client
+        .post(url)
+        .basic_auth(user, Some(password))
+        .multipart(form)
+        .send()
+        .await
+        .with_context(|| format!("upload {}", w.filename))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("upload {} to {url}: {status}: {body}", w.filename);
+    }
+    Ok(t0.elapsed())
+}
+
+/// A running devpi-server (the competitor baseline) with one index,
+/// `root/bench`, that inherits from nothing (no upstream, no network).
+pub struct Devpi {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub version: String,
+    client: reqwest::Client,
+}
+
+const DEVPI_PASSWORD: &str = "bench";
+pub const DEVPI_INDEX: &str = "/root/bench";
+
+/// `devpi-server` from `--devpi`, else from target/bench-tools/devpi.
+pub fn find_devpi(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
+    let p = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| workspace.join("target/bench-tools/devpi/bin/devpi-server"));
+    p.is_file().then_some(p)
+}
+
+impl Devpi {
+    pub async fn start(server_bin: &Path, dir: &Path) -> Result<Devpi> {
+        let bin_dir = server_bin.parent().unwrap_or(Path::new("."));
+        let serverdir = dir.join("devpi");
+        output_of(
+            Command::new(bin_dir.join("devpi-init"))
+                .arg("--serverdir")
+                .arg(&serverdir)
+                .arg("--no-root-pypi")
+                .arg("--root-passwd")
+                .arg(DEVPI_PASSWORD),
+        )?;
+        let version = output_of(Command::new(server_bin).arg("--version"))
+            .unwrap_or_else(|_| "unknown".into());
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut cmd = Command::new(server_bin);
+        cmd.arg("--serverdir")
+            .arg(&serverdir)
+            .args(["--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--offline-mode");
+        let mut proc = Proc::spawn("devpi-server", cmd, &dir.join("devpi.log"))?;
+        proc.wait_ready(addr, "/+api").await?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(300))
+            .build()?;
+        let resp = client
+            .put(format!("http://{addr}{DEVPI_INDEX}"))
+            .basic_auth("root", Some(DEVPI_PASSWORD))
+            .header("content-type", "application/json")
+            .body(r#"{"type": "stage", "bases": [], "volatile": true}"#)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("devpi: create index: {}", resp.status());
+        }
+        Ok(Devpi {
+            proc,
+            addr,
+            version,
+            client,
+        })
+    }
+
+    pub async fn upload(&self, w: &Wheel) -> Result<Duration> {
+        let url = format!("http://{}{DEVPI_INDEX}/", self.addr);
+        upload(&self.client, &url, "root", DEVPI_PASSWORD, w).await
+    }
+
+    /// GET a path: (content type, body); fails unless 200.
+    pub async fn get(&self, path: &str, accept: &str) -> Result<(String, Bytes)> {
+        let resp = self
+            .client
+            .get(format!("http://{}{path}", self.addr))
+            .header("accept", accept)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("devpi: GET {path}: {}", resp.status());
+        }
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok((ct, resp.bytes().await?))
+    }
+
+    /// The path of `filename` as linked from the project's simple page.
+    pub async fn file_path(&self, project: &str, filename: &str) -> Result<String> {
+        let page = format!("{DEVPI_INDEX}/+simple/{project}/");
+        let (_, html) = self.get(&page, "text/html").await?;
+        let html = String::from_utf8_lossy(&html);
+        let href = html
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .find(|h| h.split('#').next().unwrap_or("").ends_with(filename))
+            .with_context(|| format!("devpi's page of {project} links no {filename}"))?;
+        let base = reqwest::Url::parse(&format!("http://{}{page}", self.addr))?;
+        let url = base.join(href.split('#').next().unwrap_or(href))?;
+        Ok(url.path().to_string())
+    }
+}
+
+/// The files every static baseline serves, under `www/`.
+pub struct StaticFiles {
+    pub root: PathBuf,
+}
+
+pub const STATIC_HTML: &str = "/page.html";
+pub const STATIC_JSON: &str = "/page.json";
+pub const STATIC_WHEEL: &str = "/big.whl";
+
+impl StaticFiles {
+    pub fn write(dir: &Path, html: &[u8], json: &[u8], wheel: &[u8]) -> Result<StaticFiles> {
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root)?;
+        std::fs::write(root.join(&STATIC_HTML[1..]), html)?;
+        std::fs::write(root.join(&STATIC_JSON[1..]), json)?;
+        std::fs::write(root.join(&STATIC_WHEEL[1..]), wheel)?;
+        Ok(StaticFiles { root })
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    if path.ends_with(".html") {
+        "text/html"
+    } else if path.ends_with(".json") {
+        JSON_TYPE
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Find nginx on PATH or in /usr/sbin.
+pub fn find_nginx(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+pub fn nginx_version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("-v")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .trim_start_matches("nginx version: ")
+                .to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Start nginx in the foreground with a generated config serving `files`.
+pub async fn start_nginx(
+    bin: &Path,
+    dir: &Path,
+    files: &StaticFiles,
+    workers: usize,
+) -> Result<(Proc, SocketAddr)> {
+    let prefix = dir.join("nginx");
+    for sub in ["tmp", "logs"] {
+        std::fs::create_dir_all(prefix.join(sub))?;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let mut last_err = None;
+    for _ in 0..3 {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let p = prefix.display();
+        let conf = format!(
+            r#"# generated by hoard-bench
+daemon off;
+master_process on;
+worker_processes {workers};
+{user}
+pid {p}/nginx.pid;
+error_log {p}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    open_file_cache max=16 inactive=60s;
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+    types {{
+        text/html html;
+        {JSON_TYPE} json;
+        application/octet-stream whl;
+    }}
+    default_type application/octet-stream;
+    server {{
+        listen {addr};
+        root {root};
+    }}
+}}
+"#,
+            user = if root_user { "user root root;" } else { "" },
+            root = files.root.display(),
+        );
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(prefix.join("logs/error.log"));
+        let mut proc = Proc::spawn("nginx", cmd, &prefix.join("logs/stdout.log"))?;
+        match proc.wait_ready(addr, STATIC_HTML).await {
+            Ok(()) => return Ok((proc, addr)),
+            Err(e) => {
+                let log =
+                    std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
+                let in_use = log.contains("in use");
+                last_err = Some(e.context(log));
+                drop(proc);
+                if !in_use {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+}
+
+/// Start `hoard-bench serve-static` (this binary) as a child process.
+pub async fn start_static(
+    dir: &Path,
+    files: &StaticFiles,
+    threads: usize,
+) -> Result<(Proc, SocketAddr)> {
+    let exe = std::env::current_exe()?;
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve-static")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--root")
+        .arg(&files.root)
+        .arg("--threads")
+        .arg(threads.to_string());
+    let mut proc = Proc::spawn("hyper-static", cmd, &dir.join("static.log"))?;
+    proc.wait_ready(addr, STATIC_HTML).await?;
+    Ok((proc, addr))
+}
+
+/// The `serve-static` subcommand: serve every file of `root` from memory
+/// with hyper (HTTP/1.1, keep-alive), on its own runtime of `threads`.
+pub fn serve_static(listen: SocketAddr, root: &Path, threads: usize) -> Result<()> {
+    let mut files: HashMap<String, (Bytes, &'static str)> = HashMap::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        let name = format!("/{}", e.file_name().to_string_lossy());
+        let bytes = Bytes::from(std::fs::read(e.path())?);
+        let ct = content_type(&name);
+        files.insert(name, (bytes, ct));
+    }
+    let files = Arc::new(files);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            let files = files.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let files = files.clone();
+                    async move {
+                        let resp = match files.get(req.uri().path()) {
+                            Some((bytes, ct)) => http::Response::builder()
+                                .header(http::header::CONTENT_TYPE, *ct)
+                                .body(Full::new(bytes.clone())),
+                            None => http::Response::builder()
+                                .status(http::StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::new())),
+                        };
+                        Ok::<_, Infallible>(resp.expect("valid response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+/// Check that `path` on a static server serves exactly `expected`.
+pub async fn verify_same_bytes(addr: SocketAddr, path: &str, expected: &[u8]) -> Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let got = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    if got.as_ref() != expected {
+        bail!(
+            "{addr}{path} served {} bytes that differ from hoard's {} bytes",
+            got.len(),
+            expected.len()
+        );
+    }
+    Ok(())
+}
