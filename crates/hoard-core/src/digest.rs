@@ -51,7 +51,7 @@ impl FromStr for Sha256 {
         if s.len() != 64 {
             return Err(CoreError::InvalidDigest(s.chars().take(80).collect()));
         }
-        hex::decode_to_slice(s.to_ascii_lowercase(), &mut out)
+        hex::decode_to_slice(s, &mut out)
             .map_err(|_| CoreError::InvalidDigest(s.chars().take(80).collect()))?;
         Ok(Sha256(out))
     }

@@ -12,6 +12,7 @@ mod http;
 mod keyed_lock;
 mod node;
 mod npm;
+mod page_cache;
 mod pypi;
 mod range;
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
 use crate::keyed_lock::KeyedLocks;
+use crate::page_cache::PageCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -44,6 +45,8 @@ pub struct Node {
     pub started: Instant,
     /// Uploads of one file take turns (see `pypi::upload`).
     pub upload_locks: KeyedLocks,
+    /// Rendered simple pages by serial.
+    pub page_cache: PageCache,
 }
 
 /// Who made a request, once their token checked out.
@@ -141,6 +144,7 @@ impl Node {
             admin_token_path,
             started: Instant::now(),
             upload_locks: KeyedLocks::default(),
+            page_cache: PageCache::default(),
         });
         if node.is_primary() {
             node.ensure_configured_repos().await?;

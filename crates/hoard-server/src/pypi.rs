@@ -13,7 +13,7 @@ use hoard_pypi::{
     ProjectPage, SimpleFormat, UploadForm, ZipLimits,
 };
 use hoard_store::{ExtraDigests, FileState, Rejection, RepoState, StagedBlob, StoreError};
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -22,6 +22,7 @@ use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{redirect, require_read_method, with_body, HandlerResult};
 use crate::node::{Node, Principal};
+use crate::page_cache::CachedPage;
 
 /// The largest text field of an upload form we keep (long descriptions).
 const MAX_TEXT_FIELD: usize = 4 << 20;
@@ -117,16 +118,40 @@ fn format_for(req: &Request<Incoming>) -> Result<SimpleFormat, ApiError> {
     })
 }
 
+/// Answers with a cached page: `ETag`, `If-None-Match`, and caching that
+/// depends on whether the view is pinned to a serial.
 fn page_response(
+    req: &Request<Incoming>,
     format: SimpleFormat,
-    body: String,
+    page: &CachedPage,
     last_serial: Serial,
     at: Option<Serial>,
 ) -> HandlerResult {
-    let mut response = with_body(StatusCode::OK, format.content_type(), body);
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|c| c.trim().trim_start_matches("W/") == page.etag)
+        });
+    let mut response = if not_modified {
+        let mut r = Response::new(crate::http::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        with_body(StatusCode::OK, format.content_type(), page.body.clone())
+    };
     let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert("x-pypi-last-serial", HeaderValue::from(last_serial.0));
+    if let Ok(etag) = HeaderValue::from_str(&page.etag) {
+        h.insert(header::ETAG, etag);
+    }
     // A page at a serial never changes; the live one changes with every upload.
     h.insert(
         header::CACHE_CONTROL,
@@ -146,25 +171,30 @@ fn index_page(
     at: Option<Serial>,
 ) -> HandlerResult {
     let format = format_for(req)?;
-    let mut projects: Vec<ProjectLink> = node
-        .index
-        .projects(&repo.name, at)?
-        .into_iter()
-        .map(|p| ProjectLink {
-            name: p.display_name,
-            normalized: p.name,
-        })
-        .collect();
-    projects.sort_by(|a, b| a.normalized.cmp(&b.normalized));
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
-    let body = render_index(
-        &IndexPage {
-            projects,
-            last_serial: last_serial.0,
-        },
-        format,
-    );
-    page_response(format, body, last_serial, at)
+    let key = format!("{}\0\0{format:?}\0{last_serial}", repo.name);
+    let page = node
+        .page_cache
+        .get_or_render(key, || -> Result<String, ApiError> {
+            let mut projects: Vec<ProjectLink> = node
+                .index
+                .projects(&repo.name, at)?
+                .into_iter()
+                .map(|p| ProjectLink {
+                    name: p.display_name,
+                    normalized: p.name,
+                })
+                .collect();
+            projects.sort_by(|a, b| a.normalized.cmp(&b.normalized));
+            Ok(render_index(
+                &IndexPage {
+                    projects,
+                    last_serial: last_serial.0,
+                },
+                format,
+            ))
+        })?;
+    page_response(req, format, &page, last_serial, at)
 }
 
 fn file_link(project: &str, file: &FileState, at: Option<Serial>) -> FileLink {
@@ -195,25 +225,32 @@ fn project_page(
     at: Option<Serial>,
 ) -> HandlerResult {
     let format = format_for(req)?;
-    if node.index.project(&repo.name, project, at)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "no project named {project:?} in {}",
-            repo.name
-        )));
-    }
-    let files = node.index.files(&repo.name, project, at)?;
-    let mut versions: Vec<String> = files.iter().map(|f| f.record.version.clone()).collect();
-    versions.sort();
-    versions.dedup();
-    sort_versions(&mut versions);
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
-    let page = ProjectPage {
-        name: project.to_owned(),
-        files: files.iter().map(|f| file_link(project, f, at)).collect(),
-        versions,
-        last_serial: last_serial.0,
-    };
-    page_response(format, render_project(&page, format), last_serial, at)
+    let key = format!("{}\0{project}\0{format:?}\0{last_serial}", repo.name);
+    let page = node
+        .page_cache
+        .get_or_render(key, || -> Result<String, ApiError> {
+            if node.index.project(&repo.name, project, at)?.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "no project named {project:?} in {}",
+                    repo.name
+                )));
+            }
+            let files = node.index.files(&repo.name, project, at)?;
+            let mut versions: Vec<String> =
+                files.iter().map(|f| f.record.version.clone()).collect();
+            versions.sort();
+            versions.dedup();
+            sort_versions(&mut versions);
+            let page = ProjectPage {
+                name: project.to_owned(),
+                files: files.iter().map(|f| file_link(project, f, at)).collect(),
+                versions,
+                last_serial: last_serial.0,
+            };
+            Ok(render_project(&page, format))
+        })?;
+    page_response(req, format, &page, last_serial, at)
 }
 
 async fn download(
