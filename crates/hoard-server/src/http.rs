@@ -132,6 +132,10 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
+    node.metrics.record(
+        response.status().as_u16(),
+        started.elapsed().as_micros() as u64,
+    );
     tracing::info!(
         %method,
         path = %path,
@@ -197,6 +201,11 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
     match seg_refs.as_slice() {
         [""] => admin::landing(node, &req),
         ["+status"] => admin::status(node),
+        ["+metrics"] => Ok(with_body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::render(node),
+        )),
         ["+admin", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             admin::handle(node, req, &rest).await

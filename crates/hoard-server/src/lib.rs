@@ -10,6 +10,7 @@ mod error;
 mod forward;
 mod http;
 mod keyed_lock;
+mod metrics;
 mod node;
 mod npm;
 mod page_cache;

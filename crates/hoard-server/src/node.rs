@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
 use crate::keyed_lock::KeyedLocks;
+use crate::metrics::Metrics;
 use crate::page_cache::PageCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,7 @@ pub struct Node {
     pub upload_locks: KeyedLocks,
     /// Rendered simple pages by serial.
     pub page_cache: PageCache,
+    pub metrics: Metrics,
 }
 
 /// Who made a request, once their token checked out.
@@ -145,6 +147,7 @@ impl Node {
             started: Instant::now(),
             upload_locks: KeyedLocks::default(),
             page_cache: PageCache::default(),
+            metrics: Metrics::default(),
         });
         if node.is_primary() {
             node.ensure_configured_repos().await?;

@@ -157,8 +157,7 @@ async fn route(
         (Method::DELETE, NpmPath::TarballRevision { name, version, .. }) => {
             // npm deletes the tarball after unpublishing its version: the
             // blob stays (earlier point-in-time views still serve it).
-            let principal = node.require(req.headers(), &repo.name, Perm::Admin)?;
-            let _ = principal;
+            node.require(req.headers(), &repo.name, Perm::Admin)?;
             match node.index.npm_version(&repo.name, &name.full(), &version)? {
                 Some(v) if v.unpublished.is_some() => json_ok(StatusCode::OK, hoard_npm::ok_body()),
                 Some(_) => Err(unpublish_refused(repo)),
@@ -234,37 +233,51 @@ fn packument(
     name: &PackageName,
     target: &Target<'_>,
 ) -> HandlerResult {
-    let view = package_view(node, repo, name, target)?;
     let abbreviated = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains(ABBREVIATED_MEDIA_TYPE));
-    let (body, content_type) = if abbreviated {
-        (render_abbreviated_packument(&view), ABBREVIATED_MEDIA_TYPE)
+    let content_type = if abbreviated {
+        ABBREVIATED_MEDIA_TYPE
     } else {
-        (render_full_packument(&view), "application/json")
+        "application/json"
     };
-    let etag = format!("\"{}\"", &Sha256::of(body.as_bytes()).to_hex()[..32]);
+    // A packument is a function of the index at a serial: render it once.
+    let serial = target.at.unwrap_or_else(|| node.applied_serial());
+    let key = format!(
+        "npm\0{}\0{}\0{abbreviated}\0{serial}",
+        repo.name,
+        name.full()
+    );
+    let page = node
+        .page_cache
+        .get_or_render(key, || -> Result<String, ApiError> {
+            let view = package_view(node, repo, name, target)?;
+            Ok(if abbreviated {
+                render_abbreviated_packument(&view)
+            } else {
+                render_full_packument(&view)
+            })
+        })?;
     let not_modified = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(',')
-                .any(|c| c.trim().trim_start_matches("W/") == etag)
+                .any(|c| c.trim().trim_start_matches("W/") == page.etag)
         });
     let mut response = if not_modified {
         let mut r = with_body(StatusCode::NOT_MODIFIED, content_type, "");
-        r.headers_mut().remove(header::CONTENT_TYPE);
+        *r.body_mut() = crate::http::empty();
         r
     } else {
-        with_body(StatusCode::OK, content_type, body)
+        with_body(StatusCode::OK, content_type, page.body.clone())
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&page.etag) {
         h.insert(header::ETAG, v);
     }
     h.insert(
