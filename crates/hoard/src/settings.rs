@@ -59,3 +59,32 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
     config.validate()?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoard.toml");
+        std::fs::write(&path, "http_listn = \"127.0.0.1:1\"\n").unwrap();
+        let err = format!("{:#}", load(Some(&path)).unwrap_err());
+        assert!(err.contains("http_listn"), "{err}");
+        std::fs::write(&path, "role = \"replica\"\n").unwrap();
+        let err = format!("{:#}", load(Some(&path)).unwrap_err());
+        assert!(err.contains("upstreams"), "{err}");
+    }
+}
