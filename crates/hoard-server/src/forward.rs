@@ -8,6 +8,7 @@ use hoard_core::Serial;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -27,6 +28,9 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "host",
 ];
+
+/// The connection pool a replica proxies writes through.
+pub type ProxyClient = Client<HttpConnector, Incoming>;
 
 pub async fn forward_write(node: &Node, req: Request<Incoming>) -> HandlerResult {
     let primary = node.primary_url().ok_or_else(|| ApiError {
@@ -71,10 +75,13 @@ async fn proxy(node: &Node, req: Request<Incoming>, target: &str) -> HandlerResu
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }
-    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http();
-    let response = client
+    let response = node
+        .proxy_client
+        .get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build_http()
+        })
         .request(Request::from_parts(parts, body))
         .await
         .map_err(|e| {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
+use crate::forward::ProxyClient;
 use crate::keyed_lock::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::page_cache::PageCache;
@@ -49,6 +50,8 @@ pub struct Node {
     /// Rendered simple pages by serial.
     pub page_cache: PageCache,
     pub metrics: Metrics,
+    /// For a replica in proxy mode: connections to the primary.
+    pub proxy_client: std::sync::OnceLock<ProxyClient>,
 }
 
 /// Who made a request, once their token checked out.
@@ -148,6 +151,7 @@ impl Node {
             upload_locks: KeyedLocks::default(),
             page_cache: PageCache::default(),
             metrics: Metrics::default(),
+            proxy_client: std::sync::OnceLock::new(),
         });
         if node.is_primary() {
             node.ensure_configured_repos().await?;
