@@ -229,6 +229,75 @@ fn file_key(repo: &RepoName, project: &str, filename: &str) -> Vec<u8> {
     key
 }
 
+fn repo_prefix(repo: &RepoName) -> Vec<u8> {
+    let mut prefix = repo.as_str().as_bytes().to_vec();
+    prefix.push(0);
+    prefix
+}
+
+/// Index records that came into being at a serial, so that a view at an
+/// earlier serial leaves them out.
+trait Since {
+    fn since(&self) -> Serial;
+}
+
+impl Since for ProjectState {
+    fn since(&self) -> Serial {
+        self.created
+    }
+}
+
+impl Since for FileState {
+    fn since(&self) -> Serial {
+        self.added
+    }
+}
+
+impl Since for NpmPackageState {
+    fn since(&self) -> Serial {
+        self.created
+    }
+}
+
+impl Since for NpmVersionState {
+    fn since(&self) -> Serial {
+        self.published
+    }
+}
+
+/// The record at `key` if it existed at `at` (`None`: now).
+fn get_at<T: Since + for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    name: &str,
+    key: &[u8],
+    at: Option<Serial>,
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key)? {
+        Some(bytes) => {
+            let value: T = decode(name, &bytes)?;
+            Ok(at.is_none_or(|at| value.since() <= at).then_some(value))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The records under `prefix` that existed at `at`, in key order.
+fn scan_at<T: Since + for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    name: &str,
+    prefix: Vec<u8>,
+    at: Option<Serial>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for value in tree.scan_prefix(prefix).values() {
+        let value: T = decode(name, &value?)?;
+        if at.is_none_or(|at| value.since() <= at) {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("index values serialize")
 }
@@ -470,16 +539,7 @@ impl Index {
         repo: &RepoName,
         at: Option<Serial>,
     ) -> Result<Vec<ProjectState>, StoreError> {
-        let mut prefix = repo.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for value in self.projects.scan_prefix(prefix).values() {
-            let project: ProjectState = decode("projects", &value?)?;
-            if at.is_none_or(|at| project.created <= at) {
-                out.push(project);
-            }
-        }
-        Ok(out)
+        scan_at(&self.projects, "projects", repo_prefix(repo), at)
     }
 
     pub fn project(
@@ -488,13 +548,7 @@ impl Index {
         project: &str,
         at: Option<Serial>,
     ) -> Result<Option<ProjectState>, StoreError> {
-        match self.projects.get(project_key(repo, project))? {
-            Some(bytes) => {
-                let state: ProjectState = decode("projects", &bytes)?;
-                Ok(at.is_none_or(|at| state.created <= at).then_some(state))
-            }
-            None => Ok(None),
-        }
+        get_at(&self.projects, "projects", &project_key(repo, project), at)
     }
 
     /// The files of a project that existed at `at` (`None`: now).
@@ -506,14 +560,7 @@ impl Index {
     ) -> Result<Vec<FileState>, StoreError> {
         let mut prefix = project_key(repo, project);
         prefix.push(0);
-        let mut out = Vec::new();
-        for value in self.files.scan_prefix(prefix).values() {
-            let file: FileState = decode("files", &value?)?;
-            if at.is_none_or(|at| file.added <= at) {
-                out.push(file);
-            }
-        }
-        Ok(out)
+        scan_at(&self.files, "files", prefix, at)
     }
 
     pub fn file(
@@ -523,13 +570,7 @@ impl Index {
         filename: &str,
         at: Option<Serial>,
     ) -> Result<Option<FileState>, StoreError> {
-        match self.files.get(file_key(repo, project, filename))? {
-            Some(bytes) => {
-                let state: FileState = decode("files", &bytes)?;
-                Ok(at.is_none_or(|at| state.added <= at).then_some(state))
-            }
-            None => Ok(None),
-        }
+        get_at(&self.files, "files", &file_key(repo, project, filename), at)
     }
 
     /// Every file of every repository, for fsck.
@@ -579,13 +620,12 @@ impl Index {
         package: &str,
         at: Option<Serial>,
     ) -> Result<Option<NpmPackageState>, StoreError> {
-        match self.npm_packages.get(project_key(repo, package))? {
-            Some(bytes) => {
-                let state: NpmPackageState = decode("npm_packages", &bytes)?;
-                Ok(at.is_none_or(|at| state.created <= at).then_some(state))
-            }
-            None => Ok(None),
-        }
+        get_at(
+            &self.npm_packages,
+            "npm_packages",
+            &project_key(repo, package),
+            at,
+        )
     }
 
     /// Every npm package of `repo` that existed at `at`.
@@ -594,16 +634,7 @@ impl Index {
         repo: &RepoName,
         at: Option<Serial>,
     ) -> Result<Vec<NpmPackageState>, StoreError> {
-        let mut prefix = repo.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for value in self.npm_packages.scan_prefix(prefix).values() {
-            let state: NpmPackageState = decode("npm_packages", &value?)?;
-            if at.is_none_or(|at| state.created <= at) {
-                out.push(state);
-            }
-        }
-        Ok(out)
+        scan_at(&self.npm_packages, "npm_packages", repo_prefix(repo), at)
     }
 
     /// Every version of a package ever published up to `at`, unpublished
@@ -616,26 +647,22 @@ impl Index {
     ) -> Result<Vec<NpmVersionState>, StoreError> {
         let mut prefix = project_key(repo, package);
         prefix.push(0);
-        let mut out = Vec::new();
-        for value in self.npm_versions.scan_prefix(prefix).values() {
-            let state: NpmVersionState = decode("npm_versions", &value?)?;
-            if at.is_none_or(|at| state.published <= at) {
-                out.push(state);
-            }
-        }
-        Ok(out)
+        scan_at(&self.npm_versions, "npm_versions", prefix, at)
     }
 
+    /// One version as it is now, unpublished or not.
     pub fn npm_version(
         &self,
         repo: &RepoName,
         package: &str,
         version: &str,
     ) -> Result<Option<NpmVersionState>, StoreError> {
-        match self.npm_versions.get(file_key(repo, package, version))? {
-            Some(bytes) => decode("npm_versions", &bytes).map(Some),
-            None => Ok(None),
-        }
+        get_at(
+            &self.npm_versions,
+            "npm_versions",
+            &file_key(repo, package, version),
+            None,
+        )
     }
 
     /// The blobs that every npm version references, for fsck.

@@ -196,3 +196,105 @@ async fn local_writer_assigns_serials_and_tokens_resolve() {
         Err(StoreError::Rejected(_))
     ));
 }
+
+fn npm_repo() -> RepoName {
+    "npm".parse().unwrap()
+}
+
+fn npm_published(version: &str, tags: &[&str]) -> Event {
+    event(Change::NpmPublished {
+        repo: npm_repo(),
+        package: "@acme/widget".into(),
+        version: version.into(),
+        manifest: format!("{{\"name\":\"@acme/widget\",\"version\":\"{version}\"}}"),
+        tarball: hoard_core::NpmTarball {
+            sha256: Sha256::of(version.as_bytes()),
+            size: 1,
+            shasum: "x".into(),
+            integrity: "sha512-x".into(),
+        },
+        dist_tags: tags.iter().map(|t| t.to_string()).collect(),
+        readme: None,
+        description: None,
+    })
+}
+
+#[test]
+fn npm_tags_deprecations_and_unpublish_are_versioned_by_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let steps = [
+        event(Change::RepoCreated {
+            repo: npm_repo(),
+            settings: RepoSettings::hosted(RepoFormat::Npm),
+        }),
+        npm_published("1.0.0", &["latest"]),
+        npm_published("2.0.0", &["latest"]),
+        event(Change::NpmDistTagChanged {
+            repo: npm_repo(),
+            package: "@acme/widget".into(),
+            tag: "beta".into(),
+            version: Some("1.0.0".into()),
+        }),
+        event(Change::NpmDeprecated {
+            repo: npm_repo(),
+            package: "@acme/widget".into(),
+            changes: vec![("1.0.0".into(), Some("old".into()))],
+        }),
+        event(Change::NpmUnpublished {
+            repo: npm_repo(),
+            package: "@acme/widget".into(),
+            version: "2.0.0".into(),
+        }),
+    ];
+    for (i, ev) in steps.iter().enumerate() {
+        index.apply(Serial(i as u64 + 1), ev).unwrap();
+    }
+    // Republishing a version, even an unpublished one, is refused.
+    assert!(matches!(
+        index.apply(Serial(7), &npm_published("2.0.0", &[])),
+        Err(StoreError::Rejected(Rejection::VersionExists(_)))
+    ));
+    // A tag cannot point at an unpublished version.
+    assert!(matches!(
+        index.apply(
+            Serial(7),
+            &event(Change::NpmDistTagChanged {
+                repo: npm_repo(),
+                package: "@acme/widget".into(),
+                tag: "next".into(),
+                version: Some("2.0.0".into()),
+            })
+        ),
+        Err(StoreError::Rejected(Rejection::VersionMissing(_)))
+    ));
+
+    let pkg = index
+        .npm_package(&npm_repo(), "@acme/widget", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(pkg.tags_at(Some(Serial(2)))["latest"], "1.0.0");
+    assert_eq!(pkg.tags_at(Some(Serial(3)))["latest"], "2.0.0");
+    assert!(!pkg.tags_at(Some(Serial(3))).contains_key("beta"));
+    assert_eq!(pkg.tags_at(None)["beta"], "1.0.0");
+
+    let live = |at| -> Vec<String> {
+        index
+            .npm_versions(&npm_repo(), "@acme/widget", at)
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.live_at(at))
+            .map(|v| v.version)
+            .collect()
+    };
+    assert_eq!(live(Some(Serial(2))), vec!["1.0.0"]);
+    assert_eq!(live(Some(Serial(5))), vec!["1.0.0", "2.0.0"]);
+    assert_eq!(live(None), vec!["1.0.0"]);
+    let v1 = index
+        .npm_version(&npm_repo(), "@acme/widget", "1.0.0")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.deprecated_at(Some(Serial(4))), None);
+    assert_eq!(v1.deprecated_at(None), Some("old"));
+    assert_eq!(index.counts().unwrap().npm_versions, 1);
+}
