@@ -35,9 +35,20 @@ impl Cluster {
         chain: bool,
         tweak: impl Fn(usize, NodeOpts) -> NodeOpts,
     ) -> Self {
+        Cluster::start_with(NodeOpts::default(), replicas, chain, tweak)
+    }
+
+    /// Like [`Cluster::start`], with the primary's options (its `node_id`
+    /// becomes `p`).
+    pub fn start_with(
+        primary: NodeOpts,
+        replicas: usize,
+        chain: bool,
+        tweak: impl Fn(usize, NodeOpts) -> NodeOpts,
+    ) -> Self {
         let primary = Node::start(NodeOpts {
             node_id: "p".to_string(),
-            ..NodeOpts::default()
+            ..primary
         });
         let mut out: Vec<Node> = Vec::new();
         for i in 0..replicas {

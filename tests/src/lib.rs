@@ -18,6 +18,7 @@ pub mod artifacts;
 pub mod cluster;
 pub mod http;
 pub mod node;
+pub mod npm;
 pub mod simple;
 pub mod tools;
 

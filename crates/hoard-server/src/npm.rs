@@ -201,7 +201,17 @@ fn package_view(
         .map(|v| v.last_change_us(at))
         .chain(pkg.last_tag_change_us(at))
         .fold(pkg.created_us, i64::max);
+    if live.is_empty() {
+        // Every version was unpublished: the package is gone from this view.
+        return Err(not_found());
+    }
     let newest = live.iter().max_by_key(|v| v.published);
+    // Tags that point at an unpublished version say nothing.
+    let dist_tags = pkg
+        .tags_at(at)
+        .into_iter()
+        .filter(|(_, version)| live.iter().any(|v| &v.version == version))
+        .collect();
     let versions = live
         .iter()
         .map(|v| StoredVersion {
@@ -217,7 +227,7 @@ fn package_view(
     Ok(PackageView {
         name: name.clone(),
         versions,
-        dist_tags: pkg.tags_at(at),
+        dist_tags,
         created: time_of(pkg.created_us),
         modified: time_of(modified),
         readme: newest.and_then(|v| v.readme.clone()),
@@ -641,6 +651,38 @@ async fn unpublish_missing_versions(
         .map(|v| v.version)
         .collect();
     unpublish(node, &principal, repo, &full, gone).await?;
+    // npm sends the dist-tags it wants after the removal (tags of the
+    // removed version dropped, `latest` moved to the highest remaining).
+    let current = node
+        .index
+        .npm_package(&repo.name, &full, None)?
+        .map(|p| p.tags_at(None))
+        .unwrap_or_default();
+    let wanted: BTreeMap<String, String> = update.dist_tags.into_iter().collect();
+    let mut tag_changes: Vec<(String, Option<String>)> = wanted
+        .iter()
+        .filter(|(tag, version)| current.get(*tag) != Some(*version))
+        .map(|(tag, version)| (tag.clone(), Some(version.clone())))
+        .collect();
+    tag_changes.extend(
+        current
+            .keys()
+            .filter(|tag| !wanted.contains_key(*tag))
+            .map(|tag| (tag.clone(), None)),
+    );
+    for (tag, version) in tag_changes {
+        node.commit(
+            &principal.actor(),
+            Change::NpmDistTagChanged {
+                repo: repo.name.clone(),
+                package: full.clone(),
+                tag,
+                version,
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    }
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 

@@ -10,6 +10,8 @@ mod bad_input;
 mod concurrent;
 mod downloads;
 mod durability;
+mod npm_bad_input;
+mod npm_client;
 mod pypi_clients;
 mod replication;
 mod replication_faults;

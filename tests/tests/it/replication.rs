@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use hoard_tests::artifacts::{module_name, normalize, WheelSpec};
 use hoard_tests::cluster::{
-    self, assert_serves_exactly, listed, status_of, upload_ok, wait_applied, wait_converged,
-    wait_for,
+    self, assert_serves_exactly, listed, status_of, upload_ok, wait_applied, wait_for,
 };
 use hoard_tests::node::{describe_failure, run_ok};
 use hoard_tests::tools::isolate_python_env;
-use hoard_tests::{sha256_hex, wheel, Artifact, Cluster, Node, NodeOpts};
+use hoard_tests::{sha256_hex, wheel, Artifact, Cluster, NodeOpts};
 
 use crate::pypi_clients::{fresh_venv, imported_version, twine_upload};
 
@@ -110,4 +109,485 @@ fn chained_replicas_serve_200_uploads_and_pip_installs_from_the_second() {
     assert_eq!(imported_version(&venv, &module_name(name)), "1.0.199");
     // pip's reads changed nothing anywhere.
     assert_eq!(c.wait_converged(CONVERGE), (serial, digest));
+}
+
+/// Whether `pid` is gone (no such process, or a zombie waiting for reaping).
+fn pid_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `pid (comm) STATE …`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Done when: a restart of the primary (graceful, then kill -9, on the same
+/// ports): the replicas keep serving meanwhile, reconnect, and go on.
+#[test]
+fn replicas_reconnect_after_the_primary_restarts() {
+    let mut c = Cluster::start(2, false, |_, o| o);
+    let token = c.primary.create_token("pypi", "upload");
+    let name = "restart-primary-pkg";
+    let http = cluster::client();
+    let mut files = vec![wheel(name, "1.0.0")];
+    upload_ok(&http, &c.primary.url(), &token, &files[0]);
+    c.wait_converged(CONVERGE);
+
+    for (round, graceful) in [(1, true), (2, false)] {
+        if graceful {
+            let (by_itself, status) = c.primary.stop();
+            assert!(
+                by_itself && status.success(),
+                "the primary's SIGTERM exit: {status}"
+            );
+        } else {
+            c.primary.kill9();
+        }
+        // The replicas notice, and keep serving what they have.
+        for r in &c.replicas {
+            wait_for(
+                Duration::from_secs(15),
+                "upstream_connected turns false",
+                || {
+                    status_of(r)
+                        .ok()
+                        .filter(|s| s["upstream_connected"] == false)
+                },
+            );
+            assert_serves_exactly(r, name, &expected(&files));
+        }
+        c.primary.restart();
+        let a = wheel(name, &format!("{}.0.0", round + 1));
+        let serial = upload_ok(&http, &c.primary.url(), &token, &a);
+        files.push(a);
+        for r in &c.replicas {
+            let s = wait_applied(r, serial, Duration::from_secs(30));
+            assert_eq!(s["upstream_connected"], true, "{s:#}");
+        }
+        c.wait_converged(CONVERGE);
+        for r in &c.replicas {
+            assert_serves_exactly(r, name, &expected(&files));
+        }
+        eprintln!(
+            "round {round} ({}): replicas went on",
+            if graceful { "SIGTERM" } else { "kill -9" }
+        );
+    }
+}
+
+/// Done when: a write sent to a replica reaches the primary: `307` to the
+/// primary's URL (the same path and query) that a client can re-send; and
+/// twine through a replica in proxy mode, after which that replica lists the
+/// file at once (read-your-writes).
+#[test]
+fn writes_sent_to_a_replica_reach_the_primary() {
+    let c = Cluster::start(2, false, |i, o| {
+        if i == 1 {
+            o.config("replica_writes = \"proxy\"")
+        } else {
+            o
+        }
+    });
+    let (p, redirecting, proxying) = (&c.primary, &c.replicas[0], &c.replicas[1]);
+    let token = p.create_token("pypi", "upload");
+    let name = "forwarded-pkg";
+    let http = cluster::client();
+    // Both replicas know the primary (from the heartbeats).
+    c.wait_converged(CONVERGE);
+
+    // Redirect mode: 307 with Location, nothing stored on the way.
+    let a = wheel(name, "1.0.0");
+    let up = cluster::upload(&http, &redirecting.url(), &token, &a).unwrap();
+    assert_eq!(
+        up.status, 307,
+        "upload to a redirecting replica: {}",
+        up.body
+    );
+    let location = up.location.expect("307 without Location");
+    assert_eq!(location, format!("{}/pypi/", p.url()));
+    assert_eq!(p.serial(), redirecting.serial(), "the 307 wrote nothing");
+    let serial = upload_ok(&http, &location, &token, &a);
+    wait_applied(redirecting, serial, Duration::from_secs(30));
+    assert_serves_exactly(redirecting, name, &expected(std::slice::from_ref(&a)));
+    // The query string is kept too, and any non-GET/HEAD method redirects.
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let resp = http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/pypi/?x=1&y=%2F", redirecting.url()),
+            )
+            .body("")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307, "{method} on a replica");
+        assert_eq!(
+            resp.headers()["location"].to_str().unwrap(),
+            format!("{}/pypi/?x=1&y=%2F", p.url()),
+            "{method} on a replica"
+        );
+    }
+
+    // Proxy mode, with twine (which does not follow redirects).
+    let b = wheel(name, "2.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = b.write_to(dir.path());
+    let out = twine_upload(proxying, &token, &[&path]);
+    assert!(
+        out.status.success(),
+        "twine through a proxying replica: {}",
+        describe_failure(&Command::new("twine"), &out)
+    );
+    // At once, without waiting: the replica answered only after applying.
+    let files = listed(proxying.http(), &proxying.url(), name).unwrap();
+    assert!(
+        files.iter().any(|f| f.filename == b.filename),
+        "right after twine's upload through it, the proxying replica does not list {}",
+        b.filename
+    );
+    let both = expected(&[a, b]);
+    assert_serves_exactly(proxying, name, &both);
+    assert_serves_exactly(p, name, &both);
+    c.wait_converged(CONVERGE);
+    assert_serves_exactly(redirecting, name, &both);
+}
+
+/// Done when: `X-Hoard-Min-Serial` gives read-your-writes on a replica, and
+/// a serial that does not come answers `503` with `Retry-After` after
+/// `min_serial_wait_secs`.
+#[test]
+fn min_serial_header_gives_read_your_writes_on_a_replica() {
+    let wait_1s = |o: NodeOpts| o.config("min_serial_wait_secs = 1");
+    let c = Cluster::start_with(wait_1s(NodeOpts::default()), 1, false, |_, o| wait_1s(o));
+    let (p, r) = (&c.primary, &c.replicas[0]);
+    let token = p.create_token("pypi", "upload");
+    let name = "ryw-pkg";
+    let http = cluster::client();
+    let mut files = Vec::new();
+    for i in 0..10 {
+        // Some padding, so that the replica has a blob to fetch.
+        let a = WheelSpec::new(name, &format!("1.{i}"))
+            .padding(256 << 10, i)
+            .build();
+        let serial = upload_ok(&http, &p.url(), &token, &a);
+        let resp = http
+            .get(format!("{}/pypi/simple/{name}/", r.url()))
+            .header("accept", cluster::JSON_TYPE)
+            .header("x-hoard-min-serial", serial.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "GET with X-Hoard-Min-Serial {serial}"
+        );
+        let seen = hoard_tests::node::serial_header(&resp).unwrap();
+        assert!(
+            seen >= serial,
+            "X-Hoard-Serial {seen} < the {serial} asked for"
+        );
+        let page: serde_json::Value = resp.json().unwrap();
+        let file = page["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["filename"] == a.filename.as_str())
+            .unwrap_or_else(|| panic!("{} not listed at serial {serial}: {page}", a.filename));
+        let url = reqwest::Url::parse(&format!("{}/pypi/simple/{name}/", r.url()))
+            .unwrap()
+            .join(file["url"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            sha256_hex(&cluster::download(&http, &url).unwrap()),
+            a.sha256()
+        );
+        files.push(a);
+    }
+
+    // A serial that does not come: 503 + Retry-After after about 1 s, on
+    // the replica and on the primary alike.
+    let far = p.serial() + 1000;
+    for node in [r, p] {
+        let t = Instant::now();
+        let resp = http
+            .get(format!("{}/pypi/simple/{name}/", node.url()))
+            .header("x-hoard-min-serial", far.to_string())
+            .send()
+            .unwrap();
+        let waited = t.elapsed();
+        assert_eq!(
+            resp.status().as_u16(),
+            503,
+            "{}: min serial {far}",
+            node.opts.node_id
+        );
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .unwrap_or_else(|| panic!("{}: 503 without Retry-After", node.opts.node_id));
+        assert!(
+            retry.to_str().unwrap().trim().parse::<u64>().is_ok(),
+            "Retry-After {retry:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{}: waited {waited:?} for min_serial_wait_secs = 1",
+            node.opts.node_id
+        );
+    }
+    assert_serves_exactly(r, name, &expected(&files));
+}
+
+/// Done when: across 1,000 uploads, a download from a replica made the
+/// moment a file appears in the replica's listing never fails (a node never
+/// lists a file that it cannot serve).
+#[test]
+fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
+    const UPLOADS: usize = 1000;
+    let c = Cluster::start(1, false, |_, o| o);
+    let (p, r) = (&c.primary, &c.replicas[0]);
+    let token = p.create_token("pypi", "upload");
+    let name = "poll-pkg";
+    let files: Vec<Artifact> = (0..UPLOADS)
+        .map(|i| wheel(name, &format!("0.{i}")))
+        .collect();
+    let want = Arc::new(expected(&files));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let poller = {
+        let (want, done, base) = (want.clone(), done.clone(), r.url());
+        std::thread::spawn(move || {
+            let http = cluster::client();
+            let mut seen = BTreeSet::new();
+            let mut failures = Vec::new();
+            let mut polls = 0u64;
+            let mut done_at = None;
+            while seen.len() < want.len() {
+                if done.load(Ordering::SeqCst) && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+                if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+                    break;
+                }
+                polls += 1;
+                let files = match listed(&http, &base, name) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failures.push(format!("listing: {e:#}"));
+                        continue;
+                    }
+                };
+                for f in files {
+                    if seen.contains(&f.filename) {
+                        continue;
+                    }
+                    match cluster::download(&http, &f.url) {
+                        Ok(bytes) if Some(&sha256_hex(&bytes)) == want.get(&f.filename) => {}
+                        Ok(bytes) => failures.push(format!(
+                            "{}: {} bytes with sha256 {}, uploaded {:?}",
+                            f.filename,
+                            bytes.len(),
+                            sha256_hex(&bytes),
+                            want.get(&f.filename)
+                        )),
+                        Err(e) => failures.push(format!("{}: {e:#}", f.filename)),
+                    }
+                    seen.insert(f.filename);
+                }
+            }
+            (seen, failures, polls)
+        })
+    };
+
+    let t = Instant::now();
+    let http = cluster::client();
+    for f in &files {
+        upload_ok(&http, &p.url(), &token, f);
+    }
+    done.store(true, Ordering::SeqCst);
+    eprintln!("{UPLOADS} uploads in {:?}", t.elapsed());
+    let (seen, failures, polls) = poller.join().unwrap();
+    eprintln!(
+        "the poller saw {} files in {polls} polls, {} failures, {:?} after the first upload",
+        seen.len(),
+        failures.len(),
+        t.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} downloads of just-listed files failed on the replica, e.g. {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    let seen_all: BTreeSet<String> = want.keys().cloned().collect();
+    assert_eq!(
+        seen.len(),
+        UPLOADS,
+        "the replica never listed {:?}",
+        seen_all.difference(&seen).take(10).collect::<Vec<_>>()
+    );
+    c.wait_converged(CONVERGE);
+}
+
+/// Kills whatever is left of a `hoard demo` on drop (a failing test).
+struct Demo {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    pids: Vec<u32>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for &pid in &self.pids {
+            if !pid_gone(pid) {
+                // SAFETY: signalling a process that this test started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("demo.log")).unwrap_or_default();
+            eprintln!("----- hoard demo output -----\n{log}\n-----");
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let node_log = entry.path().join("hoard.log");
+                if let Ok(text) = std::fs::read_to_string(&node_log) {
+                    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                    eprintln!("----- {} (tail) -----", node_log.display());
+                    for line in tail.into_iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `hoard demo --voters 1 --replicas 2 --dir D`: cluster.json with three
+/// working nodes, an upload to the primary reaches both replicas, and
+/// SIGTERM stops every child.
+#[test]
+fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("hoard-demo-")
+        .tempdir()
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    let mut cmd = Command::new(hoard_tests::tools::hoard_bin());
+    cmd.args(["demo", "--voters", "1", "--replicas", "2", "--dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HOARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    let child = cmd.spawn().expect("spawn hoard demo");
+    let mut demo = Demo {
+        child,
+        dir,
+        pids: Vec::new(),
+    };
+    let cluster_json = demo.dir.path().join("cluster.json");
+    let t = Instant::now();
+    let cluster: serde_json::Value = wait_for(
+        Duration::from_secs(60),
+        "hoard demo writes cluster.json",
+        || {
+            if let Ok(Some(status)) = demo.child.try_wait() {
+                panic!("hoard demo exited with {status} before writing cluster.json");
+            }
+            let text = std::fs::read_to_string(&cluster_json).ok()?;
+            serde_json::from_str(&text).ok()
+        },
+    );
+    eprintln!("cluster.json after {:?}", t.elapsed());
+    let nodes = cluster["nodes"].as_array().expect("nodes array").clone();
+    assert_eq!(nodes.len(), 3, "{cluster:#}");
+    demo.pids = nodes
+        .iter()
+        .map(|n| n["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["primary", "replica", "replica"], "{cluster:#}");
+    let http = cluster::client();
+    for n in &nodes {
+        for key in ["id", "http_url", "grpc_addr", "data_dir", "admin_token"] {
+            assert!(
+                n[key].as_str().is_some_and(|v| !v.is_empty()),
+                "cluster.json node without {key}: {n}"
+            );
+        }
+        assert!(Path::new(n["data_dir"].as_str().unwrap()).is_dir(), "{n}");
+        let pid = n["pid"].as_u64().unwrap() as u32;
+        assert!(!pid_gone(pid), "pid {pid} of {n} is not running");
+        let status: serde_json::Value = http
+            .get(format!("{}/+status", n["http_url"].as_str().unwrap()))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(status["role"], n["role"], "{status:#}");
+    }
+    let primary = nodes[0]["http_url"].as_str().unwrap();
+
+    // An upload token from the primary's admin API, with its admin token.
+    let out = run_ok(
+        Command::new(hoard_tests::tools::hoard_bin())
+            .args([
+                "token", "create", "--repo", "pypi", "--perm", "upload", "--label", "t",
+            ])
+            .args(["--url", primary, "--token"])
+            .arg(nodes[0]["admin_token"].as_str().unwrap())
+            .env_remove("HOARD_TOKEN"),
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let a = wheel("demo-cluster-pkg", "1.0.0");
+    let serial = upload_ok(&http, primary, &token, &a);
+    for n in &nodes[1..] {
+        let url = n["http_url"].as_str().unwrap();
+        let files = wait_for(
+            Duration::from_secs(30),
+            "the upload shows on a demo replica",
+            || {
+                let resp = http
+                    .get(format!("{url}/+status"))
+                    .send()
+                    .ok()?
+                    .json::<serde_json::Value>()
+                    .ok()?;
+                (resp["applied_serial"].as_u64()? >= serial)
+                    .then(|| listed(&http, url, "demo-cluster-pkg").unwrap())
+            },
+        );
+        assert_eq!(files.len(), 1, "{url}");
+        let bytes = cluster::download(&http, &files[0].url).unwrap();
+        assert_eq!(sha256_hex(&bytes), a.sha256(), "{url}");
+    }
+
+    // SIGTERM to the demo: it exits, and so does every child.
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(demo.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = wait_for(
+        Duration::from_secs(20),
+        "hoard demo exits after SIGTERM",
+        || demo.child.try_wait().unwrap(),
+    );
+    eprintln!("hoard demo exited with {status}");
+    let pids = demo.pids.clone();
+    wait_for(
+        Duration::from_secs(10),
+        "every node of the demo is gone after SIGTERM",
+        || pids.iter().all(|&p| pid_gone(p)).then_some(()),
+    );
 }
