@@ -374,6 +374,7 @@ fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
                     Ok(f) => f,
                     Err(e) => {
                         failures.push(format!("listing: {e:#}"));
+                        std::thread::sleep(Duration::from_millis(10));
                         continue;
                     }
                 };

@@ -198,9 +198,10 @@ fn a_corrupt_blob_on_an_upstream_is_fetched_again_from_the_next() {
         );
     }
     assert_serves_exactly(&b, name, &expected(&files));
+    // B followed A (so it asked A for the blobs first) and is healthy.
     let s = b.status();
+    assert_eq!(s["upstream"], a.grpc_addr().as_str(), "{s:#}");
     assert_eq!(s["health"], "ok", "{s:#}");
-    eprintln!("B's upstream at the end: {}", s["upstream"]);
 }
 
 /// A replica's disk fills up: it stops applying, says so in `/+status`,
