@@ -40,12 +40,18 @@ pub fn hoard_bin() -> &'static Path {
             assert!(bin.is_file(), "HOARD_BIN={} is not a file", bin.display());
             return bin;
         }
+        // Build with the same package selection and targets as `cargo test
+        // --workspace`, so that dependencies get the same unified features
+        // and are reused, not compiled a second time just for the binary.
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "hoard", "--bin", "hoard"])
+            .args(["build", "--workspace", "--bins", "--tests"])
             .current_dir(workspace_root())
             .status()
-            .expect("run cargo build -p hoard");
-        assert!(status.success(), "cargo build -p hoard --bin hoard failed");
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build --workspace --bins --tests failed"
+        );
         let bin = target_dir().join("debug").join("hoard");
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin

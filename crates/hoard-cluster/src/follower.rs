@@ -66,6 +66,8 @@ pub struct Follower {
     status: Mutex<FollowerStatus>,
     pending_blobs: AtomicU64,
     bytes_fetched: AtomicU64,
+    /// Set while far enough behind to log progress.
+    catching_up: std::sync::atomic::AtomicBool,
 }
 
 enum Item {
@@ -93,6 +95,7 @@ impl Follower {
             }),
             pending_blobs: AtomicU64::new(0),
             bytes_fetched: AtomicU64::new(0),
+            catching_up: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -302,6 +305,15 @@ impl Follower {
         status.upstream_serial = hb.latest_serial;
         status.upstream_time_us = hb.latest_time_us;
         drop(status);
+        let applied = self.applied.borrow().0;
+        if hb.latest_serial > applied && !self.catching_up.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                applied,
+                total = hb.latest_serial,
+                upstream = %hb.node_id,
+                "catching up"
+            );
+        }
         if !hb.primary_url.is_empty() {
             self.primary_url.send_if_modified(|url| {
                 let changed = url.as_deref() != Some(hb.primary_url.as_str());
@@ -340,7 +352,18 @@ impl Follower {
             source: std::io::Error::other(e),
         })??;
         self.applied.send_replace(serial);
-        self.lock_status().problem = None;
+        let upstream_serial = {
+            let mut status = self.lock_status();
+            status.problem = None;
+            status.upstream_serial
+        };
+        if serial.0 >= upstream_serial && self.catching_up.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                %serial,
+                bytes_fetched = self.bytes_fetched.load(Ordering::Relaxed),
+                "caught up"
+            );
+        }
         Ok(())
     }
 
