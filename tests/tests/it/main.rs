@@ -15,6 +15,7 @@ mod npm_client;
 mod pypi_clients;
 mod replication;
 mod replication_faults;
+mod replication_npm;
 mod simple_api;
 mod store;
 mod yank;
