@@ -150,6 +150,18 @@ pub fn cpu_seconds_self() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// (VmRSS, VmHWM) of a process in KiB, from /proc/PID/status.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// Run a command and return its trimmed stdout, or fail with its stderr.
 pub fn output_of(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;

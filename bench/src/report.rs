@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::load::{Measured, Plan};
+use crate::load::Measured;
+use crate::measure::Plans;
 
 /// Today's date (UTC), `YYYY-MM-DD`.
 pub fn today() -> String {
@@ -15,27 +15,11 @@ pub fn today() -> String {
         .unwrap_or_else(|_| "unknown-date".into())
 }
 
-fn now_utc() -> String {
+pub fn now_utc() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::now_utc()
         .format(&fmt)
         .unwrap_or_default()
-}
-
-/// The upload phase (one sample each: informative, not a benchmark).
-pub struct Setup {
-    pub files: usize,
-    pub small_upload_total: Duration,
-    pub small_upload_p50: Duration,
-    pub small_upload_max: Duration,
-    pub big_bytes: u64,
-    pub big_upload: Duration,
-    pub html_bytes: u64,
-    pub json_bytes: u64,
-    pub devpi_small_upload_total: Option<Duration>,
-    pub devpi_big_upload: Option<Duration>,
-    /// devpi's own pages of the same project: (HTML bytes, JSON bytes).
-    pub devpi_pages: Option<(u64, Option<u64>)>,
 }
 
 pub struct Row {
@@ -104,15 +88,21 @@ impl Row {
 }
 
 pub struct Report {
+    /// The first heading, without the date.
+    pub title: String,
+    /// What the baselines are, after "Summary: hoard relative to the baselines".
+    pub baselines_blurb: String,
     pub command: String,
     pub hoard_bin: PathBuf,
-    pub nginx_version: Option<String>,
-    pub devpi_version: Option<String>,
-    pub plan: Plan,
-    pub dl_plan: Plan,
+    pub plans: Plans,
+    /// What the small-response and the download scenarios are, for the
+    /// load line ("pages", "download").
+    pub plan_names: (&'static str, &'static str),
     pub client_threads: usize,
-    pub server_threads: usize,
-    pub setup: Setup,
+    /// One line each on the baseline servers (versions, settings).
+    pub server_lines: Vec<String>,
+    /// The scenario-specific section ("Data and uploads"), markdown.
+    pub setup_md: String,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub git: String,
@@ -141,7 +131,7 @@ fn mem_total() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn fmt_num(x: f64) -> String {
+pub fn fmt_num(x: f64) -> String {
     if x.is_nan() {
         "n/a".into()
     } else if x >= 100.0 {
@@ -171,11 +161,12 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "# hoard single-node benchmark, {}\n", now_utc());
+        let _ = writeln!(w, "# {}, {}\n", self.title, now_utc());
 
         let _ = writeln!(
             w,
-            "## Summary: hoard relative to the baselines (nginx and hyper-static serve the same bytes; devpi-server, a competitor, its own pages of the same files)\n"
+            "## Summary: hoard relative to the baselines ({})\n",
+            self.baselines_blurb
         );
         let _ = writeln!(
             w,
@@ -246,111 +237,22 @@ impl Report {
             );
         }
 
-        let st = &self.setup;
-        let _ = writeln!(w, "\n## Data and uploads\n");
-        let _ = writeln!(
-            w,
-            "- simple-page project `bench-pages`: {} wheels (1.0.0 … 1.0.{}); HTML page {} bytes, JSON page {} bytes",
-            st.files,
-            st.files.saturating_sub(1),
-            st.html_bytes,
-            st.json_bytes
-        );
-        let _ = writeln!(
-            w,
-            "- big wheel of `bench-big`: {} bytes (incompressible payload, stored)",
-            st.big_bytes
-        );
-        let _ = writeln!(
-            w,
-            "- uploads (one sample each, informative): {} small wheels one at a time in {:.2} s ({:.0}/s; median {:.1} ms, max {:.1} ms); the big wheel in {:.2} s ({:.0} MB/s)",
-            st.files,
-            st.small_upload_total.as_secs_f64(),
-            st.files as f64 / st.small_upload_total.as_secs_f64(),
-            st.small_upload_p50.as_secs_f64() * 1e3,
-            st.small_upload_max.as_secs_f64() * 1e3,
-            st.big_upload.as_secs_f64(),
-            st.big_bytes as f64 / 1e6 / st.big_upload.as_secs_f64()
-        );
-
-        if let (Some(total), Some(big)) = (st.devpi_small_upload_total, st.devpi_big_upload) {
-            let _ = writeln!(
-                w,
-                "- devpi-server, same uploads: {} small wheels in {:.2} s ({:.0}/s); the big wheel in {:.2} s ({:.0} MB/s)",
-                st.files,
-                total.as_secs_f64(),
-                st.files as f64 / total.as_secs_f64(),
-                big.as_secs_f64(),
-                st.big_bytes as f64 / 1e6 / big.as_secs_f64()
-            );
-        }
-        if let Some((h, j)) = st.devpi_pages {
-            let _ = writeln!(
-                w,
-                "- devpi-server's own pages of `bench-pages` (not the same bytes as hoard's): HTML {h} bytes, JSON {}",
-                j.map_or("none".to_string(), |j| format!("{j} bytes"))
-            );
-        }
+        let _ = writeln!(w, "\n{}", self.setup_md.trim_end());
 
         let _ = writeln!(w, "\n## How this was run\n");
-        let _ = writeln!(w, "- command: `{}`", self.command);
-        let _ = writeln!(w, "- git: {}", self.git);
-        let _ = writeln!(
-            w,
-            "- machine: {} CPUs ({}), {} RAM, Linux {}, load average at the end: {}",
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model(),
-            mem_total(),
-            read("/proc/sys/kernel/osrelease").trim(),
-            read("/proc/loadavg")
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let built = std::fs::metadata(&self.hoard_bin)
-            .and_then(|m| m.modified())
-            .ok()
-            .map(|t| {
-                let fmt =
-                    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-                time::OffsetDateTime::from(t)
-                    .format(&fmt)
-                    .unwrap_or_default()
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let _ = writeln!(
-            w,
-            "- hoard: `{}` (built {built}; the git line above is the checkout at run time)",
-            self.hoard_bin.display()
-        );
-        if let Some(v) = &self.nginx_version {
-            let _ = writeln!(
-                w,
-                "- nginx {v}: {} worker processes, sendfile, open_file_cache, access log off",
-                self.server_threads
-            );
-        }
-        if self.rows.iter().any(|r| r.server == "hyper-static") {
-            let _ = writeln!(
-                w,
-                "- hyper-static: hyper 1 HTTP/1.1 serving the same files from memory, {} runtime threads",
-                self.server_threads
-            );
-        }
-        if let Some(v) = &self.devpi_version {
-            let _ = writeln!(
-                w,
-                "- devpi-server {v} (competitor; its defaults, `--offline-mode`, one index `root/bench` with no bases): it renders its own pages of the same files"
-            );
+        let _ = write!(w, "{}", how_run(&self.command, &self.git, &self.hoard_bin));
+        for line in &self.server_lines {
+            let _ = writeln!(w, "- {line}");
         }
         let _ = writeln!(
             w,
-            "- load: HTTP/1.1 keep-alive, closed loop; pages {} connections, download {} connections; {:.0} s warm-up + {:.0} s measured per row; load generator on {} thread(s), on the same machine",
-            self.plan.concurrency,
-            self.dl_plan.concurrency,
-            self.plan.warmup.as_secs_f64(),
-            self.plan.duration.as_secs_f64(),
+            "- load: HTTP/1.1 keep-alive, closed loop; {} {} connections, {} {} connections; {:.0} s warm-up + {:.0} s measured per row; load generator on {} thread(s), on the same machine",
+            self.plan_names.0,
+            self.plans.pages.concurrency,
+            self.plan_names.1,
+            self.plans.download.concurrency,
+            self.plans.pages.warmup.as_secs_f64(),
+            self.plans.pages.duration.as_secs_f64(),
             self.client_threads
         );
 
@@ -389,4 +291,42 @@ impl Report {
         }
         s
     }
+}
+
+/// The command, the git commit, the machine and the hoard binary, as
+/// markdown list items.
+pub fn how_run(command: &str, git: &str, hoard_bin: &std::path::Path) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "- command: `{command}`");
+    let _ = writeln!(w, "- git: {git}");
+    let _ = writeln!(
+        w,
+        "- machine: {} CPUs ({}), {} RAM, Linux {}, load average at the end: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model(),
+        mem_total(),
+        read("/proc/sys/kernel/osrelease").trim(),
+        read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let built = std::fs::metadata(hoard_bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| {
+            let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+            time::OffsetDateTime::from(t)
+                .format(&fmt)
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(
+        w,
+        "- hoard: `{}` (built {built}; the git line above is the checkout at run time)",
+        hoard_bin.display()
+    );
+    s
 }

@@ -22,66 +22,62 @@ pub const HTML_ACCEPT: &str = "text/html";
 pub const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 pub const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 
-/// A running `hoard serve` with an upload token.
+/// A running `hoard serve`, with an upload token if it is a primary.
 pub struct Hoard {
     pub proc: Proc,
     pub addr: SocketAddr,
+    /// Its gRPC address (the changelog and blob streams).
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+    /// An upload token for the repository named at start (empty on a replica).
     pub token: String,
     pub client: reqwest::Client,
 }
 
+/// How to start one hoard node.
+pub struct NodeSpec<'a> {
+    /// `node_id`, and the name of its process in messages.
+    pub id: &'a str,
+    /// Its files: `hoard.toml`, `hoard.log`, and the data dir `hoard-data/`.
+    pub dir: &'a Path,
+    /// More TOML lines (role, upstreams, repositories, …).
+    pub extra_toml: &'a str,
+    /// Create an upload token for this repository (primary only).
+    pub token_repo: Option<&'a str>,
+}
+
 impl Hoard {
+    /// A single primary with the default `pypi` repository, in `dir`.
     pub async fn start(bin: &Path, dir: &Path) -> Result<Hoard> {
-        let data = dir.join("hoard-data");
-        std::fs::create_dir_all(&data)?;
+        Hoard::start_node(
+            bin,
+            &NodeSpec {
+                id: "bench-1",
+                dir,
+                extra_toml: "",
+                token_repo: Some("pypi"),
+            },
+        )
+        .await
+    }
+
+    /// Starts a node and waits until it answers; retries on a port clash.
+    pub async fn start_node(bin: &Path, spec: &NodeSpec<'_>) -> Result<Hoard> {
         let mut last_err = None;
         // A port that was free can be taken before hoard binds it: retry.
         for _ in 0..3 {
-            let http = free_port()?;
-            let grpc = free_port()?;
-            let addr: SocketAddr = format!("127.0.0.1:{http}").parse()?;
-            let config = dir.join("hoard.toml");
-            let toml = format!(
-                "node_id = \"bench-1\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
-                 grpc_listen = \"127.0.0.1:{grpc}\"\npublic_url = \"http://127.0.0.1:{http}\"\n\
-                 data_dir = {}\nmax_upload_bytes = 200000000\n",
-                serde_json::to_string(&data.to_string_lossy())?
-            );
-            std::fs::write(&config, toml)?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("serve").arg("--config").arg(&config);
-            let mut proc = Proc::spawn("hoard", cmd, &dir.join("hoard.log"))?;
-            match proc.wait_ready(addr, "/+status").await {
+            let mut node = Hoard::spawn_node(bin, spec)?;
+            match node.proc.wait_ready(node.addr, "/+status").await {
                 Ok(()) => {
-                    let admin = std::fs::read_to_string(data.join("admin-token"))
-                        .context("read the admin token")?;
-                    let token = output_of(
-                        Command::new(bin)
-                            .args(["token", "create", "--repo", "pypi", "--perm", "upload"])
-                            .arg("--url")
-                            .arg(format!("http://{addr}"))
-                            .arg("--token")
-                            .arg(admin.trim()),
-                    )?;
-                    let token = token.lines().last().unwrap_or_default().trim().to_string();
-                    if token.is_empty() {
-                        bail!("`hoard token create` printed no token");
+                    if let Some(repo) = spec.token_repo {
+                        node.create_token(bin, repo)?;
                     }
-                    let client = reqwest::Client::builder()
-                        .no_proxy()
-                        .timeout(Duration::from_secs(300))
-                        .build()?;
-                    return Ok(Hoard {
-                        proc,
-                        addr,
-                        token,
-                        client,
-                    });
+                    return Ok(node);
                 }
                 Err(e) => {
-                    let in_use = proc.log_tail().contains("in use");
+                    let in_use = node.proc.log_tail().contains("in use");
                     last_err = Some(e);
-                    drop(proc);
+                    drop(node);
                     if !in_use {
                         break;
                     }
@@ -91,8 +87,60 @@ impl Hoard {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("hoard did not start")))
     }
 
-    /// Upload one wheel with twine's legacy API; returns the time it took.
-    pub async fn upload(&self, w: &Wheel) -> Result<Duration> {
+    /// Writes the config and starts the process, without waiting for it.
+    pub fn spawn_node(bin: &Path, spec: &NodeSpec<'_>) -> Result<Hoard> {
+        let dir = spec.dir;
+        let data = dir.join("hoard-data");
+        std::fs::create_dir_all(&data)?;
+        let http = free_port()?;
+        let grpc = free_port()?;
+        let config = dir.join("hoard.toml");
+        let toml = format!(
+            "node_id = {}\nhttp_listen = \"127.0.0.1:{http}\"\n\
+             grpc_listen = \"127.0.0.1:{grpc}\"\npublic_url = \"http://127.0.0.1:{http}\"\n\
+             data_dir = {}\nmax_upload_bytes = 200000000\n{}",
+            serde_json::to_string(spec.id)?,
+            serde_json::to_string(&data.to_string_lossy())?,
+            spec.extra_toml
+        );
+        std::fs::write(&config, toml)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--config").arg(&config);
+        let proc = Proc::spawn(spec.id, cmd, &dir.join("hoard.log"))?;
+        Ok(Hoard {
+            proc,
+            addr: format!("127.0.0.1:{http}").parse()?,
+            grpc: format!("127.0.0.1:{grpc}").parse()?,
+            data_dir: data,
+            token: String::new(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(300))
+                .build()?,
+        })
+    }
+
+    fn create_token(&mut self, bin: &Path, repo: &str) -> Result<()> {
+        let admin = std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .context("read the admin token")?;
+        let token = output_of(
+            Command::new(bin)
+                .args(["token", "create", "--repo", repo, "--perm", "upload"])
+                .arg("--url")
+                .arg(format!("http://{}", self.addr))
+                .arg("--token")
+                .arg(admin.trim()),
+        )?;
+        let token = token.lines().last().unwrap_or_default().trim().to_string();
+        if token.is_empty() {
+            bail!("`hoard token create` printed no token");
+        }
+        self.token = token;
+        Ok(())
+    }
+
+    /// Upload one wheel with twine's legacy API.
+    pub async fn upload(&self, w: &Wheel) -> Result<Uploaded> {
         let url = format!("http://{}/pypi/", self.addr);
         upload(&self.client, &url, "__token__", &self.token, w).await
     }
@@ -110,17 +158,31 @@ impl Hoard {
         }
         Ok(resp.bytes().await?)
     }
+
+    /// `/+status` as JSON.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let body = self.get("/+status", "application/json").await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// An acknowledged upload.
+pub struct Uploaded {
+    /// From sending the request to the end of the response.
+    pub elapsed: Duration,
+    /// `X-Hoard-Upload-Serial`, if the server sent it.
+    pub serial: Option<u64>,
 }
 
 /// Upload one wheel to `url` with twine's legacy API (multipart
-/// `:action=file_upload`, basic auth); returns the time it took.
+/// `:action=file_upload`, basic auth).
 pub async fn upload(
     client: &reqwest::Client,
     url: &str,
     user: &str,
     password: &str,
     w: &Wheel,
-) -> Result<Duration> {
+) -> Result<Uploaded> {
     let part = reqwest::multipart::Part::bytes(w.bytes.clone())
         .file_name(w.filename.clone())
         .mime_str("application/octet-stream")?;
@@ -143,11 +205,22 @@ pub async fn upload(
         .await
         .with_context(|| format!("upload {}", w.filename))?;
     let status = resp.status();
+    let serial = resp
+        .headers()
+        .get("x-hoard-upload-serial")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    // The body too: the upload is acknowledged when the response is complete.
+    let body = resp.bytes().await.unwrap_or_default();
+    let elapsed = t0.elapsed();
     if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        bail!("upload {} to {url}: {status}: {body}", w.filename);
+        bail!(
+            "upload {} to {url}: {status}: {}",
+            w.filename,
+            String::from_utf8_lossy(&body)
+        );
     }
-    Ok(t0.elapsed())
+    Ok(Uploaded { elapsed, serial })
 }
 
 /// A running devpi-server (the competitor baseline) with one index,
@@ -218,7 +291,9 @@ impl Devpi {
 
     pub async fn upload(&self, w: &Wheel) -> Result<Duration> {
         let url = format!("http://{}{DEVPI_INDEX}/", self.addr);
-        upload(&self.client, &url, "root", DEVPI_PASSWORD, w).await
+        Ok(upload(&self.client, &url, "root", DEVPI_PASSWORD, w)
+            .await?
+            .elapsed)
     }
 
     /// GET a path: (content type, body); fails unless 200.
@@ -261,6 +336,8 @@ impl Devpi {
 /// The files every static baseline serves, under `www/`.
 pub struct StaticFiles {
     pub root: PathBuf,
+    /// A path that every static server answers with 200 once ready.
+    pub probe: String,
 }
 
 pub const STATIC_HTML: &str = "/page.html";
@@ -268,13 +345,15 @@ pub const STATIC_JSON: &str = "/page.json";
 pub const STATIC_WHEEL: &str = "/big.whl";
 
 impl StaticFiles {
-    pub fn write(dir: &Path, html: &[u8], json: &[u8], wheel: &[u8]) -> Result<StaticFiles> {
+    /// Writes `files`: (URL path, bytes); the paths are flat (`/name`).
+    pub fn write(dir: &Path, files: &[(&str, &[u8])]) -> Result<StaticFiles> {
         let root = dir.join("www");
         std::fs::create_dir_all(&root)?;
-        std::fs::write(root.join(&STATIC_HTML[1..]), html)?;
-        std::fs::write(root.join(&STATIC_JSON[1..]), json)?;
-        std::fs::write(root.join(&STATIC_WHEEL[1..]), wheel)?;
-        Ok(StaticFiles { root })
+        for (path, bytes) in files {
+            std::fs::write(root.join(path.trim_start_matches('/')), bytes)?;
+        }
+        let probe = files.first().map_or("/", |f| f.0).to_string();
+        Ok(StaticFiles { root, probe })
     }
 }
 
@@ -359,7 +438,7 @@ http {{
     types {{
         text/html html;
         {JSON_TYPE} json;
-        application/octet-stream whl;
+        application/octet-stream whl tgz;
     }}
     default_type application/octet-stream;
     server {{
@@ -381,7 +460,7 @@ http {{
             .arg("-e")
             .arg(prefix.join("logs/error.log"));
         let mut proc = Proc::spawn("nginx", cmd, &prefix.join("logs/stdout.log"))?;
-        match proc.wait_ready(addr, STATIC_HTML).await {
+        match proc.wait_ready(addr, &files.probe).await {
             Ok(()) => return Ok((proc, addr)),
             Err(e) => {
                 let log =
@@ -416,7 +495,7 @@ pub async fn start_static(
         .arg("--threads")
         .arg(threads.to_string());
     let mut proc = Proc::spawn("hyper-static", cmd, &dir.join("static.log"))?;
-    proc.wait_ready(addr, STATIC_HTML).await?;
+    proc.wait_ready(addr, &files.probe).await?;
     Ok((proc, addr))
 }
 
