@@ -20,6 +20,9 @@ use crate::{net, ClusterError};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FLUSH_EVERY: u64 = 512;
+/// While catching up, how long applied events may wait for company before
+/// they are flushed.
+const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const RESUMES_PER_SOURCE: u32 = 3;
 
@@ -286,14 +289,28 @@ impl Follower {
             }
             next = match pipeline.next().now_or_never() {
                 Some(ready) => ready,
+                None if *unflushed == 0 => pipeline.next().await,
                 None => {
-                    // Caught up with what has arrived: make it durable and
-                    // visible before waiting for more.
-                    if *unflushed > 0 {
-                        self.flush().await?;
-                        *unflushed = 0;
+                    // Nothing more has arrived yet. When caught up, make what
+                    // was applied durable and visible now; while catching up,
+                    // give the next events a moment to share the flush.
+                    let caught_up =
+                        self.index.applied_serial()?.0 >= self.lock_status().upstream_serial;
+                    let more = if caught_up {
+                        None
+                    } else {
+                        tokio::time::timeout(CATCH_UP_FLUSH_DELAY, pipeline.next())
+                            .await
+                            .ok()
+                    };
+                    match more {
+                        Some(item) => item,
+                        None => {
+                            self.flush().await?;
+                            *unflushed = 0;
+                            pipeline.next().await
+                        }
                     }
-                    pipeline.next().await
                 }
             };
         }

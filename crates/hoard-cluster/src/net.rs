@@ -38,9 +38,18 @@ pub async fn connect(addr: &str) -> Result<Channel, ClusterError> {
         .map_err(|e| err(format!("{e}: {}", source_chain(&e))))
 }
 
-/// The incoming connections of a gRPC listener.
-pub fn incoming(listener: TcpListener) -> TcpListenerStream {
-    TcpListenerStream::new(listener)
+/// The incoming connections of a gRPC listener, with Nagle's algorithm
+/// off: a changelog stream sends small messages that must not wait for
+/// the peer's delayed ACK (it added ~100 ms of replication lag).
+pub fn incoming(
+    listener: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures_util::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
