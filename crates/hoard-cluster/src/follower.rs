@@ -23,6 +23,9 @@ const FLUSH_EVERY: u64 = 512;
 /// While catching up, how long applied events may wait for company before
 /// they are flushed.
 const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
+/// The longest applied events stay unflushed (invisible) while a catch-up
+/// streams in without pause.
+const MAX_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const RESUMES_PER_SOURCE: u32 = 3;
 
@@ -259,6 +262,7 @@ impl Follower {
         unflushed: &mut u64,
     ) -> Result<(), ClusterError> {
         let mut last_progress = Instant::now();
+        let mut last_flush = Instant::now();
         let mut next = pipeline.next().await;
         while let Some(item) = next {
             match item? {
@@ -279,9 +283,12 @@ impl Follower {
                     status.upstream_time_us = status.upstream_time_us.max(event.time_us);
                 }
             }
-            if *unflushed >= FLUSH_EVERY {
+            if *unflushed >= FLUSH_EVERY
+                || (*unflushed > 0 && last_flush.elapsed() >= MAX_FLUSH_INTERVAL)
+            {
                 self.flush().await?;
                 *unflushed = 0;
+                last_flush = Instant::now();
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 self.log_progress();
@@ -308,6 +315,7 @@ impl Follower {
                         None => {
                             self.flush().await?;
                             *unflushed = 0;
+                            last_flush = Instant::now();
                             pipeline.next().await
                         }
                     }
