@@ -103,12 +103,15 @@ pub enum Change {
         package: String,
         changes: Vec<(String, Option<String>)>,
     },
-    /// A version was unpublished (only where the repository allows it).
-    /// Its tarball stays in the blob store and in earlier point-in-time views.
+    /// Versions were unpublished (only where the repository allows it),
+    /// and the dist-tags moved in the same step: tags set to a remaining
+    /// version, or removed (`None`). The tarballs stay in the blob store and
+    /// in earlier point-in-time views.
     NpmUnpublished {
         repo: RepoName,
         package: String,
-        version: String,
+        versions: Vec<String>,
+        dist_tags: Vec<(String, Option<String>)>,
     },
 }
 

@@ -615,24 +615,29 @@ async fn unpublish(
     repo: &RepoState,
     full: &str,
     versions: Vec<String>,
+    dist_tags: Vec<(String, Option<String>)>,
 ) -> Result<(), ApiError> {
-    for version in versions {
-        node.commit(
-            &principal.actor(),
-            Change::NpmUnpublished {
-                repo: repo.name.clone(),
-                package: full.to_owned(),
-                version,
-            },
-        )
-        .await
-        .map_err(store_error)?;
+    if versions.is_empty() {
+        return Ok(());
     }
+    node.commit(
+        &principal.actor(),
+        Change::NpmUnpublished {
+            repo: repo.name.clone(),
+            package: full.to_owned(),
+            versions,
+            dist_tags,
+        },
+    )
+    .await
+    .map_err(store_error)?;
     Ok(())
 }
 
 /// `PUT /{name}/-rev/{rev}`: npm's unpublish of one version sends the
-/// packument without it.
+/// packument without it, and with the dist-tags it wants afterwards (tags
+/// of the removed version dropped, `latest` moved to the highest
+/// remaining). Both happen in one event.
 async fn unpublish_missing_versions(
     node: &Node,
     req: Request<Incoming>,
@@ -643,6 +648,10 @@ async fn unpublish_missing_versions(
     let body = read_body(node, req).await?;
     let update = parse_revision_put(&body, name).map_err(npm_error)?;
     let full = name.full();
+    let _turn = node
+        .upload_locks
+        .lock(format!("{}/{full}", repo.name))
+        .await;
     let gone: Vec<String> = node
         .index
         .npm_versions(&repo.name, &full, None)?
@@ -650,9 +659,6 @@ async fn unpublish_missing_versions(
         .filter(|v| v.unpublished.is_none() && !update.versions.contains(&v.version))
         .map(|v| v.version)
         .collect();
-    unpublish(node, &principal, repo, &full, gone).await?;
-    // npm sends the dist-tags it wants after the removal (tags of the
-    // removed version dropped, `latest` moved to the highest remaining).
     let current = node
         .index
         .npm_package(&repo.name, &full, None)?
@@ -670,19 +676,7 @@ async fn unpublish_missing_versions(
             .filter(|tag| !wanted.contains_key(*tag))
             .map(|tag| (tag.clone(), None)),
     );
-    for (tag, version) in tag_changes {
-        node.commit(
-            &principal.actor(),
-            Change::NpmDistTagChanged {
-                repo: repo.name.clone(),
-                package: full.clone(),
-                tag,
-                version,
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    }
+    unpublish(node, &principal, repo, &full, gone, tag_changes).await?;
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 
@@ -695,6 +689,10 @@ async fn unpublish_all(
 ) -> HandlerResult {
     let principal = require_unpublish(node, req, repo)?;
     let full = name.full();
+    let _turn = node
+        .upload_locks
+        .lock(format!("{}/{full}", repo.name))
+        .await;
     let live: Vec<String> = node
         .index
         .npm_versions(&repo.name, &full, None)?
@@ -702,7 +700,13 @@ async fn unpublish_all(
         .filter(|v| v.unpublished.is_none())
         .map(|v| v.version)
         .collect();
-    unpublish(node, &principal, repo, &full, live).await?;
+    // Every tag goes with the versions it pointed at.
+    let tags: Vec<(String, Option<String>)> = node
+        .index
+        .npm_package(&repo.name, &full, None)?
+        .map(|p| p.tags_at(None).into_keys().map(|tag| (tag, None)).collect())
+        .unwrap_or_default();
+    unpublish(node, &principal, repo, &full, live, tags).await?;
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 

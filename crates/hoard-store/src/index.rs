@@ -863,25 +863,14 @@ fn apply_change(
             tag,
             version,
         } => {
-            let pkey = project_key(repo, package);
-            let Some(mut pkg) = tx_get::<NpmPackageState>(npm_packages, "npm_packages", &pkey)?
-            else {
-                return reject(Rejection::PackageMissing(package.clone()));
-            };
-            if let Some(version) = version {
-                let vkey = file_key(repo, package, version);
-                let live = tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
-                    .is_some_and(|v| v.unpublished.is_none());
-                if !live {
-                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
-                }
-            }
-            pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+            set_dist_tags(
                 serial,
-                time_us: event.time_us,
-                version: version.clone(),
-            });
-            npm_packages.insert(pkey, encode(&pkg))?;
+                event.time_us,
+                trees,
+                repo,
+                package,
+                &[(tag.clone(), version.clone())],
+            )?;
         }
         Change::NpmDeprecated {
             repo,
@@ -906,20 +895,59 @@ fn apply_change(
         Change::NpmUnpublished {
             repo,
             package,
-            version,
+            versions,
+            dist_tags,
         } => {
-            let vkey = file_key(repo, package, version);
-            let Some(mut state) = tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
-            else {
-                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
-            };
-            if state.unpublished.is_some() {
-                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            for version in versions {
+                let vkey = file_key(repo, package, version);
+                let live = tx_get::<NpmVersionState>(npm_versions, "npm_versions", &vkey)?
+                    .filter(|v| v.unpublished.is_none());
+                let Some(mut state) = live else {
+                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+                };
+                state.unpublished = Some(serial);
+                npm_versions.insert(vkey, encode(&state))?;
+                counts.npm_versions = counts.npm_versions.saturating_sub(1);
             }
-            state.unpublished = Some(serial);
-            npm_versions.insert(vkey, encode(&state))?;
-            counts.npm_versions = counts.npm_versions.saturating_sub(1);
+            set_dist_tags(serial, event.time_us, trees, repo, package, dist_tags)?;
         }
     }
+    Ok(())
+}
+
+/// Sets (or with `None` removes) dist-tags of a package; a tag may only
+/// point at a live version.
+fn set_dist_tags(
+    serial: Serial,
+    time_us: i64,
+    trees: &ApplyTrees<'_>,
+    repo: &RepoName,
+    package: &str,
+    changes: &[(String, Option<String>)],
+) -> TxResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let pkey = project_key(repo, package);
+    let Some(mut pkg) = tx_get::<NpmPackageState>(trees.npm_packages, "npm_packages", &pkey)?
+    else {
+        return reject(Rejection::PackageMissing(package.to_owned()));
+    };
+    for (tag, version) in changes {
+        if let Some(version) = version {
+            let vkey = file_key(repo, package, version);
+            let live = tx_get::<NpmVersionState>(trees.npm_versions, "npm_versions", &vkey)?
+                .is_some_and(|v| v.unpublished.is_none());
+            if !live {
+                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            }
+        }
+        pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+            serial,
+            time_us,
+            version: version.clone(),
+        });
+    }
+    trees.npm_packages.insert(pkey, encode(&pkg))?;
     Ok(())
 }

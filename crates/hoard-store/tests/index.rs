@@ -244,7 +244,8 @@ fn npm_tags_deprecations_and_unpublish_are_versioned_by_serial() {
         event(Change::NpmUnpublished {
             repo: npm_repo(),
             package: "@acme/widget".into(),
-            version: "2.0.0".into(),
+            versions: vec!["2.0.0".into()],
+            dist_tags: vec![("latest".into(), Some("1.0.0".into()))],
         }),
     ];
     for (i, ev) in steps.iter().enumerate() {
@@ -277,6 +278,9 @@ fn npm_tags_deprecations_and_unpublish_are_versioned_by_serial() {
     assert_eq!(pkg.tags_at(Some(Serial(3)))["latest"], "2.0.0");
     assert!(!pkg.tags_at(Some(Serial(3))).contains_key("beta"));
     assert_eq!(pkg.tags_at(None)["beta"], "1.0.0");
+    // The unpublish moved latest back in the same event.
+    assert_eq!(pkg.tags_at(Some(Serial(5)))["latest"], "2.0.0");
+    assert_eq!(pkg.tags_at(Some(Serial(6)))["latest"], "1.0.0");
 
     let live = |at| -> Vec<String> {
         index
