@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use hoard_core::{Event, Serial, Sha256};
+use hoard_core::{Serial, Sha256};
 use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::changelog_client::ChangelogClient;
 use hoard_proto::v1::{changelog_message, GetBlobRequest, Heartbeat, SubscribeRequest};
-use hoard_store::{BlobStore, ExtraDigests, Index, StoreError};
+use hoard_store::{BlobStore, ExtraDigests, Index, ReceivedEvent, StoreError};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -77,7 +77,11 @@ pub struct Follower {
 }
 
 enum Item {
-    Event { serial: Serial, bytes: Vec<u8> },
+    Event {
+        serial: Serial,
+        // Boxed: an event is much larger than a heartbeat.
+        event: Box<ReceivedEvent>,
+    },
     Heartbeat(Heartbeat),
 }
 
@@ -212,9 +216,15 @@ impl Follower {
                             });
                         }
                         expected = serial.next();
+                        let event = ReceivedEvent::decode(ev.event).map_err(|e| {
+                            ClusterError::Protocol {
+                                addr: addr.to_owned(),
+                                message: format!("undecodable event {serial}: {e}"),
+                            }
+                        })?;
                         Ok(Item::Event {
                             serial,
-                            bytes: ev.event,
+                            event: Box::new(event),
                         })
                     }
                     Some(changelog_message::Kind::Heartbeat(hb)) => Ok(Item::Heartbeat(hb)),
@@ -228,13 +238,8 @@ impl Follower {
                 let channel = channel.clone();
                 async move {
                     let item = item?;
-                    if let Item::Event { bytes, .. } = &item {
-                        let event: Event =
-                            serde_json::from_slice(bytes).map_err(|e| ClusterError::Protocol {
-                                addr: addr.to_owned(),
-                                message: format!("undecodable event: {e}"),
-                            })?;
-                        for sha in event.change.blobs() {
+                    if let Item::Event { event, .. } = &item {
+                        for sha in event.event().change.blobs() {
                             self.fetch_blob(addr, &channel, sha).await?;
                         }
                     }
@@ -267,20 +272,20 @@ impl Follower {
         while let Some(item) = next {
             match item? {
                 Item::Heartbeat(hb) => self.on_heartbeat(&hb),
-                Item::Event { serial, bytes } => {
+                Item::Event { serial, event } => {
                     let index = self.index.clone();
-                    let event =
-                        tokio::task::spawn_blocking(move || index.apply_raw(serial, &bytes))
-                            .await
-                            .map_err(|e| StoreError::Io {
-                                context: "apply task".into(),
-                                source: std::io::Error::other(e),
-                            })??;
+                    let time_us = event.event().time_us;
+                    tokio::task::spawn_blocking(move || index.apply_received(serial, &event))
+                        .await
+                        .map_err(|e| StoreError::Io {
+                            context: "apply task".into(),
+                            source: std::io::Error::other(e),
+                        })??;
                     *unflushed += 1;
                     let mut status = self.lock_status();
                     status.upstream_serial = status.upstream_serial.max(serial.0);
-                    status.applied_time_us = event.time_us;
-                    status.upstream_time_us = status.upstream_time_us.max(event.time_us);
+                    status.applied_time_us = time_us;
+                    status.upstream_time_us = status.upstream_time_us.max(time_us);
                 }
             }
             if *unflushed >= FLUSH_EVERY

@@ -52,6 +52,24 @@ pub struct ProjectState {
     pub created: Serial,
 }
 
+/// An event as another node's changelog stores it: decoded once, with
+/// the bytes it was decoded from, which are what this node stores too.
+pub struct ReceivedEvent {
+    event: Event,
+    bytes: Vec<u8>,
+}
+
+impl ReceivedEvent {
+    pub fn decode(bytes: Vec<u8>) -> Result<Self, StoreError> {
+        let event = decode("an incoming event", &bytes)?;
+        Ok(ReceivedEvent { event, bytes })
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// One yank or un-yank of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct YankChange {
@@ -406,12 +424,10 @@ impl Index {
         self.apply_encoded(serial, event, &encode(event))
     }
 
-    /// Applies an event as another node's changelog stores it, keeping
-    /// those exact bytes so that both nodes' digests agree.
-    pub fn apply_raw(&self, serial: Serial, event_bytes: &[u8]) -> Result<Event, StoreError> {
-        let event: Event = decode("an incoming event", event_bytes)?;
-        self.apply_encoded(serial, &event, event_bytes)?;
-        Ok(event)
+    /// Applies an event received from another node, keeping its exact
+    /// bytes so that both nodes' digests agree.
+    pub fn apply_received(&self, serial: Serial, event: &ReceivedEvent) -> Result<(), StoreError> {
+        self.apply_encoded(serial, &event.event, &event.bytes)
     }
 
     fn apply_encoded(

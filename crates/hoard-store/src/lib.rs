@@ -17,7 +17,7 @@ pub use durable::write_file_durable;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, DeprecationChange, FileState, Index, NpmPackageState, NpmVersionState, ProjectState,
-    Rejection, RepoState, TagChange, TokenState, YankChange,
+    ReceivedEvent, Rejection, RepoState, TagChange, TokenState, YankChange,
 };
 pub use writer::LocalWriter;
 
