@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use hoard_core::{Serial, Sha256};
-use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::changelog_client::ChangelogClient;
-use hoard_proto::v1::{changelog_message, GetBlobRequest, Heartbeat, SubscribeRequest};
-use hoard_store::{BlobStore, ExtraDigests, Index, ReceivedEvent, StoreError};
+use hoard_proto::v1::{changelog_message, Heartbeat, SubscribeRequest};
+use hoard_store::{BlobStore, Index, ReceivedEvent, StoreError};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -27,7 +26,6 @@ const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
 /// streams in without pause.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-const RESUMES_PER_SOURCE: u32 = 3;
 
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
@@ -443,56 +441,12 @@ impl Follower {
         Err(last_error)
     }
 
-    /// Streams one blob from one upstream into a temp file, resuming from
-    /// the bytes already received if the stream breaks.
     async fn fetch_blob_from(
         &self,
         addr: &str,
         channel: Channel,
         sha: Sha256,
     ) -> Result<(), ClusterError> {
-        let mut client = BlobsClient::new(channel);
-        let mut writer = self.blobs.writer(ExtraDigests::default()).await?;
-        let mut resumes = 0;
-        'request: loop {
-            let rpc_err = |status| ClusterError::Rpc {
-                addr: addr.to_owned(),
-                status,
-            };
-            let mut stream = client
-                .get(GetBlobRequest {
-                    sha256: sha.to_hex(),
-                    offset: writer.len(),
-                })
-                .await
-                .map_err(rpc_err)?
-                .into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(chunk)) => {
-                        writer.write(&chunk.data).await?;
-                        self.bytes_fetched
-                            .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-                    }
-                    Ok(None) => break 'request,
-                    Err(status) if resumes < RESUMES_PER_SOURCE => {
-                        resumes += 1;
-                        tracing::debug!(%sha, offset = writer.len(), %status, "blob stream broke; resuming");
-                        continue 'request;
-                    }
-                    Err(status) => return Err(rpc_err(status)),
-                }
-            }
-        }
-        let staged = writer.finish().await?;
-        if staged.digests.sha256 != sha {
-            // Dropping `staged` deletes the bad copy.
-            return Err(ClusterError::BlobMismatch {
-                addr: addr.to_owned(),
-                sha256: sha.to_hex(),
-            });
-        }
-        self.blobs.commit(staged).await?;
-        Ok(())
+        crate::blob_fetch::fetch_blob(&self.blobs, addr, channel, sha, &self.bytes_fetched).await
     }
 }

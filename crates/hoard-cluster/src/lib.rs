@@ -1,14 +1,24 @@
-//! hoard's node-to-node layer: the gRPC services that stream the committed
-//! changelog and blobs (`proto/hoard/v1`), and the replica [`Follower`]
-//! that applies them locally. Every connection goes through [`net`], the
-//! one seam where TLS and a simulated network plug in.
+//! hoard's node-to-node layer: the Raft group of voters ([`RaftNode`],
+//! openraft over the node's store), the [`Writer`] that every write goes
+//! through, the gRPC services that stream the committed changelog and
+//! blobs (`proto/hoard/v1`), and the replica [`Follower`] that applies
+//! them locally. Every connection goes through [`net`], the one seam where
+//! TLS and a simulated network plug in.
 
+mod blob_fetch;
 mod follower;
 pub mod net;
+mod raft;
 mod service;
+mod writer;
 
 pub use follower::{Follower, FollowerConfig, FollowerStatus};
+pub use raft::{
+    ClusterView, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig, RaftTuning,
+    TuningError,
+};
 pub use service::{serve_grpc, ReplicationSource};
+pub use writer::{WriteError, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -22,6 +32,8 @@ pub enum ClusterError {
     BlobMismatch { addr: String, sha256: String },
     #[error(transparent)]
     Store(#[from] hoard_store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

@@ -12,7 +12,7 @@ use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
 use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
 use hoard_proto::v1::{
     changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest, Heartbeat,
-    SubscribeRequest,
+    PullReply, PullRequest, SubscribeRequest,
 };
 use hoard_store::{BlobStore, Index};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -59,14 +59,17 @@ impl ReplicationSource {
 }
 
 /// Serves the replication services on `listener` until `shutdown`.
+/// A voter serves the Raft RPCs on the same listener.
 pub async fn serve_grpc(
     source: ReplicationSource,
+    raft: Option<Arc<crate::RaftNode>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClusterError> {
     tonic::transport::Server::builder()
         .add_service(ChangelogServer::new(source.clone()))
         .add_service(BlobsServer::new(source))
+        .add_optional_service(raft.map(|r| r.rpc_service()))
         .serve_with_incoming_shutdown(net::incoming(listener), shutdown)
         .await?;
     Ok(())
@@ -155,6 +158,32 @@ async fn stream_changelog(
 #[tonic::async_trait]
 impl Blobs for ReplicationSource {
     type GetStream = BoxStream<BlobChunk>;
+
+    async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullReply>, Status> {
+        let req = request.into_inner();
+        let mut wanted = Vec::with_capacity(req.sha256s.len());
+        for sha in &req.sha256s {
+            let sha: Sha256 = sha
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+            if !self.blobs.contains(&sha) {
+                wanted.push(sha);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Response::new(PullReply {}));
+        }
+        let channel = net::connect(&req.from)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let fetched = std::sync::atomic::AtomicU64::new(0);
+        for sha in wanted {
+            crate::blob_fetch::fetch_blob(&self.blobs, &req.from, channel.clone(), sha, &fetched)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(PullReply {}))
+    }
 
     async fn get(
         &self,

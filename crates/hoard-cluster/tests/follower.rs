@@ -113,6 +113,13 @@ impl Blobs for Scripted {
             chunk,
         )]))))
     }
+
+    async fn pull(
+        &self,
+        _request: Request<hoard_proto::v1::PullRequest>,
+    ) -> Result<Response<hoard_proto::v1::PullReply>, Status> {
+        Err(Status::unimplemented("a scripted upstream never pulls"))
+    }
 }
 
 use futures_util::StreamExt;
@@ -247,6 +254,7 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
             applied: writer.durable_serial(),
             primary_url,
         },
+        None,
         listener,
         std::future::pending(),
     ));

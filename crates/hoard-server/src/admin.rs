@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use hoard_core::{Change, Perm, RepoFormat, RepoKind, RepoName, RepoSettings};
-use hoard_store::{Rejection, StoreError};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -18,11 +17,7 @@ use crate::node::{Node, NodeRole, Principal};
 const MAX_ADMIN_BODY: u64 = 64 * 1024;
 
 pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
-    let role = if node.is_primary() {
-        "primary"
-    } else {
-        "replica"
-    };
+    let role = node.role_kind().as_str();
     let mut text = format!(
         "hoard node {} ({role}), serial {}\n\nrepositories:\n",
         node.config.node_id,
@@ -60,13 +55,26 @@ pub fn status(node: &Node) -> HandlerResult {
         },
     });
     let fields = match &node.role {
-        NodeRole::Primary(_) => json!({
-            "role": "primary",
-            "leader_id": node.config.node_id,
-            "leader_url": node.config.public_url(),
-            "commit_serial": applied.0,
-            "health": "ok",
-        }),
+        NodeRole::Voter { raft, .. } => {
+            let view = raft.view().borrow().clone();
+            json!({
+                "role": view.role.as_str(),
+                "raft_id": view.node_id,
+                "leader_id": view.leader_id,
+                "leader_url": view.leader_url,
+                "term": view.term,
+                "epoch": 1,
+                // Every applied event is committed; events committed but
+                // not yet applied here are not counted.
+                "commit_serial": applied.0,
+                "commit_index": view.commit_index,
+                "voters": view.voters,
+                "learners": view.learners,
+                "snapshots_installed": raft.snapshots_installed(),
+                "health": if view.problem.is_some() { "unhealthy" } else { "ok" },
+                "problem": view.problem,
+            })
+        }
         NodeRole::Replica(follower) => {
             let f = follower.status();
             let upstream_serial = f.upstream_serial.max(applied.0);
@@ -114,8 +122,141 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         ["tokens"] => create_token(node, &principal, &body).await,
         ["yank"] => yank(node, &principal, &body).await,
         ["repos"] => create_repo(node, &principal, &body).await,
+        ["members", "list"] => list_members(node, &principal),
+        ["members", "add"] => add_member(node, &principal, &body).await,
+        ["members", "remove"] => remove_member(node, &principal, &body).await,
+        ["promote"] => promote(node, &principal, &body).await,
         _ => Err(ApiError::not_found("no such admin endpoint")),
     }
+}
+
+fn require_global_admin(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    if principal.is_global_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{what} needs a global admin token"
+        )))
+    }
+}
+
+fn voter(node: &Node) -> Result<&Arc<hoard_cluster::RaftNode>, ApiError> {
+    node.raft().ok_or_else(|| {
+        ApiError::bad_request("this node is a read replica, not a member of the Raft group")
+    })
+}
+
+fn members_json(node: &Node) -> Result<serde_json::Value, ApiError> {
+    let view = voter(node)?.view().borrow().clone();
+    let describe = |id: &u64| {
+        let info = view.nodes.get(id);
+        json!({
+            "id": id,
+            "grpc_addr": info.map(|n| n.grpc_addr.clone()),
+            "http_url": info.map(|n| n.http_url.clone()),
+            "leader": view.leader_id == Some(*id),
+        })
+    };
+    Ok(json!({
+        "leader_id": view.leader_id,
+        "term": view.term,
+        "voters": view.voters.iter().map(describe).collect::<Vec<_>>(),
+        "learners": view.learners.iter().map(describe).collect::<Vec<_>>(),
+    }))
+}
+
+fn list_members(node: &Node, principal: &Principal) -> HandlerResult {
+    require_global_admin(principal, "listing members")?;
+    Ok(json(StatusCode::OK, &members_json(node)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberRequest {
+    id: u64,
+    grpc_addr: String,
+    http_url: String,
+    /// Add as a learner only: it follows the log but does not vote.
+    #[serde(default)]
+    learner: bool,
+}
+
+async fn add_member(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
+    require_global_admin(principal, "changing members")?;
+    let req: AddMemberRequest = parse_json(body)?;
+    if req.id == 0 {
+        return Err(ApiError::bad_request("a member id must be positive"));
+    }
+    if !(req.http_url.starts_with("http://") || req.http_url.starts_with("https://")) {
+        return Err(ApiError::bad_request(format!(
+            "http_url {:?} must start with http:// or https://",
+            req.http_url
+        )));
+    }
+    let info = hoard_cluster::NodeInfo {
+        grpc_addr: req.grpc_addr,
+        http_url: req.http_url.trim_end_matches('/').to_owned(),
+    };
+    voter(node)?
+        .add_member(req.id, info, req.learner)
+        .await
+        .map_err(propose_error)?;
+    Ok(json(StatusCode::OK, &members_json(node)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveMemberRequest {
+    id: u64,
+}
+
+async fn remove_member(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
+    require_global_admin(principal, "changing members")?;
+    let req: RemoveMemberRequest = parse_json(body)?;
+    let raft = voter(node)?;
+    let view = raft.view().borrow().clone();
+    if !view.voters.contains(&req.id) && !view.learners.contains(&req.id) {
+        return Err(ApiError::not_found(format!(
+            "node {} is not a member",
+            req.id
+        )));
+    }
+    raft.remove_member(req.id).await.map_err(propose_error)?;
+    Ok(json(StatusCode::OK, &members_json(node)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteRequest {
+    id: u64,
+    #[serde(default = "promote_wait")]
+    wait_secs: u64,
+}
+
+fn promote_wait() -> u64 {
+    10
+}
+
+async fn promote(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
+    require_global_admin(principal, "a leadership transfer")?;
+    let req: PromoteRequest = parse_json(body)?;
+    voter(node)?
+        .transfer_leadership(req.id, std::time::Duration::from_secs(req.wait_secs))
+        .await
+        .map_err(propose_error)?;
+    Ok(json(StatusCode::OK, &members_json(node)?))
+}
+
+fn propose_error(e: hoard_cluster::ProposeError) -> ApiError {
+    use hoard_cluster::{ProposeError, WriteError};
+    ApiError::from(match e {
+        ProposeError::Rejected(r) => WriteError::Rejected(r),
+        ProposeError::NotLeader { leader_url } => WriteError::NotLeader { leader_url },
+        ProposeError::Unavailable(reason) => WriteError::Unavailable {
+            retry_after: std::time::Duration::from_secs(1),
+            reason,
+        },
+    })
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -125,16 +266,6 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 fn parse_repo(name: &str) -> Result<RepoName, ApiError> {
     name.parse()
         .map_err(|e| ApiError::bad_request(format!("{e}")))
-}
-
-fn rejected(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Rejected(r @ (Rejection::RepoMissing(_) | Rejection::FileMissing(_))) => {
-            ApiError::not_found(r.to_string())
-        }
-        StoreError::Rejected(r) => ApiError::new(StatusCode::CONFLICT, r.to_string()),
-        other => other.into(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -166,8 +297,7 @@ async fn create_token(node: &Node, principal: &Principal, body: &[u8]) -> Handle
         .unwrap_or_else(|| format!("{perm}@{}", repo.as_ref().map_or("*", |r| r.as_str())));
     let secret = node
         .create_token(&principal.actor(), repo, perm, label)
-        .await
-        .map_err(rejected)?;
+        .await?;
     Ok(json(StatusCode::OK, &json!({ "token": secret })))
 }
 
@@ -233,8 +363,7 @@ async fn yank(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult 
                 reason,
             },
         )
-        .await
-        .map_err(rejected)?;
+        .await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "serial": serial.0, "filenames": filenames }),
@@ -272,7 +401,6 @@ async fn create_repo(node: &Node, principal: &Principal, body: &[u8]) -> Handler
     };
     let serial = node
         .commit(&principal.actor(), Change::RepoCreated { repo, settings })
-        .await
-        .map_err(rejected)?;
+        .await?;
     Ok(json(StatusCode::OK, &json!({ "serial": serial.0 })))
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hoard_cluster::RaftTuning;
 use hoard_core::{RepoFormat, RepoKind, RepoName, RepoSettings};
 use serde::Deserialize;
 
@@ -29,8 +30,22 @@ pub struct NodeConfig {
     pub log_format: String,
     /// Repositories to create at start if they do not exist (primary only).
     pub repos: Vec<RepoConfig>,
-    /// `primary` (the single-node writer) or `replica`.
+    /// `voter` (a member of the Raft group; `primary` is an old name for
+    /// it) or `replica`.
     pub role: Role,
+    /// A voter's id in the Raft group: unique in the cluster, never reused.
+    pub raft_id: u64,
+    /// On the first start of a voter, make it the only voter of a new
+    /// group. Leave it on for the first node of a cluster (and for `hoard
+    /// serve`); turn it off for voters that `hoard members add` adds later.
+    pub bootstrap: bool,
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The gRPC address other nodes use to reach this one; defaults to
+    /// `grpc_listen`.
+    pub grpc_public: Option<String>,
+    /// Raft timing and log retention.
+    pub raft: RaftTuning,
     /// For a replica: gRPC addresses of the nodes to follow, in order of
     /// preference (voters or other replicas).
     pub upstreams: Vec<String>,
@@ -57,7 +72,8 @@ pub struct UserConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    Primary,
+    #[serde(alias = "primary")]
+    Voter,
     Replica,
 }
 
@@ -87,7 +103,12 @@ impl Default for NodeConfig {
                 anonymous_read: true,
                 allow_unpublish: false,
             }],
-            role: Role::Primary,
+            role: Role::Voter,
+            raft_id: 1,
+            bootstrap: true,
+            cluster_name: "hoard".into(),
+            grpc_public: None,
+            raft: RaftTuning::default(),
             upstreams: Vec::new(),
             primary_url: None,
             replica_writes: ReplicaWrites::Redirect,
@@ -156,6 +177,12 @@ impl NodeConfig {
                 "a replica needs `upstreams`: the gRPC addresses of nodes to follow".into(),
             );
         }
+        self.raft
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.raft_id == 0 {
+            return invalid("raft_id must be positive".into());
+        }
         if self.fetch_concurrency == 0 {
             return invalid("fetch_concurrency must be positive".into());
         }
@@ -168,6 +195,13 @@ impl NodeConfig {
             .unwrap_or_else(|| format!("http://{}", self.http_listen))
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// Where other nodes reach this node's gRPC services.
+    pub fn grpc_public(&self) -> String {
+        self.grpc_public
+            .clone()
+            .unwrap_or_else(|| self.grpc_listen.to_string())
     }
 
     pub fn body_timeout(&self) -> Duration {

@@ -1,7 +1,8 @@
 //! The error every handler returns, rendered in the client's own format.
 
 use bytes::Bytes;
-use hoard_store::StoreError;
+use hoard_cluster::WriteError;
+use hoard_store::{Rejection, StoreError};
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::http::{full, ResBody};
@@ -131,6 +132,50 @@ impl From<StoreError> for ApiError {
         }
         tracing::error!(error = %e, "store error");
         ApiError::internal(format!("internal storage error: {e}"))
+    }
+}
+
+/// The one mapping of a rejected event to a status: a thing that is not
+/// there is 404, a thing that already is there is 409.
+pub fn rejection_status(r: &Rejection) -> StatusCode {
+    match r {
+        Rejection::RepoMissing(_)
+        | Rejection::FileMissing(_)
+        | Rejection::TokenMissing
+        | Rejection::VersionMissing(_)
+        | Rejection::PackageMissing(_) => StatusCode::NOT_FOUND,
+        Rejection::RepoExists(_)
+        | Rejection::FileExists(_)
+        | Rejection::TokenExists
+        | Rejection::VersionExists(_) => StatusCode::CONFLICT,
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Rejected(r) => ApiError::new(rejection_status(&r), r.to_string()),
+            WriteError::NotLeader { leader_url } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    match leader_url {
+                        Some(url) => {
+                            format!("leadership moved to {url} during this write; retry it")
+                        }
+                        None => "no leader is elected right now; retry shortly".to_owned(),
+                    },
+                )
+            },
+            WriteError::Unavailable {
+                retry_after,
+                reason,
+            } => ApiError {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+            },
+            WriteError::Store(e) => e.into(),
+        }
     }
 }
 

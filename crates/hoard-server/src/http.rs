@@ -192,8 +192,10 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 }
 
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
-    // Anything but a read is a write, and only the primary writes.
-    if !node.is_primary() && req.method() != Method::GET && req.method() != Method::HEAD {
+    // Anything but a read is a write, and only the leader writes. The
+    // role changes with elections; a write that loses the leader after
+    // this check gets a retryable answer from the writer.
+    if !node.is_leader() && req.method() != Method::GET && req.method() != Method::HEAD {
         return forward::forward_write(node, req).await;
     }
     let segs = segments(req.uri().path())?;

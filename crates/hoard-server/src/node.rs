@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
-use hoard_cluster::{Follower, FollowerConfig, ReplicationSource};
+use hoard_cluster::{
+    ClusterError, ClusterView, Follower, FollowerConfig, NodeInfo, NodeRoleKind, RaftNode,
+    RaftNodeConfig, ReplicationSource, WriteError, Writer,
+};
 use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
-use hoard_store::{BlobStore, Index, LocalWriter, Rejection, StoreError};
+use hoard_store::{BlobStore, Index, Rejection, StagedBlob, StoreError};
 use http::HeaderMap;
 use tokio::sync::watch;
 
@@ -25,15 +28,23 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("recording the configured repositories: {0}")]
+    Write(#[from] WriteError),
 }
 
 /// How this node changes its index.
 pub enum NodeRole {
-    /// The single writer: assigns serials.
-    Primary(LocalWriter),
+    /// A member of the Raft group: writes when it is the leader.
+    Voter { raft: Arc<RaftNode>, writer: Writer },
     /// Applies the changelog of an upstream.
     Replica(Arc<Follower>),
 }
+
+/// How long a starting voter waits for a leader before it serves anyway
+/// (writes get 503 until one is elected).
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Node {
     pub config: NodeConfig,
@@ -115,11 +126,27 @@ impl Node {
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
         let (role, applied, primary_url) = match config.role {
-            Role::Primary => {
-                let writer = LocalWriter::spawn(index.clone())?;
-                let applied = writer.durable_serial();
-                let (_, url) = watch::channel(Some(config.public_url()));
-                (NodeRole::Primary(writer), applied, url)
+            Role::Voter => {
+                let raft = RaftNode::start(
+                    RaftNodeConfig {
+                        id: config.raft_id,
+                        info: NodeInfo {
+                            grpc_addr: config.grpc_public(),
+                            http_url: config.public_url(),
+                        },
+                        cluster: config.cluster_name.clone(),
+                        tuning: config.raft.clone(),
+                        snapshot_dir: data.join("snapshots"),
+                        bootstrap: config.bootstrap,
+                    },
+                    index.clone(),
+                    blobs.clone(),
+                )
+                .await?;
+                let applied = raft.applied();
+                let url = leader_url_watch(raft.view());
+                let writer = Writer::new(raft.clone(), blobs.clone());
+                (NodeRole::Voter { raft, writer }, applied, url)
             }
             Role::Replica => {
                 let follower = Follower::new(
@@ -153,14 +180,58 @@ impl Node {
             metrics: Metrics::default(),
             proxy_client: std::sync::OnceLock::new(),
         });
-        if node.is_primary() {
-            node.ensure_configured_repos().await?;
-        }
         Ok(node)
     }
 
-    pub fn is_primary(&self) -> bool {
-        matches!(self.role, NodeRole::Primary(_))
+    /// Waits (bounded) for a leader; on the leader, records the configured
+    /// repositories. Call it once the gRPC services run: the other voters
+    /// must reach this node for an election.
+    pub async fn settle(&self) -> Result<(), NodeError> {
+        if let NodeRole::Voter { raft, .. } = &self.role {
+            if !self.config.bootstrap && raft.view().borrow().voters.is_empty() {
+                tracing::info!("not a member of a Raft group yet: waiting for `hoard members add`");
+                return Ok(());
+            }
+            match raft.wait_for_leader(LEADER_WAIT).await {
+                Some(leader) if leader == raft.id() => {
+                    // Everything committed before is applied once this returns.
+                    raft.barrier().await?;
+                    self.ensure_configured_repos().await?;
+                }
+                Some(leader) => tracing::info!(leader, "following the elected leader"),
+                None => tracing::warn!("no leader elected yet; writes get 503 until one is"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The Raft group member, on a voter.
+    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
+        match &self.role {
+            NodeRole::Voter { raft, .. } => Some(raft),
+            NodeRole::Replica(_) => None,
+        }
+    }
+
+    /// The cluster as this node sees it now; `None` on a replica.
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        match &self.role {
+            NodeRole::Voter { raft, .. } => Some(raft.view().borrow().clone()),
+            NodeRole::Replica(_) => None,
+        }
+    }
+
+    /// This node's role right now: it changes with elections.
+    pub fn role_kind(&self) -> NodeRoleKind {
+        match &self.role {
+            NodeRole::Voter { raft, .. } => raft.view().borrow().role,
+            NodeRole::Replica(_) => NodeRoleKind::Replica,
+        }
+    }
+
+    /// Whether this node is the leader, the one that accepts writes.
+    pub fn is_leader(&self) -> bool {
+        self.role_kind() == NodeRoleKind::Leader
     }
 
     /// The primary's public URL, if known: where writes go.
@@ -212,16 +283,28 @@ impl Node {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Commits one change as `actor`, returning its serial once durable.
-    pub async fn commit(&self, actor: &str, change: Change) -> Result<Serial, StoreError> {
+    /// Commits one change as `actor`, returning its serial once committed.
+    pub async fn commit(&self, actor: &str, change: Change) -> Result<Serial, WriteError> {
+        self.commit_with_blobs(actor, Vec::new(), change).await
+    }
+
+    /// Makes `blobs` durable, then commits `change`, through the writer.
+    pub async fn commit_with_blobs(
+        &self,
+        actor: &str,
+        blobs: Vec<StagedBlob>,
+        change: Change,
+    ) -> Result<Serial, WriteError> {
         let event = Event {
             actor: actor.to_owned(),
             time_us: now_us(),
             change,
         };
         match &self.role {
-            NodeRole::Primary(writer) => writer.commit(event).await,
-            NodeRole::Replica(_) => Err(StoreError::ReadOnly),
+            NodeRole::Voter { writer, .. } => writer.commit(blobs, event).await,
+            NodeRole::Replica(_) => Err(WriteError::NotLeader {
+                leader_url: self.primary_url(),
+            }),
         }
     }
 
@@ -232,10 +315,10 @@ impl Node {
         repo: Option<RepoName>,
         perm: Perm,
         label: String,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, WriteError> {
         if let Some(repo) = &repo {
             if self.index.repo(repo)?.is_none() {
-                return Err(StoreError::Rejected(Rejection::RepoMissing(repo.clone())));
+                return Err(WriteError::Rejected(Rejection::RepoMissing(repo.clone())));
             }
         }
         let secret = generate_token();
@@ -311,6 +394,22 @@ impl Node {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
+}
+
+/// The leader's public URL, following the cluster view.
+fn leader_url_watch(mut view: watch::Receiver<ClusterView>) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(view.borrow().leader_url.clone());
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let url = view.borrow_and_update().leader_url.clone();
+            tx.send_if_modified(|u| {
+                let changed = *u != url;
+                *u = url;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// Reads this node's admin token hash, writing a new token (mode 0600) on

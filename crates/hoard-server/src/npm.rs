@@ -14,7 +14,7 @@ use hoard_npm::{
     whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest, PutDocument,
     SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
 };
-use hoard_store::{ExtraDigests, NpmVersionState, RepoState, StoreError};
+use hoard_store::{ExtraDigests, NpmVersionState, RepoState};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
@@ -40,13 +40,6 @@ fn npm_error(e: NpmError) -> ApiError {
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, e.to_string())
-}
-
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Rejected(r) => ApiError::new(StatusCode::CONFLICT, r.to_string()),
-        other => other.into(),
-    }
 }
 
 fn json_ok(status: StatusCode, body: String) -> HandlerResult {
@@ -434,8 +427,7 @@ async fn put_package(
                         changes,
                     },
                 )
-                .await
-                .map_err(store_error)?;
+                .await?;
             }
             json_ok(StatusCode::OK, hoard_npm::ok_body())
         }
@@ -478,12 +470,13 @@ async fn publish_version(
     let mut writer = node.blobs.writer(ExtraDigests::default()).await?;
     writer.write(&publish.tarball).await?;
     let staged = writer.finish().await?;
-    let sha256 = node.blobs.commit(staged).await?;
+    let sha256 = staged.digests.sha256;
     let manifest = serde_json::to_string(&publish.manifest)
         .map_err(|e| ApiError::bad_request(format!("unserializable manifest: {e}")))?;
     let serial = node
-        .commit(
+        .commit_with_blobs(
             &principal.actor(),
+            vec![staged],
             Change::NpmPublished {
                 repo: repo.name.clone(),
                 package: full.clone(),
@@ -500,8 +493,7 @@ async fn publish_version(
                 description: publish.description.clone(),
             },
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     tracing::info!(repo = %repo.name, package = %full, version = %publish.version, %serial, "npm version published");
     let mut response = with_body(
         StatusCode::OK,
@@ -546,8 +538,7 @@ async fn set_dist_tag(
             version: Some(version),
         },
     )
-    .await
-    .map_err(store_error)?;
+    .await?;
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 
@@ -584,8 +575,7 @@ async fn remove_dist_tag(
             version: None,
         },
     )
-    .await
-    .map_err(store_error)?;
+    .await?;
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 
@@ -629,8 +619,7 @@ async fn unpublish(
             dist_tags,
         },
     )
-    .await
-    .map_err(store_error)?;
+    .await?;
     Ok(())
 }
 
@@ -805,7 +794,6 @@ async fn login(node: &Node, req: Request<Incoming>, repo: &RepoState, user: &str
             Perm::Upload,
             login.name.clone(),
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     json_ok(StatusCode::CREATED, login_ok_body(&login.name, &token))
 }

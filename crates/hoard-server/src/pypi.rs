@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hoard_cluster::WriteError;
 use hoard_core::{Change, FileRecord, Perm, RepoName, Serial, Sha256};
 use hoard_pypi::{
     check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
@@ -12,7 +13,7 @@ use hoard_pypi::{
     validate_upload, ComputedDigests, DistFilename, DistKind, FileLink, IndexPage, ProjectLink,
     ProjectPage, SimpleFormat, UploadForm, ZipLimits,
 };
-use hoard_store::{ExtraDigests, FileState, Rejection, RepoState, StagedBlob, StoreError};
+use hoard_store::{ExtraDigests, FileState, Rejection, RepoState, StagedBlob};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -536,9 +537,12 @@ async fn commit_upload(
     staged: StagedBlob,
     metadata: Option<Vec<u8>>,
 ) -> HandlerResult {
-    let sha256 = node.blobs.commit(staged).await?;
+    let sha256 = staged.digests.sha256;
+    let mut blobs = vec![staged];
     if let Some(bytes) = metadata {
-        record.core_metadata = Some(node.blobs.put_bytes(&bytes).await?);
+        let meta = node.blobs.stage_bytes(&bytes).await?;
+        record.core_metadata = Some(meta.digests.sha256);
+        blobs.push(meta);
     }
     let filename = record.filename.clone();
     let change = Change::FileAdded {
@@ -547,7 +551,10 @@ async fn commit_upload(
         display_name,
         file: record,
     };
-    match node.commit(&principal.actor(), change).await {
+    match node
+        .commit_with_blobs(&principal.actor(), blobs, change)
+        .await
+    {
         Ok(serial) => {
             tracing::info!(%repo, %filename, %serial, actor = %principal.actor(), "file uploaded");
             let mut response = with_body(
@@ -561,7 +568,7 @@ async fn commit_upload(
             Ok(response)
         }
         // A concurrent upload of the same filename won the race.
-        Err(StoreError::Rejected(Rejection::FileExists(_))) => {
+        Err(WriteError::Rejected(Rejection::FileExists(_))) => {
             let existing = node
                 .index
                 .file(repo, &project, &filename, None)?

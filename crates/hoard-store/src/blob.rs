@@ -102,10 +102,15 @@ impl BlobStore {
 
     /// Stores a small blob held in memory (core metadata, say).
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<Sha256, StoreError> {
+        let staged = self.stage_bytes(bytes).await?;
+        self.commit(staged).await
+    }
+
+    /// Stages a small blob held in memory, for the writer to publish.
+    pub async fn stage_bytes(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
         let mut writer = self.writer(ExtraDigests::default()).await?;
         writer.write(bytes).await?;
-        let staged = writer.finish().await?;
-        self.commit(staged).await
+        writer.finish().await
     }
 
     /// Moves a staged blob to its address. Durable when this returns: the

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use crate::flusher::Flusher;
+use crate::raft_log::RaftLog;
 use crate::StoreError;
 
 /// Why an event could not be applied. Deterministic: every node rejects the
 /// same event for the same reason, and a rejected event takes no serial.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
     #[error("repository {0} already exists")]
     RepoExists(RepoName),
@@ -65,8 +67,18 @@ impl ReceivedEvent {
         Ok(ReceivedEvent { event, bytes })
     }
 
+    /// Encodes an event made on this node, as every node will store it.
+    pub fn encode(event: Event) -> Self {
+        let bytes = encode(&event);
+        ReceivedEvent { event, bytes }
+    }
+
     pub fn event(&self) -> &Event {
         &self.event
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -219,9 +231,45 @@ pub struct Counts {
 const APPLIED: &[u8] = b"applied_serial";
 const DIGEST: &[u8] = b"digest";
 const COUNTS: &[u8] = b"counts";
+/// The Raft log id of the last applied entry, as hoard-cluster encodes it.
+const RAFT_APPLIED: &[u8] = b"raft_applied";
+/// The last applied Raft membership, as hoard-cluster encodes it.
+const RAFT_MEMBERSHIP: &[u8] = b"raft_membership";
+/// Set while a snapshot is being installed: the trees are half-written.
+const INSTALLING: &[u8] = b"installing_snapshot";
+
+/// The trees a snapshot carries: the whole state machine, and nothing of
+/// the Raft log.
+const STATE_TREES: &[&str] = &[
+    "changelog",
+    "meta",
+    "repos",
+    "projects",
+    "files",
+    "tokens",
+    "npm_packages",
+    "npm_versions",
+];
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"hoardsn1";
+
+/// Where the Raft state machine stands, in hoard-cluster's encoding.
+pub struct RaftPosition<'a> {
+    /// The log id of the entry being applied.
+    pub applied: &'a [u8],
+    /// The membership, when the entry changes it.
+    pub membership: Option<&'a [u8]>,
+}
+
+/// The Raft position as stored: `None` before the first entry.
+pub struct StoredRaftPosition {
+    pub applied: Option<Vec<u8>>,
+    pub membership: Option<Vec<u8>>,
+}
 
 pub struct Index {
     db: sled::Db,
+    flusher: Flusher,
     changelog: sled::Tree,
     meta: sled::Tree,
     repos: sled::Tree,
@@ -383,7 +431,8 @@ impl Index {
             }
             other => StoreError::Sled(other),
         })?;
-        Ok(Index {
+        let index = Index {
+            flusher: Flusher::spawn(db.clone())?,
             changelog: db.open_tree("changelog")?,
             meta: db.open_tree("meta")?,
             repos: db.open_tree("repos")?,
@@ -393,7 +442,172 @@ impl Index {
             npm_packages: db.open_tree("npm_packages")?,
             npm_versions: db.open_tree("npm_versions")?,
             db,
+        };
+        if index.meta.get(INSTALLING)?.is_some() {
+            // A crash in the middle of installing a snapshot: what is
+            // there is neither the old state nor the new one. Start empty,
+            // so that Raft installs a snapshot again.
+            tracing::warn!(
+                "an interrupted snapshot install left the index half-written; resetting it"
+            );
+            index.clear_state()?;
+            index.db.flush()?;
+            index.meta.remove(INSTALLING)?;
+            index.db.flush()?;
+        }
+        Ok(index)
+    }
+
+    /// The Raft log kept in this database.
+    pub fn raft_log(&self) -> Result<RaftLog, StoreError> {
+        RaftLog::open(&self.db, self.flusher.clone())
+    }
+
+    /// The one thread that flushes this database.
+    pub fn flusher(&self) -> &Flusher {
+        &self.flusher
+    }
+
+    /// The Raft position of the state machine: the last applied log id
+    /// and the membership, as they were stored by [`Index::apply_raft`].
+    pub fn raft_position(&self) -> Result<StoredRaftPosition, StoreError> {
+        Ok(StoredRaftPosition {
+            applied: self.meta.get(RAFT_APPLIED)?.map(|v| v.to_vec()),
+            membership: self.meta.get(RAFT_MEMBERSHIP)?.map(|v| v.to_vec()),
         })
+    }
+
+    /// Applies one committed Raft entry: its event (if it carries one)
+    /// takes the next serial, and the Raft position is written in the same
+    /// transaction, so a crash and a re-apply give the same serials. A
+    /// rejected event takes no serial, but the position still moves.
+    /// Returns the event's outcome, `None` for an entry without an event.
+    pub fn apply_raft(
+        &self,
+        position: RaftPosition<'_>,
+        event: Option<&ReceivedEvent>,
+    ) -> Result<Option<Result<Serial, Rejection>>, StoreError> {
+        if let Some(event) = event {
+            let serial = self.applied_serial()?.next();
+            match self.apply_tx(serial, &event.event, &event.bytes, Some(&position)) {
+                Ok(()) => return Ok(Some(Ok(serial))),
+                Err(StoreError::Rejected(r)) => {
+                    self.set_raft_position(&position)?;
+                    return Ok(Some(Err(r)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.set_raft_position(&position)?;
+        Ok(None)
+    }
+
+    fn set_raft_position(&self, position: &RaftPosition<'_>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(RAFT_APPLIED, position.applied);
+        if let Some(m) = position.membership {
+            batch.insert(RAFT_MEMBERSHIP, m);
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn state_trees(&self) -> Result<Vec<(String, sled::Tree)>, StoreError> {
+        STATE_TREES
+            .iter()
+            .map(|name| Ok((name.to_string(), self.db.open_tree(name)?)))
+            .collect()
+    }
+
+    /// Empties every state tree. `meta` goes last and keeps the
+    /// install marker, so that sled's background flush can never persist
+    /// a state without it before the reset is complete.
+    fn clear_state(&self) -> Result<(), StoreError> {
+        for (name, tree) in self.state_trees()? {
+            if name != "meta" {
+                tree.clear()?;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for key in self.meta.iter().keys() {
+            let key = key?;
+            if key != INSTALLING {
+                batch.remove(key);
+            }
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Writes the whole state machine (every index tree, the changelog
+    /// included; no blob bytes, no Raft log) to `path`, streaming. The
+    /// caller must keep `apply` from running meanwhile: sled iterators do
+    /// not see one point in time across trees.
+    pub fn export_snapshot(&self, path: &Path) -> Result<u64, StoreError> {
+        use std::io::Write;
+        let io = |source| StoreError::Io {
+            context: format!("write snapshot {}", path.display()),
+            source,
+        };
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+        for (name, tree) in self.state_trees()? {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                write_record(&mut out, name.as_bytes(), &k, &v).map_err(io)?;
+            }
+        }
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(file.metadata().map_err(io)?.len())
+    }
+
+    /// Replaces the whole state machine with a snapshot written by
+    /// [`Index::export_snapshot`]. Durable when this returns. A crash
+    /// half-way leaves a marker that resets the index at the next open.
+    pub fn import_snapshot(&self, path: &Path) -> Result<(), StoreError> {
+        use std::io::Read;
+        let io = |source| StoreError::Io {
+            context: format!("read snapshot {}", path.display()),
+            source,
+        };
+        let mut input = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic).map_err(io)?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a hoard snapshot",
+                path.display()
+            )));
+        }
+        self.meta.insert(INSTALLING, b"1")?;
+        self.db.flush()?;
+        self.clear_state()?;
+        let mut batches: BTreeMap<String, (sled::Batch, usize)> = BTreeMap::new();
+        while let Some((tree, key, value)) = read_record(&mut input).map_err(io)? {
+            let tree = String::from_utf8(tree)
+                .ok()
+                .filter(|t| STATE_TREES.contains(&t.as_str()))
+                .ok_or_else(|| StoreError::Corrupt("snapshot names an unknown tree".into()))?;
+            if tree == "meta" && key == INSTALLING {
+                continue;
+            }
+            let entry = batches.entry(tree.clone()).or_default();
+            entry.0.insert(key, value);
+            entry.1 += 1;
+            if entry.1 >= 4096 {
+                let (batch, _) = std::mem::take(entry);
+                self.db.open_tree(&tree)?.apply_batch(batch)?;
+            }
+        }
+        for (tree, (batch, _)) in batches {
+            self.db.open_tree(&tree)?.apply_batch(batch)?;
+        }
+        self.db.flush()?;
+        self.meta.remove(INSTALLING)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn applied_serial(&self) -> Result<Serial, StoreError> {
@@ -436,6 +650,16 @@ impl Index {
         event: &Event,
         event_bytes: &[u8],
     ) -> Result<(), StoreError> {
+        self.apply_tx(serial, event, event_bytes, None)
+    }
+
+    fn apply_tx(
+        &self,
+        serial: Serial,
+        event: &Event,
+        event_bytes: &[u8],
+        raft: Option<&RaftPosition<'_>>,
+    ) -> Result<(), StoreError> {
         let trees = (
             &self.changelog,
             &self.meta,
@@ -474,6 +698,12 @@ impl Index {
                 meta.insert(APPLIED, &serial.0.to_be_bytes())?;
                 meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
                 meta.insert(COUNTS, encode(&counts))?;
+                if let Some(raft) = raft {
+                    meta.insert(RAFT_APPLIED, raft.applied)?;
+                    if let Some(m) = raft.membership {
+                        meta.insert(RAFT_MEMBERSHIP, m)?;
+                    }
+                }
                 Ok(())
             },
         );
@@ -966,4 +1196,38 @@ fn set_dist_tags(
     }
     trees.npm_packages.insert(pkey, encode(&pkg))?;
     Ok(())
+}
+
+fn write_record(
+    out: &mut impl std::io::Write,
+    tree: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> std::io::Result<()> {
+    for part in [tree, key, value] {
+        out.write_all(&(part.len() as u32).to_be_bytes())?;
+        out.write_all(part)?;
+    }
+    Ok(())
+}
+
+type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn read_record(input: &mut impl std::io::Read) -> std::io::Result<Option<Record>> {
+    let mut parts = Vec::with_capacity(3);
+    for i in 0..3 {
+        let mut len = [0u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if i == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut part = vec![0u8; u32::from_be_bytes(len) as usize];
+        input.read_exact(&mut part)?;
+        parts.push(part);
+    }
+    let value = parts.pop().unwrap_or_default();
+    let key = parts.pop().unwrap_or_default();
+    let tree = parts.pop().unwrap_or_default();
+    Ok(Some((tree, key, value)))
 }

@@ -8,17 +8,22 @@
 
 mod blob;
 mod durable;
+mod flusher;
 mod fsck;
 mod index;
+mod raft_log;
 mod writer;
 
 pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
 pub use durable::write_file_durable;
+pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, DeprecationChange, FileState, Index, NpmPackageState, NpmVersionState, ProjectState,
-    ReceivedEvent, Rejection, RepoState, TagChange, TokenState, YankChange,
+    RaftPosition, ReceivedEvent, Rejection, RepoState, StoredRaftPosition, TagChange, TokenState,
+    YankChange,
 };
+pub use raft_log::RaftLog;
 pub use writer::LocalWriter;
 
 use hoard_core::Serial;

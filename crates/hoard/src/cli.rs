@@ -65,6 +65,21 @@ enum Command {
         #[command(subcommand)]
         command: RepoCommand,
     },
+    /// List, add or remove the voters and learners of the Raft group.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Hand leadership to the voter with this Raft id (a planned handover).
+    Promote {
+        #[command(flatten)]
+        target: Target,
+        /// The Raft id of the voter that should lead.
+        node: u64,
+        /// How long to wait for the new leader, in seconds.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Print a node's status as JSON.
     Status {
         #[command(flatten)]
@@ -108,6 +123,39 @@ enum TokenCommand {
         /// A name for the token, recorded as the actor of its changes.
         #[arg(long)]
         label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Print the voters and learners, and which one leads.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a node (started with `bootstrap = false`): it joins as a
+    /// learner, catches up, then becomes a voter.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        /// Its Raft id (`raft_id` in its configuration).
+        #[arg(long)]
+        id: u64,
+        /// Its gRPC address, as the other nodes reach it.
+        #[arg(long)]
+        grpc: String,
+        /// Its public HTTP URL.
+        #[arg(long)]
+        http: String,
+        /// Keep it a learner (it follows the log, but does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        id: u64,
     },
 }
 
@@ -226,6 +274,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("created repository {name} at serial {}", answer["serial"]);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Members { command } => {
+            let answer = match command {
+                MembersCommand::List { target } => {
+                    admin_post(&target, "members/list", &json!({})).await?
+                }
+                MembersCommand::Add {
+                    target,
+                    id,
+                    grpc,
+                    http,
+                    learner,
+                } => {
+                    eprintln!("adding node {id}; it catches up before it votes");
+                    let body = json!({ "id": id, "grpc_addr": grpc, "http_url": http, "learner": learner });
+                    admin_post(&target, "members/add", &body).await?
+                }
+                MembersCommand::Remove { target, id } => {
+                    admin_post(&target, "members/remove", &json!({ "id": id })).await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Promote { target, node, wait } => {
+            let body = json!({ "id": node, "wait_secs": wait });
+            let answer = admin_post(&target, "promote", &body).await?;
+            eprintln!("node {} leads now (term {})", node, answer["term"]);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { target } => {
             let url = format!("{}/+status", target.url()?);
             let response = reqwest::get(&url)
@@ -250,7 +327,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -273,18 +350,6 @@ async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode
         .await
         .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
     let node = Node::open(config).await?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        node_id = %node.config.node_id,
-        role = if node.is_primary() { "primary" } else { "replica" },
-        url = %node.config.public_url(),
-        grpc = %grpc_addr,
-        data_dir = %node.data_dir().display(),
-        admin_token = %node.admin_token_path.display(),
-        applied_serial = %node.applied_serial(),
-        "hoard is serving"
-    );
-
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -295,9 +360,23 @@ async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode
     };
     let grpc = tokio::spawn(hoard_cluster::serve_grpc(
         node.replication_source(),
+        node.raft().cloned(),
         grpc_listener,
         until_stopped(stopped.clone()),
     ));
+    node.settle().await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %node.config.node_id,
+        role = node.role_kind().as_str(),
+        url = %node.config.public_url(),
+        grpc = %grpc_addr,
+        data_dir = %node.data_dir().display(),
+        admin_token = %node.admin_token_path.display(),
+        applied_serial = %node.applied_serial(),
+        "hoard is serving"
+    );
+
     if let NodeRole::Replica(follower) = &node.role {
         tokio::spawn(follower.clone().run(stopped.clone()));
     }
@@ -308,6 +387,9 @@ async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode
         .is_err()
     {
         tracing::debug!("gRPC streams still open at shutdown");
+    }
+    if let Some(raft) = node.raft() {
+        raft.shutdown().await;
     }
     node.index.flush()?;
     tracing::info!("stopped");
@@ -327,15 +409,35 @@ async fn shutdown_signal() {
 }
 
 async fn admin_post(target: &Target, endpoint: &str, body: &Value) -> anyhow::Result<Value> {
-    let url = format!("{}/+admin/{endpoint}", target.url()?);
+    let mut url = format!("{}/+admin/{endpoint}", target.url()?);
     let token = target.token()?;
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    // Admin writes go to the leader: follow its redirect ourselves, once,
+    // keeping the token the operator gave us.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut response = None;
+    for _ in 0..2 {
+        let r = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        match r.headers().get(reqwest::header::LOCATION) {
+            Some(location) if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT => {
+                let location = location.to_str().context("a redirect to a non-text URL")?;
+                eprintln!("this node is not the leader; sending to {location}");
+                url = location.to_owned();
+            }
+            _ => {
+                response = Some(r);
+                break;
+            }
+        }
+    }
+    let response = response.with_context(|| format!("{url} redirected again"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -388,6 +490,7 @@ async fn token_create_offline(
         config.data_dir.display()
     );
     let node = Node::open(config).await?;
+    node.settle().await?;
     let label =
         label.unwrap_or_else(|| format!("{perm}@{}", repo.as_ref().map_or("*", |r| r.as_str())));
     let secret = node.create_token("admin", repo, perm, label).await?;

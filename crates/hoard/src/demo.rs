@@ -28,6 +28,8 @@ struct NodeEntry {
 struct Planned {
     id: String,
     role: &'static str,
+    /// For a voter: its Raft id.
+    raft_id: Option<u64>,
     http: u16,
     grpc: u16,
     upstreams: Vec<String>,
@@ -43,34 +45,41 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> anyhow::Result<()> {
-    if voters != 1 {
-        bail!("only --voters 1 is supported until Raft lands; replicas give read scale-out");
+    if !matches!(voters, 1 | 3 | 5) {
+        bail!("--voters must be 1, 3 or 5: an even number of voters tolerates no more failures than one fewer");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let mut plan = Vec::new();
-    let primary_grpc = free_port()?;
-    plan.push(Planned {
-        id: "hoard-1".into(),
-        role: "primary",
-        http: free_port()?,
-        grpc: primary_grpc,
-        upstreams: Vec::new(),
-        dir: dir.join("hoard-1"),
-    });
+    for v in 0..voters {
+        let id = format!("hoard-{}", v + 1);
+        plan.push(Planned {
+            dir: dir.join(&id),
+            id,
+            role: "voter",
+            raft_id: Some(v as u64 + 1),
+            http: free_port()?,
+            grpc: free_port()?,
+            upstreams: Vec::new(),
+        });
+    }
+    let voter_grpc: Vec<String> = plan
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.grpc))
+        .collect();
     for i in 0..replicas {
-        let primary = format!("127.0.0.1:{primary_grpc}");
         // With --chain, each replica follows the one before it (a fan-out
-        // tree), with the primary as its fallback.
-        let upstreams = match (chain, i) {
-            (true, i) if i > 0 => vec![format!("127.0.0.1:{}", plan[i].grpc), primary],
-            _ => vec![primary],
-        };
-        let id = format!("hoard-{}", i + 2);
+        // tree), with the voters as its fallbacks.
+        let mut upstreams = voter_grpc.clone();
+        if chain && i > 0 {
+            upstreams.insert(0, format!("127.0.0.1:{}", plan[voters + i - 1].grpc));
+        }
+        let id = format!("hoard-{}", voters + i + 1);
         plan.push(Planned {
             dir: dir.join(&id),
             id,
             role: "replica",
+            raft_id: None,
             http: free_port()?,
             grpc: free_port()?,
             upstreams,
@@ -94,6 +103,13 @@ pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> any
         );
         if !upstreams.is_empty() {
             config.push_str(&format!("upstreams = [{}]\n", upstreams.join(", ")));
+        }
+        if let Some(raft_id) = node.raft_id {
+            // The first voter starts the group; the others join it below.
+            config.push_str(&format!(
+                "raft_id = {raft_id}\nbootstrap = {}\n",
+                raft_id == 1
+            ));
         }
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(node.dir.join("hoard.log"))?;
@@ -133,6 +149,14 @@ pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> any
             data_dir: node.dir.join("data"),
             admin_token,
         });
+        if let Some(raft_id) = node.raft_id.filter(|id| *id > 1) {
+            let first = &entries[0];
+            if let Err(e) = add_voter(first, raft_id, entries.last().expect("just pushed")).await {
+                stop_all(&mut children);
+                bail!("adding {} as a voter failed: {e:#}", node.id);
+            }
+            eprintln!("{:<8} joined the Raft group as voter {raft_id}", node.id);
+        }
     }
     let cluster_file = dir.join("cluster.json");
     let json = serde_json::to_string_pretty(&ClusterFile { nodes: entries })?;
@@ -161,6 +185,32 @@ pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> any
     }
     eprintln!("stopping the cluster");
     stop_all(&mut children);
+    Ok(())
+}
+
+/// Asks the first voter (the leader of a new cluster) to add `node`.
+async fn add_voter(leader: &NodeEntry, raft_id: u64, node: &NodeEntry) -> anyhow::Result<()> {
+    let url = format!("{}/+admin/members/add", leader.http_url);
+    let body = serde_json::json!({
+        "id": raft_id,
+        "grpc_addr": node.grpc_addr,
+        "http_url": node.http_url,
+    });
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&leader.admin_token)
+        .json(&body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        bail!(
+            "{url} answered {status}: {}",
+            response.text().await.unwrap_or_default().trim()
+        );
+    }
     Ok(())
 }
 

@@ -75,7 +75,7 @@ fn chained_replicas_serve_200_uploads_and_pip_installs_from_the_second() {
         assert_eq!(s["digest"], digest.as_str());
     }
     let sp = p.status();
-    assert_eq!(sp["role"], "primary");
+    assert_eq!(sp["role"], "leader");
     assert_eq!(sp["digest"], digest.as_str());
     assert_eq!(sp["counts"]["files"], sb["counts"]["files"]);
 
@@ -518,7 +518,7 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
         .map(|n| n["pid"].as_u64().expect("pid") as u32)
         .collect();
     let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["primary", "replica", "replica"], "{cluster:#}");
+    assert_eq!(roles, ["voter", "replica", "replica"], "{cluster:#}");
     let http = cluster::client();
     for n in &nodes {
         for key in ["id", "http_url", "grpc_addr", "data_dir", "admin_token"] {
@@ -536,7 +536,12 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
             .unwrap()
             .json()
             .unwrap();
-        assert_eq!(status["role"], n["role"], "{status:#}");
+        // A voter's status says which kind of voter it is right now.
+        let expected = match n["role"].as_str() {
+            Some("voter") => "leader",
+            other => other.unwrap_or_default(),
+        };
+        assert_eq!(status["role"], expected, "{status:#}");
     }
     let primary = nodes[0]["http_url"].as_str().unwrap();
 

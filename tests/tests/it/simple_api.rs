@@ -394,7 +394,7 @@ fn status_and_serial_header() {
     });
     let s = node.status();
     assert_eq!(s["node_id"], "status-node", "{s}");
-    assert_eq!(s["role"], "primary", "{s}");
+    assert_eq!(s["role"], "leader", "{s}");
     for k in ["repos", "projects", "files"] {
         assert!(s["counts"][k].is_u64(), "counts.{k}: {s}");
     }

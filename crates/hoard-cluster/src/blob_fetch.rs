@@ -1,0 +1,70 @@
+//! Fetching one blob from another node over `Blobs.Get`: resumable,
+//! verified, and published only once its sha256 matches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hoard_core::Sha256;
+use hoard_proto::v1::blobs_client::BlobsClient;
+use hoard_proto::v1::GetBlobRequest;
+use hoard_store::{BlobStore, ExtraDigests};
+use tonic::transport::Channel;
+
+use crate::ClusterError;
+
+/// How often one fetch resumes a broken stream before giving up on the
+/// source.
+const RESUMES_PER_SOURCE: u32 = 3;
+
+/// Streams one blob from `addr` into a temp file, resuming from the bytes
+/// already received if the stream breaks, and commits it once verified.
+/// `fetched` counts the bytes received.
+pub(crate) async fn fetch_blob(
+    blobs: &BlobStore,
+    addr: &str,
+    channel: Channel,
+    sha: Sha256,
+    fetched: &AtomicU64,
+) -> Result<(), ClusterError> {
+    let mut client = BlobsClient::new(channel);
+    let mut writer = blobs.writer(ExtraDigests::default()).await?;
+    let mut resumes = 0;
+    'request: loop {
+        let rpc_err = |status| ClusterError::Rpc {
+            addr: addr.to_owned(),
+            status,
+        };
+        let mut stream = client
+            .get(GetBlobRequest {
+                sha256: sha.to_hex(),
+                offset: writer.len(),
+            })
+            .await
+            .map_err(rpc_err)?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => {
+                    writer.write(&chunk.data).await?;
+                    fetched.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+                }
+                Ok(None) => break 'request,
+                Err(status) if resumes < RESUMES_PER_SOURCE => {
+                    resumes += 1;
+                    tracing::debug!(%sha, offset = writer.len(), %status, "blob stream broke; resuming");
+                    continue 'request;
+                }
+                Err(status) => return Err(rpc_err(status)),
+            }
+        }
+    }
+    let staged = writer.finish().await?;
+    if staged.digests.sha256 != sha {
+        // Dropping `staged` deletes the bad copy.
+        return Err(ClusterError::BlobMismatch {
+            addr: addr.to_owned(),
+            sha256: sha.to_hex(),
+        });
+    }
+    blobs.commit(staged).await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The client side of the Raft RPCs: one lazily connected channel per
+//! peer, through the one network seam ([`crate::net`]), and a deadline on
+//! every call.
+
+use std::future::Future;
+use std::io::Read;
+use std::time::Duration;
+
+use hoard_proto::v1::raft_client::RaftClient;
+use hoard_proto::v1::{RaftRequest, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, OptionalSend, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::codec::Vote;
+use super::state_machine::{Snapshot, SnapshotFile};
+use super::{NodeInfo, TypeConfig};
+use crate::net;
+
+/// Bytes of snapshot data per gRPC message.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// How long a follower may take to install a snapshot and fetch its blobs.
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+pub(crate) struct Network {
+    pub(crate) rpc_timeout: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
+        Peer {
+            target,
+            addr: node.grpc_addr.clone(),
+            channel: None,
+            rpc_timeout: self.rpc_timeout,
+        }
+    }
+}
+
+pub(crate) struct Peer {
+    target: u64,
+    addr: String,
+    channel: Option<Channel>,
+    rpc_timeout: Duration,
+}
+
+type RpcErr = RPCError<TypeConfig>;
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&AnyError::error(e.to_string()))
+}
+
+fn network(e: impl std::fmt::Display) -> NetworkError<TypeConfig> {
+    NetworkError::new(&AnyError::error(e.to_string()))
+}
+
+impl Peer {
+    async fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        if self.channel.is_none() {
+            let channel = net::connect(&self.addr).await.map_err(unreachable)?;
+            self.channel = Some(channel);
+        }
+        let channel = self.channel.clone().expect("connected above");
+        Ok(RaftClient::new(channel))
+    }
+
+    /// One unary call with JSON payloads, bounded by the RPC deadline.
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        send: F,
+    ) -> Result<Resp, RpcErr>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, RaftRequest) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<hoard_proto::v1::RaftReply>, tonic::Status>>,
+    {
+        let client = self.client().await?;
+        let json = serde_json::to_vec(req).map_err(network)?;
+        let deadline = ttl.min(self.rpc_timeout);
+        let reply = match tokio::time::timeout(deadline, send(client, RaftRequest { json })).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(unreachable(format!(
+                    "node {} ({}) did not answer within {deadline:?}",
+                    self.target, self.addr
+                ))))
+            }
+            Ok(Err(status)) => {
+                if status.code() == tonic::Code::Unavailable {
+                    // Reconnect next time: the peer may have restarted.
+                    self.channel = None;
+                    return Err(RPCError::Unreachable(unreachable(status)));
+                }
+                return Err(RPCError::Network(network(status)));
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, String> = serde_json::from_slice(&reply.json).map_err(network)?;
+        result.map_err(|e| RPCError::Network(network(format!("node {}: {e}", self.target))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RpcErr> {
+        self.call(&req, option.hard_ttl(), |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client().await?;
+        let header = serde_json::to_vec(&(vote, &snapshot.meta)).map_err(network)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let mut file = snapshot.snapshot.file;
+        // Reading the file is blocking; the chunks go out as they are read.
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut header = Some(header);
+            loop {
+                let mut data = vec![0u8; SNAPSHOT_CHUNK];
+                let n = file.read(&mut data)?;
+                data.truncate(n);
+                let chunk = SnapshotChunk {
+                    header: header.take().unwrap_or_default(),
+                    data,
+                };
+                if tx.blocking_send(chunk).is_err() || n == 0 {
+                    return Ok(());
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let call = client.install_snapshot(stream);
+        // The receiver fetches every blob the snapshot lists before it
+        // answers, so this deadline is far longer than one RPC's.
+        let deadline = SNAPSHOT_DEADLINE;
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            () = tokio::time::sleep(deadline) => {
+                return Err(StreamingError::Unreachable(unreachable(format!(
+                    "node {} did not install the snapshot within {deadline:?}",
+                    self.target
+                ))))
+            }
+            reply = call => reply.map_err(network)?.into_inner(),
+        };
+        reader
+            .await
+            .map_err(network)?
+            .map_err(|e| network(format!("reading the snapshot: {e}")))?;
+        let result: Result<SnapshotResponse<TypeConfig>, String> =
+            serde_json::from_slice(&reply.json).map_err(network)?;
+        result.map_err(|e| StreamingError::Network(network(format!("node {}: {e}", self.target))))
+    }
+}

@@ -1,0 +1,410 @@
+//! A voter (or learner) of the Raft group: openraft started over the
+//! node's store, the view of the cluster that the rest of the node reads
+//! (`ClusterView`, a watch that changes at run time), and proposals.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoard_core::Serial;
+use hoard_proto::v1::raft_server::RaftServer;
+use hoard_store::{BlobStore, Index, ReceivedEvent, Rejection};
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::log_store::LogStore;
+use super::network::Network;
+use super::service::RaftRpc;
+use super::state_machine::StateMachine;
+use super::{NodeInfo, Proposal, Raft, RaftTuning};
+use crate::ClusterError;
+
+#[derive(Clone, Debug)]
+pub struct RaftNodeConfig {
+    pub id: u64,
+    /// How the other nodes reach this one.
+    pub info: NodeInfo,
+    /// The cluster's name; nodes of another cluster are refused.
+    pub cluster: String,
+    pub tuning: RaftTuning,
+    pub snapshot_dir: PathBuf,
+    /// Initialize a one-voter group of this node on first start (the node
+    /// is the cluster's first voter, not one that will be added later).
+    pub bootstrap: bool,
+}
+
+/// What this node is in the cluster right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRoleKind {
+    Leader,
+    Follower,
+    Learner,
+    /// A voter in an election: it knows no leader yet.
+    Candidate,
+    /// Not in the Raft group: follows the changelog.
+    Replica,
+}
+
+impl NodeRoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRoleKind::Leader => "leader",
+            NodeRoleKind::Follower => "follower",
+            NodeRoleKind::Learner => "learner",
+            NodeRoleKind::Candidate => "candidate",
+            NodeRoleKind::Replica => "replica",
+        }
+    }
+}
+
+/// The cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterView {
+    pub role: NodeRoleKind,
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    /// The leader's public HTTP URL: where writes go.
+    pub leader_url: Option<String>,
+    pub term: u64,
+    /// The Raft log index committed by the cluster, as this node knows it.
+    pub commit_index: u64,
+    pub voters: BTreeSet<u64>,
+    /// The voter sets a write must reach a majority of: one, or two
+    /// during a membership change (joint consensus).
+    pub configs: Vec<BTreeSet<u64>>,
+    pub learners: BTreeSet<u64>,
+    pub nodes: BTreeMap<u64, NodeInfo>,
+    /// Set when the Raft core stopped (a storage failure, say).
+    pub problem: Option<String>,
+}
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("rejected: {0}")]
+    Rejected(Rejection),
+    #[error("this node is not the leader")]
+    NotLeader { leader_url: Option<String> },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub struct RaftNode {
+    raft: Raft,
+    membership_lock: tokio::sync::Mutex<()>,
+    state_machine: StateMachine,
+    view: watch::Receiver<ClusterView>,
+    config: RaftNodeConfig,
+}
+
+impl RaftNode {
+    /// Starts Raft over the node's index. On the first start of a node
+    /// with `bootstrap`, it becomes the only voter of a new group.
+    pub async fn start(
+        config: RaftNodeConfig,
+        index: Arc<Index>,
+        blobs: BlobStore,
+    ) -> Result<Arc<RaftNode>, ClusterError> {
+        let raft_config = config
+            .tuning
+            .openraft_config(&config.cluster)
+            .validate()
+            .map_err(|e| ClusterError::Raft(format!("invalid Raft settings: {e}")))?;
+        let (sources_tx, sources_rx) = watch::channel(Vec::new());
+        let state_machine = StateMachine::new(
+            index.clone(),
+            blobs,
+            config.snapshot_dir.clone(),
+            sources_rx,
+        )?;
+        let log = LogStore::new(index.raft_log()?);
+        let network = Network {
+            rpc_timeout: Duration::from_millis(config.tuning.rpc_timeout_ms),
+        };
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network,
+            log,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(format!("starting Raft: {e}")))?;
+
+        if config.bootstrap
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?
+        {
+            tracing::info!(id = config.id, "initializing a new one-voter Raft group");
+            let members = BTreeMap::from([(config.id, config.info.clone())]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| ClusterError::Raft(format!("initializing the group: {e}")))?;
+        }
+
+        let (view_tx, view) = watch::channel(initial_view(config.id));
+        tokio::spawn(watch_metrics(raft.clone(), view_tx, sources_tx));
+        Ok(Arc::new(RaftNode {
+            raft,
+            membership_lock: tokio::sync::Mutex::new(()),
+            state_machine,
+            view,
+            config,
+        }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    pub fn view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// The serial of the last applied event: every event up to it is
+    /// committed.
+    pub fn applied(&self) -> watch::Receiver<Serial> {
+        self.state_machine.applied()
+    }
+
+    pub fn snapshots_installed(&self) -> u64 {
+        self.state_machine.snapshots_installed()
+    }
+
+    /// The gRPC service other voters call.
+    pub fn rpc_service(&self) -> RaftServer<impl hoard_proto::v1::raft_server::Raft> {
+        RaftServer::new(RaftRpc {
+            raft: self.raft.clone(),
+            snapshot_dir: self.state_machine.snapshot_dir().to_owned(),
+        })
+        .max_decoding_message_size(64 << 20)
+    }
+
+    /// Waits until some leader is known, for at most `wait`.
+    pub async fn wait_for_leader(&self, wait: Duration) -> Option<u64> {
+        let mut view = self.view.clone();
+        let known = tokio::time::timeout(wait, view.wait_for(|v| v.leader_id.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if known {
+            view.borrow().leader_id
+        } else {
+            None
+        }
+    }
+
+    /// Commits one event through Raft and returns its serial once it is
+    /// applied here. The entry is durable on a majority of voters then.
+    pub async fn propose(&self, event: &ReceivedEvent) -> Result<Serial, ProposeError> {
+        let proposal = Proposal {
+            event: String::from_utf8(event.bytes().to_vec())
+                .map_err(|_| ProposeError::Unavailable("an event that is not UTF-8 JSON".into()))?,
+        };
+        match self.raft.client_write(proposal).await {
+            Ok(response) => match response.data.0 {
+                Some(Ok(serial)) => Ok(serial),
+                Some(Err(rejection)) => Err(ProposeError::Rejected(rejection)),
+                None => Err(ProposeError::Unavailable(
+                    "the committed entry carried no event".into(),
+                )),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader_url: f.leader_node.map(|n| n.http_url),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(ProposeError::Unavailable(
+                    "leadership changed before the write committed; retry it".into(),
+                ))
+            }
+            Err(e) => Err(ProposeError::Unavailable(format!(
+                "the write did not commit: {e}"
+            ))),
+        }
+    }
+
+    /// Adds a node: first as a learner, which the leader brings up to date
+    /// (blobs included, as it applies), then, unless `learner_only`, as a
+    /// voter. Membership changes are serialized: one at a time.
+    pub async fn add_member(
+        &self,
+        id: u64,
+        info: NodeInfo,
+        learner_only: bool,
+    ) -> Result<(), ProposeError> {
+        let _one_at_a_time = self.membership_lock.lock().await;
+        tracing::info!(id, %info, "adding a learner");
+        self.raft
+            .add_learner(id, info, true)
+            .await
+            .map_err(membership_error)?;
+        if !learner_only {
+            tracing::info!(id, "promoting the learner to voter");
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a voter or learner from the group.
+    pub async fn remove_member(&self, id: u64) -> Result<(), ProposeError> {
+        let _one_at_a_time = self.membership_lock.lock().await;
+        let view = self.view.borrow().clone();
+        if view.voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
+    }
+
+    /// Hands leadership to `to` (a voter that holds the whole log) and
+    /// waits, bounded, until the cluster reports it as the leader.
+    pub async fn transfer_leadership(&self, to: u64, wait: Duration) -> Result<(), ProposeError> {
+        if !self.view.borrow().voters.contains(&to) {
+            return Err(ProposeError::Unavailable(format!(
+                "node {to} is not a voter"
+            )));
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        // openraft#2088: a failed transfer says nothing; watch the leader.
+        let mut view = self.view.clone();
+        let took_over = tokio::time::timeout(wait, view.wait_for(|v| v.leader_id == Some(to)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if took_over {
+            Ok(())
+        } else {
+            Err(ProposeError::Unavailable(format!(
+                "node {to} did not take leadership within {wait:?}"
+            )))
+        }
+    }
+
+    /// Waits until this node (the leader) has applied everything that was
+    /// committed before the call.
+    pub async fn barrier(&self) -> Result<(), ClusterError> {
+        self.raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Raft(format!("waiting for the log to be applied: {e}")))
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping Raft");
+        }
+    }
+}
+
+fn membership_error(
+    e: RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>,
+) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader_url: f.leader_node.map(|n| n.http_url),
+        },
+        other => ProposeError::Unavailable(format!("the membership change failed: {other}")),
+    }
+}
+
+fn initial_view(id: u64) -> ClusterView {
+    ClusterView {
+        role: NodeRoleKind::Learner,
+        node_id: id,
+        leader_id: None,
+        leader_url: None,
+        term: 0,
+        commit_index: 0,
+        voters: BTreeSet::new(),
+        configs: Vec::new(),
+        learners: BTreeSet::new(),
+        nodes: BTreeMap::new(),
+        problem: None,
+    }
+}
+
+/// Keeps the cluster view and the list of blob sources up to date from
+/// openraft's metrics. The metrics are cloned out of the watch at once:
+/// holding the borrow can deadlock openraft.
+async fn watch_metrics(
+    raft: Raft,
+    view: watch::Sender<ClusterView>,
+    blob_sources: watch::Sender<Vec<String>>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let m = metrics.borrow_and_update().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: BTreeSet<u64> = membership.learner_ids().collect();
+        let nodes: BTreeMap<u64, NodeInfo> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let role = match m.state {
+            ServerState::Leader => NodeRoleKind::Leader,
+            ServerState::Follower => NodeRoleKind::Follower,
+            ServerState::Candidate => NodeRoleKind::Candidate,
+            ServerState::Learner | ServerState::Shutdown => NodeRoleKind::Learner,
+        };
+        let leader_url = m
+            .current_leader
+            .and_then(|id| nodes.get(&id))
+            .map(|n| n.http_url.clone());
+        let next = ClusterView {
+            role,
+            node_id: m.id,
+            leader_id: m.current_leader,
+            leader_url,
+            term: m.current_term,
+            commit_index: m.cluster_committed.map_or(0, |c| c.index),
+            voters,
+            configs: membership.get_joint_config().clone(),
+            learners,
+            problem: m.running_state.as_ref().err().map(|e| e.to_string()),
+            nodes: nodes.clone(),
+        };
+        view.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next.clone();
+            changed
+        });
+        // Missing blobs come from the leader first, then the other members.
+        let mut sources: Vec<String> = Vec::new();
+        if let Some(leader) = m.current_leader.and_then(|id| nodes.get(&id)) {
+            sources.push(leader.grpc_addr.clone());
+        }
+        for (id, node) in &nodes {
+            if *id != m.id && !sources.contains(&node.grpc_addr) {
+                sources.push(node.grpc_addr.clone());
+            }
+        }
+        blob_sources.send_if_modified(|s| {
+            let changed = *s != sources;
+            *s = sources;
+            changed
+        });
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

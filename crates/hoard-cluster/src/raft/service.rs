@@ -1,0 +1,113 @@
+//! The serving side of the Raft RPCs: decode, hand to openraft, encode
+//! the result (errors as text: the caller only logs them and retries).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use futures_util::StreamExt;
+use hoard_proto::v1::raft_server::Raft as RaftService;
+use hoard_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::codec::{SnapshotMeta, Vote};
+use super::state_machine::{Snapshot, SnapshotFile};
+use super::Raft;
+
+#[derive(Clone)]
+pub(crate) struct RaftRpc {
+    pub(crate) raft: Raft,
+    /// Where received snapshots are written.
+    pub(crate) snapshot_dir: PathBuf,
+}
+
+fn decode<T: DeserializeOwned>(req: Request<RaftRequest>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().json)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<Response<RaftReply>, Status> {
+    let result = result.map_err(|e| e.to_string());
+    let json = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply { json }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        reply(self.raft.append_entries(decode(request)?).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        reply(self.raft.vote(decode(request)?).await)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        reply(self.raft.pre_vote(decode(request)?).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        reply(self.raft.handle_transfer_leader(decode(request)?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut stream = request.into_inner();
+        let path = self
+            .snapshot_dir
+            .join(format!("recv-{:016x}.tmp", rand::random::<u64>()));
+        let guard = RemoveOnDrop(Some(path.clone()));
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| Status::internal(format!("create {}: {e}", path.display())))?;
+        let mut header: Option<(Vote, SnapshotMeta)> = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if header.is_none() {
+                header = Some(serde_json::from_slice(&chunk.header).map_err(|e| {
+                    Status::invalid_argument(format!("undecodable snapshot header: {e}"))
+                })?);
+            }
+            file.write_all(&chunk.data)
+                .map_err(|e| Status::internal(format!("write {}: {e}", path.display())))?;
+        }
+        let (vote, meta) =
+            header.ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        file.sync_all()
+            .map_err(|e| Status::internal(format!("fsync {}: {e}", path.display())))?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Status::internal(format!("reopen {}: {e}", path.display())))?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotFile {
+                path: path.clone(),
+                file,
+            },
+        };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        drop(guard);
+        reply(result)
+    }
+}
+
+/// Deletes a received snapshot file unless the state machine took it.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Gone already when installed (renamed to the current snapshot).
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
