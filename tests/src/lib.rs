@@ -21,6 +21,7 @@ pub mod node;
 pub mod npm;
 pub mod simple;
 pub mod tools;
+pub mod voters;
 
 pub use artifacts::{sdist, wheel, Artifact, WheelSpec};
 pub use cluster::Cluster;

@@ -193,10 +193,17 @@ impl Node {
                 return Ok(());
             }
             match raft.wait_for_leader(LEADER_WAIT).await {
-                Some(leader) if leader == raft.id() => {
-                    // Everything committed before is applied once this returns.
-                    raft.barrier().await?;
-                    self.ensure_configured_repos().await?;
+                Some(_) if raft.view().borrow().role == NodeRoleKind::Leader => {
+                    // A restarted voter can briefly believe it still leads;
+                    // a barrier or a write then fails, and that is not fatal:
+                    // whoever leads has recorded the repositories.
+                    let recorded = match raft.barrier().await {
+                        Ok(()) => self.ensure_configured_repos().await,
+                        Err(e) => Err(NodeError::Cluster(e)),
+                    };
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "could not record the configured repositories as leader");
+                    }
                 }
                 Some(leader) => tracing::info!(leader, "following the elected leader"),
                 None => tracing::warn!("no leader elected yet; writes get 503 until one is"),

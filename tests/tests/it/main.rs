@@ -13,6 +13,7 @@ mod durability;
 mod npm_bad_input;
 mod npm_client;
 mod pypi_clients;
+mod raft;
 mod replication;
 mod replication_faults;
 mod replication_npm;

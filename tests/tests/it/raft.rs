@@ -1,0 +1,203 @@
+//! Raft failover with real processes: kill -9 of the leader during a
+//! stream of uploads, a planned handover, and growing a single node into
+//! three voters.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hoard_tests::cluster::{download, listed, status_of, upload_ok, wait_converged, wait_for};
+use hoard_tests::voters::{admin_post, Uploader, Voters, WriteLog};
+use hoard_tests::{wheel, Node, NodeOpts};
+use serde_json::json;
+
+/// Every acknowledged upload is listed on `node` with its sha256, and
+/// every file it lists downloads with the listed sha256 (a node never
+/// lists a file it cannot serve). Unacknowledged uploads may be listed:
+/// their answer was lost, not their commit.
+fn assert_has_every_ack(node: &Node, project: &str, acked: &BTreeMap<String, String>) {
+    let files = listed(node.http(), &node.url(), project)
+        .unwrap_or_else(|e| panic!("{}: listing {project}: {e:#}", node.opts.node_id));
+    let mut got = BTreeMap::new();
+    for f in &files {
+        let bytes = download(node.http(), &f.url)
+            .unwrap_or_else(|e| panic!("{}: listed file {}: {e:#}", node.opts.node_id, f.filename));
+        assert_eq!(
+            hoard_tests::sha256_hex(&bytes),
+            f.sha256,
+            "{}: {} downloads with other bytes than its listed sha256",
+            node.opts.node_id,
+            f.filename
+        );
+        got.insert(f.filename.clone(), f.sha256.clone());
+    }
+    for (filename, sha) in acked {
+        assert_eq!(
+            got.get(filename),
+            Some(sha),
+            "{}: acknowledged upload {filename} is missing (lists {} files, {} acknowledged)",
+            node.opts.node_id,
+            got.len(),
+            acked.len()
+        );
+    }
+}
+
+fn check_log(log: &WriteLog) {
+    assert!(
+        log.unexpected.is_empty(),
+        "uploads got answers that are neither success nor retryable: {:#?}",
+        log.unexpected
+    );
+    assert!(!log.acked.is_empty(), "no upload was acknowledged");
+}
+
+#[test]
+fn leader_killed_three_times_during_uploads_loses_no_acknowledged_upload() {
+    let mut voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let uploader = Uploader::start(voters.urls(), token, "failover-pkg");
+    for round in 1..=3 {
+        let leader = voters.wait_leader(Duration::from_secs(30), None);
+        uploader.wait_acked(uploader.acked(), 10, Duration::from_secs(60));
+        let before = uploader.acked();
+        let killed = Instant::now();
+        voters.nodes[leader].kill9();
+        let new_leader = voters.wait_leader(Duration::from_secs(30), Some(leader));
+        let elected = killed.elapsed();
+        // Uploads go on against the new leader.
+        uploader.wait_acked(before, 5, Duration::from_secs(60));
+        eprintln!(
+            "round {round}: killed v{}, v{} elected after {elected:?}, uploads resumed after {:?}",
+            leader + 1,
+            new_leader + 1,
+            killed.elapsed()
+        );
+        // The old leader, restarted, rejoins as a follower.
+        voters.nodes[leader].restart();
+        let id = leader as u64 + 1;
+        wait_for(
+            Duration::from_secs(30),
+            "the restarted leader follows",
+            || {
+                let s = status_of(&voters.nodes[leader]).ok()?;
+                (s["role"] == "follower" && s["leader_id"].as_u64().is_some_and(|l| l != id))
+                    .then_some(())
+            },
+        );
+    }
+    let log = uploader.finish();
+    check_log(&log);
+    eprintln!(
+        "{} uploads acknowledged, {} retried answers",
+        log.acked.len(),
+        log.retried
+    );
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    let (serial, _digest) = wait_converged(&nodes, Duration::from_secs(60));
+    assert!(
+        serial as usize > log.acked.len(),
+        "serial {serial} for {} uploads",
+        log.acked.len()
+    );
+    for node in &nodes {
+        assert_has_every_ack(node, "failover-pkg", &log.acked);
+    }
+}
+
+#[test]
+fn planned_promotion_moves_leadership_and_loses_no_upload() {
+    let voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let uploader = Uploader::start(voters.urls(), token, "promote-pkg");
+    uploader.wait_acked(0, 10, Duration::from_secs(60));
+    let target = (leader + 1) % 3;
+    let old = &voters.nodes[leader];
+    let out = old.cli_ok(&[
+        "promote",
+        &(target + 1).to_string(),
+        "--url",
+        &old.url(),
+        "--token",
+        &old.admin_token(),
+    ]);
+    eprintln!("promote: {out}");
+    assert_eq!(
+        voters.wait_leader(Duration::from_secs(20), Some(leader)),
+        target
+    );
+    let before = uploader.acked();
+    uploader.wait_acked(before, 10, Duration::from_secs(60));
+    let log = uploader.finish();
+    check_log(&log);
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    wait_converged(&nodes, Duration::from_secs(60));
+    for node in &nodes {
+        assert_has_every_ack(node, "promote-pkg", &log.acked);
+    }
+}
+
+#[test]
+fn a_single_node_grows_to_three_voters_and_keeps_its_data() {
+    // `hoard serve` as a user starts it: one voter, with data.
+    let first = Node::start(NodeOpts {
+        node_id: "solo".into(),
+        ..NodeOpts::default()
+    });
+    let token = first.create_token("pypi", "upload");
+    let http = hoard_tests::cluster::client();
+    let mut expected = BTreeMap::new();
+    for i in 0..5 {
+        let a = wheel("grow-pkg", &format!("0.{i}"));
+        upload_ok(&http, &first.url(), &token, &a);
+        expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+    }
+    let mut others = Vec::new();
+    for id in 2..=3 {
+        let node = Node::start(
+            NodeOpts {
+                node_id: format!("grow{id}"),
+                ..NodeOpts::default()
+            }
+            .config(format!("raft_id = {id}"))
+            .config("bootstrap = false"),
+        );
+        let out = first.cli_ok(&[
+            "members",
+            "add",
+            "--id",
+            &id.to_string(),
+            "--grpc",
+            &node.grpc_addr(),
+            "--http",
+            &node.url(),
+            "--url",
+            &first.url(),
+            "--token",
+            &first.admin_token(),
+        ]);
+        assert!(out.contains("\"voters\""), "members add printed {out}");
+        others.push(node);
+    }
+    let members = admin_post(&first, "members/list", &json!({})).unwrap();
+    let voters: Vec<u64> = members["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, [1, 2, 3], "{members:#}");
+    // A write after the growth reaches all three.
+    let a = wheel("grow-pkg", "1.0");
+    upload_ok(&http, &first.url(), &token, &a);
+    expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+    let mut nodes: Vec<&Node> = vec![&first];
+    nodes.extend(others.iter());
+    wait_converged(&nodes, Duration::from_secs(30));
+    for node in &nodes {
+        assert_has_every_ack(node, "grow-pkg", &expected);
+        let s = status_of(node).unwrap();
+        assert_eq!(s["voters"], json!([1, 2, 3]), "{s:#}");
+    }
+}
