@@ -21,22 +21,9 @@ pub struct Voters {
 
 impl Voters {
     pub fn start(n: usize) -> Voters {
-        let mut nodes = vec![Node::start(
-            NodeOpts {
-                node_id: "v1".into(),
-                ..NodeOpts::default()
-            }
-            .config("raft_id = 1"),
-        )];
+        let mut nodes = vec![with_partition_file(voter_opts(1))];
         for i in 2..=n {
-            let node = Node::start(
-                NodeOpts {
-                    node_id: format!("v{i}"),
-                    ..NodeOpts::default()
-                }
-                .config(format!("raft_id = {i}"))
-                .config("bootstrap = false"),
-            );
+            let node = with_partition_file(voter_opts(i));
             let body = json!({
                 "id": i,
                 "grpc_addr": node.grpc_addr(),
@@ -74,8 +61,77 @@ impl Voters {
         )
     }
 
+    /// The index of the leader that every node in `among` follows.
+    pub fn wait_leader_among(&self, timeout: Duration, among: &[usize]) -> usize {
+        wait_for(timeout, "one leader that the given voters follow", || {
+            let statuses: Vec<_> = among
+                .iter()
+                .map(|i| status_of(&self.nodes[*i]).ok())
+                .collect::<Option<Vec<_>>>()?;
+            let leader = statuses[0]["leader_id"].as_u64()?;
+            let index = leader as usize - 1;
+            let all_follow = statuses
+                .iter()
+                .all(|s| s["leader_id"].as_u64() == Some(leader));
+            (all_follow && among.contains(&index)).then_some(index)
+        })
+    }
+
+    /// Cuts voter `i` off from every other voter (both directions), or
+    /// heals it with `false`, through the nodes' partition files.
+    pub fn partition(&self, i: usize, cut: bool) {
+        let addrs: Vec<String> = self.nodes.iter().map(Node::grpc_addr).collect();
+        for (j, node) in self.nodes.iter().enumerate() {
+            let blocked: Vec<&str> = if !cut {
+                Vec::new()
+            } else if j == i {
+                addrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != i)
+                    .map(|(_, a)| a.as_str())
+                    .collect()
+            } else {
+                vec![addrs[i].as_str()]
+            };
+            std::fs::write(partition_file(node), blocked.join("\n"))
+                .expect("write a partition file");
+        }
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(Node::url).collect()
+    }
+}
+
+/// Starts a node whose fault layer reads `<root>/partition`.
+fn with_partition_file(opts: NodeOpts) -> Node {
+    let mut node = Node::prepare(opts);
+    let path = partition_file(&node);
+    std::fs::write(&path, "").expect("create the partition file");
+    node.opts = node
+        .opts
+        .clone()
+        .config(format!("partition_file = {:?}", path.display().to_string()));
+    node.launch();
+    node
+}
+
+fn partition_file(node: &Node) -> std::path::PathBuf {
+    node.root().join("partition")
+}
+
+/// The options of voter `i` (Raft id `i`).
+fn voter_opts(i: usize) -> NodeOpts {
+    let opts = NodeOpts {
+        node_id: format!("v{i}"),
+        ..NodeOpts::default()
+    }
+    .config(format!("raft_id = {i}"));
+    if i == 1 {
+        opts
+    } else {
+        opts.config("bootstrap = false")
     }
 }
 
@@ -106,8 +162,8 @@ pub struct WriteLog {
     pub retried: usize,
     /// Answers that are neither success nor retryable: a test failure.
     pub unexpected: Vec<String>,
-    /// When each ack arrived, to see that writes went on after a fault.
-    pub ack_times: Vec<Instant>,
+    /// When each ack arrived, and from which node's URL.
+    pub acks: Vec<(Instant, String)>,
 }
 
 /// Uploads wheels of `project` one after another to the leader among
@@ -138,6 +194,7 @@ impl Uploader {
                     sent.fetch_add(1, Ordering::Relaxed);
                     // Each wheel is sent until it is acknowledged or refused.
                     let mut url = urls[target].clone();
+                    let mut unavailable = 0;
                     loop {
                         if stop.load(Ordering::Relaxed) {
                             return;
@@ -147,7 +204,7 @@ impl Uploader {
                                 let mut log = log.lock().unwrap();
                                 log.acked
                                     .insert(a.filename.clone(), crate::sha256_hex(&a.bytes));
-                                log.ack_times.push(Instant::now());
+                                log.acks.push((Instant::now(), url.clone()));
                                 break;
                             }
                             Ok(up) if up.status == 307 && up.location.is_some() => {
@@ -157,6 +214,13 @@ impl Uploader {
                             }
                             Ok(up) if up.status == 503 => {
                                 log.lock().unwrap().retried += 1;
+                                // A node cut off from the quorum answers 503
+                                // for as long as it is: try the next one.
+                                unavailable += 1;
+                                if unavailable % 3 == 0 {
+                                    target = (target + 1) % urls.len();
+                                    url = urls[target].clone();
+                                }
                                 std::thread::sleep(Duration::from_millis(100));
                             }
                             Ok(up) => {
@@ -197,6 +261,11 @@ impl Uploader {
             &format!("{more} more acknowledged uploads"),
             || (self.acked() >= from + more).then_some(()),
         );
+    }
+
+    /// The acknowledgements so far: when, and from which node's URL.
+    pub fn acks(&self) -> Vec<(Instant, String)> {
+        self.log.lock().unwrap().acks.clone()
     }
 
     pub fn finish(mut self) -> WriteLog {

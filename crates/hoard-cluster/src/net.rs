@@ -2,6 +2,8 @@
 //! Mutual TLS (a later issue) and a simulated network for tests plug in
 //! here, and nowhere else.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,8 +23,75 @@ pub fn grpc_url(addr: &str) -> String {
     }
 }
 
+/// The metadata key in which a node names itself on node-to-node calls.
+pub const FROM_HEADER: &str = "x-hoard-from";
+
+/// Who this node is on the node-to-node network, and the fault layer.
+struct Identity {
+    /// This node's gRPC address, sent along with its Raft calls.
+    addr: String,
+    /// A file listing, one per line, the gRPC addresses this node must
+    /// neither call nor answer: a network partition that tests switch on
+    /// and off by rewriting it. `None` outside fault tests.
+    partition_file: Option<PathBuf>,
+}
+
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+/// Sets this node's address and its fault file, once, at start-up.
+pub fn init(addr: String, partition_file: Option<PathBuf>) {
+    if let Some(path) = &partition_file {
+        tracing::warn!(path = %path.display(), "fault injection is on: node-to-node calls obey this partition file");
+    }
+    let _ = IDENTITY.set(Identity {
+        addr,
+        partition_file,
+    });
+}
+
+/// This node's gRPC address, if [`init`] set it.
+pub fn own_addr() -> Option<&'static str> {
+    IDENTITY.get().map(|i| i.addr.as_str())
+}
+
+/// Whether the fault layer cuts this node off from `addr` right now.
+pub fn partitioned_from(addr: &str) -> bool {
+    let Some(path) = IDENTITY.get().and_then(|i| i.partition_file.as_ref()) else {
+        return false;
+    };
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().any(|l| l.trim() == addr))
+        .unwrap_or(false)
+}
+
+/// The error of a call that the fault layer cut.
+pub fn partition_error(addr: &str) -> ClusterError {
+    ClusterError::Connect {
+        addr: addr.to_owned(),
+        message: "cut off by the fault layer's partition file".into(),
+    }
+}
+
+/// Refuses a request whose sender the fault layer cuts off from us.
+#[allow(clippy::result_large_err)]
+pub fn check_sender<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    let from = request
+        .metadata()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match from {
+        Some(from) if partitioned_from(from) => Err(tonic::Status::unavailable(format!(
+            "partitioned from {from} (fault layer)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Opens a channel to another node's gRPC endpoint.
 pub async fn connect(addr: &str) -> Result<Channel, ClusterError> {
+    if partitioned_from(addr) {
+        return Err(partition_error(addr));
+    }
     let err = |message: String| ClusterError::Connect {
         addr: addr.to_owned(),
         message,

@@ -18,6 +18,9 @@ use hoard_proto::v1::PullRequest;
 use crate::net;
 use crate::raft::{ProposeError, RaftNode};
 
+/// How long a proposal may wait to commit.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long a voter may take to pull an upload's blobs.
 const BLOB_PULL_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -82,7 +85,16 @@ impl Writer {
             self.replicate_blobs(&shas).await?;
         }
         let event = ReceivedEvent::encode(event);
-        match self.raft.propose(&event).await {
+        // A leader cut off from its quorum never commits; answer before the
+        // client gives up, so that it retries elsewhere.
+        let proposed = tokio::time::timeout(COMMIT_DEADLINE, self.raft.propose(&event))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProposeError::Unavailable(format!(
+                    "the write did not commit within {COMMIT_DEADLINE:?} (is a majority of voters reachable?); retry"
+                )))
+            });
+        match proposed {
             Ok(serial) => Ok(serial),
             Err(ProposeError::Rejected(r)) => Err(WriteError::Rejected(r)),
             Err(ProposeError::NotLeader { leader_url }) => Err(self.not_leader(leader_url)),

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub grpc_public: Option<String>,
     /// Raft timing and log retention.
     pub raft: RaftTuning,
+    /// For fault tests only: a file listing the gRPC addresses this node
+    /// must neither call nor answer (a simulated network partition).
+    pub partition_file: Option<PathBuf>,
     /// For a replica: gRPC addresses of the nodes to follow, in order of
     /// preference (voters or other replicas).
     pub upstreams: Vec<String>,
@@ -109,6 +112,7 @@ impl Default for NodeConfig {
             cluster_name: "hoard".into(),
             grpc_public: None,
             raft: RaftTuning::default(),
+            partition_file: None,
             upstreams: Vec::new(),
             primary_url: None,
             replica_writes: ReplicaWrites::Redirect,

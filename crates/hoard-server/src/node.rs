@@ -125,6 +125,7 @@ impl Node {
         let blobs = BlobStore::open(&data)?;
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
+        hoard_cluster::net::init(config.grpc_public(), config.partition_file.clone());
         let (role, applied, primary_url) = match config.role {
             Role::Voter => {
                 let raft = RaftNode::start(

@@ -201,3 +201,75 @@ fn a_single_node_grows_to_three_voters_and_keeps_its_data() {
         assert_eq!(s["voters"], json!([1, 2, 3]), "{s:#}");
     }
 }
+
+#[test]
+fn a_leader_cut_off_from_the_other_voters_stops_acknowledging_and_follows_after_the_heal() {
+    let voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let uploader = Uploader::start(voters.urls(), token.clone(), "partition-pkg");
+    uploader.wait_acked(0, 10, Duration::from_secs(60));
+
+    let cut = Instant::now();
+    voters.partition(leader, true);
+    let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let new_leader = voters.wait_leader_among(Duration::from_secs(30), &majority);
+    eprintln!(
+        "v{} cut off; v{} elected on the majority side after {:?}",
+        leader + 1,
+        new_leader + 1,
+        cut.elapsed()
+    );
+    let before = uploader.acked();
+    uploader.wait_acked(before, 10, Duration::from_secs(60));
+
+    // The cut-off leader acknowledged nothing once the election timeout
+    // (1 s) had passed: it cannot reach a majority for the blobs or the
+    // entry. Writes that were in flight at the cut get their answer a
+    // little later, hence the margin.
+    let old_url = voters.nodes[leader].url();
+    let late: Vec<Duration> = uploader
+        .acks()
+        .iter()
+        .filter(|(at, url)| *url == old_url && *at > cut)
+        .map(|(at, _)| at.duration_since(cut))
+        .collect();
+    assert!(
+        late.iter().all(|d| *d < Duration::from_secs(2)),
+        "the cut-off leader acknowledged writes {late:?} after the cut"
+    );
+    // A write sent straight to it now is refused with a retryable status.
+    let probe = hoard_tests::cluster::upload(
+        &hoard_tests::cluster::client(),
+        &old_url,
+        &token,
+        &wheel("partition-probe", "1.0"),
+    );
+    if let Ok(up) = probe {
+        assert!(
+            up.status == 503 || up.status == 307,
+            "a write to the cut-off leader answered {} {}",
+            up.status,
+            up.body
+        );
+    }
+
+    voters.partition(leader, false);
+    wait_for(
+        Duration::from_secs(30),
+        "the old leader follows after the heal",
+        || {
+            let s = status_of(&voters.nodes[leader]).ok()?;
+            (s["role"] == "follower").then_some(())
+        },
+    );
+    let before = uploader.acked();
+    uploader.wait_acked(before, 5, Duration::from_secs(60));
+    let log = uploader.finish();
+    check_log(&log);
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    wait_converged(&nodes, Duration::from_secs(60));
+    for node in &nodes {
+        assert_has_every_ack(node, "partition-pkg", &log.acked);
+    }
+}

@@ -66,6 +66,9 @@ fn network(e: impl std::fmt::Display) -> NetworkError<TypeConfig> {
 
 impl Peer {
     async fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        if net::partitioned_from(&self.addr) {
+            return Err(unreachable(net::partition_error(&self.addr)));
+        }
         if self.channel.is_none() {
             let channel = net::connect(&self.addr).await.map_err(unreachable)?;
             self.channel = Some(channel);
@@ -84,13 +87,15 @@ impl Peer {
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, RaftRequest) -> Fut,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<RaftRequest>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<hoard_proto::v1::RaftReply>, tonic::Status>>,
     {
         let client = self.client().await?;
         let json = serde_json::to_vec(req).map_err(network)?;
         let deadline = ttl.min(self.rpc_timeout);
-        let reply = match tokio::time::timeout(deadline, send(client, RaftRequest { json })).await {
+        let mut request = tonic::Request::new(RaftRequest { json });
+        name_sender(&mut request);
+        let reply = match tokio::time::timeout(deadline, send(client, request)).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(unreachable(format!(
                     "node {} ({}) did not answer within {deadline:?}",
@@ -109,6 +114,13 @@ impl Peer {
         };
         let result: Result<Resp, String> = serde_json::from_slice(&reply.json).map_err(network)?;
         result.map_err(|e| RPCError::Network(network(format!("node {}: {e}", self.target))))
+    }
+}
+
+/// Names this node on the call, for the receiver's fault layer.
+fn name_sender<T>(request: &mut tonic::Request<T>) {
+    if let Some(addr) = net::own_addr().and_then(|a| a.parse().ok()) {
+        request.metadata_mut().insert(net::FROM_HEADER, addr);
     }
 }
 
@@ -187,7 +199,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let call = client.install_snapshot(stream);
+        let mut request = tonic::Request::new(stream);
+        name_sender(&mut request);
+        let call = client.install_snapshot(request);
         // The receiver fetches every blob the snapshot lists before it
         // answers, so this deadline is far longer than one RPC's.
         let deadline = SNAPSHOT_DEADLINE;

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec::{SnapshotMeta, Vote};
 use super::state_machine::{Snapshot, SnapshotFile};
 use super::Raft;
+use crate::net;
 
 #[derive(Clone)]
 pub(crate) struct RaftRpc {
@@ -23,6 +24,7 @@ pub(crate) struct RaftRpc {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftRequest>) -> Result<T, Status> {
+    net::check_sender(&req)?;
     serde_json::from_slice(&req.into_inner().json)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
 }
@@ -63,6 +65,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        net::check_sender(&request)?;
         let mut stream = request.into_inner();
         let path = self
             .snapshot_dir
