@@ -273,3 +273,112 @@ fn a_leader_cut_off_from_the_other_voters_stops_acknowledging_and_follows_after_
         assert_has_every_ack(node, "partition-pkg", &log.acked);
     }
 }
+
+/// Creates `n` tokens through the admin API, from a few threads: each is
+/// one event, and the cheapest way to a long changelog.
+fn make_events(node: &Node, n: usize) {
+    let url = format!("{}/+admin/tokens", node.url());
+    let admin = node.admin_token();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (url, admin) = (url.clone(), admin.clone());
+            s.spawn(move || {
+                let http = hoard_tests::cluster::client();
+                for i in (t..n).step_by(4) {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&admin)
+                        .json(&json!({ "repo": "pypi", "perm": "read", "label": format!("t{i}") }))
+                        .send()
+                        .expect("create a token");
+                    assert_eq!(
+                        resp.status().as_u16(),
+                        200,
+                        "{}",
+                        resp.text().unwrap_or_default()
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_voter_added_after_5000_events_catches_up_through_a_snapshot() {
+    let first = Node::start(
+        NodeOpts {
+            node_id: "snap1".into(),
+            ..NodeOpts::default()
+        }
+        .config("raft_id = 1")
+        .config("raft = { snapshot_every = 1000, keep_after_snapshot = 100 }"),
+    );
+    let token = first.create_token("pypi", "upload");
+    let http = hoard_tests::cluster::client();
+    let mut expected = BTreeMap::new();
+    for i in 0..20 {
+        let a = wheel("snapshot-pkg", &format!("0.{i}"));
+        upload_ok(&http, &first.url(), &token, &a);
+        expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+    }
+    make_events(&first, 5000);
+    let serial = first.serial();
+    assert!(serial >= 5000, "serial {serial}");
+    // The log has been purged behind the snapshot by now, so the new voter
+    // cannot replay it from the start.
+    wait_for(
+        Duration::from_secs(30),
+        "a snapshot on the first voter",
+        || {
+            first
+                .data_dir()
+                .join("snapshots/current.snap")
+                .is_file()
+                .then_some(())
+        },
+    );
+
+    let second = Node::start(
+        NodeOpts {
+            node_id: "snap2".into(),
+            ..NodeOpts::default()
+        }
+        .config("raft_id = 2")
+        .config("bootstrap = false"),
+    );
+    let body = json!({ "id": 2, "grpc_addr": second.grpc_addr(), "http_url": second.url() });
+    admin_post(&first, "members/add", &body).expect("add the second voter");
+    wait_converged(&[&first, &second], Duration::from_secs(60));
+    let s = status_of(&second).unwrap();
+    assert!(
+        s["snapshots_installed"].as_u64().unwrap_or(0) >= 1,
+        "the new voter caught up without installing a snapshot: {s:#}"
+    );
+    assert_eq!(s["role"], "follower", "{s:#}");
+    // Every file it lists, it serves: the snapshot's blobs were fetched.
+    assert_has_every_ack(&second, "snapshot-pkg", &expected);
+}
+
+#[test]
+fn a_follower_killed_during_an_upload_burst_converges_after_a_restart() {
+    let mut voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let uploader = Uploader::start(voters.urls(), token, "follower-kill-pkg");
+    uploader.wait_acked(0, 20, Duration::from_secs(60));
+    let follower = (leader + 1) % 3;
+    voters.nodes[follower].kill9();
+    // The two others are a majority: uploads go on.
+    let before = uploader.acked();
+    uploader.wait_acked(before, 20, Duration::from_secs(60));
+    voters.nodes[follower].restart();
+    let before = uploader.acked();
+    uploader.wait_acked(before, 20, Duration::from_secs(60));
+    let log = uploader.finish();
+    check_log(&log);
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    wait_converged(&nodes, Duration::from_secs(60));
+    for node in &nodes {
+        assert_has_every_ack(node, "follower-kill-pkg", &log.acked);
+    }
+}
