@@ -182,6 +182,8 @@ pub struct Uploaded {
     /// `x-hoard-upload-serial`, if present.
     pub serial: Option<u64>,
     pub location: Option<String>,
+    /// `x-hoard-term`: the Raft term of the node that acknowledged.
+    pub term: Option<u64>,
     pub body: String,
 }
 
@@ -227,11 +229,13 @@ pub fn upload(client: &Client, url: &str, token: &str, a: &Artifact) -> Result<U
         None => None,
     };
     let location = header("location");
+    let term = header("x-hoard-term").and_then(|t| t.trim().parse().ok());
     let status = resp.status().as_u16();
     Ok(Uploaded {
         status,
         serial,
         location,
+        term,
         body: resp.text().unwrap_or_default(),
     })
 }

@@ -164,6 +164,8 @@ pub struct WriteLog {
     pub unexpected: Vec<String>,
     /// When each ack arrived, and from which node's URL.
     pub acks: Vec<(Instant, String)>,
+    /// The term each ack was given in, and by which node's URL.
+    pub terms: Vec<(u64, String)>,
 }
 
 /// Uploads wheels of `project` one after another to the leader among
@@ -205,6 +207,9 @@ impl Uploader {
                                 log.acked
                                     .insert(a.filename.clone(), crate::sha256_hex(&a.bytes));
                                 log.acks.push((Instant::now(), url.clone()));
+                                if let Some(term) = up.term {
+                                    log.terms.push((term, url.clone()));
+                                }
                                 break;
                             }
                             Ok(up) if up.status == 307 && up.location.is_some() => {

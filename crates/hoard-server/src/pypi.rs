@@ -565,6 +565,13 @@ async fn commit_upload(
             response
                 .headers_mut()
                 .insert("x-hoard-upload-serial", HeaderValue::from(serial.0));
+            // The Raft term this node led in when it acknowledged: fault
+            // tests check that one term never has two acknowledging nodes.
+            if let Some(view) = node.cluster_view() {
+                response
+                    .headers_mut()
+                    .insert("x-hoard-term", HeaderValue::from(view.term));
+            }
             Ok(response)
         }
         // A concurrent upload of the same filename won the race.

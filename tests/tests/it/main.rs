@@ -14,6 +14,7 @@ mod npm_bad_input;
 mod npm_client;
 mod pypi_clients;
 mod raft;
+mod raft_faults;
 mod replication;
 mod replication_faults;
 mod replication_npm;

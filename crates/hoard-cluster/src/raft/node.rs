@@ -115,7 +115,10 @@ impl RaftNode {
             .openraft_config(&config.cluster)
             .validate()
             .map_err(|e| ClusterError::Raft(format!("invalid Raft settings: {e}")))?;
-        let (sources_tx, sources_rx) = watch::channel(Vec::new());
+        // Until the metrics say who leads, missing blobs come from the
+        // members the stored membership names: a restarted node re-applies
+        // committed entries before it hears from anyone.
+        let (sources_tx, sources_rx) = watch::channel(stored_peers(&index, &config.info)?);
         let state_machine = StateMachine::new(
             index.clone(),
             blobs,
@@ -326,6 +329,21 @@ fn membership_error(
         },
         other => ProposeError::Unavailable(format!("the membership change failed: {other}")),
     }
+}
+
+/// The gRPC addresses of the other members, as this node last applied
+/// the membership.
+fn stored_peers(index: &Index, me: &NodeInfo) -> Result<Vec<String>, ClusterError> {
+    let Some(bytes) = index.raft_position()?.membership else {
+        return Ok(Vec::new());
+    };
+    let membership = super::codec::decode_membership(&bytes)
+        .map_err(|e| ClusterError::Raft(format!("the stored membership: {e}")))?;
+    Ok(membership
+        .nodes()
+        .map(|(_, n)| n.grpc_addr.clone())
+        .filter(|addr| *addr != me.grpc_addr)
+        .collect())
 }
 
 fn initial_view(id: u64) -> ClusterView {

@@ -200,6 +200,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let _guard = self.shared.apply_lock.lock().await;
+        // Answers and the applied serial wait for one flush at the end of
+        // the batch: a node shows (and acknowledges) only what it would
+        // still show after kill -9, so reads stay monotonic across crashes.
+        let mut answers = Vec::new();
+        let mut last_serial = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let applied = codec::encode_log_id(&log_id);
@@ -241,12 +246,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 )
                 .map_err(io)?;
             if let Some(Ok(serial)) = &outcome {
-                self.shared.applied.send_replace(*serial);
+                last_serial = Some(*serial);
                 tracing::debug!(%serial, %log_id, "applied");
             }
             if let Some(responder) = responder {
-                responder.send(ApplyOutcome(outcome));
+                answers.push((responder, outcome));
             }
+        }
+        if last_serial.is_some() {
+            self.shared.index.flusher().flush().await.map_err(io)?;
+        }
+        if let Some(serial) = last_serial {
+            self.shared.applied.send_replace(serial);
+        }
+        for (responder, outcome) in answers {
+            responder.send(ApplyOutcome(outcome));
         }
         Ok(())
     }
