@@ -8,7 +8,10 @@
 //! - `replication`: a replica's lag behind upload acknowledgements, the
 //!   catch-up of a fresh replica (next to `cp -r` of the blob dir), and the
 //!   replica's memory.
+//! - `failover`: kill -9 of a three-voter leader to the first acknowledged
+//!   upload on the new one, and upload latency of one voter against three.
 
+mod failover;
 mod load;
 mod measure;
 mod npm;
@@ -152,6 +155,10 @@ enum Cmd {
     /// visibility on a replica, catch-up of a fresh replica (next to `cp -r`
     /// of the blob dir), and the replica's memory.
     Replication(replication::ReplicationArgs),
+    /// Raft: kill -9 of the leader of three voters to the first
+    /// acknowledged upload on the new leader (p50/p99 over trials), and
+    /// upload latency and rate of one voter against three.
+    Failover(failover::FailoverArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -209,6 +216,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Pypi(a)) => pypi::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Npm(a)) => npm::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Replication(a)) => replication::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Failover(a)) => failover::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };
