@@ -152,6 +152,20 @@ impl Follower {
                     Err(ClusterError::Store(e)) if e.is_disk_full() => {
                         status.problem = Some(format!("disk full, not applying: {e}"));
                     }
+                    // What the upstream sends cannot be applied here: a gap,
+                    // an event this node cannot decode (a newer node's?), or
+                    // one the index rejects. Reconnecting will not fix it by
+                    // itself, so say so instead of looking healthy.
+                    Err(
+                        e @ (ClusterError::Protocol { .. }
+                        | ClusterError::Store(
+                            StoreError::Rejected(_)
+                            | StoreError::Corrupt(_)
+                            | StoreError::Gap { .. },
+                        )),
+                    ) => {
+                        status.problem = Some(format!("cannot apply what {addr} sends: {e}"));
+                    }
                     _ => {}
                 }
             }

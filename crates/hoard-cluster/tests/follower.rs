@@ -86,7 +86,9 @@ impl Changelog for Scripted {
                 Ok(ChangelogMessage {
                     kind: Some(changelog_message::Kind::Event(CommittedEvent {
                         serial: *serial,
-                        event: serde_json::to_vec(ev).unwrap(),
+                        event: hoard_store::ReceivedEvent::encode(ev.clone())
+                            .bytes()
+                            .to_vec(),
                     })),
                 })
             })
@@ -199,6 +201,31 @@ async fn a_gap_in_the_stream_disconnects_and_resumes_from_the_applied_serial() {
     assert_eq!(subs[1], 1, "resumes after the last applied serial");
     assert_eq!(replica.index.applied_serial().unwrap(), Serial(1));
     assert_eq!(*replica.follower.applied().borrow(), Serial(1));
+    // It says why it is stuck instead of looking healthy.
+    let problem = replica.follower.status().problem.unwrap_or_default();
+    assert!(problem.contains("cannot apply"), "{problem:?}");
+}
+
+#[tokio::test]
+async fn an_event_the_index_rejects_makes_the_follower_unhealthy() {
+    let subscriptions = Arc::new(Mutex::new(Vec::new()));
+    let addr = start_scripted(Scripted {
+        // The same repository created twice: no index accepts that.
+        events: vec![(1, repo_created()), (2, repo_created())],
+        blob_bytes: Vec::new(),
+        subscriptions: subscriptions.clone(),
+    })
+    .await;
+    let replica = start_replica(vec![addr]);
+    wait_until("the follower reports the rejected event", || {
+        replica
+            .follower
+            .status()
+            .problem
+            .is_some_and(|p| p.contains("already exists"))
+    })
+    .await;
+    assert_eq!(replica.index.applied_serial().unwrap(), Serial(1));
 }
 
 #[tokio::test]

@@ -61,15 +61,59 @@ pub struct ReceivedEvent {
     bytes: Vec<u8>,
 }
 
+/// The format of events this node writes and understands. An event
+/// carries it as `"v"`; a node refuses events of a newer format, or of a
+/// kind it does not know, so that a mixed-version cluster fails loudly
+/// instead of applying half of a change.
+pub const EVENT_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct VersionedEvent<'a> {
+    v: u32,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct EventVersion {
+    #[serde(default)]
+    v: Option<u32>,
+}
+
+fn encode_event(event: &Event) -> Vec<u8> {
+    encode(&VersionedEvent {
+        v: EVENT_FORMAT,
+        event,
+    })
+}
+
+fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    let version: EventVersion = decode("an incoming event", bytes)?;
+    match version.v {
+        Some(v) if v > EVENT_FORMAT => {
+            return Err(StoreError::Corrupt(format!(
+                "an event of format {v}, newer than this node's format {EVENT_FORMAT}: \
+                 upgrade this node"
+            )))
+        }
+        _ => {}
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "an event this node cannot read (a kind it does not know? upgrade this node): {e}"
+        ))
+    })
+}
+
 impl ReceivedEvent {
     pub fn decode(bytes: Vec<u8>) -> Result<Self, StoreError> {
-        let event = decode("an incoming event", &bytes)?;
+        let event = decode_event(&bytes)?;
         Ok(ReceivedEvent { event, bytes })
     }
 
     /// Encodes an event made on this node, as every node will store it.
     pub fn encode(event: Event) -> Self {
-        let bytes = encode(&event);
+        let bytes = encode_event(&event);
         ReceivedEvent { event, bytes }
     }
 
@@ -635,7 +679,7 @@ impl Index {
     /// at all. `serial` must follow the applied serial. Not durable until
     /// [`Index::flush`].
     pub fn apply(&self, serial: Serial, event: &Event) -> Result<(), StoreError> {
-        self.apply_encoded(serial, event, &encode(event))
+        self.apply_encoded(serial, event, &encode_event(event))
     }
 
     /// Applies an event received from another node, keeping its exact
@@ -1230,4 +1274,46 @@ fn read_record(input: &mut impl std::io::Read) -> std::io::Result<Option<Record>
     let key = parts.pop().unwrap_or_default();
     let tree = parts.pop().unwrap_or_default();
     Ok(Some((tree, key, value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            actor: "a".into(),
+            time_us: 1,
+            change: Change::TokenRevoked {
+                hash: hoard_core::Sha256::of(b"x"),
+            },
+        }
+    }
+
+    #[test]
+    fn events_carry_their_format_and_round_trip() {
+        let encoded = ReceivedEvent::encode(event());
+        let text = std::str::from_utf8(encoded.bytes()).unwrap();
+        assert!(text.starts_with(r#"{"v":1,"#), "{text}");
+        let back = ReceivedEvent::decode(encoded.bytes().to_vec()).unwrap();
+        assert_eq!(back.event(), &event());
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_a_clear_message() {
+        let text = String::from_utf8(ReceivedEvent::encode(event()).bytes().to_vec())
+            .unwrap()
+            .replace(r#""v":1"#, r#""v":2"#);
+        let err = ReceivedEvent::decode(text.into_bytes()).err().unwrap();
+        assert!(err.to_string().contains("newer than this node"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_with_a_clear_message() {
+        let text = r#"{"v":1,"actor":"a","time_us":1,"change":{"type":"teleported"}}"#;
+        let err = ReceivedEvent::decode(text.as_bytes().to_vec())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("upgrade this node"), "{err}");
+    }
 }
