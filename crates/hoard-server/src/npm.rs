@@ -178,7 +178,10 @@ fn package_view(
 ) -> Result<PackageView, ApiError> {
     let full = name.full();
     let not_found = || ApiError::not_found(format!("package {full} not found in {}", repo.name));
-    let at = target.at;
+    // One view per request: the serial this node has made durable, unless
+    // the request pins an earlier one. Applied-but-unflushed events stay
+    // out of it.
+    let at = Some(target.at.unwrap_or_else(|| node.applied_serial()));
     let pkg = node
         .index
         .npm_package(&repo.name, &full, at)?

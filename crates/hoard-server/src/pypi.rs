@@ -173,13 +173,15 @@ fn index_page(
 ) -> HandlerResult {
     let format = format_for(req)?;
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
+    // One view per request (see `project_page`).
+    let view = Some(last_serial);
     let key = format!("{}\0\0{format:?}\0{last_serial}", repo.name);
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
             let mut projects: Vec<ProjectLink> = node
                 .index
-                .projects(&repo.name, at)?
+                .projects(&repo.name, view)?
                 .into_iter()
                 .map(|p| ProjectLink {
                     name: p.display_name,
@@ -227,17 +229,21 @@ fn project_page(
 ) -> HandlerResult {
     let format = format_for(req)?;
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
+    // One view per request: the serial this node has made durable (or the
+    // pinned one). The index may hold applied events past it that are not
+    // flushed yet; the page, and its cache key, leave them out.
+    let view = Some(last_serial);
     let key = format!("{}\0{project}\0{format:?}\0{last_serial}", repo.name);
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
-            if node.index.project(&repo.name, project, at)?.is_none() {
+            if node.index.project(&repo.name, project, view)?.is_none() {
                 return Err(ApiError::not_found(format!(
                     "no project named {project:?} in {}",
                     repo.name
                 )));
             }
-            let files = node.index.files(&repo.name, project, at)?;
+            let files = node.index.files(&repo.name, project, view)?;
             let mut versions: Vec<String> =
                 files.iter().map(|f| f.record.version.clone()).collect();
             versions.sort();
@@ -245,7 +251,7 @@ fn project_page(
             sort_versions(&mut versions);
             let page = ProjectPage {
                 name: project.to_owned(),
-                files: files.iter().map(|f| file_link(project, f, at)).collect(),
+                files: files.iter().map(|f| file_link(project, f, view)).collect(),
                 versions,
                 last_serial: last_serial.0,
             };
@@ -263,7 +269,8 @@ async fn download(
     at: Option<Serial>,
 ) -> HandlerResult {
     let not_found = || ApiError::not_found(format!("no file named {filename:?} in {}", repo.name));
-    if let Some(file) = node.index.file(&repo.name, project, filename, at)? {
+    let view = Some(at.unwrap_or_else(|| node.applied_serial()));
+    if let Some(file) = node.index.file(&repo.name, project, filename, view)? {
         let r = &file.record;
         return serve_blob(
             node,
@@ -281,7 +288,7 @@ async fn download(
     };
     let file = node
         .index
-        .file(&repo.name, project, dist, at)?
+        .file(&repo.name, project, dist, view)?
         .ok_or_else(not_found)?;
     let sha = file.record.core_metadata.ok_or_else(not_found)?;
     let size = std::fs::metadata(node.blobs.path_of(&sha))
