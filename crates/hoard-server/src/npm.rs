@@ -181,7 +181,8 @@ fn package_view(
     // One view per request: the serial this node has made durable, unless
     // the request pins an earlier one. Applied-but-unflushed events stay
     // out of it.
-    let at = Some(target.at.unwrap_or_else(|| node.applied_serial()));
+    let view = target.at.unwrap_or_else(|| node.applied_serial());
+    let at = Some(view);
     let pkg = node
         .index
         .npm_package(&repo.name, &full, at)?
@@ -228,7 +229,7 @@ fn package_view(
         modified: time_of(modified),
         readme: newest.and_then(|v| v.readme.clone()),
         description: newest.and_then(|v| v.description.clone()),
-        rev: format!("{}-hoard", at.unwrap_or_else(|| node.applied_serial())),
+        rev: format!("{view}-hoard"),
     })
 }
 
