@@ -57,6 +57,7 @@ pub fn status(node: &Node) -> HandlerResult {
     let fields = match &node.role {
         NodeRole::Voter { raft, .. } => {
             let view = raft.view().borrow().clone();
+            let problem = raft.problem();
             json!({
                 "role": view.role.as_str(),
                 "raft_id": view.node_id,
@@ -71,8 +72,8 @@ pub fn status(node: &Node) -> HandlerResult {
                 "voters": view.voters,
                 "learners": view.learners,
                 "snapshots_installed": raft.snapshots_installed(),
-                "health": if view.problem.is_some() { "unhealthy" } else { "ok" },
-                "problem": view.problem,
+                "health": if problem.is_some() { "unhealthy" } else { "ok" },
+                "problem": problem,
             })
         }
         NodeRole::Replica(follower) => {

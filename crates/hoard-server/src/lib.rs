@@ -1,6 +1,8 @@
 //! hoard's HTTP server and a node's wiring: one handler per protocol
-//! (PyPI, admin), routing, authentication, status, and the shared state a
-//! node serves from. hyper stays inside this crate.
+//! (PyPI, npm, admin), routing, authentication, status, and the shared
+//! state a node serves from (a Raft voter or a replica). Writes go through
+//! the cluster's `Writer`; errors map to HTTP in `error.rs`. hyper stays
+//! inside this crate.
 
 mod admin;
 mod body;

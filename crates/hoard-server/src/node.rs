@@ -56,7 +56,8 @@ pub struct Node {
     admin_token_hash: Sha256,
     pub admin_token_path: PathBuf,
     pub started: Instant,
-    /// Uploads of one file take turns (see `pypi::upload`).
+    /// Writes of one PyPI file, or of one npm package, take turns (see
+    /// `pypi::upload` and `npm::publish`).
     pub upload_locks: KeyedLocks,
     /// Rendered simple pages by serial.
     pub page_cache: PageCache,

@@ -296,6 +296,9 @@ const STATE_TREES: &[&str] = &[
 ];
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"hoardsn1";
+/// The largest key or value a snapshot may carry (index values are small
+/// JSON records; an npm manifest with its readme is the largest).
+const MAX_SNAPSHOT_RECORD: usize = 64 << 20;
 
 /// Where the Raft state machine stands, in hoard-cluster's encoding.
 pub struct RaftPosition<'a> {
@@ -1266,7 +1269,16 @@ fn read_record(input: &mut impl std::io::Read) -> std::io::Result<Option<Record>
             Err(e) if i == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
-        let mut part = vec![0u8; u32::from_be_bytes(len) as usize];
+        let len = u32::from_be_bytes(len) as usize;
+        // A snapshot comes from another node: a damaged length must not
+        // become a huge allocation.
+        if len > MAX_SNAPSHOT_RECORD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a snapshot record of {len} bytes (at most {MAX_SNAPSHOT_RECORD})"),
+            ));
+        }
+        let mut part = vec![0u8; len];
         input.read_exact(&mut part)?;
         parts.push(part);
     }

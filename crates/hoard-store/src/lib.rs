@@ -1,10 +1,13 @@
 //! hoard's storage on one node: the content-addressed [`BlobStore`], the
-//! sled [`Index`] with its changelog, and the [`LocalWriter`] that assigns
-//! serials on a single-node primary.
+//! sled [`Index`] with its changelog, the Raft log and vote ([`RaftLog`],
+//! opaque bytes: no openraft types here), and the one [`Flusher`] thread
+//! that makes sled durable for all of them.
 //!
-//! Every index change goes through [`Index::apply`]; the single-node
-//! writer, the Raft state machine and replicas all call it. Blob bytes live
-//! in files, never in sled, and sled types never leave this crate.
+//! Every index change goes through `apply`: the Raft state machine calls
+//! [`Index::apply_raft`], replicas [`Index::apply_received`]. The
+//! [`LocalWriter`] (serials without Raft) remains as the baseline of tests
+//! and benchmarks. Blob bytes live in files, never in sled, and sled types
+//! never leave this crate.
 
 mod blob;
 mod durable;
@@ -48,8 +51,6 @@ pub enum StoreError {
     Gap { applied: Serial, got: Serial },
     #[error("the index writer has stopped after an earlier failure")]
     WriterStopped,
-    #[error("this node is a read replica; writes go to the primary")]
-    ReadOnly,
 }
 
 impl StoreError {

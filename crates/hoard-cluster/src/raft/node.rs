@@ -177,6 +177,16 @@ impl RaftNode {
         self.state_machine.applied()
     }
 
+    /// Why this node cannot go on applying, if it cannot: Raft stopped, or
+    /// a committed event names a blob that no member could send.
+    pub fn problem(&self) -> Option<String> {
+        self.view
+            .borrow()
+            .problem
+            .clone()
+            .or_else(|| self.state_machine.stuck())
+    }
+
     pub fn snapshots_installed(&self) -> u64 {
         self.state_machine.snapshots_installed()
     }

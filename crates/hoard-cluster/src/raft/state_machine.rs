@@ -55,6 +55,8 @@ struct Shared {
     /// How many snapshots this node has installed (for tests and status).
     installed: AtomicU64,
     fetched_bytes: AtomicU64,
+    /// Set while applying waits for a blob that no member could send.
+    stuck: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ impl StateMachine {
                 apply_lock: Mutex::new(()),
                 installed: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
+                stuck: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -100,6 +103,19 @@ impl StateMachine {
         self.shared
             .installed
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why applying is stuck right now, if it is.
+    pub(crate) fn stuck(&self) -> Option<String> {
+        self.shared
+            .stuck
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_stuck(&self, why: Option<String>) {
+        *self.shared.stuck.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     pub(crate) fn snapshot_dir(&self) -> &Path {
@@ -143,11 +159,17 @@ impl StateMachine {
                     break;
                 }
                 attempt += 1;
+                self.set_stuck(Some(format!(
+                    "applying waits for blob {sha}, which no member could send yet (tried {sources:?})"
+                )));
                 if attempt % 10 == 1 {
                     tracing::warn!(%sha, ?sources, "a committed event names a blob that no voter could send yet; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(200).saturating_mul(attempt.min(10)))
                     .await;
+            }
+            if attempt > 0 {
+                self.set_stuck(None);
             }
         }
     }
