@@ -449,11 +449,28 @@ fn reject<T>(r: Rejection) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(ApplyAbort::Rejected(r)))
 }
 
-fn serial_from(bytes: Option<sled::IVec>) -> Serial {
-    bytes
-        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-        .map(|b| Serial(u64::from_be_bytes(b)))
-        .unwrap_or(Serial::ZERO)
+/// A serial stored as 8 big-endian bytes; absent is zero. Anything else is
+/// corruption, and says so: reading it as zero would restart the serials.
+fn serial_from(bytes: Option<sled::IVec>) -> Result<Serial, StoreError> {
+    match bytes {
+        None => Ok(Serial::ZERO),
+        Some(b) => <[u8; 8]>::try_from(b.as_ref())
+            .map(|b| Serial(u64::from_be_bytes(b)))
+            .map_err(|_| StoreError::Corrupt(format!("a serial of {} bytes, not 8", b.len()))),
+    }
+}
+
+/// The stored chained digest; absent (nothing applied) is all zeros.
+fn digest_from(bytes: Option<sled::IVec>) -> Result<[u8; 32], StoreError> {
+    match bytes {
+        None => Ok([0; 32]),
+        Some(b) => <[u8; 32]>::try_from(b.as_ref())
+            .map_err(|_| StoreError::Corrupt(format!("a digest of {} bytes, not 32", b.len()))),
+    }
+}
+
+fn corrupt_in_tx(e: StoreError) -> ConflictableTransactionError<ApplyAbort> {
+    ConflictableTransactionError::Abort(ApplyAbort::Corrupt(e.to_string()))
 }
 
 /// The chained digest after applying `event_bytes` at `serial`: equal on
@@ -658,16 +675,12 @@ impl Index {
     }
 
     pub fn applied_serial(&self) -> Result<Serial, StoreError> {
-        Ok(serial_from(self.meta.get(APPLIED)?))
+        serial_from(self.meta.get(APPLIED)?)
     }
 
     /// The chained digest of every event applied so far.
     pub fn digest(&self) -> Result<Sha256, StoreError> {
-        let bytes = self.meta.get(DIGEST)?;
-        let raw = bytes
-            .map(|b| <[u8; 32]>::try_from(b.as_ref()).unwrap_or([0; 32]))
-            .unwrap_or([0; 32]);
-        Ok(Sha256::from_bytes(raw))
+        Ok(Sha256::from_bytes(digest_from(self.meta.get(DIGEST)?)?))
     }
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
@@ -719,7 +732,7 @@ impl Index {
         );
         let result = trees.transaction(
             |(changelog, meta, repos, projects, files, tokens, npm_packages, npm_versions)| {
-                let applied = serial_from(meta.get(APPLIED)?);
+                let applied = serial_from(meta.get(APPLIED)?).map_err(corrupt_in_tx)?;
                 if serial != applied.next() {
                     return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
                         applied,
@@ -737,10 +750,7 @@ impl Index {
                 };
                 apply_change(serial, event, &mut counts, &trees)?;
 
-                let prev: [u8; 32] = meta
-                    .get(DIGEST)?
-                    .and_then(|b| <[u8; 32]>::try_from(b.as_ref()).ok())
-                    .unwrap_or([0; 32]);
+                let prev = digest_from(meta.get(DIGEST)?).map_err(corrupt_in_tx)?;
                 changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
                 meta.insert(APPLIED, &serial.0.to_be_bytes())?;
                 meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
@@ -792,7 +802,7 @@ impl Index {
             .take(limit)
             .map(|item| {
                 let (key, value) = item?;
-                Ok((serial_from(Some(key)), value.to_vec()))
+                Ok((serial_from(Some(key))?, value.to_vec()))
             })
             .collect()
     }
@@ -806,7 +816,7 @@ impl Index {
             .range((since.0 + 1).to_be_bytes()..)
             .map(|item| {
                 let (key, value) = item?;
-                let serial = serial_from(Some(key));
+                let serial = serial_from(Some(key))?;
                 Ok((serial, decode("changelog", &value)?))
             })
     }
@@ -882,7 +892,7 @@ impl Index {
         let mut count = 0;
         for item in self.changelog.iter() {
             let (key, value) = item?;
-            let serial = serial_from(Some(key));
+            let serial = serial_from(Some(key))?;
             if serial != expected {
                 problems.push(format!(
                     "changelog: expected serial {expected}, found {serial}"
@@ -1300,6 +1310,25 @@ mod tests {
                 hash: hoard_core::Sha256::of(b"x"),
             },
         }
+    }
+
+    #[test]
+    fn corrupt_meta_is_an_error_not_a_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.applied_serial().unwrap(), Serial::ZERO);
+        index.meta.insert(APPLIED, &b"abc"[..]).unwrap();
+        index.meta.insert(DIGEST, &b"short"[..]).unwrap();
+        assert!(matches!(
+            index.applied_serial(),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(index.digest(), Err(StoreError::Corrupt(_))));
+        // And apply refuses to build on it.
+        assert!(matches!(
+            index.apply(Serial(1), &event()),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
