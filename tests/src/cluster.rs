@@ -312,10 +312,10 @@ pub fn download(client: &Client, url: &Url) -> Result<Vec<u8>> {
     Ok(resp.bytes()?.to_vec())
 }
 
-/// Check that every file the node lists for `project` downloads with the
-/// listed sha256, and that the listing is exactly `expected` (filename →
-/// sha256).
-pub fn assert_serves_exactly(node: &Node, project: &str, expected: &BTreeMap<String, String>) {
+/// What `node` lists for `project` (filename → sha256), after checking
+/// that every listed file downloads with its listed sha256: a node never
+/// lists a file it cannot serve.
+pub fn served(node: &Node, project: &str) -> BTreeMap<String, String> {
     let files = listed(node.http(), &node.url(), project)
         .unwrap_or_else(|e| panic!("{}: listing {project}: {e:#}", node.opts.node_id));
     let mut got = BTreeMap::new();
@@ -331,6 +331,31 @@ pub fn assert_serves_exactly(node: &Node, project: &str, expected: &BTreeMap<Str
         );
         got.insert(f.filename.clone(), f.sha256.clone());
     }
+    got
+}
+
+/// Every file of `expected` (filename → sha256) is listed and served by
+/// `node`. Other files may be listed too: an upload whose answer was lost
+/// can still have committed.
+pub fn assert_serves_all(node: &Node, project: &str, expected: &BTreeMap<String, String>) {
+    let got = served(node, project);
+    for (filename, sha) in expected {
+        assert_eq!(
+            got.get(filename),
+            Some(sha),
+            "{}: acknowledged upload {filename} is missing (lists {} files, {} acknowledged)",
+            node.opts.node_id,
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// Check that every file the node lists for `project` downloads with the
+/// listed sha256, and that the listing is exactly `expected` (filename →
+/// sha256).
+pub fn assert_serves_exactly(node: &Node, project: &str, expected: &BTreeMap<String, String>) {
+    let got = served(node, project);
     if &got != expected {
         let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
         let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();

@@ -3,17 +3,14 @@
 //! event, and get a serial or a [`WriteError`] that says what the client
 //! should do (fix the request, go to the leader, or retry).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hoard_core::{Event, Serial};
-use hoard_store::{BlobStore, ReceivedEvent, Rejection, StagedBlob, StoreError};
-
-use std::collections::BTreeSet;
-
-use hoard_core::Sha256;
+use hoard_core::{Event, Serial, Sha256};
 use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::PullRequest;
+use hoard_store::{BlobStore, ReceivedEvent, Rejection, StagedBlob, StoreError};
 
 use crate::net;
 use crate::raft::{ProposeError, RaftNode};
@@ -86,7 +83,9 @@ impl Writer {
         }
         let event = ReceivedEvent::encode(event);
         // A leader cut off from its quorum never commits; answer before the
-        // client gives up, so that it retries elsewhere.
+        // client gives up, so that it retries elsewhere. The entry may still
+        // commit later: a retry of the same upload then finds identical
+        // bytes and succeeds without a second event.
         let proposed = tokio::time::timeout(COMMIT_DEADLINE, self.raft.propose(&event))
             .await
             .unwrap_or_else(|_| {

@@ -113,8 +113,9 @@ pub fn now_us() -> i64 {
 }
 
 impl Node {
-    /// Opens the data dir, creating it on first start, and makes sure the
-    /// configured repositories exist.
+    /// Opens the data dir (creating it on first start) and starts the
+    /// node's role: a Raft voter or a replica follower. The configured
+    /// repositories are recorded by [`Node::settle`], once a leader is known.
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         config.validate()?;
         let data = config.data_dir.clone();

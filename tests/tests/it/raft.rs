@@ -1,46 +1,15 @@
-//! Raft failover with real processes: kill -9 of the leader during a
-//! stream of uploads, a planned handover, and growing a single node into
-//! three voters.
+//! Raft with real processes: kill -9 of the leader during a stream of
+//! uploads, a leader cut off from the other voters, a planned handover,
+//! kill -9 of a follower, a new voter catching up through a snapshot, and
+//! a single node grown into three voters.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hoard_tests::cluster::{download, listed, status_of, upload_ok, wait_converged, wait_for};
+use hoard_tests::cluster::{assert_serves_all, status_of, upload_ok, wait_converged, wait_for};
 use hoard_tests::voters::{admin_post, Uploader, Voters, WriteLog};
 use hoard_tests::{wheel, Node, NodeOpts};
 use serde_json::json;
-
-/// Every acknowledged upload is listed on `node` with its sha256, and
-/// every file it lists downloads with the listed sha256 (a node never
-/// lists a file it cannot serve). Unacknowledged uploads may be listed:
-/// their answer was lost, not their commit.
-fn assert_has_every_ack(node: &Node, project: &str, acked: &BTreeMap<String, String>) {
-    let files = listed(node.http(), &node.url(), project)
-        .unwrap_or_else(|e| panic!("{}: listing {project}: {e:#}", node.opts.node_id));
-    let mut got = BTreeMap::new();
-    for f in &files {
-        let bytes = download(node.http(), &f.url)
-            .unwrap_or_else(|e| panic!("{}: listed file {}: {e:#}", node.opts.node_id, f.filename));
-        assert_eq!(
-            hoard_tests::sha256_hex(&bytes),
-            f.sha256,
-            "{}: {} downloads with other bytes than its listed sha256",
-            node.opts.node_id,
-            f.filename
-        );
-        got.insert(f.filename.clone(), f.sha256.clone());
-    }
-    for (filename, sha) in acked {
-        assert_eq!(
-            got.get(filename),
-            Some(sha),
-            "{}: acknowledged upload {filename} is missing (lists {} files, {} acknowledged)",
-            node.opts.node_id,
-            got.len(),
-            acked.len()
-        );
-    }
-}
 
 fn check_log(log: &WriteLog) {
     assert!(
@@ -101,7 +70,7 @@ fn leader_killed_three_times_during_uploads_loses_no_acknowledged_upload() {
         log.acked.len()
     );
     for node in &nodes {
-        assert_has_every_ack(node, "failover-pkg", &log.acked);
+        assert_serves_all(node, "failover-pkg", &log.acked);
     }
 }
 
@@ -134,7 +103,7 @@ fn planned_promotion_moves_leadership_and_loses_no_upload() {
     let nodes: Vec<&Node> = voters.nodes.iter().collect();
     wait_converged(&nodes, Duration::from_secs(60));
     for node in &nodes {
-        assert_has_every_ack(node, "promote-pkg", &log.acked);
+        assert_serves_all(node, "promote-pkg", &log.acked);
     }
 }
 
@@ -196,7 +165,7 @@ fn a_single_node_grows_to_three_voters_and_keeps_its_data() {
     nodes.extend(others.iter());
     wait_converged(&nodes, Duration::from_secs(30));
     for node in &nodes {
-        assert_has_every_ack(node, "grow-pkg", &expected);
+        assert_serves_all(node, "grow-pkg", &expected);
         let s = status_of(node).unwrap();
         assert_eq!(s["voters"], json!([1, 2, 3]), "{s:#}");
     }
@@ -270,7 +239,7 @@ fn a_leader_cut_off_from_the_other_voters_stops_acknowledging_and_follows_after_
     let nodes: Vec<&Node> = voters.nodes.iter().collect();
     wait_converged(&nodes, Duration::from_secs(60));
     for node in &nodes {
-        assert_has_every_ack(node, "partition-pkg", &log.acked);
+        assert_serves_all(node, "partition-pkg", &log.acked);
     }
 }
 
@@ -356,7 +325,7 @@ fn a_voter_added_after_5000_events_catches_up_through_a_snapshot() {
     );
     assert_eq!(s["role"], "follower", "{s:#}");
     // Every file it lists, it serves: the snapshot's blobs were fetched.
-    assert_has_every_ack(&second, "snapshot-pkg", &expected);
+    assert_serves_all(&second, "snapshot-pkg", &expected);
 }
 
 #[test]
@@ -379,6 +348,6 @@ fn a_follower_killed_during_an_upload_burst_converges_after_a_restart() {
     let nodes: Vec<&Node> = voters.nodes.iter().collect();
     wait_converged(&nodes, Duration::from_secs(60));
     for node in &nodes {
-        assert_has_every_ack(node, "follower-kill-pkg", &log.acked);
+        assert_serves_all(node, "follower-kill-pkg", &log.acked);
     }
 }
