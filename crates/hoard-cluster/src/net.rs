@@ -87,6 +87,30 @@ pub fn check_sender<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status>
     }
 }
 
+/// Channels kept for calls that happen on every write (blob pulls), so that
+/// an upload does not pay a TCP and HTTP/2 handshake per voter. A tonic
+/// channel reconnects by itself when its peer comes back.
+static CHANNELS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Channel>>> =
+    OnceLock::new();
+
+/// A kept channel to `addr`, connecting on first use. The fault layer is
+/// asked on every call, not only when connecting.
+pub async fn shared_channel(addr: &str) -> Result<Channel, ClusterError> {
+    if partitioned_from(addr) {
+        return Err(partition_error(addr));
+    }
+    let cache = CHANNELS.get_or_init(Default::default);
+    if let Some(channel) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(addr) {
+        return Ok(channel.clone());
+    }
+    let channel = connect(addr).await?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(addr.to_owned(), channel.clone());
+    Ok(channel)
+}
+
 /// Opens a channel to another node's gRPC endpoint.
 pub async fn connect(addr: &str) -> Result<Channel, ClusterError> {
     if partitioned_from(addr) {

@@ -173,7 +173,7 @@ impl Blobs for ReplicationSource {
         if wanted.is_empty() {
             return Ok(Response::new(PullReply {}));
         }
-        let channel = net::connect(&req.from)
+        let channel = net::shared_channel(&req.from)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let fetched = std::sync::atomic::AtomicU64::new(0);
