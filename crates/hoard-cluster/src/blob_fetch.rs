@@ -2,6 +2,7 @@
 //! verified, and published only once its sha256 matches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hoard_core::Sha256;
 use hoard_proto::v1::blobs_client::BlobsClient;
@@ -14,6 +15,11 @@ use crate::ClusterError;
 /// How often one fetch resumes a broken stream before giving up on the
 /// source.
 const RESUMES_PER_SOURCE: u32 = 3;
+
+/// The longest wait for the answer to a request, or for the next chunk: a
+/// source that goes silent is treated as a broken stream, so that applying
+/// never hangs on it.
+const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Streams one blob from `addr` into a temp file, resuming from the bytes
 /// already received if the stream breaks, and commits it once verified.
@@ -33,16 +39,20 @@ pub(crate) async fn fetch_blob(
             addr: addr.to_owned(),
             status,
         };
-        let mut stream = client
-            .get(GetBlobRequest {
-                sha256: sha.to_hex(),
-                offset: writer.len(),
-            })
+        let request = client.get(GetBlobRequest {
+            sha256: sha.to_hex(),
+            offset: writer.len(),
+        });
+        let mut stream = tokio::time::timeout(CHUNK_DEADLINE, request)
             .await
+            .map_err(|_| rpc_err(silent()))?
             .map_err(rpc_err)?
             .into_inner();
         loop {
-            match stream.message().await {
+            let next = tokio::time::timeout(CHUNK_DEADLINE, stream.message())
+                .await
+                .unwrap_or_else(|_| Err(silent()));
+            match next {
                 Ok(Some(chunk)) => {
                     writer.write(&chunk.data).await?;
                     fetched.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
@@ -67,4 +77,8 @@ pub(crate) async fn fetch_blob(
     }
     blobs.commit(staged).await?;
     Ok(())
+}
+
+fn silent() -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!("no answer within {CHUNK_DEADLINE:?}"))
 }

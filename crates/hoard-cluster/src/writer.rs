@@ -135,7 +135,9 @@ impl Writer {
                 (tx.clone(), node.grpc_addr.clone(), request.clone(), *id);
             tokio::spawn(async move {
                 let result = tokio::time::timeout(BLOB_PULL_DEADLINE, async {
-                    let channel = net::shared_channel(&addr).await.map_err(|e| e.to_string())?;
+                    let channel = net::shared_channel(&addr)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     BlobsClient::new(channel)
                         .pull(request)
                         .await
