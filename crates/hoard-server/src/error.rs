@@ -179,6 +179,20 @@ impl From<WriteError> for ApiError {
     }
 }
 
+/// A body-stream failure. The body is unread after these, so the
+/// connection is closed.
+impl From<crate::body::BodyError> for ApiError {
+    fn from(e: crate::body::BodyError) -> Self {
+        use crate::body::BodyError;
+        let status = match e {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string()).closing()
+    }
+}
+
 impl From<hoard_pypi::PypiError> for ApiError {
     fn from(e: hoard_pypi::PypiError) -> Self {
         ApiError::bad_request(e.to_string())

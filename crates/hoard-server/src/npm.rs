@@ -19,7 +19,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
-use crate::body::{read_small, BodyError};
+use crate::body::read_small;
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{with_body, HandlerResult};
@@ -369,15 +369,7 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiEr
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large(limit));
     }
-    read_small(req.into_body(), limit, node.config.body_timeout())
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge { limit } => too_large(limit),
-            BodyError::TimedOut => {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()).closing()
-            }
-            BodyError::Read(_) => ApiError::bad_request(e.to_string()).closing(),
-        })
+    Ok(read_small(req.into_body(), limit, node.config.body_timeout()).await?)
 }
 
 /// `PUT /{name}`: `npm publish` (a new version with its tarball) or

@@ -305,22 +305,10 @@ async fn download(
     .await
 }
 
-/// Maps a body-stream failure to its status. The body is unread after
-/// these, so the connection is closed.
-fn body_error(e: BodyError) -> ApiError {
-    match e {
-        BodyError::TooLarge { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).closing()
-        }
-        BodyError::TimedOut => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()).closing(),
-        BodyError::Read(_) => ApiError::bad_request(e.to_string()).closing(),
-    }
-}
-
 fn multipart_error(e: multer::Error) -> ApiError {
     if let multer::Error::StreamReadFailed(inner) = e {
         return match inner.downcast::<BodyError>() {
-            Ok(body) => body_error(*body),
+            Ok(body) => ApiError::from(*body),
             Err(other) => {
                 ApiError::bad_request(format!("reading the upload failed: {other}")).closing()
             }
@@ -344,7 +332,7 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
     let limit = node.config.max_upload_bytes;
     if let Some(len) = declared_length(req.headers()) {
         if len > limit {
-            return Err(body_error(BodyError::TooLarge { limit }));
+            return Err(BodyError::TooLarge { limit }.into());
         }
     }
     let content_type = req
@@ -413,7 +401,7 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
     }
     drop(multipart);
     // The form may end before the body does: all of it must arrive.
-    body_done.finished().await.map_err(body_error)?;
+    body_done.finished().await?;
     let (dist, staged) =
         content.ok_or_else(|| ApiError::bad_request("the upload has no file (field 'content')"))?;
     let digests = ComputedDigests {
