@@ -14,8 +14,8 @@ mod writer;
 
 pub use follower::{Follower, FollowerConfig, FollowerStatus};
 pub use raft::{
-    ClusterView, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig, RaftTuning,
-    TuningError,
+    ClusterView, Committed, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig,
+    RaftTuning, TuningError,
 };
 pub use service::{serve_grpc, ReplicationSource};
 pub use writer::{WriteError, Writer};

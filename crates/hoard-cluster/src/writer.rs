@@ -7,13 +7,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hoard_core::{Event, Serial, Sha256};
+use hoard_core::{Event, Sha256};
 use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::PullRequest;
 use hoard_store::{BlobStore, ReceivedEvent, Rejection, StagedBlob, StoreError};
 
 use crate::net;
-use crate::raft::{ProposeError, RaftNode};
+use crate::raft::{Committed, ProposeError, RaftNode};
 
 /// How long a proposal may wait to commit.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
@@ -68,7 +68,7 @@ impl Writer {
         &self,
         staged: Vec<StagedBlob>,
         event: Event,
-    ) -> Result<Serial, WriteError> {
+    ) -> Result<Committed, WriteError> {
         if self.raft.view().borrow().role != crate::NodeRoleKind::Leader {
             // Cheap refusal before the blobs are published here.
             let leader_url = self.raft.view().borrow().leader_url.clone();
@@ -94,7 +94,7 @@ impl Writer {
                 )))
             });
         match proposed {
-            Ok(serial) => Ok(serial),
+            Ok(committed) => Ok(committed),
             Err(ProposeError::Rejected(r)) => Err(WriteError::Rejected(r)),
             Err(ProposeError::NotLeader { leader_url }) => Err(self.not_leader(leader_url)),
             Err(ProposeError::Unavailable(reason)) => Err(WriteError::Unavailable {

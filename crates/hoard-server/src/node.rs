@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use hoard_cluster::{
-    ClusterError, ClusterView, Follower, FollowerConfig, NodeInfo, NodeRoleKind, RaftNode,
-    RaftNodeConfig, ReplicationSource, WriteError, Writer,
+    ClusterError, ClusterView, Committed, Follower, FollowerConfig, NodeInfo, NodeRoleKind,
+    RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
 };
 use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
 use hoard_store::{BlobStore, Index, Rejection, StagedBlob, StoreError};
@@ -295,7 +295,10 @@ impl Node {
 
     /// Commits one change as `actor`, returning its serial once committed.
     pub async fn commit(&self, actor: &str, change: Change) -> Result<Serial, WriteError> {
-        self.commit_with_blobs(actor, Vec::new(), change).await
+        Ok(self
+            .commit_with_blobs(actor, Vec::new(), change)
+            .await?
+            .serial)
     }
 
     /// Makes `blobs` durable, then commits `change`, through the writer.
@@ -304,7 +307,7 @@ impl Node {
         actor: &str,
         blobs: Vec<StagedBlob>,
         change: Change,
-    ) -> Result<Serial, WriteError> {
+    ) -> Result<Committed, WriteError> {
         let event = Event {
             actor: actor.to_owned(),
             time_us: now_us(),

@@ -489,7 +489,8 @@ async fn publish_version(
                 description: publish.description.clone(),
             },
         )
-        .await?;
+        .await?
+        .serial;
     tracing::info!(repo = %repo.name, package = %full, version = %publish.version, %serial, "npm version published");
     let mut response = with_body(
         StatusCode::OK,

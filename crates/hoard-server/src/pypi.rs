@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hoard_cluster::WriteError;
+use hoard_cluster::{Committed, WriteError};
 use hoard_core::{Change, FileRecord, Perm, RepoName, Serial, Sha256};
 use hoard_pypi::{
     check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
@@ -550,7 +550,7 @@ async fn commit_upload(
         .commit_with_blobs(&principal.actor(), blobs, change)
         .await
     {
-        Ok(serial) => {
+        Ok(Committed { serial, term }) => {
             tracing::info!(%repo, %filename, %serial, actor = %principal.actor(), "file uploaded");
             let mut response = with_body(
                 StatusCode::OK,
@@ -560,13 +560,11 @@ async fn commit_upload(
             response
                 .headers_mut()
                 .insert("x-hoard-upload-serial", HeaderValue::from(serial.0));
-            // The Raft term this node led in when it acknowledged: fault
-            // tests check that one term never has two acknowledging nodes.
-            if let Some(view) = node.cluster_view() {
-                response
-                    .headers_mut()
-                    .insert("x-hoard-term", HeaderValue::from(view.term));
-            }
+            // The term of the entry that committed it: fault tests check
+            // that no term has two acknowledging nodes.
+            response
+                .headers_mut()
+                .insert("x-hoard-term", HeaderValue::from(term));
             Ok(response)
         }
         // A concurrent upload of the same filename won the race.

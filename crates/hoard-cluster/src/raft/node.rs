@@ -83,6 +83,15 @@ pub struct ClusterView {
     pub problem: Option<String>,
 }
 
+/// A committed event: its serial, and the term of the log entry that
+/// carried it. Raft gives each term at most one leader, so the term names
+/// the one node that acknowledged the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub serial: Serial,
+    pub term: u64,
+}
+
 /// Why a proposal did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -215,14 +224,17 @@ impl RaftNode {
 
     /// Commits one event through Raft and returns its serial once it is
     /// applied here. The entry is durable on a majority of voters then.
-    pub async fn propose(&self, event: &ReceivedEvent) -> Result<Serial, ProposeError> {
+    pub async fn propose(&self, event: &ReceivedEvent) -> Result<Committed, ProposeError> {
         let proposal = Proposal {
             event: String::from_utf8(event.bytes().to_vec())
                 .map_err(|_| ProposeError::Unavailable("an event that is not UTF-8 JSON".into()))?,
         };
         match self.raft.client_write(proposal).await {
             Ok(response) => match response.data.0 {
-                Some(Ok(serial)) => Ok(serial),
+                Some(Ok(serial)) => Ok(Committed {
+                    serial,
+                    term: response.log_id.leader_id.term,
+                }),
                 Some(Err(rejection)) => Err(ProposeError::Rejected(rejection)),
                 None => Err(ProposeError::Unavailable(
                     "the committed entry carried no event".into(),
