@@ -46,3 +46,11 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Held by the tests that load the machine the most (many processes, a
+/// thousand uploads, random kills), so that two of them never run at once
+/// on CI's two cores; the others still run beside them.
+pub fn heavy_test() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

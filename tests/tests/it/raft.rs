@@ -22,6 +22,7 @@ fn check_log(log: &WriteLog) {
 
 #[test]
 fn leader_killed_three_times_during_uploads_loses_no_acknowledged_upload() {
+    let _heavy = hoard_tests::heavy_test();
     let mut voters = Voters::start(3);
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let token = voters.nodes[leader].create_token("pypi", "upload");

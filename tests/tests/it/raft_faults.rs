@@ -91,6 +91,7 @@ fn observe(urls: &[String], history: &Mutex<History>, http: &reqwest::blocking::
 
 #[test]
 fn randomized_kills_and_partitions_lose_nothing_and_keep_one_leader_per_term() {
+    let _heavy = hoard_tests::heavy_test();
     let seed = env_u64("HOARD_FAULT_SEED", 20261201);
     let secs = env_u64("HOARD_FAULT_SECS", 60);
     eprintln!("fault schedule seed {seed} for {secs} s (HOARD_FAULT_SEED={seed} replays it)");

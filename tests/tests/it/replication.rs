@@ -343,6 +343,7 @@ fn min_serial_header_gives_read_your_writes_on_a_replica() {
 /// lists a file that it cannot serve).
 #[test]
 fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
+    let _heavy = hoard_tests::heavy_test();
     const UPLOADS: usize = 1000;
     let c = Cluster::start(1, false, |_, o| o);
     let (p, r) = (&c.primary, &c.replicas[0]);
