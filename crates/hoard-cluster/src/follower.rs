@@ -15,6 +15,7 @@ use hoard_store::{BlobStore, Index, ReceivedEvent, StoreError};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::epoch::{ClusterIdentity, Epoch};
 use crate::{net, ClusterError};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -72,6 +73,8 @@ pub struct Follower {
     bytes_fetched: AtomicU64,
     /// Set while far enough behind to log progress.
     catching_up: std::sync::atomic::AtomicBool,
+    /// Learns the cluster id and epoch from the upstream's heartbeats.
+    epoch: Arc<Epoch>,
 }
 
 enum Item {
@@ -88,6 +91,7 @@ impl Follower {
         config: FollowerConfig,
         index: Arc<Index>,
         blobs: BlobStore,
+        epoch: Arc<Epoch>,
     ) -> Result<Arc<Self>, StoreError> {
         let applied = index.applied_serial()?;
         let applied_time_us = index.event(applied)?.map_or(0, |e| e.time_us);
@@ -104,6 +108,7 @@ impl Follower {
             pending_blobs: AtomicU64::new(0),
             bytes_fetched: AtomicU64::new(0),
             catching_up: std::sync::atomic::AtomicBool::new(false),
+            epoch,
         }))
     }
 
@@ -355,6 +360,12 @@ impl Follower {
                 upstream = %hb.node_id,
                 "catching up"
             );
+        }
+        if !hb.cluster_id.is_empty() {
+            self.epoch.observe(ClusterIdentity {
+                cluster_id: hb.cluster_id.clone(),
+                epoch: hb.epoch,
+            });
         }
         if !hb.primary_url.is_empty() {
             self.primary_url.send_if_modified(|url| {

@@ -6,12 +6,14 @@
 //! TLS and a simulated network plug in.
 
 mod blob_fetch;
+mod epoch;
 mod follower;
 pub mod net;
 mod raft;
 mod service;
 mod writer;
 
+pub use epoch::{ClusterIdentity, Contact, Epoch, FencedBy, PendingStep};
 pub use follower::{Follower, FollowerConfig, FollowerStatus};
 pub use raft::{
     ClusterView, Committed, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig,

@@ -54,6 +54,13 @@ pub fn own_addr() -> Option<&'static str> {
     IDENTITY.get().map(|i| i.addr.as_str())
 }
 
+/// Names this node on a call, for the receiver's fault layer.
+pub fn name_sender(metadata: &mut tonic::metadata::MetadataMap) {
+    if let Some(addr) = own_addr().and_then(|a| a.parse().ok()) {
+        metadata.insert(FROM_HEADER, addr);
+    }
+}
+
 /// Whether the fault layer cuts this node off from `addr` right now.
 pub fn partitioned_from(addr: &str) -> bool {
     let Some(path) = IDENTITY.get().and_then(|i| i.partition_file.as_ref()) else {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::epoch::Epoch;
 use crate::{net, ClusterError};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -37,6 +38,8 @@ pub struct ReplicationSource {
     pub applied: watch::Receiver<Serial>,
     /// The primary's public HTTP URL, as far as this node knows.
     pub primary_url: watch::Receiver<Option<String>>,
+    /// The cluster id and epoch of what this node holds.
+    pub epoch: Arc<Epoch>,
 }
 
 impl ReplicationSource {
@@ -47,12 +50,18 @@ impl ReplicationSource {
             .ok()
             .flatten()
             .map_or(0, |e| e.time_us);
+        let identity = self.epoch.known_identity();
         ChangelogMessage {
             kind: Some(changelog_message::Kind::Heartbeat(Heartbeat {
                 latest_serial: latest.0,
                 node_id: self.node_id.clone(),
                 primary_url: self.primary_url.borrow().clone().unwrap_or_default(),
                 latest_time_us,
+                cluster_id: identity
+                    .as_ref()
+                    .map(|i| i.cluster_id.clone())
+                    .unwrap_or_default(),
+                epoch: identity.map_or(0, |i| i.epoch),
             })),
         }
     }

@@ -69,6 +69,12 @@ impl Writer {
         staged: Vec<StagedBlob>,
         event: Event,
     ) -> Result<Committed, WriteError> {
+        if let Some(f) = self.raft.epoch().fenced() {
+            // A newer epoch writes now; its leader takes the write.
+            return Err(WriteError::NotLeader {
+                leader_url: Some(f.contact_url).filter(|u| !u.is_empty()),
+            });
+        }
         if self.raft.view().borrow().role != crate::NodeRoleKind::Leader {
             // Cheap refusal before the blobs are published here.
             let leader_url = self.raft.view().borrow().leader_url.clone();

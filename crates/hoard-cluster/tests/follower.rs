@@ -138,6 +138,17 @@ async fn start_scripted(script: Scripted) -> String {
     addr
 }
 
+fn test_epoch(dir: &std::path::Path) -> Arc<hoard_cluster::Epoch> {
+    hoard_cluster::Epoch::open(
+        dir,
+        hoard_cluster::Contact {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_url: "http://127.0.0.1:0".into(),
+        },
+    )
+    .unwrap()
+}
+
 struct Replica {
     _dir: tempfile::TempDir,
     index: Arc<Index>,
@@ -158,6 +169,7 @@ fn start_replica(upstreams: Vec<String>) -> Replica {
         },
         index.clone(),
         blobs.clone(),
+        test_epoch(dir.path()),
     )
     .unwrap();
     let (stop, stopped) = watch::channel(false);
@@ -280,6 +292,7 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
             blobs,
             applied: writer.durable_serial(),
             primary_url,
+            epoch: test_epoch(dir.path()),
         },
         None,
         listener,

@@ -64,7 +64,6 @@ pub fn status(node: &Node) -> HandlerResult {
                 "leader_id": view.leader_id,
                 "leader_url": view.leader_url,
                 "term": view.term,
-                "epoch": 1,
                 // Every applied event is committed; events committed but
                 // not yet applied here are not counted.
                 "commit_serial": applied.0,
@@ -97,6 +96,30 @@ pub fn status(node: &Node) -> HandlerResult {
     };
     if let (Some(status), Some(fields)) = (status.as_object_mut(), fields.as_object()) {
         status.extend(fields.clone());
+        let identity = node.epoch.known_identity();
+        status.insert(
+            "epoch".into(),
+            json!(identity.as_ref().map_or(0, |i| i.epoch)),
+        );
+        status.insert("cluster_id".into(), json!(identity.map(|i| i.cluster_id)));
+        if let Some(f) = node.epoch.fenced() {
+            status.insert("health".into(), json!("fenced"));
+            status.insert("leader_url".into(), json!(f.contact_url));
+            status.insert(
+                "problem".into(),
+                json!(format!(
+                    "fenced: {} superseded this node's epoch (its leader: {}); it no longer votes or writes. Run `hoard rejoin` to reset it from the new leader",
+                    f.identity, f.contact_url
+                )),
+            );
+            status.insert(
+                "fenced_by".into(),
+                json!({"epoch": f.identity.epoch, "cluster_id": f.identity.cluster_id, "leader_url": f.contact_url}),
+            );
+        }
+        if let Some(step) = node.epoch.pending() {
+            status.insert("pending".into(), json!(step));
+        }
     }
     Ok(json(StatusCode::OK, &status))
 }
@@ -127,6 +150,8 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         ["members", "add"] => add_member(node, &principal, &body).await,
         ["members", "remove"] => remove_member(node, &principal, &body).await,
         ["promote"] => promote(node, &principal, &body).await,
+        ["local", "force-promote"] => force_promote(node, &principal, &body).await,
+        ["local", "rejoin"] => rejoin(node, &principal),
         _ => Err(ApiError::not_found("no such admin endpoint")),
     }
 }
@@ -246,6 +271,78 @@ async fn promote(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResu
         .await
         .map_err(propose_error)?;
     Ok(json(StatusCode::OK, &members_json(node)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForcePromoteRequest {
+    /// The Raft id this node has as the new epoch's voter.
+    id: u64,
+}
+
+/// Disaster recovery, on the node to promote: it becomes the only voter
+/// of a new epoch at its next start, which follows at once.
+async fn force_promote(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
+    require_global_admin(principal, "a forced promotion")?;
+    let req: ForcePromoteRequest = parse_json(body)?;
+    if req.id == 0 {
+        return Err(ApiError::bad_request("a Raft id must be positive"));
+    }
+    // The old epoch's nodes that the new leader fences.
+    let old_members: Vec<String> = match &node.role {
+        NodeRole::Voter { raft, .. } => {
+            if raft.id() != req.id {
+                return Err(ApiError::bad_request(format!(
+                    "this node is voter {}; a voter keeps its Raft id when it is promoted",
+                    raft.id()
+                )));
+            }
+            let view = raft.view().borrow().clone();
+            view.nodes.values().map(|n| n.grpc_addr.clone()).collect()
+        }
+        NodeRole::Replica(_) => node.config.upstreams.clone(),
+    };
+    let identity = node
+        .epoch
+        .begin_new_epoch(req.id, old_members.clone())
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    node.index.flush()?;
+    let serial = node.applied_serial();
+    tracing::warn!(%identity, %serial, fencing = ?old_members, "forced promotion: this node starts {identity} as its only voter");
+    node.request_restart("forced promotion");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "raft_id": req.id,
+            "epoch": identity.epoch,
+            "cluster_id": identity.cluster_id,
+            "last_serial": serial.0,
+            "fencing": old_members,
+            "restarting": true,
+        }),
+    ))
+}
+
+/// On a node that a newer epoch fenced: reset it from that epoch's
+/// leader at the next start (which follows at once), and join it.
+fn rejoin(node: &Node, principal: &Principal) -> HandlerResult {
+    require_global_admin(principal, "a rejoin")?;
+    let raft = voter(node)?;
+    let by = node
+        .epoch
+        .begin_rejoin(raft.id())
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    node.request_restart("rejoining the new epoch");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "raft_id": raft.id(),
+            "epoch": by.identity.epoch,
+            "cluster_id": by.identity.cluster_id,
+            "leader_url": by.contact_url,
+            "restarting": true,
+        }),
+    ))
 }
 
 fn propose_error(e: hoard_cluster::ProposeError) -> ApiError {

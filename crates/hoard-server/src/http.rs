@@ -195,7 +195,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
     // Anything but a read is a write, and only the leader writes. The
     // role changes with elections; a write that loses the leader after
     // this check gets a retryable answer from the writer.
-    if !node.is_leader() && req.method() != Method::GET && req.method() != Method::HEAD {
+    // `/+admin/local/…` acts on this node itself, leader or not.
+    if !node.is_leader()
+        && req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && !req.uri().path().starts_with("/+admin/local/")
+    {
         return forward::forward_write(node, req).await;
     }
     let segs = segments(req.uri().path())?;

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use hoard_cluster::{
-    ClusterError, ClusterView, Committed, Follower, FollowerConfig, NodeInfo, NodeRoleKind,
-    RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
+    ClusterError, ClusterView, Committed, Contact, Epoch, Follower, FollowerConfig, NodeInfo,
+    NodeRoleKind, RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
 };
 use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
 use hoard_store::{BlobStore, Index, Rejection, StagedBlob, StoreError};
@@ -64,6 +64,12 @@ pub struct Node {
     pub metrics: Metrics,
     /// For a replica in proxy mode: connections to the primary.
     pub proxy_client: std::sync::OnceLock<ProxyClient>,
+    /// The cluster id and epoch of this node's history, and whether a
+    /// newer epoch fenced it.
+    pub epoch: Arc<Epoch>,
+    /// Set when this node must restart in place: a forced promotion or a
+    /// rejoin changes what it is, and takes effect at the next start.
+    restart: watch::Sender<bool>,
 }
 
 /// Who made a request, once their token checked out.
@@ -128,11 +134,26 @@ impl Node {
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
         hoard_cluster::net::init(config.grpc_public(), config.partition_file.clone());
-        let (role, applied, primary_url) = match config.role {
+        let epoch = Epoch::open(
+            &data,
+            Contact {
+                grpc_addr: config.grpc_public(),
+                http_url: config.public_url(),
+            },
+        )?;
+        // A forced promotion or a rejoin made this node a voter, whatever
+        // its configuration says.
+        let voter_id = epoch.voter_id();
+        let role = if voter_id.is_some() {
+            Role::Voter
+        } else {
+            config.role
+        };
+        let (role, applied, primary_url) = match role {
             Role::Voter => {
                 let raft = RaftNode::start(
                     RaftNodeConfig {
-                        id: config.raft_id,
+                        id: voter_id.unwrap_or(config.raft_id),
                         info: NodeInfo {
                             grpc_addr: config.grpc_public(),
                             http_url: config.public_url(),
@@ -140,10 +161,11 @@ impl Node {
                         cluster: config.cluster_name.clone(),
                         tuning: config.raft.clone(),
                         snapshot_dir: data.join("snapshots"),
-                        bootstrap: config.bootstrap,
+                        bootstrap: config.bootstrap && voter_id.is_none(),
                     },
                     index.clone(),
                     blobs.clone(),
+                    epoch.clone(),
                 )
                 .await?;
                 let applied = raft.applied();
@@ -160,6 +182,7 @@ impl Node {
                     },
                     index.clone(),
                     blobs.clone(),
+                    epoch.clone(),
                 )?;
                 let url = match &config.primary_url {
                     Some(url) => watch::channel(Some(url.trim_end_matches('/').to_owned())).1,
@@ -182,6 +205,8 @@ impl Node {
             page_cache: PageCache::default(),
             metrics: Metrics::default(),
             proxy_client: std::sync::OnceLock::new(),
+            epoch,
+            restart: watch::Sender::new(false),
         });
         Ok(node)
     }
@@ -191,7 +216,11 @@ impl Node {
     /// must reach this node for an election.
     pub async fn settle(&self) -> Result<(), NodeError> {
         if let NodeRole::Voter { raft, .. } = &self.role {
-            if !self.config.bootstrap && raft.view().borrow().voters.is_empty() {
+            let joining = matches!(
+                self.epoch.pending(),
+                Some(hoard_cluster::PendingStep::Join { .. })
+            );
+            if (!self.config.bootstrap || joining) && raft.view().borrow().voters.is_empty() {
                 tracing::info!("not a member of a Raft group yet: waiting for `hoard members add`");
                 return Ok(());
             }
@@ -241,12 +270,28 @@ impl Node {
 
     /// Whether this node is the leader, the one that accepts writes.
     pub fn is_leader(&self) -> bool {
-        self.role_kind() == NodeRoleKind::Leader
+        self.role_kind() == NodeRoleKind::Leader && self.epoch.fenced().is_none()
     }
 
-    /// The primary's public URL, if known: where writes go.
+    /// The primary's public URL, if known: where writes go. A node that
+    /// a newer epoch fenced sends them to that epoch's leader.
     pub fn primary_url(&self) -> Option<String> {
+        if let Some(f) = self.epoch.fenced() {
+            return Some(f.contact_url);
+        }
         self.primary_url.borrow().clone()
+    }
+
+    /// Asks the binary to stop this node gracefully and start it again
+    /// in place, with the same arguments.
+    pub fn request_restart(&self, why: &str) {
+        tracing::warn!("restarting in place: {why}");
+        self.restart.send_replace(true);
+    }
+
+    /// Becomes true when a restart is requested.
+    pub fn restart_requested(&self) -> watch::Receiver<bool> {
+        self.restart.subscribe()
     }
 
     /// What this node offers to replicas that follow it.
@@ -257,6 +302,7 @@ impl Node {
             blobs: self.blobs.clone(),
             applied: self.applied.clone(),
             primary_url: self.primary_url.clone(),
+            epoch: self.epoch.clone(),
         }
     }
 

@@ -566,6 +566,29 @@ impl Index {
         Ok(None)
     }
 
+    /// Forgets the Raft position and keeps every event: a forced
+    /// promotion starts a new Raft group over the index as it is.
+    /// Durable when this returns.
+    pub async fn forget_raft_position(&self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(RAFT_APPLIED);
+        batch.remove(RAFT_MEMBERSHIP);
+        self.meta.apply_batch(batch)?;
+        self.flusher.flush().await
+    }
+
+    /// Empties the whole state machine (blobs are not in it), for a node
+    /// that rejoins from a new leader. Durable when this returns; a crash
+    /// half-way resets the index at the next open.
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        self.meta.insert(INSTALLING, b"1")?;
+        self.flusher.flush().await?;
+        self.clear_state()?;
+        self.flusher.flush().await?;
+        self.meta.remove(INSTALLING)?;
+        self.flusher.flush().await
+    }
+
     fn set_raft_position(&self, position: &RaftPosition<'_>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.insert(RAFT_APPLIED, position.applied);

@@ -71,13 +71,29 @@ enum Command {
         command: MembersCommand,
     },
     /// Hand leadership to the voter with this Raft id (a planned handover).
+    /// With --force (disaster recovery, when no quorum can be reached):
+    /// make the node at --url the only voter of a new epoch, with this
+    /// Raft id; the old epoch's nodes are fenced until `hoard rejoin`.
     Promote {
         #[command(flatten)]
         target: Target,
-        /// The Raft id of the voter that should lead.
+        /// The Raft id of the voter that should lead (with --force: the
+        /// id the promoted node takes; a voter keeps its own).
         node: u64,
+        /// Start a new epoch on the node at --url, without the old quorum.
+        #[arg(long)]
+        force: bool,
         /// How long to wait for the new leader, in seconds.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// On a node that a forced promotion fenced: reset it from the new
+    /// epoch's leader (blobs are kept) and join that epoch as a voter.
+    Rejoin {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the node to catch up, in seconds.
+        #[arg(long, default_value_t = 600)]
         wait: u64,
     },
     /// Print a node's status as JSON.
@@ -177,7 +193,7 @@ enum RepoCommand {
 
 /// Which node an admin command acts on, and with which token.
 #[derive(Args, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// The node's URL; default: the local node's configured address.
     #[arg(long)]
     url: Option<String>,
@@ -201,7 +217,7 @@ impl Target {
         Ok(config)
     }
 
-    fn url(&self) -> anyhow::Result<String> {
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
         match &self.url {
             Some(url) => Ok(url.trim_end_matches('/').to_owned()),
             None => Ok(self.local_config()?.public_url()),
@@ -297,12 +313,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Promote { target, node, wait } => {
+        Command::Promote {
+            target,
+            node,
+            force: true,
+            wait,
+        } => crate::recovery::force_promote(&target, node, wait).await,
+        Command::Promote {
+            target,
+            node,
+            force: false,
+            wait,
+        } => {
             let body = json!({ "id": node, "wait_secs": wait });
             let answer = admin_post(&target, "promote", &body).await?;
             eprintln!("node {} leads now (term {})", node, answer["term"]);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rejoin { target, wait } => crate::recovery::rejoin(&target, wait).await,
         Command::Status { target } => {
             let url = format!("{}/+status", target.url()?);
             let response = reqwest::get(&url)
@@ -351,8 +379,12 @@ async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode
         .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
     let node = Node::open(config).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut restart = node.restart_requested();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = restart.wait_for(|r| *r) => {}
+        }
         let _ = stop.send(true);
     });
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -392,8 +424,28 @@ async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode
         raft.shutdown().await;
     }
     node.index.flush()?;
+    if *node.restart_requested().borrow() {
+        return Err(restart_in_place());
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces this process with a fresh start of the same binary and
+/// arguments: the same pid, so a supervisor sees no exit. Every file and
+/// socket is opened close-on-exec, so sled's lock and the listeners are
+/// released. Returns only if the exec failed.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    tracing::info!("starting again in place");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::anyhow!("cannot restart: the binary's path: {e}"),
+    };
+    let e = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("cannot restart {}: {e}", exe.display())
 }
 
 async fn shutdown_signal() {
@@ -408,7 +460,11 @@ async fn shutdown_signal() {
     }
 }
 
-async fn admin_post(target: &Target, endpoint: &str, body: &Value) -> anyhow::Result<Value> {
+pub(crate) async fn admin_post(
+    target: &Target,
+    endpoint: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
     let mut url = format!("{}/+admin/{endpoint}", target.url()?);
     let token = target.token()?;
     // Admin writes go to the leader: follow its redirect ourselves, once,

@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod recovery;
 mod settings;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ mod npm_client;
 mod pypi_clients;
 mod raft;
 mod raft_faults;
+mod raft_recovery;
 mod replication;
 mod replication_faults;
 mod replication_npm;

@@ -4,10 +4,11 @@
 
 use std::future::Future;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hoard_proto::v1::raft_client::RaftClient;
-use hoard_proto::v1::{RaftRequest, SnapshotChunk};
+use hoard_proto::v1::{FenceRequest, JoinReply, JoinRequest, RaftRequest, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -22,7 +23,9 @@ use tonic::transport::Channel;
 use super::codec::Vote;
 use super::state_machine::{Snapshot, SnapshotFile};
 use super::{NodeInfo, TypeConfig};
+use crate::epoch::Epoch;
 use crate::net;
+use crate::ClusterError;
 
 /// Bytes of snapshot data per gRPC message.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -32,6 +35,7 @@ const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub(crate) struct Network {
     pub(crate) rpc_timeout: Duration,
+    pub(crate) epoch: Arc<Epoch>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -43,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.grpc_addr.clone(),
             channel: None,
             rpc_timeout: self.rpc_timeout,
+            epoch: self.epoch.clone(),
         }
     }
 }
@@ -52,6 +57,7 @@ pub(crate) struct Peer {
     addr: String,
     channel: Option<Channel>,
     rpc_timeout: Duration,
+    epoch: Arc<Epoch>,
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -66,6 +72,12 @@ fn network(e: impl std::fmt::Display) -> NetworkError<TypeConfig> {
 
 impl Peer {
     async fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        if let Some(f) = self.epoch.fenced() {
+            return Err(unreachable(format!(
+                "fenced by {}: this node makes no Raft calls",
+                f.identity
+            )));
+        }
         if net::partitioned_from(&self.addr) {
             return Err(unreachable(net::partition_error(&self.addr)));
         }
@@ -94,7 +106,7 @@ impl Peer {
         let json = serde_json::to_vec(req).map_err(network)?;
         let deadline = ttl.min(self.rpc_timeout);
         let mut request = tonic::Request::new(RaftRequest { json });
-        name_sender(&mut request);
+        self.name_sender(&mut request);
         let reply = match tokio::time::timeout(deadline, send(client, request)).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(unreachable(format!(
@@ -103,6 +115,7 @@ impl Peer {
                 ))))
             }
             Ok(Err(status)) => {
+                self.epoch.learn_from(&status);
                 if status.code() == tonic::Code::Unavailable {
                     // Reconnect next time: the peer may have restarted.
                     self.channel = None;
@@ -117,10 +130,11 @@ impl Peer {
     }
 }
 
-/// Names this node on the call, for the receiver's fault layer.
-fn name_sender<T>(request: &mut tonic::Request<T>) {
-    if let Some(addr) = net::own_addr().and_then(|a| a.parse().ok()) {
-        request.metadata_mut().insert(net::FROM_HEADER, addr);
+impl Peer {
+    /// Names this node, its cluster and its epoch on the call.
+    fn name_sender<T>(&self, request: &mut tonic::Request<T>) {
+        net::name_sender(request.metadata_mut());
+        self.epoch.attach(request.metadata_mut());
     }
 }
 
@@ -200,7 +214,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut request = tonic::Request::new(stream);
-        name_sender(&mut request);
+        self.name_sender(&mut request);
         let call = client.install_snapshot(request);
         // The receiver fetches every blob the snapshot lists before it
         // answers, so this deadline is far longer than one RPC's.
@@ -213,7 +227,13 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                     self.target
                 ))))
             }
-            reply = call => reply.map_err(network)?.into_inner(),
+            reply = call => match reply {
+                Ok(reply) => reply.into_inner(),
+                Err(status) => {
+                    self.epoch.learn_from(&status);
+                    return Err(network(status).into());
+                }
+            },
         };
         reader
             .await
@@ -223,4 +243,76 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             serde_json::from_slice(&reply.json).map_err(network)?;
         result.map_err(|e| StreamingError::Network(network(format!("node {}: {e}", self.target))))
     }
+}
+
+/// How long one `Fence` or `Join` call may take.
+const EPOCH_CALL_DEADLINE: Duration = Duration::from_secs(2);
+
+async fn epoch_client(epoch: &Epoch, addr: &str) -> Result<RaftClient<Channel>, ClusterError> {
+    if epoch.fenced().is_some() {
+        return Err(ClusterError::Raft("this node is fenced".into()));
+    }
+    Ok(RaftClient::new(net::connect(addr).await?))
+}
+
+fn epoch_request<T>(epoch: &Epoch, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(EPOCH_CALL_DEADLINE);
+    net::name_sender(request.metadata_mut());
+    epoch.attach(request.metadata_mut());
+    request
+}
+
+/// Tells the node at `addr` that this node's epoch supersedes its own.
+/// Returns its answer: `fenced`, or `current` if it has rejoined already.
+pub(crate) async fn send_fence(
+    epoch: &Epoch,
+    addr: &str,
+    leader_url: &str,
+) -> Result<String, ClusterError> {
+    let mut client = epoch_client(epoch, addr).await?;
+    let request = epoch_request(
+        epoch,
+        FenceRequest {
+            leader_url: leader_url.to_owned(),
+        },
+    );
+    let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, client.fence(request))
+        .await
+        .map_err(|_| ClusterError::Connect {
+            addr: addr.to_owned(),
+            message: "no answer to Fence".into(),
+        })?
+        .map_err(|status| {
+            epoch.learn_from(&status);
+            ClusterError::Rpc {
+                addr: addr.to_owned(),
+                status,
+            }
+        })?;
+    Ok(reply.into_inner().outcome)
+}
+
+/// Asks the node at `addr` (the leader, hopefully) to add this node.
+pub(crate) async fn send_join(
+    epoch: &Epoch,
+    addr: &str,
+    join: JoinRequest,
+) -> Result<JoinReply, ClusterError> {
+    let mut client = epoch_client(epoch, addr).await?;
+    let request = epoch_request(epoch, join);
+    let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, client.join(request))
+        .await
+        .map_err(|_| ClusterError::Connect {
+            addr: addr.to_owned(),
+            message: "no answer to Join".into(),
+        })?
+        .map_err(|status| {
+            epoch.learn_from(&status);
+            ClusterError::Rpc {
+                addr: addr.to_owned(),
+                status,
+            }
+        })?;
+    Ok(reply.into_inner())
 }

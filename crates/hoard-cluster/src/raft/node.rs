@@ -17,11 +17,22 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::log_store::LogStore;
-use super::network::Network;
+use super::network::{send_fence, send_join, Network};
 use super::service::RaftRpc;
 use super::state_machine::StateMachine;
 use super::{NodeInfo, Proposal, Raft, RaftTuning};
+use crate::epoch::{ClusterIdentity, Epoch, PendingStep};
 use crate::ClusterError;
+
+/// How often the leader of a new epoch calls the old epoch's nodes that
+/// it has not fenced yet: a restarted old voter must hear of the new
+/// epoch before it can hold an election among its old peers.
+const FENCE_RETRY: Duration = Duration::from_millis(250);
+/// How often a rejoining node asks to be added.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// How long a new epoch's first start may take to elect itself and
+/// snapshot the index.
+const SEAL_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug)]
 pub struct RaftNodeConfig {
@@ -106,37 +117,73 @@ pub enum ProposeError {
 pub struct RaftNode {
     raft: Raft,
     membership_lock: tokio::sync::Mutex<()>,
+    /// Nodes that asked to join and are being added now.
+    joining: std::sync::Mutex<BTreeSet<u64>>,
     state_machine: StateMachine,
     view: watch::Receiver<ClusterView>,
+    epoch: Arc<Epoch>,
     config: RaftNodeConfig,
 }
 
 impl RaftNode {
     /// Starts Raft over the node's index. On the first start of a node
-    /// with `bootstrap`, it becomes the only voter of a new group.
+    /// with `bootstrap`, it becomes the only voter of a new group. First,
+    /// it carries out what a forced promotion or a rejoin left for this
+    /// start (see [`PendingStep`]).
     pub async fn start(
         config: RaftNodeConfig,
         index: Arc<Index>,
         blobs: BlobStore,
+        epoch: Arc<Epoch>,
     ) -> Result<Arc<RaftNode>, ClusterError> {
         let raft_config = config
             .tuning
             .openraft_config(&config.cluster)
             .validate()
             .map_err(|e| ClusterError::Raft(format!("invalid Raft settings: {e}")))?;
+        let raft_log = index.raft_log()?;
+        let new_epoch = epoch.pending() == Some(PendingStep::NewEpoch);
+        match epoch.pending() {
+            Some(PendingStep::NewEpoch) => {
+                tracing::warn!(
+                    serial = %index.applied_serial()?,
+                    "forced promotion: starting a new epoch over this node's index; the old Raft log is dropped"
+                );
+                raft_log.clear().await?;
+                index.forget_raft_position().await?;
+                remove_snapshots(&config.snapshot_dir)?;
+            }
+            Some(PendingStep::Reset { contact_grpc }) => {
+                tracing::warn!(
+                    "rejoining: emptying the index and the Raft log (blobs stay), then joining through {contact_grpc}"
+                );
+                index.reset().await?;
+                raft_log.clear().await?;
+                remove_snapshots(&config.snapshot_dir)?;
+                epoch.set_pending(Some(PendingStep::Join { contact_grpc }))?;
+            }
+            Some(PendingStep::Join { .. }) | None => {}
+        }
+        let joining = matches!(epoch.pending(), Some(PendingStep::Join { .. }));
+        let bootstrap = (config.bootstrap && !joining) || new_epoch;
         // Until the metrics say who leads, missing blobs come from the
         // members the stored membership names: a restarted node re-applies
         // committed entries before it hears from anyone.
-        let (sources_tx, sources_rx) = watch::channel(stored_peers(&index, &config.info)?);
+        let peers = stored_peers(&index, &config.info)?;
+        if epoch.fenced().is_none() && epoch.identity().is_some() && epoch.pending().is_none() {
+            probe_for_newer_epoch(&epoch, &peers, &config.info.http_url).await;
+        }
+        let (sources_tx, sources_rx) = watch::channel(peers);
         let state_machine = StateMachine::new(
             index.clone(),
             blobs,
             config.snapshot_dir.clone(),
             sources_rx,
         )?;
-        let log = LogStore::new(index.raft_log()?);
+        let log = LogStore::new(raft_log);
         let network = Network {
             rpc_timeout: Duration::from_millis(config.tuning.rpc_timeout_ms),
+            epoch: epoch.clone(),
         };
         let raft = Raft::new(
             config.id,
@@ -148,28 +195,177 @@ impl RaftNode {
         .await
         .map_err(|e| ClusterError::Raft(format!("starting Raft: {e}")))?;
 
-        if config.bootstrap
-            && !raft
-                .is_initialized()
-                .await
-                .map_err(|e| ClusterError::Raft(e.to_string()))?
-        {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if bootstrap && !initialized {
+            if epoch.identity().is_none() {
+                epoch.adopt(ClusterIdentity::next_after(0))?;
+            }
             tracing::info!(id = config.id, "initializing a new one-voter Raft group");
             let members = BTreeMap::from([(config.id, config.info.clone())]);
             raft.initialize(members)
                 .await
                 .map_err(|e| ClusterError::Raft(format!("initializing the group: {e}")))?;
+        } else if initialized && epoch.identity().is_none() {
+            // A data dir from before cluster identities: its cluster is
+            // epoch 1 of the one the configuration names.
+            epoch.adopt(ClusterIdentity {
+                cluster_id: config.cluster.clone(),
+                epoch: 1,
+            })?;
         }
 
         let (view_tx, view) = watch::channel(initial_view(config.id));
         tokio::spawn(watch_metrics(raft.clone(), view_tx, sources_tx));
-        Ok(Arc::new(RaftNode {
+        let node = Arc::new(RaftNode {
             raft,
             membership_lock: tokio::sync::Mutex::new(()),
+            joining: std::sync::Mutex::new(BTreeSet::new()),
             state_machine,
             view,
+            epoch,
             config,
-        }))
+        });
+        let mut fenced = node.epoch.watch_fenced();
+        let raft = node.raft.clone();
+        tokio::spawn(async move {
+            if fenced.wait_for(|f| *f).await.is_ok() {
+                tracing::warn!("fenced: stopping Raft on this node");
+                if let Err(e) = raft.shutdown().await {
+                    tracing::warn!(error = %e, "stopping Raft");
+                }
+            }
+        });
+        if new_epoch {
+            node.seal_new_epoch().await?;
+            node.epoch.set_pending(None)?;
+        }
+        if !node.epoch.fence_targets().is_empty() {
+            tokio::spawn(fence_old_epoch(node.clone()));
+        }
+        if joining {
+            tokio::spawn(join_group(node.clone()));
+        }
+        Ok(node)
+    }
+
+    /// The first start of a new epoch: once this node leads its one-voter
+    /// group, snapshot the index and purge the log. The log holds only
+    /// the new epoch's entries, so a member added later must start from a
+    /// snapshot (the whole index), never from the log.
+    async fn seal_new_epoch(&self) -> Result<(), ClusterError> {
+        let fail = |what: String| ClusterError::Raft(format!("starting the new epoch: {what}"));
+        let wait = || self.raft.wait(Some(SEAL_WAIT));
+        // Leading, with its own first entry applied: a snapshot then
+        // covers the whole index and a log position to purge up to.
+        let led = wait()
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.last_log_index.is_some()
+                        && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
+                },
+                "this node elects itself and applies its first entry",
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let applied = led.last_applied.map_or(0, |l| l.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        wait()
+            .metrics(
+                |m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied),
+                "a snapshot of the index",
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        self.raft
+            .trigger()
+            .purge_log(applied)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        wait()
+            .metrics(
+                |m| m.purged.as_ref().is_some_and(|p| p.index >= applied),
+                "the log purged up to the snapshot",
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tracing::info!(
+            epoch = ?self.epoch.identity(),
+            serial = %*self.applied().borrow(),
+            "this node leads a new epoch: members added from now on start from its snapshot"
+        );
+        Ok(())
+    }
+
+    /// The cluster identity and fencing state of this node.
+    pub fn epoch(&self) -> &Arc<Epoch> {
+        &self.epoch
+    }
+
+    /// Handles a `Join` call: on the leader, starts adding the caller (as
+    /// a learner, then a voter) unless that is under way; elsewhere,
+    /// names the leader.
+    pub(crate) fn accept_join(
+        self: &Arc<Self>,
+        id: u64,
+        info: NodeInfo,
+    ) -> Result<hoard_proto::v1::JoinReply, String> {
+        let view = self.view.borrow().clone();
+        if view.role != NodeRoleKind::Leader {
+            let leader_grpc = view
+                .leader_id
+                .and_then(|l| view.nodes.get(&l))
+                .map(|n| n.grpc_addr.clone())
+                .unwrap_or_default();
+            return Ok(hoard_proto::v1::JoinReply {
+                accepted: false,
+                leader_grpc,
+            });
+        }
+        if id == self.id() {
+            return Err(format!("raft id {id} is the leader's own"));
+        }
+        if let Some(existing) = view.nodes.get(&id) {
+            if existing.grpc_addr != info.grpc_addr {
+                return Err(format!(
+                    "raft id {id} belongs to the member at {}",
+                    existing.grpc_addr
+                ));
+            }
+        }
+        let accepted = hoard_proto::v1::JoinReply {
+            accepted: true,
+            leader_grpc: String::new(),
+        };
+        if view.voters.contains(&id) {
+            return Ok(accepted);
+        }
+        let first = self
+            .joining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        if first {
+            let node = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(id, %info, "a node of the old epoch rejoins");
+                if let Err(e) = node.add_member(id, info, false).await {
+                    tracing::warn!(id, error = %e, "adding the rejoining node failed; it will ask again");
+                }
+                node.joining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
+        }
+        Ok(accepted)
     }
 
     pub fn id(&self) -> u64 {
@@ -201,9 +397,11 @@ impl RaftNode {
     }
 
     /// The gRPC service other voters call.
-    pub fn rpc_service(&self) -> RaftServer<impl hoard_proto::v1::raft_server::Raft> {
+    pub fn rpc_service(self: &Arc<Self>) -> RaftServer<impl hoard_proto::v1::raft_server::Raft> {
         RaftServer::new(RaftRpc {
+            node: self.clone(),
             raft: self.raft.clone(),
+            epoch: self.epoch.clone(),
             snapshot_dir: self.state_machine.snapshot_dir().to_owned(),
         })
         .max_decoding_message_size(64 << 20)
@@ -366,6 +564,112 @@ fn stored_peers(index: &Index, me: &NodeInfo) -> Result<Vec<String>, ClusterErro
         .map(|(_, n)| n.grpc_addr.clone())
         .filter(|addr| *addr != me.grpc_addr)
         .collect())
+}
+
+/// Removes the snapshots of an epoch that this node leaves.
+fn remove_snapshots(dir: &std::path::Path) -> Result<(), ClusterError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ClusterError::Store(hoard_store::StoreError::Io {
+            context: format!("remove {}", dir.display()),
+            source,
+        })),
+    }
+}
+
+/// How long a restarting voter asks its old peers whether a newer epoch
+/// superseded them.
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
+/// Before a restarted voter starts Raft, asks its peers whether a newer
+/// epoch fenced them (a peer that was fenced refuses it, and the refusal
+/// fences this node too). Without it, two old voters that come back
+/// together could elect a leader of the old epoch before the new leader
+/// reaches them.
+async fn probe_for_newer_epoch(epoch: &Epoch, peers: &[String], own_url: &str) {
+    if peers.is_empty() {
+        return;
+    }
+    let calls = peers.iter().map(|addr| send_fence(epoch, addr, own_url));
+    let _ = tokio::time::timeout(PROBE_WAIT, futures_util::future::join_all(calls)).await;
+    if let Some(f) = epoch.fenced() {
+        tracing::error!(by = %f.identity, "a peer reports that {} superseded this node's epoch", f.identity);
+    }
+}
+
+/// On the leader of a new epoch: calls each node of the old epoch until
+/// it has been told (it is fenced then, or has rejoined already).
+async fn fence_old_epoch(node: Arc<RaftNode>) {
+    let epoch = node.epoch.clone();
+    let leader_url = node.config.info.http_url.clone();
+    loop {
+        let targets = epoch.fence_targets();
+        if targets.is_empty() {
+            tracing::info!("every node of the old epoch has been fenced");
+            return;
+        }
+        let calls = targets.iter().map(|addr| {
+            let (epoch, leader_url) = (&epoch, &leader_url);
+            async move { (addr, send_fence(epoch, addr, leader_url).await) }
+        });
+        for (addr, outcome) in futures_util::future::join_all(calls).await {
+            match outcome {
+                Ok(outcome) => {
+                    tracing::info!(node = %addr, %outcome, "told a node of the old epoch");
+                    if let Err(e) = epoch.fence_target_done(addr) {
+                        tracing::warn!(error = %e, "recording a fenced node");
+                    }
+                }
+                Err(e) => tracing::debug!(node = %addr, error = %e, "not fenced yet"),
+            }
+        }
+        tokio::time::sleep(FENCE_RETRY).await;
+    }
+}
+
+/// On a node that `hoard rejoin` reset: asks the leader to add it, until
+/// it is a voter.
+async fn join_group(node: Arc<RaftNode>) {
+    let epoch = node.epoch.clone();
+    let Some(PendingStep::Join { mut contact_grpc }) = epoch.pending() else {
+        return;
+    };
+    let mut asked = 0u64;
+    loop {
+        let view = node.view.borrow().clone();
+        if view.voters.contains(&node.id()) {
+            match epoch.set_pending(None) {
+                Ok(()) => {
+                    tracing::info!(epoch = ?epoch.identity(), "rejoined: this node is a voter again");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "recording the rejoin"),
+            }
+        }
+        let target = view
+            .leader_id
+            .and_then(|l| view.nodes.get(&l))
+            .map(|n| n.grpc_addr.clone())
+            .unwrap_or_else(|| contact_grpc.clone());
+        let join = hoard_proto::v1::JoinRequest {
+            raft_id: node.id(),
+            grpc_addr: node.config.info.grpc_addr.clone(),
+            http_url: node.config.info.http_url.clone(),
+        };
+        match send_join(&epoch, &target, join).await {
+            Ok(reply) if reply.accepted => {
+                if asked == 0 {
+                    tracing::info!(leader = %target, "the leader is adding this node");
+                }
+                asked += 1;
+            }
+            Ok(reply) if !reply.leader_grpc.is_empty() => contact_grpc = reply.leader_grpc,
+            Ok(_) => tracing::debug!(node = %target, "no leader known there yet"),
+            Err(e) => tracing::warn!(node = %target, error = %e, "asking to rejoin"),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
 }
 
 fn initial_view(id: u64) -> ClusterView {

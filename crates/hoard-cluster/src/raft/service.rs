@@ -1,32 +1,56 @@
-//! The serving side of the Raft RPCs: decode, hand to openraft, encode
-//! the result (errors as text: the caller only logs them and retries).
+//! The serving side of the Raft RPCs: check the caller's cluster and
+//! epoch, decode, hand to openraft, encode the result (errors as text:
+//! the caller only logs them and retries). Plus the two calls of a new
+//! epoch: `Fence` and `Join`.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use hoard_proto::v1::raft_server::Raft as RaftService;
-use hoard_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
+use hoard_proto::v1::{
+    FenceReply, FenceRequest, JoinReply, JoinRequest, RaftReply, RaftRequest, SnapshotChunk,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{SnapshotMeta, Vote};
+use super::node::RaftNode;
 use super::state_machine::{Snapshot, SnapshotFile};
-use super::Raft;
+use super::{NodeInfo, Raft};
+use crate::epoch::{Admission, Epoch};
 use crate::net;
 
 #[derive(Clone)]
 pub(crate) struct RaftRpc {
+    pub(crate) node: Arc<RaftNode>,
     pub(crate) raft: Raft,
+    pub(crate) epoch: Arc<Epoch>,
     /// Where received snapshots are written.
     pub(crate) snapshot_dir: PathBuf,
 }
 
-fn decode<T: DeserializeOwned>(req: Request<RaftRequest>) -> Result<T, Status> {
-    net::check_sender(&req)?;
-    serde_json::from_slice(&req.into_inner().json)
-        .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
+impl RaftRpc {
+    /// Lets a Raft call through only from a node of this node's epoch.
+    #[allow(clippy::result_large_err)]
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        net::check_sender(req)?;
+        match self.epoch.admit(req.metadata())? {
+            Admission::Current => Ok(()),
+            Admission::Superseded => Err(Status::failed_precondition(
+                "this node was superseded by the caller's epoch; it takes no Raft calls until `hoard rejoin`",
+            )),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
+        self.admit(&req)?;
+        serde_json::from_slice(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
+    }
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(
@@ -43,29 +67,33 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.append_entries(decode(request)?).await)
+        reply(self.raft.append_entries(self.decode(request)?).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.vote(decode(request)?).await)
+        reply(self.raft.vote(self.decode(request)?).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.pre_vote(decode(request)?).await)
+        reply(self.raft.pre_vote(self.decode(request)?).await)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.handle_transfer_leader(decode(request)?).await)
+        reply(
+            self.raft
+                .handle_transfer_leader(self.decode(request)?)
+                .await,
+        )
     }
 
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
-        net::check_sender(&request)?;
+        self.admit(&request)?;
         let mut stream = request.into_inner();
         let path = self
             .snapshot_dir
@@ -100,6 +128,37 @@ impl RaftService for RaftRpc {
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
         drop(guard);
         reply(result)
+    }
+
+    async fn fence(&self, request: Request<FenceRequest>) -> Result<Response<FenceReply>, Status> {
+        net::check_sender(&request)?;
+        if self.epoch.identity().is_none() {
+            // A node that belongs to no cluster yet is not told one by a
+            // fence (an old epoch's start-up probe may call it).
+            return Ok(Response::new(FenceReply {
+                outcome: "not a member".into(),
+            }));
+        }
+        let outcome = match self.epoch.admit(request.metadata())? {
+            Admission::Current => "current",
+            Admission::Superseded => "fenced",
+        };
+        Ok(Response::new(FenceReply {
+            outcome: outcome.into(),
+        }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        self.admit(&request)?;
+        let req = request.into_inner();
+        let info = NodeInfo {
+            grpc_addr: req.grpc_addr,
+            http_url: req.http_url,
+        };
+        match self.node.accept_join(req.raft_id, info) {
+            Ok(accepted) => Ok(Response::new(accepted)),
+            Err(reason) => Err(Status::failed_precondition(reason)),
+        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! Disaster recovery with real processes: two of three voters killed, a
+//! replica promoted with `hoard promote --force` into a new epoch, the old
+//! voters fenced (the survivor at once, the killed ones when they come
+//! back), and `hoard rejoin` bringing each back as a voter of the new epoch.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hoard_tests::cluster::{
+    assert_serves_all, client, status_of, upload, upload_ok, wait_converged, wait_for,
+};
+use hoard_tests::voters::Voters;
+use hoard_tests::{sha256_hex, wheel, Node, NodeOpts};
+use serde_json::{json, Value};
+
+/// The Raft id the promoted replica takes: no voter ever had it.
+const PROMOTED_ID: u64 = 4;
+
+fn wait_fenced(node: &Node, epoch: u64) -> Value {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{} reports that epoch {epoch} fenced it", node.opts.node_id),
+        || {
+            let s = status_of(node).ok()?;
+            (s["health"] == "fenced" && s["fenced_by"]["epoch"].as_u64() == Some(epoch))
+                .then_some(s)
+        },
+    )
+}
+
+#[test]
+fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejoin() {
+    let _heavy = hoard_tests::heavy_test();
+    let mut voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
+    let replica = Node::start(NodeOpts::replica("r1", &upstreams));
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let http = client();
+    let mut expected = BTreeMap::new();
+    for i in 0..5 {
+        let a = wheel("dr-pkg", &format!("0.{i}"));
+        upload_ok(&http, &voters.nodes[leader].url(), &token, &a);
+        expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+    }
+    {
+        let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
+        nodes.push(&replica);
+        wait_converged(&nodes, Duration::from_secs(30));
+    }
+    let old_epoch = status_of(&voters.nodes[leader]).unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(old_epoch, 1);
+    assert_eq!(status_of(&replica).unwrap()["epoch"], json!(old_epoch));
+
+    // Two of three voters die, the leader among them: no quorum is left.
+    let killed = [leader, (leader + 1) % 3];
+    let survivor = (leader + 2) % 3;
+    for &i in &killed {
+        voters.nodes[i].kill9();
+    }
+
+    let out = replica.cli_ok(&[
+        "promote",
+        &PROMOTED_ID.to_string(),
+        "--force",
+        "--url",
+        &replica.url(),
+        "--token",
+        &replica.admin_token(),
+    ]);
+    eprintln!("promote --force: {out}");
+    assert!(
+        out.contains("leads epoch 2") && out.contains("up to serial"),
+        "promote --force printed: {out}"
+    );
+    let s = status_of(&replica).unwrap();
+    assert_eq!(s["role"], "leader", "{s:#}");
+    assert_eq!(s["epoch"], 2, "{s:#}");
+    assert_eq!(s["voters"], json!([PROMOTED_ID]), "{s:#}");
+    assert_ne!(s["cluster_id"], json!(null));
+
+    // The promoted replica takes writes, with the tokens it already held.
+    for i in 0..3 {
+        let a = wheel("dr-pkg", &format!("1.{i}"));
+        upload_ok(&http, &replica.url(), &token, &a);
+        expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+    }
+    assert_serves_all(&replica, "dr-pkg", &expected);
+
+    // The surviving voter is fenced, and sends writes to the new leader.
+    wait_fenced(&voters.nodes[survivor], 2);
+    let redirected = wheel("dr-pkg", "9.9");
+    let up = upload(&http, &voters.nodes[survivor].url(), &token, &redirected).unwrap();
+    assert_eq!(up.status, 307, "a fenced voter answered {up:?}");
+    assert!(
+        up.location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(&replica.url())),
+        "a fenced voter redirected to {:?}",
+        up.location
+    );
+
+    // The killed voters come back with their old state: they are refused
+    // and fenced, and never lead the old epoch again.
+    for &i in &killed {
+        voters.nodes[i].restart();
+    }
+    for &i in &killed {
+        let s = wait_fenced(&voters.nodes[i], 2);
+        assert_eq!(s["epoch"], old_epoch, "{s:#}");
+    }
+    // They hold nothing of the new epoch before they rejoin.
+    let new_serial = status_of(&replica).unwrap()["applied_serial"].clone();
+    for node in &voters.nodes {
+        let s = status_of(node).unwrap();
+        assert!(s["applied_serial"].as_u64() < new_serial.as_u64(), "{s:#}");
+    }
+
+    // `hoard rejoin` resets each from the new leader; then they converge.
+    for node in &voters.nodes {
+        let out = node.cli_ok(&[
+            "rejoin",
+            "--url",
+            &node.url(),
+            "--token",
+            &node.admin_token(),
+            "--wait",
+            "120",
+        ]);
+        eprintln!("rejoin {}: {out}", node.opts.node_id);
+        assert!(
+            out.contains("a voter of epoch 2 again"),
+            "rejoin printed: {out}"
+        );
+    }
+    let a = wheel("dr-pkg", "2.0");
+    upload_ok(&http, &replica.url(), &token, &a);
+    expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+
+    let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
+    nodes.push(&replica);
+    wait_converged(&nodes, Duration::from_secs(60));
+    eprintln!("the old voters' logs on the new epoch:");
+    for node in &voters.nodes {
+        for line in node
+            .log()
+            .lines()
+            .filter(|l| l.contains("fenced") || l.contains("rejoin"))
+        {
+            eprintln!("  {}: {line}", node.opts.node_id);
+        }
+    }
+    for node in &nodes {
+        assert_serves_all(node, "dr-pkg", &expected);
+        let s = status_of(node).unwrap();
+        assert_eq!(s["epoch"], 2, "{s:#}");
+        assert_eq!(s["health"], "ok", "{s:#}");
+        assert_eq!(s["voters"], json!([1, 2, 3, PROMOTED_ID]), "{s:#}");
+        assert_eq!(s["leader_id"], json!(PROMOTED_ID), "{s:#}");
+    }
+    // The redirected upload was never written anywhere.
+    for node in &nodes {
+        assert!(
+            !hoard_tests::cluster::served(node, "dr-pkg").contains_key(&redirected.filename),
+            "{} lists the upload that a fenced voter redirected",
+            node.opts.node_id
+        );
+    }
+}
