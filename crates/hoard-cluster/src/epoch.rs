@@ -74,11 +74,12 @@ pub enum PendingStep {
     /// start a one-voter group of the new epoch, snapshot it and purge
     /// the log, so that every later member starts from the whole index.
     NewEpoch,
-    /// After `hoard rejoin`: empty the index and the Raft log (blobs
-    /// stay), then join.
-    Reset { contact_grpc: String },
+    /// After `hoard rejoin`, or a replica's planned promotion: empty the
+    /// index and the Raft log (blobs stay), then join through `contacts`
+    /// (gRPC addresses of members; any of them names the leader).
+    Reset { contacts: Vec<String> },
     /// After the reset: ask the leader to add this node until it votes.
-    Join { contact_grpc: String },
+    Join { contacts: Vec<String> },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -276,11 +277,33 @@ impl Epoch {
             s.voter_id = Some(voter_id);
             s.fence_targets.clear();
             s.pending = Some(PendingStep::Reset {
-                contact_grpc: by.contact_grpc.clone(),
+                contacts: vec![by.contact_grpc.clone()],
             });
         })?;
         self.fenced_tx.send_replace(false);
         Ok(by)
+    }
+
+    /// Has this replica join its upstreams' Raft group as a voter with
+    /// `voter_id`, at the next start: its index is emptied (blobs stay)
+    /// and rebuilt from the leader, because a replica's serials do not
+    /// say where in the Raft log it stands.
+    pub fn begin_join(
+        &self,
+        voter_id: u64,
+        contacts: Vec<String>,
+    ) -> Result<ClusterIdentity, ClusterError> {
+        let Some(identity) = self.known_identity() else {
+            return Err(ClusterError::Raft(
+                "no upstream has reported its cluster id and epoch yet; wait until this replica follows one".into(),
+            ));
+        };
+        self.update(|s| {
+            s.identity = Some(identity.clone());
+            s.voter_id = Some(voter_id);
+            s.pending = Some(PendingStep::Reset { contacts });
+        })?;
+        Ok(identity)
     }
 
     /// Names this node's cluster, epoch and address on an outgoing call.

@@ -152,6 +152,7 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         ["promote"] => promote(node, &principal, &body).await,
         ["local", "force-promote"] => force_promote(node, &principal, &body).await,
         ["local", "rejoin"] => rejoin(node, &principal),
+        ["local", "join"] => join(node, &principal, &body),
         _ => Err(ApiError::not_found("no such admin endpoint")),
     }
 }
@@ -340,6 +341,43 @@ fn rejoin(node: &Node, principal: &Principal) -> HandlerResult {
             "epoch": by.identity.epoch,
             "cluster_id": by.identity.cluster_id,
             "leader_url": by.contact_url,
+            "restarting": true,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    /// The Raft id this replica takes as a voter: one no node ever had.
+    id: u64,
+}
+
+/// On a replica, the first step of its planned promotion: at its next
+/// start (which follows at once) it joins its upstreams' Raft group.
+fn join(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
+    require_global_admin(principal, "joining the Raft group")?;
+    let req: JoinRequest = parse_json(body)?;
+    if req.id == 0 {
+        return Err(ApiError::bad_request("a Raft id must be positive"));
+    }
+    if !matches!(node.role, NodeRole::Replica(_)) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this node is a member of the Raft group already",
+        ));
+    }
+    let identity = node
+        .epoch
+        .begin_join(req.id, node.config.upstreams.clone())
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    node.request_restart("joining the Raft group as a voter");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "raft_id": req.id,
+            "epoch": identity.epoch,
+            "cluster_id": identity.cluster_id,
             "restarting": true,
         }),
     ))

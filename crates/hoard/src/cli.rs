@@ -71,7 +71,8 @@ enum Command {
         command: MembersCommand,
     },
     /// Hand leadership to the voter with this Raft id (a planned handover).
-    /// With --force (disaster recovery, when no quorum can be reached):
+    /// If the node at --url is a replica, it first joins as a voter with
+    /// this id and catches up. With --force (disaster recovery, when no quorum can be reached):
     /// make the node at --url the only voter of a new epoch, with this
     /// Raft id; the old epoch's nodes are fenced until `hoard rejoin`.
     Promote {
@@ -81,8 +82,11 @@ enum Command {
         /// id the promoted node takes; a voter keeps its own).
         node: u64,
         /// Start a new epoch on the node at --url, without the old quorum.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "replace")]
         force: bool,
+        /// After the handover, remove this voter (a dead one) from the group.
+        #[arg(long, value_name = "DEAD_VOTER")]
+        replace: Option<u64>,
         /// How long to wait for the new leader, in seconds.
         #[arg(long, default_value_t = 30)]
         wait: u64,
@@ -318,19 +322,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
             force: true,
             wait,
-        } => crate::recovery::force_promote(&target, node, wait).await,
+            ..
+        } => crate::promotion::force_promote(&target, node, wait).await,
         Command::Promote {
             target,
             node,
             force: false,
+            replace,
             wait,
-        } => {
-            let body = json!({ "id": node, "wait_secs": wait });
-            let answer = admin_post(&target, "promote", &body).await?;
-            eprintln!("node {} leads now (term {})", node, answer["term"]);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rejoin { target, wait } => crate::recovery::rejoin(&target, wait).await,
+        } => crate::promotion::promote(&target, node, replace, wait).await,
+        Command::Rejoin { target, wait } => crate::promotion::rejoin(&target, wait).await,
         Command::Status { target } => {
             let url = format!("{}/+status", target.url()?);
             let response = reqwest::get(&url)
@@ -460,6 +461,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// An admin endpoint's answer that is not a success.
+#[derive(Debug, thiserror::Error)]
+#[error("{url} answered {status}: {message}")]
+pub(crate) struct AdminRefusal {
+    url: String,
+    pub(crate) status: reqwest::StatusCode,
+    message: String,
+}
+
 pub(crate) async fn admin_post(
     target: &Target,
     endpoint: &str,
@@ -497,7 +507,12 @@ pub(crate) async fn admin_post(
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        bail!("{url} answered {status}: {}", text.trim());
+        return Err(AdminRefusal {
+            url,
+            status,
+            message: text.trim().to_owned(),
+        }
+        .into());
     }
     serde_json::from_str(&text).with_context(|| format!("{url} answered with invalid JSON"))
 }

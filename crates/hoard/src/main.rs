@@ -5,7 +5,7 @@
 
 mod cli;
 mod demo;
-mod recovery;
+mod promotion;
 mod settings;
 
 use std::process::ExitCode;

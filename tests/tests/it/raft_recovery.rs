@@ -9,7 +9,7 @@ use std::time::Duration;
 use hoard_tests::cluster::{
     assert_serves_all, client, status_of, upload, upload_ok, wait_converged, wait_for,
 };
-use hoard_tests::voters::Voters;
+use hoard_tests::voters::{Uploader, Voters};
 use hoard_tests::{sha256_hex, wheel, Node, NodeOpts};
 use serde_json::{json, Value};
 
@@ -167,5 +167,85 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
             "{} lists the upload that a fenced voter redirected",
             node.opts.node_id
         );
+    }
+}
+
+#[test]
+fn a_replica_promoted_in_place_of_a_dead_voter_leads_and_no_upload_is_lost() {
+    let _heavy = hoard_tests::heavy_test();
+    let mut voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
+    let replica = Node::start(NodeOpts::replica("r1", &upstreams));
+    let first = &voters.nodes[leader];
+    // Cluster-wide commands take a global admin token (replicated to all).
+    let admin = first
+        .cli_ok(&[
+            "token",
+            "create",
+            "--perm",
+            "admin",
+            "--label",
+            "on-call",
+            "--url",
+            &first.url(),
+            "--token",
+            &first.admin_token(),
+        ])
+        .trim()
+        .to_owned();
+    let token = first.create_token("pypi", "upload");
+    let mut urls = voters.urls();
+    urls.push(replica.url());
+    let uploader = Uploader::start(urls, token, "handover-pkg");
+    uploader.wait_acked(0, 10, Duration::from_secs(60));
+
+    // A follower dies for good; the replica takes its place and leads.
+    let dead = (leader + 1) % 3;
+    voters.nodes[dead].kill9();
+    let dead_id = (dead + 1).to_string();
+    let out = replica.cli_ok(&[
+        "promote",
+        &PROMOTED_ID.to_string(),
+        "--replace",
+        &dead_id,
+        "--url",
+        &replica.url(),
+        "--token",
+        &admin,
+        "--wait",
+        "120",
+    ]);
+    eprintln!("promote: {out}");
+    assert!(
+        out.contains(&format!("node {PROMOTED_ID} leads now")),
+        "{out}"
+    );
+    let before = uploader.acked();
+    uploader.wait_acked(before, 10, Duration::from_secs(60));
+    let log = uploader.finish();
+    assert!(
+        log.unexpected.is_empty(),
+        "uploads got answers that are neither success nor retryable: {:#?}",
+        log.unexpected
+    );
+
+    let live: Vec<&Node> = voters
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, n)| n)
+        .chain([&replica])
+        .collect();
+    wait_converged(&live, Duration::from_secs(60));
+    let mut expected_voters: Vec<u64> = (1..=3).filter(|i| *i != dead as u64 + 1).collect();
+    expected_voters.push(PROMOTED_ID);
+    for node in &live {
+        assert_serves_all(node, "handover-pkg", &log.acked);
+        let s = status_of(node).unwrap();
+        assert_eq!(s["leader_id"], json!(PROMOTED_ID), "{s:#}");
+        assert_eq!(s["voters"], json!(expected_voters), "{s:#}");
+        assert_eq!(s["epoch"], 1, "{s:#}");
     }
 }

@@ -153,14 +153,15 @@ impl RaftNode {
                 index.forget_raft_position().await?;
                 remove_snapshots(&config.snapshot_dir)?;
             }
-            Some(PendingStep::Reset { contact_grpc }) => {
+            Some(PendingStep::Reset { contacts }) => {
                 tracing::warn!(
-                    "rejoining: emptying the index and the Raft log (blobs stay), then joining through {contact_grpc}"
+                    through = ?contacts,
+                    "joining: emptying the index and the Raft log (blobs stay); the leader sends them again"
                 );
                 index.reset().await?;
                 raft_log.clear().await?;
                 remove_snapshots(&config.snapshot_dir)?;
-                epoch.set_pending(Some(PendingStep::Join { contact_grpc }))?;
+                epoch.set_pending(Some(PendingStep::Join { contacts }))?;
             }
             Some(PendingStep::Join { .. }) | None => {}
         }
@@ -628,30 +629,35 @@ async fn fence_old_epoch(node: Arc<RaftNode>) {
     }
 }
 
-/// On a node that `hoard rejoin` reset: asks the leader to add it, until
-/// it is a voter.
+/// On a node that `hoard rejoin` or a replica's promotion reset: asks
+/// the leader to add it, until it is a voter.
 async fn join_group(node: Arc<RaftNode>) {
     let epoch = node.epoch.clone();
-    let Some(PendingStep::Join { mut contact_grpc }) = epoch.pending() else {
+    let Some(PendingStep::Join { contacts }) = epoch.pending() else {
         return;
     };
+    let mut contacts = contacts;
+    let mut next = 0usize;
     let mut asked = 0u64;
     loop {
         let view = node.view.borrow().clone();
         if view.voters.contains(&node.id()) {
             match epoch.set_pending(None) {
                 Ok(()) => {
-                    tracing::info!(epoch = ?epoch.identity(), "rejoined: this node is a voter again");
+                    tracing::info!(epoch = ?epoch.identity(), "joined: this node is a voter");
                     return;
                 }
-                Err(e) => tracing::warn!(error = %e, "recording the rejoin"),
+                Err(e) => tracing::warn!(error = %e, "recording the join"),
             }
         }
-        let target = view
-            .leader_id
-            .and_then(|l| view.nodes.get(&l))
-            .map(|n| n.grpc_addr.clone())
-            .unwrap_or_else(|| contact_grpc.clone());
+        let target = match view.leader_id.and_then(|l| view.nodes.get(&l)) {
+            Some(leader) => leader.grpc_addr.clone(),
+            None if contacts.is_empty() => {
+                tracing::error!("no member to join through");
+                return;
+            }
+            None => contacts[next % contacts.len()].clone(),
+        };
         let join = hoard_proto::v1::JoinRequest {
             raft_id: node.id(),
             grpc_addr: node.config.info.grpc_addr.clone(),
@@ -664,9 +670,20 @@ async fn join_group(node: Arc<RaftNode>) {
                 }
                 asked += 1;
             }
-            Ok(reply) if !reply.leader_grpc.is_empty() => contact_grpc = reply.leader_grpc,
-            Ok(_) => tracing::debug!(node = %target, "no leader known there yet"),
-            Err(e) => tracing::warn!(node = %target, error = %e, "asking to rejoin"),
+            Ok(reply) if !reply.leader_grpc.is_empty() => {
+                if !contacts.contains(&reply.leader_grpc) {
+                    contacts.insert(0, reply.leader_grpc);
+                }
+                next = 0;
+            }
+            Ok(_) => {
+                tracing::debug!(node = %target, "no leader known there yet");
+                next += 1;
+            }
+            Err(e) => {
+                tracing::warn!(node = %target, error = %e, "asking to join");
+                next += 1;
+            }
         }
         tokio::time::sleep(JOIN_RETRY).await;
     }

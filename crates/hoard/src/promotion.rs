@@ -1,7 +1,9 @@
-//! The disaster-recovery commands: `hoard promote --force` starts a new
-//! epoch on one node when no quorum can be reached, and `hoard rejoin`
-//! brings a node that the new epoch fenced back as a voter. Both ask the
-//! node to restart in place, then follow its `/+status` until it is done.
+//! Promotion: `hoard promote` hands leadership to a voter, or to a
+//! replica once it has joined as a voter; `hoard promote --force` starts
+//! a new epoch on one node when no quorum can be reached; `hoard rejoin`
+//! brings a node that the new epoch fenced back as a voter. A node that
+//! changes what it is restarts in place; the commands follow its
+//! `/+status` until it is done, and show progress.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::cli::{admin_post, Target};
+use crate::cli::{admin_post, AdminRefusal, Target};
 
 /// How often the node's status is read while waiting.
 const POLL: Duration = Duration::from_millis(250);
@@ -72,6 +74,51 @@ pub async fn force_promote(target: &Target, raft_id: u64, wait: u64) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// A planned handover to `raft_id`, the node at `--url`. A replica first
+/// joins as a voter and catches up. With `replace`, that voter (a dead
+/// one, say) is removed afterwards.
+pub async fn promote(
+    target: &Target,
+    raft_id: u64,
+    replace: Option<u64>,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    let url = target.url()?;
+    let s = status(&url).await?;
+    if s["role"] == "replica" {
+        eprintln!(
+            "{url} is a replica: it joins the Raft group as voter {raft_id} (its blobs stay), catches up, then takes leadership"
+        );
+        let answer = admin_post(target, "local/join", &json!({ "id": raft_id })).await?;
+        let epoch = answer["epoch"].as_u64();
+        let fallback = s["leader_url"].as_str().unwrap_or_default().to_owned();
+        wait_until_caught_up_voter(&url, raft_id, epoch, &fallback, wait).await?;
+    }
+    let body = json!({ "id": raft_id, "wait_secs": wait });
+    let answer = admin_post(target, "promote", &body).await?;
+    println!("node {raft_id} leads now (term {}).", answer["term"]);
+    if let Some(dead) = replace {
+        // Right after a handover the node may not know the new leader yet
+        // (a 503); that passes within an election timeout.
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        loop {
+            match admin_post(target, "members/remove", &json!({ "id": dead })).await {
+                Ok(_) => break,
+                Err(e)
+                    if e.downcast_ref::<AdminRefusal>()
+                        .is_some_and(|r| r.status == reqwest::StatusCode::SERVICE_UNAVAILABLE)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        println!("voter {dead} is no longer a member.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn rejoin(target: &Target, wait: u64) -> anyhow::Result<ExitCode> {
     let url = target.url()?;
     let answer = admin_post(target, "local/rejoin", &json!({})).await?;
@@ -88,28 +135,46 @@ pub async fn rejoin(target: &Target, wait: u64) -> anyhow::Result<ExitCode> {
     eprintln!(
         "{url} (voter {id}) restarts, empties its index (blobs stay) and joins epoch {epoch} through {leader}"
     );
+    let serial = wait_until_caught_up_voter(&url, id, Some(epoch), &leader, wait).await?;
+    println!("node {id} is a voter of epoch {epoch} again, at serial {serial}.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the node at `url` until it is voter `id` (of `epoch`, if
+/// given), healthy, and has applied what the leader had; prints progress.
+/// Returns its applied serial.
+async fn wait_until_caught_up_voter(
+    url: &str,
+    id: u64,
+    epoch: Option<u64>,
+    fallback_leader: &str,
+    wait: u64,
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut last_progress = Instant::now();
     loop {
-        let node = status(&url).await.ok();
-        let target_serial = status(&leader)
-            .await
-            .ok()
-            .and_then(|s| s["applied_serial"].as_u64());
-        if let Some(s) = &node {
+        if let Ok(s) = status(url).await {
+            let leader = s["leader_url"]
+                .as_str()
+                .filter(|l| !l.is_empty() && *l != url)
+                .unwrap_or(fallback_leader)
+                .to_owned();
+            let target_serial = status(&leader)
+                .await
+                .ok()
+                .and_then(|l| l["applied_serial"].as_u64());
             let is_voter = s["voters"]
                 .as_array()
                 .is_some_and(|v| v.iter().any(|x| x.as_u64() == Some(id)));
             let serial = s["applied_serial"].as_u64().unwrap_or(0);
             let caught_up = target_serial.is_some_and(|t| serial >= t);
-            if s["epoch"].as_u64() == Some(epoch)
+            if epoch.is_none_or(|e| s["epoch"].as_u64() == Some(e))
                 && s.get("pending").is_none()
                 && s["health"] == "ok"
                 && is_voter
                 && caught_up
             {
-                println!("node {id} is a voter of epoch {epoch} again, at serial {serial}.");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(serial);
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
@@ -121,9 +186,7 @@ pub async fn rejoin(target: &Target, wait: u64) -> anyhow::Result<ExitCode> {
             }
         }
         if Instant::now() > deadline {
-            bail!(
-                "{url} did not rejoin within {wait}s; see its log and `hoard status --url {url}`"
-            );
+            bail!("{url} did not catch up as voter {id} within {wait}s; see its log and `hoard status --url {url}`");
         }
         tokio::time::sleep(POLL).await;
     }
