@@ -651,8 +651,11 @@ impl Index {
     }
 
     /// Replaces the whole state machine with a snapshot written by
-    /// [`Index::export_snapshot`]. Durable when this returns. A crash
-    /// half-way leaves a marker that resets the index at the next open.
+    /// [`Index::export_snapshot`]. Durable when this returns, but still
+    /// marked as an install in progress: until
+    /// [`Index::finish_snapshot_install`], a crash resets the index at the
+    /// next open. The caller fetches the blobs the snapshot lists in
+    /// between, so that a node never wakes up listing files it lacks.
     pub fn import_snapshot(&self, path: &Path) -> Result<(), StoreError> {
         use std::io::Read;
         let io = |source| StoreError::Io {
@@ -692,9 +695,14 @@ impl Index {
             self.db.open_tree(&tree)?.apply_batch(batch)?;
         }
         self.db.flush()?;
-        self.meta.remove(INSTALLING)?;
-        self.db.flush()?;
         Ok(())
+    }
+
+    /// Ends a snapshot install that [`Index::import_snapshot`] began: the
+    /// index is whole (blobs included). Durable when this returns.
+    pub async fn finish_snapshot_install(&self) -> Result<(), StoreError> {
+        self.meta.remove(INSTALLING)?;
+        self.flusher.flush().await
     }
 
     pub fn applied_serial(&self) -> Result<Serial, StoreError> {

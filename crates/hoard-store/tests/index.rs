@@ -302,3 +302,43 @@ fn npm_tags_deprecations_and_unpublish_are_versioned_by_serial() {
     assert_eq!(v1.deprecated_at(None), Some("old"));
     assert_eq!(index.counts().unwrap().npm_versions, 1);
 }
+
+#[tokio::test]
+async fn a_snapshot_install_counts_only_once_finished_and_a_reset_empties_the_index() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = Index::open(source_dir.path()).unwrap();
+    source.apply(Serial(1), &created()).unwrap();
+    source
+        .apply(Serial(2), &added("demo-1.0.tar.gz", "1.0"))
+        .unwrap();
+    let snap = source_dir.path().join("snap");
+    source.export_snapshot(&snap).unwrap();
+    let digest = source.digest().unwrap();
+
+    // Imported but not finished (a crash while its blobs are fetched):
+    // the next open starts empty, so the snapshot is installed again.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let index = Index::open(dir.path()).unwrap();
+        index.import_snapshot(&snap).unwrap();
+        assert_eq!(index.applied_serial().unwrap(), Serial(2));
+    }
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.applied_serial().unwrap(), Serial(0));
+    assert!(index.files(&repo(), "demo", None).unwrap().is_empty());
+
+    index.import_snapshot(&snap).unwrap();
+    index.finish_snapshot_install().await.unwrap();
+    drop(index);
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.applied_serial().unwrap(), Serial(2));
+    assert_eq!(index.digest().unwrap(), digest);
+
+    // A rejoin's reset: nothing left, and a new history starts at 1.
+    index.reset().await.unwrap();
+    drop(index);
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.applied_serial().unwrap(), Serial(0));
+    assert_eq!(index.counts().unwrap().files, 0);
+    index.apply(Serial(1), &created()).unwrap();
+}

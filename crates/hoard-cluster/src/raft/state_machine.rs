@@ -334,6 +334,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             "fetching the blobs the snapshot lists"
         );
         self.ensure_blobs(&missing).await;
+        // Only now may a restart keep this index: before, it resets it.
+        self.shared
+            .index
+            .finish_snapshot_install()
+            .await
+            .map_err(io)?;
         self.publish(&snapshot.path, meta)?;
         let serial = self.shared.index.applied_serial().map_err(io)?;
         self.shared.applied.send_replace(serial);
