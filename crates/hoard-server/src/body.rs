@@ -79,11 +79,16 @@ pub fn pump(
 ) {
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
     let task = tokio::spawn(async move {
         let stream = bounded_stream(body, limit, idle);
         futures_util::pin_mut!(stream);
         let mut parser_listening = true;
         while let Some(item) = stream.next().await {
+            if let Ok(data) = &item {
+                counter.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             // Once the parser is done, keep reading (bounded) to the end.
             if parser_listening && tx.send(item.clone()).await.is_err() {
                 parser_listening = false;
@@ -94,16 +99,24 @@ pub fn pump(
     });
     (
         tokio_stream::wrappers::ReceiverStream::new(rx),
-        BodyCompletion(task),
+        BodyCompletion { task, received },
     )
 }
 
-pub struct BodyCompletion(tokio::task::JoinHandle<Result<(), BodyError>>);
+pub struct BodyCompletion {
+    task: tokio::task::JoinHandle<Result<(), BodyError>>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl BodyCompletion {
+    /// The body bytes read so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until the body has been read to its end, or failed.
     pub async fn finished(self) -> Result<(), BodyError> {
-        self.0
+        self.task
             .await
             .unwrap_or_else(|e| Err(BodyError::Read(e.to_string())))
     }

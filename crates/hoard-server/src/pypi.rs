@@ -330,7 +330,8 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
         );
     }
     let limit = node.config.max_upload_bytes;
-    if let Some(len) = declared_length(req.headers()) {
+    let declared = declared_length(req.headers());
+    if let Some(len) = declared {
         if len > limit {
             return Err(BodyError::TooLarge { limit }.into());
         }
@@ -359,6 +360,18 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
 
     let mut form = UploadForm::default();
     let mut content: Option<(DistFilename, StagedBlob)> = None;
+    // Diagnoses the rare "incomplete multipart stream" under load (an
+    // open bug): how much of the declared body had arrived.
+    let multipart_error = |e: multer::Error| {
+        if matches!(e, multer::Error::IncompleteStream) {
+            tracing::warn!(
+                received = body_done.received(),
+                declared = ?declared,
+                "a multipart upload ended before its closing boundary"
+            );
+        }
+        multipart_error(e)
+    };
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "content" {

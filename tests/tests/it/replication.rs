@@ -428,6 +428,16 @@ fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
         }
     }
     done.store(true, Ordering::SeqCst);
+    if multipart_retries > 0 {
+        // What the server saw of those bodies, for whoever fixes the bug.
+        for line in p
+            .log()
+            .lines()
+            .filter(|l| l.contains("before its closing boundary"))
+        {
+            eprintln!("server: {line}");
+        }
+    }
     eprintln!(
         "{UPLOADS} uploads in {:?} ({multipart_retries} sent again after the known multipart 400)",
         t.elapsed()
