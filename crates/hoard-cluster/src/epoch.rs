@@ -27,6 +27,8 @@ const CLUSTER_HEADER: &str = "x-hoard-cluster";
 const EPOCH_HEADER: &str = "x-hoard-epoch";
 const CONTACT_GRPC_HEADER: &str = "x-hoard-contact-grpc";
 const CONTACT_URL_HEADER: &str = "x-hoard-contact-url";
+const SINCE_HEADER: &str = "x-hoard-epoch-since";
+const PREVIOUS_HEADER: &str = "x-hoard-epoch-previous";
 /// Set on a refusal that tells the caller a newer epoch superseded it;
 /// the other headers then describe that epoch.
 const SUPERSEDED_HEADER: &str = "x-hoard-superseded";
@@ -38,6 +40,13 @@ const STATE_FILE: &str = "cluster-state.json";
 pub struct ClusterIdentity {
     pub cluster_id: String,
     pub epoch: u64,
+    /// The last serial of the epoch this one continues (0 for the first):
+    /// history up to it is shared with that epoch, and what follows is not.
+    #[serde(default)]
+    pub since_serial: u64,
+    /// The cluster id of the epoch this one continues.
+    #[serde(default)]
+    pub previous: Option<String>,
 }
 
 impl std::fmt::Display for ClusterIdentity {
@@ -47,14 +56,40 @@ impl std::fmt::Display for ClusterIdentity {
 }
 
 impl ClusterIdentity {
-    /// A new epoch after `previous` (the first one when `None`).
-    pub fn next_after(previous: u64) -> ClusterIdentity {
-        let id: [u8; 8] = rand::random();
+    /// The first epoch of a new cluster.
+    pub fn first() -> ClusterIdentity {
+        ClusterIdentity::named(random_id(), 1)
+    }
+
+    /// An epoch with no predecessor.
+    pub fn named(cluster_id: String, epoch: u64) -> ClusterIdentity {
         ClusterIdentity {
-            cluster_id: id.iter().map(|b| format!("{b:02x}")).collect(),
-            epoch: previous + 1,
+            cluster_id,
+            epoch,
+            since_serial: 0,
+            previous: None,
         }
     }
+
+    /// The epoch after this one, which holds its history up to `serial`.
+    pub fn successor(&self, serial: u64) -> ClusterIdentity {
+        ClusterIdentity {
+            cluster_id: random_id(),
+            epoch: self.epoch + 1,
+            since_serial: serial,
+            previous: Some(self.cluster_id.clone()),
+        }
+    }
+
+    /// Whether both name the same epoch of the same cluster.
+    pub fn same_epoch(&self, other: &ClusterIdentity) -> bool {
+        self.cluster_id == other.cluster_id && self.epoch == other.epoch
+    }
+}
+
+fn random_id() -> String {
+    let id: [u8; 8] = rand::random();
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The epoch that superseded this node, and whom to ask about it.
@@ -244,6 +279,7 @@ impl Epoch {
         &self,
         voter_id: u64,
         fence: Vec<String>,
+        last_serial: u64,
     ) -> Result<ClusterIdentity, ClusterError> {
         if let Some(f) = self.fenced() {
             return Err(ClusterError::Raft(format!(
@@ -251,8 +287,11 @@ impl Epoch {
                 f.identity
             )));
         }
-        let previous = self.known_identity().map_or(0, |i| i.epoch);
-        let identity = ClusterIdentity::next_after(previous);
+        let identity = match self.known_identity() {
+            Some(old) => old.successor(last_serial),
+            // History from before cluster identities: call it epoch 1.
+            None => ClusterIdentity::named(random_id(), 1).successor(last_serial),
+        };
         let me = self.me.grpc_addr.clone();
         self.update(|s| {
             s.identity = Some(identity.clone());
@@ -261,6 +300,16 @@ impl Epoch {
             s.fence_targets = fence.into_iter().filter(|a| *a != me).collect();
         })?;
         Ok(identity)
+    }
+
+    /// Records where the new epoch's history starts, once the node holds
+    /// no more of the old one than it will keep (at its restart).
+    pub(crate) fn record_epoch_start(&self, last_serial: u64) -> Result<(), ClusterError> {
+        self.update(|s| {
+            if let Some(identity) = &mut s.identity {
+                identity.since_serial = last_serial;
+            }
+        })
     }
 
     /// Resets this fenced node at the next start and has it join the
@@ -308,9 +357,8 @@ impl Epoch {
 
     /// Names this node's cluster, epoch and address on an outgoing call.
     pub(crate) fn attach(&self, metadata: &mut MetadataMap) {
-        if let Some(identity) = self.identity() {
-            insert(metadata, CLUSTER_HEADER, &identity.cluster_id);
-            insert(metadata, EPOCH_HEADER, &identity.epoch.to_string());
+        if let Some(identity) = self.known_identity() {
+            insert_identity(metadata, &identity);
         }
         insert(metadata, CONTACT_GRPC_HEADER, &self.me.grpc_addr);
         insert(metadata, CONTACT_URL_HEADER, &self.me.http_url);
@@ -323,7 +371,7 @@ impl Epoch {
     pub(crate) fn admit(&self, metadata: &MetadataMap) -> Result<Admission, Status> {
         let theirs = identity_in(metadata);
         if let Some(f) = self.fenced() {
-            if theirs.as_ref() == Some(&f.identity) {
+            if theirs.as_ref().is_some_and(|t| t.same_epoch(&f.identity)) {
                 return Ok(Admission::Superseded);
             }
             return Err(superseded(
@@ -345,7 +393,7 @@ impl Epoch {
                 .map_err(|e| Status::internal(e.to_string()))?;
             return Ok(Admission::Current);
         };
-        if theirs == mine {
+        if theirs.same_epoch(&mine) {
             return Ok(Admission::Current);
         }
         if theirs.epoch > mine.epoch {
@@ -372,6 +420,46 @@ impl Epoch {
         }
         Err(Status::failed_precondition(format!(
             "the caller belongs to another cluster ({theirs}); this node is of {mine}"
+        )))
+    }
+
+    /// Decides whether a replica that holds history up to `since`, of the
+    /// epoch its metadata names, may follow this node. A replica of the
+    /// epoch before this one may, as long as its history is a prefix of
+    /// this one's; a replica of a newer epoch must not follow this stale
+    /// node.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn admit_subscriber(
+        &self,
+        metadata: &MetadataMap,
+        since: u64,
+    ) -> Result<(), Status> {
+        let (Some(theirs), Some(mine)) = (identity_in(metadata), self.known_identity()) else {
+            // Either side knows no cluster yet: nothing to check against.
+            return Ok(());
+        };
+        if theirs.same_epoch(&mine) {
+            return Ok(());
+        }
+        if theirs.epoch > mine.epoch {
+            return Err(Status::failed_precondition(format!(
+                "this node holds {mine}, older than the follower's {theirs}: follow a node of the newer epoch"
+            )));
+        }
+        if mine.previous.as_deref() == Some(theirs.cluster_id.as_str())
+            && theirs.epoch + 1 == mine.epoch
+        {
+            if since <= mine.since_serial {
+                return Ok(());
+            }
+            return Err(Status::failed_precondition(format!(
+                "this follower holds serials up to {since} of {theirs}, but {mine} continues that history only up to serial {}: \
+                 its later serials differ. Rebuild the follower (start it with an empty data dir) to follow this cluster",
+                mine.since_serial
+            )));
+        }
+        Err(Status::failed_precondition(format!(
+            "the follower's history ({theirs}) is not one this node continues ({mine}); rebuild the follower with an empty data dir"
         )))
     }
 
@@ -410,10 +498,23 @@ fn header(metadata: &MetadataMap, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+fn insert_identity(metadata: &mut MetadataMap, identity: &ClusterIdentity) {
+    insert(metadata, CLUSTER_HEADER, &identity.cluster_id);
+    insert(metadata, EPOCH_HEADER, &identity.epoch.to_string());
+    insert(metadata, SINCE_HEADER, &identity.since_serial.to_string());
+    if let Some(previous) = &identity.previous {
+        insert(metadata, PREVIOUS_HEADER, previous);
+    }
+}
+
 fn identity_in(metadata: &MetadataMap) -> Option<ClusterIdentity> {
     Some(ClusterIdentity {
         cluster_id: header(metadata, CLUSTER_HEADER)?,
         epoch: header(metadata, EPOCH_HEADER)?.parse().ok()?,
+        since_serial: header(metadata, SINCE_HEADER)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        previous: header(metadata, PREVIOUS_HEADER),
     })
 }
 
@@ -421,8 +522,7 @@ fn identity_in(metadata: &MetadataMap) -> Option<ClusterIdentity> {
 fn superseded(by: &FencedBy, message: String) -> Status {
     let mut metadata = MetadataMap::new();
     insert(&mut metadata, SUPERSEDED_HEADER, "1");
-    insert(&mut metadata, CLUSTER_HEADER, &by.identity.cluster_id);
-    insert(&mut metadata, EPOCH_HEADER, &by.identity.epoch.to_string());
+    insert_identity(&mut metadata, &by.identity);
     insert(&mut metadata, CONTACT_GRPC_HEADER, &by.contact_grpc);
     insert(&mut metadata, CONTACT_URL_HEADER, &by.contact_url);
     Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
@@ -454,7 +554,7 @@ mod tests {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let old_a = epoch_in(dirs[0].path(), "a:1");
         let old_b = epoch_in(dirs[1].path(), "b:1");
-        let first = ClusterIdentity::next_after(0);
+        let first = ClusterIdentity::first();
         old_a.adopt(first.clone()).unwrap();
         old_b.adopt(first.clone()).unwrap();
         assert!(matches!(
@@ -464,7 +564,7 @@ mod tests {
 
         let promoted = epoch_in(dirs[2].path(), "c:1");
         promoted.observe(first.clone());
-        let second = promoted.begin_new_epoch(9, vec!["a:1".into()]).unwrap();
+        let second = promoted.begin_new_epoch(9, vec!["a:1".into()], 7).unwrap();
         assert_eq!(second.epoch, 2);
         assert_ne!(second.cluster_id, first.cluster_id);
 
@@ -507,8 +607,8 @@ mod tests {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = epoch_in(d1.path(), "a:1");
         let b = epoch_in(d2.path(), "b:1");
-        a.adopt(ClusterIdentity::next_after(0)).unwrap();
-        b.adopt(ClusterIdentity::next_after(0)).unwrap();
+        a.adopt(ClusterIdentity::first()).unwrap();
+        b.adopt(ClusterIdentity::first()).unwrap();
         let refusal = match a.admit(&call_from(&b)) {
             Err(status) => status,
             Ok(_) => panic!("admitted another cluster"),
@@ -521,7 +621,7 @@ mod tests {
     fn a_new_node_adopts_the_identity_of_the_first_caller() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let leader = epoch_in(d1.path(), "a:1");
-        leader.adopt(ClusterIdentity::next_after(0)).unwrap();
+        leader.adopt(ClusterIdentity::first()).unwrap();
         let joiner = epoch_in(d2.path(), "b:1");
         assert!(matches!(
             joiner.admit(&call_from(&leader)),
@@ -529,5 +629,37 @@ mod tests {
         ));
         assert_eq!(joiner.identity(), leader.identity());
         assert_eq!(epoch_in(d2.path(), "b:1").identity(), leader.identity());
+    }
+
+    #[test]
+    fn a_replica_of_the_old_epoch_may_follow_the_new_one_only_with_a_prefix_of_its_history() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let old = ClusterIdentity::first();
+        let replica = epoch_in(d1.path(), "r:1");
+        replica.observe(old.clone());
+        let leader = epoch_in(d2.path(), "l:1");
+        leader.observe(old.clone());
+        leader.begin_new_epoch(4, Vec::new(), 0).unwrap();
+        leader.record_epoch_start(100).unwrap();
+
+        let call = call_from(&replica);
+        assert!(leader.admit_subscriber(&call, 100).is_ok());
+        let refusal = leader.admit_subscriber(&call, 101).unwrap_err();
+        assert!(
+            refusal.message().contains("Rebuild"),
+            "{}",
+            refusal.message()
+        );
+
+        // The replica learns the new epoch, and then refuses to go back.
+        replica.observe(leader.identity().unwrap());
+        assert!(leader.admit_subscriber(&call_from(&replica), 150).is_ok());
+        let stale = epoch_in(tempfile::tempdir().unwrap().path(), "s:1");
+        stale.observe(old);
+        assert!(stale.admit_subscriber(&call_from(&replica), 150).is_err());
+        // An unrelated cluster's replica is refused.
+        let stranger = epoch_in(tempfile::tempdir().unwrap().path(), "x:1");
+        stranger.observe(ClusterIdentity::first());
+        assert!(leader.admit_subscriber(&call_from(&stranger), 1).is_err());
     }
 }

@@ -171,6 +171,17 @@ impl Follower {
                     ) => {
                         status.problem = Some(format!("cannot apply what {addr} sends: {e}"));
                     }
+                    // The upstream will not serve this replica's history (an
+                    // epoch that does not continue it); if none will, that
+                    // stays the problem.
+                    Err(ClusterError::Rpc {
+                        status: refusal, ..
+                    }) if refusal.code() == tonic::Code::FailedPrecondition => {
+                        status.problem = Some(format!(
+                            "{addr} refuses to be followed: {}",
+                            refusal.message()
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -196,11 +207,13 @@ impl Follower {
         let channel = net::connect(addr).await?;
         let since = self.index.applied_serial()?;
         let mut client = ChangelogClient::new(channel.clone());
+        let mut request = tonic::Request::new(SubscribeRequest {
+            since_serial: since.0,
+            subscriber_id: self.config.node_id.clone(),
+        });
+        self.epoch.attach(request.metadata_mut());
         let stream = client
-            .subscribe(SubscribeRequest {
-                since_serial: since.0,
-                subscriber_id: self.config.node_id.clone(),
-            })
+            .subscribe(request)
             .await
             .map_err(|status| ClusterError::Rpc {
                 addr: addr.to_owned(),
@@ -365,6 +378,8 @@ impl Follower {
             self.epoch.observe(ClusterIdentity {
                 cluster_id: hb.cluster_id.clone(),
                 epoch: hb.epoch,
+                since_serial: hb.epoch_since_serial,
+                previous: Some(hb.previous_cluster_id.clone()).filter(|p| !p.is_empty()),
             });
         }
         if !hb.primary_url.is_empty() {

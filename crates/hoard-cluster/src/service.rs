@@ -61,7 +61,9 @@ impl ReplicationSource {
                     .as_ref()
                     .map(|i| i.cluster_id.clone())
                     .unwrap_or_default(),
-                epoch: identity.map_or(0, |i| i.epoch),
+                epoch: identity.as_ref().map_or(0, |i| i.epoch),
+                epoch_since_serial: identity.as_ref().map_or(0, |i| i.since_serial),
+                previous_cluster_id: identity.and_then(|i| i.previous).unwrap_or_default(),
             })),
         }
     }
@@ -94,6 +96,8 @@ impl Changelog for ReplicationSource {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.epoch
+            .admit_subscriber(request.metadata(), request.get_ref().since_serial)?;
         let req = request.into_inner();
         let since = Serial(req.since_serial);
         tracing::info!(subscriber = %req.subscriber_id, %since, "follower subscribed");

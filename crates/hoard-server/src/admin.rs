@@ -303,12 +303,13 @@ async fn force_promote(node: &Node, principal: &Principal, body: &[u8]) -> Handl
         }
         NodeRole::Replica(_) => node.config.upstreams.clone(),
     };
+    // The new epoch holds this node's history as it is on disk now.
+    node.index.flush()?;
+    let serial = node.index.applied_serial()?;
     let identity = node
         .epoch
-        .begin_new_epoch(req.id, old_members.clone())
+        .begin_new_epoch(req.id, old_members.clone(), serial.0)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
-    node.index.flush()?;
-    let serial = node.applied_serial();
     tracing::warn!(%identity, %serial, fencing = ?old_members, "forced promotion: this node starts {identity} as its only voter");
     node.request_restart("forced promotion");
     Ok(json(

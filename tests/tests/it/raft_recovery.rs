@@ -35,6 +35,9 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
     let replica = Node::start(NodeOpts::replica("r1", &upstreams));
+    // A second replica follows the voters only: it moves to the new epoch
+    // once a voter of it serves the changelog.
+    let bystander = Node::start(NodeOpts::replica("r2", &upstreams));
     let token = voters.nodes[leader].create_token("pypi", "upload");
     let http = client();
     let mut expected = BTreeMap::new();
@@ -46,6 +49,7 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
     {
         let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
         nodes.push(&replica);
+        nodes.push(&bystander);
         wait_converged(&nodes, Duration::from_secs(30));
     }
     let old_epoch = status_of(&voters.nodes[leader]).unwrap()["epoch"]
@@ -160,6 +164,19 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
         assert_eq!(s["voters"], json!([1, 2, 3, PROMOTED_ID]), "{s:#}");
         assert_eq!(s["leader_id"], json!(PROMOTED_ID), "{s:#}");
     }
+    // The bystander replica goes on from its serial in the new epoch.
+    let mut with_bystander = nodes.clone();
+    with_bystander.push(&bystander);
+    wait_converged(&with_bystander, Duration::from_secs(60));
+    assert_serves_all(&bystander, "dr-pkg", &expected);
+    let s = status_of(&bystander).unwrap();
+    assert_eq!(
+        (&s["epoch"], &s["health"]),
+        (&json!(2), &json!("ok")),
+        "{s:#}"
+    );
+    nodes.push(&bystander);
+
     // The redirected upload was never written anywhere.
     for node in &nodes {
         assert!(

@@ -152,6 +152,7 @@ impl RaftNode {
                 raft_log.clear().await?;
                 index.forget_raft_position().await?;
                 remove_snapshots(&config.snapshot_dir)?;
+                epoch.record_epoch_start(index.applied_serial()?.0)?;
             }
             Some(PendingStep::Reset { contacts }) => {
                 tracing::warn!(
@@ -202,7 +203,7 @@ impl RaftNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         if bootstrap && !initialized {
             if epoch.identity().is_none() {
-                epoch.adopt(ClusterIdentity::next_after(0))?;
+                epoch.adopt(ClusterIdentity::first())?;
             }
             tracing::info!(id = config.id, "initializing a new one-voter Raft group");
             let members = BTreeMap::from([(config.id, config.info.clone())]);
@@ -212,10 +213,7 @@ impl RaftNode {
         } else if initialized && epoch.identity().is_none() {
             // A data dir from before cluster identities: its cluster is
             // epoch 1 of the one the configuration names.
-            epoch.adopt(ClusterIdentity {
-                cluster_id: config.cluster.clone(),
-                epoch: 1,
-            })?;
+            epoch.adopt(ClusterIdentity::named(config.cluster.clone(), 1))?;
         }
 
         let (view_tx, view) = watch::channel(initial_view(config.id));
