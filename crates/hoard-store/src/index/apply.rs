@@ -1,0 +1,412 @@
+//! `apply`: the one way the index changes. One event, one multi-tree
+//! transaction: the changelog entry, the index changes, the applied
+//! serial, the digest (and on a voter the Raft position) commit together.
+
+use std::collections::BTreeMap;
+
+use hoard_core::{Change, Event, RepoName, Serial};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::changelog::{chain_digest, encode_event, ReceivedEvent};
+use super::keys::{
+    digest_from, encode, serial_from, tx_get, tx_get_meta, Files, KeySpace, NpmPackages,
+    NpmVersions, Projects, Repos, Tokens, APPLIED, COUNTS, DIGEST, RAFT_APPLIED, RAFT_MEMBERSHIP,
+};
+use super::state::{
+    Counts, DeprecationChange, FileState, NpmPackageState, NpmVersionState, ProjectState,
+    Rejection, RepoState, TagChange, TokenState, YankChange,
+};
+use super::{Index, RaftPosition};
+use crate::StoreError;
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<ApplyAbort>>;
+
+/// Why an `apply` transaction stopped without committing.
+#[derive(Debug)]
+pub(super) enum ApplyAbort {
+    Rejected(Rejection),
+    Gap { applied: Serial, got: Serial },
+    Corrupt(String),
+}
+
+fn reject<T>(r: Rejection) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(ApplyAbort::Rejected(r)))
+}
+
+fn corrupt_in_tx(e: StoreError) -> ConflictableTransactionError<ApplyAbort> {
+    ConflictableTransactionError::Abort(ApplyAbort::Corrupt(e.to_string()))
+}
+
+impl Index {
+    /// Applies one committed Raft entry: its event (if it carries one)
+    /// takes the next serial, and the Raft position is written in the same
+    /// transaction, so a crash and a re-apply give the same serials. A
+    /// rejected event takes no serial, but the position still moves.
+    /// Returns the event's outcome, `None` for an entry without an event.
+    pub fn apply_raft(
+        &self,
+        position: RaftPosition<'_>,
+        event: Option<&ReceivedEvent>,
+    ) -> Result<Option<Result<Serial, Rejection>>, StoreError> {
+        if let Some(event) = event {
+            let serial = self.applied_serial()?.next();
+            match self.apply_tx(serial, event.event(), event.bytes(), Some(&position)) {
+                Ok(()) => return Ok(Some(Ok(serial))),
+                Err(StoreError::Rejected(r)) => {
+                    self.set_raft_position(&position)?;
+                    return Ok(Some(Err(r)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.set_raft_position(&position)?;
+        Ok(None)
+    }
+
+    /// Applies one event atomically: the changelog entry, the index
+    /// changes, the applied serial and the digest commit together or not
+    /// at all. `serial` must follow the applied serial. Not durable until
+    /// [`Index::flush`].
+    pub fn apply(&self, serial: Serial, event: &Event) -> Result<(), StoreError> {
+        self.apply_encoded(serial, event, &encode_event(event))
+    }
+
+    /// Applies an event received from another node, keeping its exact
+    /// bytes so that both nodes' digests agree.
+    pub fn apply_received(&self, serial: Serial, event: &ReceivedEvent) -> Result<(), StoreError> {
+        self.apply_encoded(serial, event.event(), event.bytes())
+    }
+
+    fn apply_encoded(
+        &self,
+        serial: Serial,
+        event: &Event,
+        event_bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.apply_tx(serial, event, event_bytes, None)
+    }
+
+    fn apply_tx(
+        &self,
+        serial: Serial,
+        event: &Event,
+        event_bytes: &[u8],
+        raft: Option<&RaftPosition<'_>>,
+    ) -> Result<(), StoreError> {
+        let trees = (
+            &self.changelog,
+            &self.meta,
+            &self.repos,
+            &self.projects,
+            &self.files,
+            &self.tokens,
+            &self.npm_packages,
+            &self.npm_versions,
+        );
+        let result = trees.transaction(
+            |(changelog, meta, repos, projects, files, tokens, npm_packages, npm_versions)| {
+                let applied = serial_from(meta.get(APPLIED)?).map_err(corrupt_in_tx)?;
+                if serial != applied.next() {
+                    return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
+                        applied,
+                        got: serial,
+                    }));
+                }
+                let mut counts: Counts = tx_get_meta::<Counts>(meta, COUNTS)?.unwrap_or_default();
+                let trees = ApplyTrees {
+                    repos,
+                    projects,
+                    files,
+                    tokens,
+                    npm_packages,
+                    npm_versions,
+                };
+                apply_change(serial, event, &mut counts, &trees)?;
+
+                let prev = digest_from(meta.get(DIGEST)?).map_err(corrupt_in_tx)?;
+                changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
+                meta.insert(APPLIED, &serial.0.to_be_bytes())?;
+                meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
+                meta.insert(COUNTS, encode(&counts))?;
+                if let Some(raft) = raft {
+                    meta.insert(RAFT_APPLIED, raft.applied)?;
+                    if let Some(m) = raft.membership {
+                        meta.insert(RAFT_MEMBERSHIP, m)?;
+                    }
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(ApplyAbort::Rejected(r))) => Err(StoreError::Rejected(r)),
+            Err(TransactionError::Abort(ApplyAbort::Gap { applied, got })) => {
+                Err(StoreError::Gap { applied, got })
+            }
+            Err(TransactionError::Abort(ApplyAbort::Corrupt(msg))) => Err(StoreError::Corrupt(msg)),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+}
+
+struct ApplyTrees<'a> {
+    repos: &'a TransactionalTree,
+    projects: &'a TransactionalTree,
+    files: &'a TransactionalTree,
+    tokens: &'a TransactionalTree,
+    npm_packages: &'a TransactionalTree,
+    npm_versions: &'a TransactionalTree,
+}
+
+fn apply_change(
+    serial: Serial,
+    event: &Event,
+    counts: &mut Counts,
+    trees: &ApplyTrees<'_>,
+) -> TxResult<()> {
+    let ApplyTrees {
+        repos,
+        projects,
+        files,
+        tokens,
+        npm_packages,
+        npm_versions,
+    } = trees;
+    match &event.change {
+        Change::RepoCreated { repo, settings } => {
+            if repos.get(Repos::key(repo))?.is_some() {
+                return reject(Rejection::RepoExists(repo.clone()));
+            }
+            let state = RepoState {
+                name: repo.clone(),
+                settings: settings.clone(),
+                created: serial,
+            };
+            repos.insert(Repos::key(repo), Repos::encode(&state))?;
+            counts.repos += 1;
+        }
+        Change::RepoSettingsChanged { repo, settings } => {
+            let Some(mut state) = tx_get::<Repos>(repos, Repos::key(repo))? else {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            };
+            state.settings = settings.clone();
+            repos.insert(Repos::key(repo), Repos::encode(&state))?;
+        }
+        Change::FileAdded {
+            repo,
+            project,
+            display_name,
+            file,
+        } => {
+            if repos.get(Repos::key(repo))?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            let key = Files::key(repo, project, &file.filename);
+            if files.get(&key)?.is_some() {
+                return reject(Rejection::FileExists(file.filename.clone()));
+            }
+            let pkey = Projects::key(repo, project);
+            if projects.get(&pkey)?.is_none() {
+                let state = ProjectState {
+                    name: project.clone(),
+                    display_name: display_name.clone(),
+                    created: serial,
+                };
+                projects.insert(pkey, Projects::encode(&state))?;
+                counts.projects += 1;
+            }
+            let state = FileState {
+                record: file.clone(),
+                added: serial,
+                upload_time_us: event.time_us,
+                uploader: event.actor.clone(),
+                yanks: Vec::new(),
+            };
+            files.insert(key, Files::encode(&state))?;
+            counts.files += 1;
+        }
+        Change::FilesYanked {
+            repo,
+            project,
+            filenames,
+            reason,
+        } => {
+            for filename in filenames {
+                let key = Files::key(repo, project, filename);
+                let Some(mut state) = tx_get::<Files>(files, &key)? else {
+                    return reject(Rejection::FileMissing(filename.clone()));
+                };
+                state.yanks.push(YankChange {
+                    serial,
+                    reason: reason.clone(),
+                });
+                files.insert(key, Files::encode(&state))?;
+            }
+        }
+        Change::TokenCreated { token } => {
+            if tokens.get(Tokens::key(&token.hash))?.is_some() {
+                return reject(Rejection::TokenExists);
+            }
+            let state = TokenState {
+                record: token.clone(),
+                created: serial,
+                revoked: None,
+            };
+            tokens.insert(Tokens::key(&token.hash), Tokens::encode(&state))?;
+            counts.tokens += 1;
+        }
+        Change::TokenRevoked { hash } => {
+            let Some(mut state) = tx_get::<Tokens>(tokens, Tokens::key(hash))? else {
+                return reject(Rejection::TokenMissing);
+            };
+            if state.revoked.is_none() {
+                state.revoked = Some(serial);
+                tokens.insert(Tokens::key(hash), Tokens::encode(&state))?;
+                counts.tokens = counts.tokens.saturating_sub(1);
+            }
+        }
+        Change::NpmPublished {
+            repo,
+            package,
+            version,
+            manifest,
+            tarball,
+            dist_tags,
+            readme,
+            description,
+        } => {
+            if repos.get(Repos::key(repo))?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            let vkey = NpmVersions::key(repo, package, version);
+            if npm_versions.get(&vkey)?.is_some() {
+                return reject(Rejection::VersionExists(format!("{package}@{version}")));
+            }
+            let pkey = NpmPackages::key(repo, package);
+            let mut pkg = match tx_get::<NpmPackages>(npm_packages, &pkey)? {
+                Some(pkg) => pkg,
+                None => {
+                    counts.npm_packages += 1;
+                    NpmPackageState {
+                        name: package.clone(),
+                        created: serial,
+                        created_us: event.time_us,
+                        tags: BTreeMap::new(),
+                    }
+                }
+            };
+            for tag in dist_tags {
+                pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+                    serial,
+                    time_us: event.time_us,
+                    version: Some(version.clone()),
+                });
+            }
+            npm_packages.insert(pkey, NpmPackages::encode(&pkg))?;
+            let state = NpmVersionState {
+                version: version.clone(),
+                manifest: manifest.clone(),
+                tarball: tarball.clone(),
+                published: serial,
+                time_us: event.time_us,
+                publisher: event.actor.clone(),
+                readme: readme.clone(),
+                description: description.clone(),
+                deprecations: Vec::new(),
+                unpublished: None,
+            };
+            npm_versions.insert(vkey, NpmVersions::encode(&state))?;
+            counts.npm_versions += 1;
+        }
+        Change::NpmDistTagChanged {
+            repo,
+            package,
+            tag,
+            version,
+        } => {
+            set_dist_tags(
+                serial,
+                event.time_us,
+                trees,
+                repo,
+                package,
+                &[(tag.clone(), version.clone())],
+            )?;
+        }
+        Change::NpmDeprecated {
+            repo,
+            package,
+            changes,
+        } => {
+            for (version, message) in changes {
+                let vkey = NpmVersions::key(repo, package, version);
+                let Some(mut state) = tx_get::<NpmVersions>(npm_versions, &vkey)? else {
+                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+                };
+                state.deprecations.push(DeprecationChange {
+                    serial,
+                    time_us: event.time_us,
+                    message: message.clone(),
+                });
+                npm_versions.insert(vkey, NpmVersions::encode(&state))?;
+            }
+        }
+        Change::NpmUnpublished {
+            repo,
+            package,
+            versions,
+            dist_tags,
+        } => {
+            for version in versions {
+                let vkey = NpmVersions::key(repo, package, version);
+                let live =
+                    tx_get::<NpmVersions>(npm_versions, &vkey)?.filter(|v| v.unpublished.is_none());
+                let Some(mut state) = live else {
+                    return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+                };
+                state.unpublished = Some(serial);
+                npm_versions.insert(vkey, NpmVersions::encode(&state))?;
+                counts.npm_versions = counts.npm_versions.saturating_sub(1);
+            }
+            set_dist_tags(serial, event.time_us, trees, repo, package, dist_tags)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets (or with `None` removes) dist-tags of a package; a tag may only
+/// point at a live version.
+fn set_dist_tags(
+    serial: Serial,
+    time_us: i64,
+    trees: &ApplyTrees<'_>,
+    repo: &RepoName,
+    package: &str,
+    changes: &[(String, Option<String>)],
+) -> TxResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let pkey = NpmPackages::key(repo, package);
+    let Some(mut pkg) = tx_get::<NpmPackages>(trees.npm_packages, &pkey)? else {
+        return reject(Rejection::PackageMissing(package.to_owned()));
+    };
+    for (tag, version) in changes {
+        if let Some(version) = version {
+            let vkey = NpmVersions::key(repo, package, version);
+            let live = tx_get::<NpmVersions>(trees.npm_versions, &vkey)?
+                .is_some_and(|v| v.unpublished.is_none());
+            if !live {
+                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            }
+        }
+        pkg.tags.entry(tag.clone()).or_default().push(TagChange {
+            serial,
+            time_us,
+            version: version.clone(),
+        });
+    }
+    trees.npm_packages.insert(pkey, NpmPackages::encode(&pkg))?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The read model: what the index stores for each repository, project,
+//! file, token and npm package, and why an event can be refused.
+
+use std::collections::BTreeMap;
+
+use hoard_core::{FileRecord, NpmTarball, RepoName, RepoSettings, Serial, TokenRecord};
+use serde::{Deserialize, Serialize};
+
+/// Why an event could not be applied. Deterministic: every node rejects the
+/// same event for the same reason, and a rejected event takes no serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("repository {0} already exists")]
+    RepoExists(RepoName),
+    #[error("repository {0} does not exist")]
+    RepoMissing(RepoName),
+    #[error("file {0} already exists")]
+    FileExists(String),
+    #[error("file {0} does not exist")]
+    FileMissing(String),
+    #[error("token already exists")]
+    TokenExists,
+    #[error("token does not exist")]
+    TokenMissing,
+    #[error("{0} already exists")]
+    VersionExists(String),
+    #[error("{0} does not exist")]
+    VersionMissing(String),
+    #[error("package {0} does not exist")]
+    PackageMissing(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoState {
+    pub name: RepoName,
+    pub settings: RepoSettings,
+    pub created: Serial,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectState {
+    /// The normalized name.
+    pub name: String,
+    pub display_name: String,
+    pub created: Serial,
+}
+
+/// One yank or un-yank of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YankChange {
+    pub serial: Serial,
+    /// `Some(reason)` (possibly empty) when yanked, `None` when un-yanked.
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub record: FileRecord,
+    pub added: Serial,
+    pub upload_time_us: i64,
+    pub uploader: String,
+    /// Every yank change, oldest first, so that any past state can be read.
+    pub yanks: Vec<YankChange>,
+}
+
+impl FileState {
+    /// The yank reason in force at `at` (`None`: the latest state).
+    pub fn yanked_at(&self, at: Option<Serial>) -> Option<&str> {
+        self.yanks
+            .iter()
+            .rev()
+            .find(|y| at.is_none_or(|at| y.serial <= at))
+            .and_then(|y| y.reason.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub record: TokenRecord,
+    pub created: Serial,
+    pub revoked: Option<Serial>,
+}
+
+/// One change of an npm dist-tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagChange {
+    pub serial: Serial,
+    pub time_us: i64,
+    /// `None`: the tag was removed.
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmPackageState {
+    /// The full name, `name` or `@scope/name`.
+    pub name: String,
+    pub created: Serial,
+    pub created_us: i64,
+    /// Every change of every tag, oldest first.
+    pub tags: BTreeMap<String, Vec<TagChange>>,
+}
+
+impl NpmPackageState {
+    /// The dist-tags in force at `at` (`None`: now).
+    pub fn tags_at(&self, at: Option<Serial>) -> BTreeMap<String, String> {
+        self.tags
+            .iter()
+            .filter_map(|(tag, changes)| {
+                let change = changes
+                    .iter()
+                    .rev()
+                    .find(|c| at.is_none_or(|at| c.serial <= at))?;
+                Some((tag.clone(), change.version.clone()?))
+            })
+            .collect()
+    }
+
+    /// The time of the latest tag change at `at`.
+    pub fn last_tag_change_us(&self, at: Option<Serial>) -> Option<i64> {
+        self.tags
+            .values()
+            .flatten()
+            .filter(|c| at.is_none_or(|at| c.serial <= at))
+            .map(|c| c.time_us)
+            .max()
+    }
+}
+
+/// One deprecation or un-deprecation of an npm version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecationChange {
+    pub serial: Serial,
+    pub time_us: i64,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmVersionState {
+    pub version: String,
+    /// The manifest as published, as JSON text.
+    pub manifest: String,
+    pub tarball: NpmTarball,
+    pub published: Serial,
+    pub time_us: i64,
+    pub publisher: String,
+    pub readme: Option<String>,
+    pub description: Option<String>,
+    pub deprecations: Vec<DeprecationChange>,
+    /// When it was unpublished, if it was.
+    pub unpublished: Option<Serial>,
+}
+
+impl NpmVersionState {
+    /// Whether the version is listed at `at` (`None`: now).
+    pub fn live_at(&self, at: Option<Serial>) -> bool {
+        let published = at.is_none_or(|at| self.published <= at);
+        let unpublished = self
+            .unpublished
+            .is_some_and(|u| at.is_none_or(|at| u <= at));
+        published && !unpublished
+    }
+
+    pub fn deprecated_at(&self, at: Option<Serial>) -> Option<&str> {
+        self.deprecations
+            .iter()
+            .rev()
+            .find(|d| at.is_none_or(|at| d.serial <= at))
+            .and_then(|d| d.message.as_deref())
+    }
+
+    /// The time of the latest change to this version at `at`.
+    pub fn last_change_us(&self, at: Option<Serial>) -> i64 {
+        self.deprecations
+            .iter()
+            .filter(|d| at.is_none_or(|at| d.serial <= at))
+            .map(|d| d.time_us)
+            .fold(self.time_us, i64::max)
+    }
+}
+
+/// Totals kept up to date by `apply`, so that status pages cost nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub repos: u64,
+    pub projects: u64,
+    pub files: u64,
+    pub tokens: u64,
+    #[serde(default)]
+    pub npm_packages: u64,
+    #[serde(default)]
+    pub npm_versions: u64,
+}
+
+/// Index records that came into being at a serial, so that a view at an
+/// earlier serial leaves them out.
+pub(super) trait Since {
+    fn since(&self) -> Serial;
+}
+
+impl Since for ProjectState {
+    fn since(&self) -> Serial {
+        self.created
+    }
+}
+
+impl Since for FileState {
+    fn since(&self) -> Serial {
+        self.added
+    }
+}
+
+impl Since for NpmPackageState {
+    fn since(&self) -> Serial {
+        self.created
+    }
+}
+
+impl Since for NpmVersionState {
+    fn since(&self) -> Serial {
+        self.published
+    }
+}
