@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::epoch::{ClusterIdentity, Epoch};
-use crate::{net, ClusterError};
+use crate::net::Net;
+use crate::ClusterError;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FLUSH_EVERY: u64 = 512;
@@ -75,6 +76,7 @@ pub struct Follower {
     catching_up: std::sync::atomic::AtomicBool,
     /// Learns the cluster id and epoch from the upstream's heartbeats.
     epoch: Arc<Epoch>,
+    net: Net,
 }
 
 enum Item {
@@ -92,6 +94,7 @@ impl Follower {
         index: Arc<Index>,
         blobs: BlobStore,
         epoch: Arc<Epoch>,
+        net: Net,
     ) -> Result<Arc<Self>, StoreError> {
         let applied = index.applied_serial()?;
         let applied_time_us = index.event(applied)?.map_or(0, |e| e.time_us);
@@ -109,6 +112,7 @@ impl Follower {
             bytes_fetched: AtomicU64::new(0),
             catching_up: std::sync::atomic::AtomicBool::new(false),
             epoch,
+            net,
         }))
     }
 
@@ -204,7 +208,7 @@ impl Follower {
     }
 
     async fn follow(&self, addr: &str) -> Result<(), ClusterError> {
-        let channel = net::connect(addr).await?;
+        let channel = self.net.connect(addr).await?;
         let since = self.index.applied_serial()?;
         let mut client = ChangelogClient::new(channel.clone());
         let mut request = tonic::Request::new(SubscribeRequest {
@@ -465,7 +469,7 @@ impl Follower {
         };
         tracing::warn!(upstream = %addr, %sha, error = %last_error, "blob fetch failed; trying other upstreams");
         for other in self.config.upstreams.iter().filter(|u| u.as_str() != addr) {
-            let result = match net::connect(other).await {
+            let result = match self.net.connect(other).await {
                 Ok(ch) => self.fetch_blob_from(other, ch, sha).await,
                 Err(e) => Err(e),
             };

@@ -15,6 +15,7 @@ mod writer;
 
 pub use epoch::{ClusterIdentity, Contact, Epoch, FencedBy, PendingStep};
 pub use follower::{Follower, FollowerConfig, FollowerStatus};
+pub use net::Net;
 pub use raft::{
     ClusterView, Committed, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig,
     RaftTuning, TuningError,

@@ -2,8 +2,9 @@
 //! Mutual TLS (a later issue) and a simulated network for tests plug in
 //! here, and nowhere else.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -26,49 +27,140 @@ pub fn grpc_url(addr: &str) -> String {
 /// The metadata key in which a node names itself on node-to-node calls.
 pub const FROM_HEADER: &str = "x-hoard-from";
 
-/// Who this node is on the node-to-node network, and the fault layer.
-struct Identity {
-    /// This node's gRPC address, sent along with its Raft calls.
-    addr: String,
+/// The node-to-node network as one value: who this node is, how it
+/// connects to peers and accepts them, and the fault layer. Every
+/// connection in hoard-cluster is made through it, so that mutual TLS
+/// (later) and a simulated network replace one value, not call sites.
+#[derive(Clone)]
+pub struct Net {
+    inner: Arc<NetInner>,
+}
+
+struct NetInner {
+    /// This node's gRPC address, sent along with its calls.
+    own_addr: String,
     /// A file listing, one per line, the gRPC addresses this node must
     /// neither call nor answer: a network partition that tests switch on
     /// and off by rewriting it. `None` outside fault tests.
     partition_file: Option<PathBuf>,
+    /// Channels kept for calls that happen on every write (blob pulls), so
+    /// that an upload does not pay a TCP and HTTP/2 handshake per voter. A
+    /// tonic channel reconnects by itself when its peer comes back.
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
-static IDENTITY: OnceLock<Identity> = OnceLock::new();
-
-/// Sets this node's address and its fault file, once, at start-up.
-pub fn init(addr: String, partition_file: Option<PathBuf>) {
-    if let Some(path) = &partition_file {
-        tracing::warn!(path = %path.display(), "fault injection is on: node-to-node calls obey this partition file");
+impl Net {
+    /// The network of the node reached at `own_addr`.
+    pub fn new(own_addr: String, partition_file: Option<PathBuf>) -> Net {
+        if let Some(path) = &partition_file {
+            tracing::warn!(path = %path.display(), "fault injection is on: node-to-node calls obey this partition file");
+        }
+        Net {
+            inner: Arc::new(NetInner {
+                own_addr,
+                partition_file,
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
     }
-    let _ = IDENTITY.set(Identity {
-        addr,
-        partition_file,
-    });
-}
 
-/// This node's gRPC address, if [`init`] set it.
-pub fn own_addr() -> Option<&'static str> {
-    IDENTITY.get().map(|i| i.addr.as_str())
-}
-
-/// Names this node on a call, for the receiver's fault layer.
-pub fn name_sender(metadata: &mut tonic::metadata::MetadataMap) {
-    if let Some(addr) = own_addr().and_then(|a| a.parse().ok()) {
-        metadata.insert(FROM_HEADER, addr);
+    /// This node's gRPC address.
+    pub fn own_addr(&self) -> &str {
+        &self.inner.own_addr
     }
-}
 
-/// Whether the fault layer cuts this node off from `addr` right now.
-pub fn partitioned_from(addr: &str) -> bool {
-    let Some(path) = IDENTITY.get().and_then(|i| i.partition_file.as_ref()) else {
-        return false;
-    };
-    std::fs::read_to_string(path)
-        .map(|text| text.lines().any(|l| l.trim() == addr))
-        .unwrap_or(false)
+    /// Whether the fault layer cuts this node off from `addr` right now.
+    pub fn partitioned_from(&self, addr: &str) -> bool {
+        let Some(path) = &self.inner.partition_file else {
+            return false;
+        };
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().any(|l| l.trim() == addr))
+            .unwrap_or(false)
+    }
+
+    /// Names this node on a call, for the receiver's fault layer.
+    pub fn name_sender(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Ok(addr) = self.inner.own_addr.parse() {
+            metadata.insert(FROM_HEADER, addr);
+        }
+    }
+
+    /// Refuses a request whose sender the fault layer cuts off from us.
+    #[allow(clippy::result_large_err)]
+    pub fn check_sender<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let from = request
+            .metadata()
+            .get(FROM_HEADER)
+            .and_then(|v| v.to_str().ok());
+        match from {
+            Some(from) if self.partitioned_from(from) => Err(tonic::Status::unavailable(format!(
+                "partitioned from {from} (fault layer)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A kept channel to `addr`, connecting on first use. The fault layer
+    /// is asked on every call, not only when connecting.
+    pub async fn shared_channel(&self, addr: &str) -> Result<Channel, ClusterError> {
+        if self.partitioned_from(addr) {
+            return Err(partition_error(addr));
+        }
+        let cached = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned();
+        if let Some(channel) = cached {
+            return Ok(channel);
+        }
+        let channel = self.connect(addr).await?;
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Opens a channel to another node's gRPC endpoint.
+    pub async fn connect(&self, addr: &str) -> Result<Channel, ClusterError> {
+        if self.partitioned_from(addr) {
+            return Err(partition_error(addr));
+        }
+        let err = |message: String| ClusterError::Connect {
+            addr: addr.to_owned(),
+            message,
+        };
+        Endpoint::from_shared(grpc_url(addr))
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| err(format!("{e}: {}", source_chain(&e))))
+    }
+
+    /// The incoming connections of a gRPC listener, with Nagle's
+    /// algorithm off: a changelog stream sends small messages that must
+    /// not wait for the peer's delayed ACK (it added ~100 ms of
+    /// replication lag).
+    pub fn accept(
+        &self,
+        listener: TcpListener,
+    ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        use futures_util::StreamExt;
+        TcpListenerStream::new(listener).map(|stream| {
+            let stream = stream?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
 }
 
 /// The error of a call that the fault layer cut.
@@ -77,79 +169,6 @@ pub fn partition_error(addr: &str) -> ClusterError {
         addr: addr.to_owned(),
         message: "cut off by the fault layer's partition file".into(),
     }
-}
-
-/// Refuses a request whose sender the fault layer cuts off from us.
-#[allow(clippy::result_large_err)]
-pub fn check_sender<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
-    let from = request
-        .metadata()
-        .get(FROM_HEADER)
-        .and_then(|v| v.to_str().ok());
-    match from {
-        Some(from) if partitioned_from(from) => Err(tonic::Status::unavailable(format!(
-            "partitioned from {from} (fault layer)"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Channels kept for calls that happen on every write (blob pulls), so that
-/// an upload does not pay a TCP and HTTP/2 handshake per voter. A tonic
-/// channel reconnects by itself when its peer comes back.
-static CHANNELS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Channel>>> =
-    OnceLock::new();
-
-/// A kept channel to `addr`, connecting on first use. The fault layer is
-/// asked on every call, not only when connecting.
-pub async fn shared_channel(addr: &str) -> Result<Channel, ClusterError> {
-    if partitioned_from(addr) {
-        return Err(partition_error(addr));
-    }
-    let cache = CHANNELS.get_or_init(Default::default);
-    if let Some(channel) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(addr) {
-        return Ok(channel.clone());
-    }
-    let channel = connect(addr).await?;
-    cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(addr.to_owned(), channel.clone());
-    Ok(channel)
-}
-
-/// Opens a channel to another node's gRPC endpoint.
-pub async fn connect(addr: &str) -> Result<Channel, ClusterError> {
-    if partitioned_from(addr) {
-        return Err(partition_error(addr));
-    }
-    let err = |message: String| ClusterError::Connect {
-        addr: addr.to_owned(),
-        message,
-    };
-    Endpoint::from_shared(grpc_url(addr))
-        .map_err(|e| err(e.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| err(format!("{e}: {}", source_chain(&e))))
-}
-
-/// The incoming connections of a gRPC listener, with Nagle's algorithm
-/// off: a changelog stream sends small messages that must not wait for
-/// the peer's delayed ACK (it added ~100 ms of replication lag).
-pub fn incoming(
-    listener: TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures_util::StreamExt;
-    TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -22,7 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::epoch::Epoch;
-use crate::{net, ClusterError};
+use crate::net::Net;
+use crate::ClusterError;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const EVENTS_PER_READ: usize = 512;
@@ -40,6 +41,7 @@ pub struct ReplicationSource {
     pub primary_url: watch::Receiver<Option<String>>,
     /// The cluster id and epoch of what this node holds.
     pub epoch: Arc<Epoch>,
+    pub net: Net,
 }
 
 impl ReplicationSource {
@@ -77,11 +79,12 @@ pub async fn serve_grpc(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClusterError> {
+    let net = source.net.clone();
     tonic::transport::Server::builder()
         .add_service(ChangelogServer::new(source.clone()))
         .add_service(BlobsServer::new(source))
         .add_optional_service(raft.map(|r| r.rpc_service()))
-        .serve_with_incoming_shutdown(net::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(net.accept(listener), shutdown)
         .await?;
     Ok(())
 }
@@ -186,7 +189,9 @@ impl Blobs for ReplicationSource {
         if wanted.is_empty() {
             return Ok(Response::new(PullReply {}));
         }
-        let channel = net::shared_channel(&req.from)
+        let channel = self
+            .net
+            .shared_channel(&req.from)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let fetched = std::sync::atomic::AtomicU64::new(0);

@@ -12,7 +12,6 @@ use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::PullRequest;
 use hoard_store::{BlobStore, ReceivedEvent, Rejection, StagedBlob, StoreError};
 
-use crate::net;
 use crate::raft::{Committed, ProposeError, RaftNode};
 
 /// How long a proposal may wait to commit.
@@ -131,19 +130,23 @@ impl Writer {
             from,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let net = self.raft.net().clone();
         let mut asked = 0;
         for (id, node) in &view.nodes {
             if *id == me || !view.voters.contains(id) {
                 continue;
             }
             asked += 1;
-            let (tx, addr, request, id) =
-                (tx.clone(), node.grpc_addr.clone(), request.clone(), *id);
+            let (tx, addr, request, id, net) = (
+                tx.clone(),
+                node.grpc_addr.clone(),
+                request.clone(),
+                *id,
+                net.clone(),
+            );
             tokio::spawn(async move {
                 let result = tokio::time::timeout(BLOB_PULL_DEADLINE, async {
-                    let channel = net::shared_channel(&addr)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let channel = net.shared_channel(&addr).await.map_err(|e| e.to_string())?;
                     BlobsClient::new(channel)
                         .pull(request)
                         .await

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use hoard_cluster::{
-    ClusterError, ClusterView, Committed, Contact, Epoch, Follower, FollowerConfig, NodeInfo,
+    ClusterError, ClusterView, Committed, Contact, Epoch, Follower, FollowerConfig, Net, NodeInfo,
     NodeRoleKind, RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
 };
 use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
@@ -67,6 +67,8 @@ pub struct Node {
     /// The cluster id and epoch of this node's history, and whether a
     /// newer epoch fenced it.
     pub epoch: Arc<Epoch>,
+    /// The node-to-node network (connections, the fault layer).
+    pub net: Net,
     /// Set when this node must restart in place: a forced promotion or a
     /// rejoin changes what it is, and takes effect at the next start.
     restart: watch::Sender<bool>,
@@ -133,7 +135,7 @@ impl Node {
         let blobs = BlobStore::open(&data)?;
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
-        hoard_cluster::net::init(config.grpc_public(), config.partition_file.clone());
+        let net = Net::new(config.grpc_public(), config.partition_file.clone());
         let epoch = Epoch::open(
             &data,
             Contact {
@@ -166,6 +168,7 @@ impl Node {
                     index.clone(),
                     blobs.clone(),
                     epoch.clone(),
+                    net.clone(),
                 )
                 .await?;
                 let applied = raft.applied();
@@ -183,6 +186,7 @@ impl Node {
                     index.clone(),
                     blobs.clone(),
                     epoch.clone(),
+                    net.clone(),
                 )?;
                 let url = match &config.primary_url {
                     Some(url) => watch::channel(Some(url.trim_end_matches('/').to_owned())).1,
@@ -206,6 +210,7 @@ impl Node {
             metrics: Metrics::default(),
             proxy_client: std::sync::OnceLock::new(),
             epoch,
+            net,
             restart: watch::Sender::new(false),
         });
         Ok(node)
@@ -303,6 +308,7 @@ impl Node {
             applied: self.applied.clone(),
             primary_url: self.primary_url.clone(),
             epoch: self.epoch.clone(),
+            net: self.net.clone(),
         }
     }
 

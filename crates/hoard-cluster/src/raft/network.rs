@@ -24,7 +24,7 @@ use super::codec::Vote;
 use super::state_machine::{Snapshot, SnapshotFile};
 use super::{NodeInfo, TypeConfig};
 use crate::epoch::Epoch;
-use crate::net;
+use crate::net::{self, Net};
 use crate::ClusterError;
 
 /// Bytes of snapshot data per gRPC message.
@@ -36,6 +36,7 @@ const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
 pub(crate) struct Network {
     pub(crate) rpc_timeout: Duration,
     pub(crate) epoch: Arc<Epoch>,
+    pub(crate) net: Net,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -48,6 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel: None,
             rpc_timeout: self.rpc_timeout,
             epoch: self.epoch.clone(),
+            net: self.net.clone(),
         }
     }
 }
@@ -58,6 +60,7 @@ pub(crate) struct Peer {
     channel: Option<Channel>,
     rpc_timeout: Duration,
     epoch: Arc<Epoch>,
+    net: Net,
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -78,11 +81,11 @@ impl Peer {
                 f.identity
             )));
         }
-        if net::partitioned_from(&self.addr) {
+        if self.net.partitioned_from(&self.addr) {
             return Err(unreachable(net::partition_error(&self.addr)));
         }
         if self.channel.is_none() {
-            let channel = net::connect(&self.addr).await.map_err(unreachable)?;
+            let channel = self.net.connect(&self.addr).await.map_err(unreachable)?;
             self.channel = Some(channel);
         }
         let channel = self.channel.clone().expect("connected above");
@@ -133,7 +136,7 @@ impl Peer {
 impl Peer {
     /// Names this node, its cluster and its epoch on the call.
     fn name_sender<T>(&self, request: &mut tonic::Request<T>) {
-        net::name_sender(request.metadata_mut());
+        self.net.name_sender(request.metadata_mut());
         self.epoch.attach(request.metadata_mut());
     }
 }
@@ -248,17 +251,21 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 /// How long one `Fence` or `Join` call may take.
 const EPOCH_CALL_DEADLINE: Duration = Duration::from_secs(2);
 
-async fn epoch_client(epoch: &Epoch, addr: &str) -> Result<RaftClient<Channel>, ClusterError> {
+async fn epoch_client(
+    net: &Net,
+    epoch: &Epoch,
+    addr: &str,
+) -> Result<RaftClient<Channel>, ClusterError> {
     if epoch.fenced().is_some() {
         return Err(ClusterError::Raft("this node is fenced".into()));
     }
-    Ok(RaftClient::new(net::connect(addr).await?))
+    Ok(RaftClient::new(net.connect(addr).await?))
 }
 
-fn epoch_request<T>(epoch: &Epoch, message: T) -> tonic::Request<T> {
+fn epoch_request<T>(net: &Net, epoch: &Epoch, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(EPOCH_CALL_DEADLINE);
-    net::name_sender(request.metadata_mut());
+    net.name_sender(request.metadata_mut());
     epoch.attach(request.metadata_mut());
     request
 }
@@ -266,12 +273,14 @@ fn epoch_request<T>(epoch: &Epoch, message: T) -> tonic::Request<T> {
 /// Tells the node at `addr` that this node's epoch supersedes its own.
 /// Returns its answer: `fenced`, or `current` if it has rejoined already.
 pub(crate) async fn send_fence(
+    net: &Net,
     epoch: &Epoch,
     addr: &str,
     leader_url: &str,
 ) -> Result<String, ClusterError> {
-    let mut client = epoch_client(epoch, addr).await?;
+    let mut client = epoch_client(net, epoch, addr).await?;
     let request = epoch_request(
+        net,
         epoch,
         FenceRequest {
             leader_url: leader_url.to_owned(),
@@ -295,12 +304,13 @@ pub(crate) async fn send_fence(
 
 /// Asks the node at `addr` (the leader, hopefully) to add this node.
 pub(crate) async fn send_join(
+    net: &Net,
     epoch: &Epoch,
     addr: &str,
     join: JoinRequest,
 ) -> Result<JoinReply, ClusterError> {
-    let mut client = epoch_client(epoch, addr).await?;
-    let request = epoch_request(epoch, join);
+    let mut client = epoch_client(net, epoch, addr).await?;
+    let request = epoch_request(net, epoch, join);
     let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, client.join(request))
         .await
         .map_err(|_| ClusterError::Connect {

@@ -22,6 +22,7 @@ use super::service::RaftRpc;
 use super::state_machine::StateMachine;
 use super::{NodeInfo, Proposal, Raft, RaftTuning};
 use crate::epoch::{ClusterIdentity, Epoch, PendingStep};
+use crate::net::Net;
 use crate::ClusterError;
 
 /// How often the leader of a new epoch calls the old epoch's nodes that
@@ -122,6 +123,7 @@ pub struct RaftNode {
     state_machine: StateMachine,
     view: watch::Receiver<ClusterView>,
     epoch: Arc<Epoch>,
+    net: Net,
     config: RaftNodeConfig,
 }
 
@@ -135,6 +137,7 @@ impl RaftNode {
         index: Arc<Index>,
         blobs: BlobStore,
         epoch: Arc<Epoch>,
+        net: Net,
     ) -> Result<Arc<RaftNode>, ClusterError> {
         let raft_config = config
             .tuning
@@ -173,7 +176,7 @@ impl RaftNode {
         // committed entries before it hears from anyone.
         let peers = stored_peers(&index, &config.info)?;
         if epoch.fenced().is_none() && epoch.identity().is_some() && epoch.pending().is_none() {
-            probe_for_newer_epoch(&epoch, &peers, &config.info.http_url).await;
+            probe_for_newer_epoch(&net, &epoch, &peers, &config.info.http_url).await;
         }
         let (sources_tx, sources_rx) = watch::channel(peers);
         let state_machine = StateMachine::new(
@@ -181,11 +184,13 @@ impl RaftNode {
             blobs,
             config.snapshot_dir.clone(),
             sources_rx,
+            net.clone(),
         )?;
         let log = LogStore::new(raft_log);
         let network = Network {
             rpc_timeout: Duration::from_millis(config.tuning.rpc_timeout_ms),
             epoch: epoch.clone(),
+            net: net.clone(),
         };
         let raft = Raft::new(
             config.id,
@@ -225,6 +230,7 @@ impl RaftNode {
             state_machine,
             view,
             epoch,
+            net,
             config,
         });
         let mut fenced = node.epoch.watch_fenced();
@@ -306,6 +312,11 @@ impl RaftNode {
     /// The cluster identity and fencing state of this node.
     pub fn epoch(&self) -> &Arc<Epoch> {
         &self.epoch
+    }
+
+    /// The node-to-node network this node calls and answers through.
+    pub fn net(&self) -> &Net {
+        &self.net
     }
 
     /// Handles a `Join` call: on the leader, starts adding the caller (as
@@ -586,11 +597,13 @@ const PROBE_WAIT: Duration = Duration::from_millis(1500);
 /// fences this node too). Without it, two old voters that come back
 /// together could elect a leader of the old epoch before the new leader
 /// reaches them.
-async fn probe_for_newer_epoch(epoch: &Epoch, peers: &[String], own_url: &str) {
+async fn probe_for_newer_epoch(net: &Net, epoch: &Epoch, peers: &[String], own_url: &str) {
     if peers.is_empty() {
         return;
     }
-    let calls = peers.iter().map(|addr| send_fence(epoch, addr, own_url));
+    let calls = peers
+        .iter()
+        .map(|addr| send_fence(net, epoch, addr, own_url));
     let _ = tokio::time::timeout(PROBE_WAIT, futures_util::future::join_all(calls)).await;
     if let Some(f) = epoch.fenced() {
         tracing::error!(by = %f.identity, "a peer reports that {} superseded this node's epoch", f.identity);
@@ -609,8 +622,8 @@ async fn fence_old_epoch(node: Arc<RaftNode>) {
             return;
         }
         let calls = targets.iter().map(|addr| {
-            let (epoch, leader_url) = (&epoch, &leader_url);
-            async move { (addr, send_fence(epoch, addr, leader_url).await) }
+            let (net, epoch, leader_url) = (&node.net, &epoch, &leader_url);
+            async move { (addr, send_fence(net, epoch, addr, leader_url).await) }
         });
         for (addr, outcome) in futures_util::future::join_all(calls).await {
             match outcome {
@@ -661,7 +674,7 @@ async fn join_group(node: Arc<RaftNode>) {
             grpc_addr: node.config.info.grpc_addr.clone(),
             http_url: node.config.info.http_url.clone(),
         };
-        match send_join(&epoch, &target, join).await {
+        match send_join(&node.net, &epoch, &target, join).await {
             Ok(reply) if reply.accepted => {
                 if asked == 0 {
                     tracing::info!(leader = %target, "the leader is adding this node");

@@ -21,7 +21,6 @@ use super::node::RaftNode;
 use super::state_machine::{Snapshot, SnapshotFile};
 use super::{NodeInfo, Raft};
 use crate::epoch::{Admission, Epoch};
-use crate::net;
 
 #[derive(Clone)]
 pub(crate) struct RaftRpc {
@@ -36,7 +35,7 @@ impl RaftRpc {
     /// Lets a Raft call through only from a node of this node's epoch.
     #[allow(clippy::result_large_err)]
     fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        net::check_sender(req)?;
+        self.node.net().check_sender(req)?;
         match self.epoch.admit(req.metadata())? {
             Admission::Current => Ok(()),
             Admission::Superseded => Err(Status::failed_precondition(
@@ -131,7 +130,7 @@ impl RaftService for RaftRpc {
     }
 
     async fn fence(&self, request: Request<FenceRequest>) -> Result<Response<FenceReply>, Status> {
-        net::check_sender(&request)?;
+        self.node.net().check_sender(&request)?;
         if self.epoch.identity().is_none() {
             // A node that belongs to no cluster yet is not told one by a
             // fence (an old epoch's start-up probe may call it).

@@ -25,7 +25,7 @@ use tokio::sync::{watch, Mutex};
 use super::codec::{self, LogId, SnapshotMeta, StoredMembershipOf};
 use super::log_store::io;
 use super::{ApplyOutcome, TypeConfig};
-use crate::net;
+use crate::net::Net;
 
 pub(crate) type Snapshot = openraft::Snapshot<
     openraft::impls::leader_id_adv::LeaderId<u64, u64>,
@@ -57,6 +57,7 @@ struct Shared {
     fetched_bytes: AtomicU64,
     /// Set while applying waits for a blob that no member could send.
     stuck: std::sync::Mutex<Option<String>>,
+    net: Net,
 }
 
 #[derive(Clone)]
@@ -73,6 +74,7 @@ impl StateMachine {
         blobs: BlobStore,
         snapshot_dir: PathBuf,
         blob_sources: watch::Receiver<Vec<String>>,
+        net: Net,
     ) -> Result<Self, hoard_store::StoreError> {
         std::fs::create_dir_all(&snapshot_dir).map_err(|source| hoard_store::StoreError::Io {
             context: format!("create {}", snapshot_dir.display()),
@@ -90,6 +92,7 @@ impl StateMachine {
                 installed: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
                 stuck: std::sync::Mutex::new(None),
+                net,
             }),
         })
     }
@@ -132,7 +135,7 @@ impl StateMachine {
                 let sources = self.shared.blob_sources.borrow().clone();
                 let mut done = false;
                 for addr in &sources {
-                    let result = match net::connect(addr).await {
+                    let result = match self.shared.net.connect(addr).await {
                         Ok(ch) => {
                             crate::blob_fetch::fetch_blob(
                                 &self.shared.blobs,
