@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use hoard_testkit::{wheel, Artifact};
 use serde_json::Value;
 
 use crate::procs::Proc;
-use crate::{report, wheel, Common};
+use crate::{report, Common};
 
 #[derive(Args, Debug, Clone)]
 pub struct FailoverArgs {
@@ -120,7 +121,7 @@ impl Drop for Demo {
 
 /// One upload through the benchmarks' shared twine-style helper; `Ok`
 /// only when it was acknowledged.
-async fn upload(http: &reqwest::Client, url: &str, token: &str, w: &wheel::Wheel) -> Result<()> {
+async fn upload(http: &reqwest::Client, url: &str, token: &str, w: &Artifact) -> Result<()> {
     crate::servers::upload(http, &format!("{url}/pypi/"), "__token__", token, w)
         .await
         .map(|_| ())
@@ -151,7 +152,7 @@ async fn failover_trial(bin: &Path, dir: &Path, n: usize) -> Result<(Duration, D
     let token = demo.upload_token(&http).await?;
     let leader = demo.leader(&http, None).await.context("no leader")?;
     let pid = demo.nodes[leader]["pid"].as_u64().context("pid")? as libc::pid_t;
-    let w = wheel::build("failover-bench", "0.0.1", None, false);
+    let w = wheel("failover-bench", "0.0.1");
     upload(&http, &demo.url(leader), &token, &w)
         .await
         .context("the first upload")?;
@@ -170,7 +171,7 @@ async fn failover_trial(bin: &Path, dir: &Path, n: usize) -> Result<(Duration, D
             elected = Some(killed.elapsed());
         }
         v += 1;
-        let w = wheel::build("failover-bench", &format!("0.0.{v}"), None, false);
+        let w = wheel("failover-bench", &format!("0.0.{v}"));
         for i in (0..3).filter(|i| *i != leader) {
             if upload(&http, &demo.url(i), &token, &w).await.is_ok() {
                 let acked = killed.elapsed();
@@ -196,7 +197,7 @@ async fn upload_latency(
     let url = demo.url(leader);
     let mut lat = Vec::with_capacity(args.uploads);
     for i in 0..args.uploads {
-        let w = wheel::build("latency-bench", &format!("1.0.{i}"), None, false);
+        let w = wheel("latency-bench", &format!("1.0.{i}"));
         let t = Instant::now();
         upload(&http, &url, &token, &w)
             .await
@@ -213,7 +214,7 @@ async fn upload_latency(
         // Each uploader takes every `step`-th upload.
         tasks.push(tokio::spawn(async move {
             for i in (c..total).step_by(step) {
-                let w = wheel::build("throughput-bench", &format!("2.{c}.{i}"), None, false);
+                let w = wheel("throughput-bench", &format!("2.{c}.{i}"));
                 let _ = upload(&http, &url, &token, &w).await;
             }
         }));

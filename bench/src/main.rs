@@ -20,14 +20,13 @@ mod pypi;
 mod replication;
 mod report;
 mod servers;
-mod tgz;
-mod wheel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use hoard_testkit::tools::workspace_root;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,7 +100,7 @@ impl Common {
             let out_dir = self
                 .out_dir
                 .clone()
-                .unwrap_or_else(|| workspace_dir().join("bench/results"));
+                .unwrap_or_else(|| workspace_root().join("bench/results"));
             std::fs::create_dir_all(&out_dir)?;
             let path = out_dir.join(format!("{}-{suffix}.md", report::today()));
             std::fs::write(&path, md)?;
@@ -234,13 +233,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 pub fn resolve_hoard_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
@@ -252,7 +244,7 @@ pub fn resolve_hoard_bin(explicit: Option<&Path>) -> Result<PathBuf> {
                 }
             }
             v.push(PathBuf::from("target/release/hoard"));
-            v.push(workspace_dir().join("target/release/hoard"));
+            v.push(workspace_root().join("target/release/hoard"));
             v
         }
     };
@@ -290,7 +282,7 @@ pub fn command_line() -> String {
 }
 
 pub fn git_description() -> String {
-    let dir = workspace_dir();
+    let dir = workspace_root();
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use hoard_testkit::npm::{npm_tarball, publish_doc_with};
 use serde_json::json;
 
 use crate::measure::{Endpoint, Plans};
 use crate::procs::Proc;
 use crate::report::{fmt_num, Report, Row};
 use crate::servers::{self, Hoard, NodeSpec, StaticFiles};
-use crate::{command_line, git_description, tgz, wheel, Common};
+use crate::{command_line, git_description, Common};
 
 const REPO: &str = "npm";
 const PACKAGE: &str = "bench-npm";
@@ -51,6 +52,31 @@ pub struct NpmArgs {
     pub cold_samples: usize,
 }
 
+/// The body of `PUT /{repo}/{name}` that publishes `version` with `tgz`, in
+/// the shape npm 10 sends, with the fields of a real package's manifest
+/// (keywords, `dependencies`, engines, readme), which the full packument
+/// carries for every version. `registry` is the registry's URL (for
+/// `dist.tarball`, which the server replaces).
+fn publish_document(
+    registry: &str,
+    name: &str,
+    version: &str,
+    tgz: &[u8],
+    dependencies: &serde_json::Value,
+) -> Vec<u8> {
+    let description = "a hoard benchmark package";
+    let manifest = json!({
+        "description": description,
+        "keywords": ["hoard", "benchmark"],
+        "dependencies": dependencies,
+        "engines": { "node": ">=18" },
+        "readme": format!("# {name}\n\nA package for hoard's benchmark, version {version}.\n"),
+        "readmeFilename": "README.md",
+    });
+    let doc = publish_doc_with(&format!("{registry}/"), name, version, tgz, &manifest);
+    serde_json::to_vec(&doc).expect("json")
+}
+
 struct Publisher<'a> {
     hoard: &'a Hoard,
     registry: String,
@@ -65,7 +91,7 @@ impl Publisher<'_> {
         tgz: &[u8],
         deps: &serde_json::Value,
     ) -> Result<Duration> {
-        let doc = tgz::publish_document(&self.registry, name, version, tgz, deps);
+        let doc = publish_document(&self.registry, name, version, tgz, deps);
         let t0 = Instant::now();
         let resp = self
             .hoard
@@ -136,7 +162,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
     let mut small_tgz_bytes = 0;
     for i in 0..args.versions {
         let version = format!("1.0.{i}");
-        let t = tgz::build(PACKAGE, &version, None);
+        let t = npm_tarball(PACKAGE, &version, 0);
         small_tgz_bytes = t.len();
         publish_times.push(publisher.publish(PACKAGE, &version, &t, &deps).await?);
     }
@@ -145,9 +171,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
 
     // 2. The big tarball.
     eprintln!("building and publishing the {} MB tarball", args.tarball_mb);
-    let payload = wheel::random_bytes(args.tarball_mb * 1_000_000, 7);
-    let big = tgz::build(BIG_PACKAGE, "1.0.0", Some(&payload));
-    drop(payload);
+    let big = npm_tarball(BIG_PACKAGE, "1.0.0", args.tarball_mb * 1_000_000);
     let big_publish = publisher
         .publish(BIG_PACKAGE, "1.0.0", &big, &json!({}))
         .await?;
@@ -197,7 +221,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
     let mut warm_abbrev = Vec::new();
     for k in 0..args.cold_samples {
         let version = format!("1.0.{k}");
-        let t = tgz::build(OTHER_PACKAGE, &version, None);
+        let t = npm_tarball(OTHER_PACKAGE, &version, 0);
         publisher
             .publish(OTHER_PACKAGE, &version, &t, &json!({}))
             .await?;

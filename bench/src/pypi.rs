@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use hoard_testkit::tools::workspace_root;
+use hoard_testkit::{wheel, Artifact, WheelSpec};
 
 use crate::measure::{Endpoint, Plans};
 use crate::procs::Proc;
 use crate::report::{Report, Row};
 use crate::servers::{self, Hoard, StaticFiles, HTML_ACCEPT, JSON_ACCEPT};
-use crate::{command_line, git_description, wheel, workspace_dir, Common};
+use crate::{command_line, git_description, Common};
 
 const PAGES_PROJECT: &str = "bench-pages";
 const BIG_PROJECT: &str = "bench-big";
@@ -113,8 +115,8 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
     let hoard = Hoard::start(&hoard_bin, &dir).await?;
     eprintln!("uploading {} wheels of {PAGES_PROJECT}", args.files);
     let mut upload_times = Vec::with_capacity(args.files);
-    let small: Vec<wheel::Wheel> = (0..args.files)
-        .map(|i| wheel::build(PAGES_PROJECT, &format!("1.0.{i}"), None, false))
+    let small: Vec<Artifact> = (0..args.files)
+        .map(|i| wheel(PAGES_PROJECT, &format!("1.0.{i}")))
         .collect();
     let t0 = Instant::now();
     for w in &small {
@@ -123,9 +125,9 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
     let small_total = t0.elapsed();
     upload_times.sort();
     eprintln!("building and uploading the {} MB wheel", args.big_mb);
-    let payload = wheel::random_bytes(args.big_mb * 1_000_000, 42);
-    let big = wheel::build(BIG_PROJECT, "1.0.0", Some(&payload), true);
-    drop(payload);
+    let big = WheelSpec::new(BIG_PROJECT, "1.0.0")
+        .padding(args.big_mb * 1_000_000, 42)
+        .build();
     let big_upload = hoard.upload(&big).await?.elapsed;
 
     // 2. What hoard serves: the two pages and the wheel, checked.
@@ -215,7 +217,7 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
     }
     let mut devpi_version = None;
     if wants("devpi") {
-        match servers::find_devpi(args.devpi.as_deref(), &workspace_dir()) {
+        match servers::find_devpi(args.devpi.as_deref(), &workspace_root()) {
             Some(bin) => {
                 eprintln!("starting devpi-server and uploading the same wheels");
                 let devpi = servers::Devpi::start(&bin, &dir).await?;

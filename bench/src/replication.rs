@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use hoard_testkit::{wheel, WheelSpec};
 
 use crate::procs::{cpu_seconds_tree, memory_kib};
 use crate::report::{how_run, now_utc};
 use crate::servers::{self, Hoard, NodeSpec};
-use crate::{command_line, git_description, wheel, Common};
+use crate::{command_line, git_description, Common};
 
 const LAG_PROJECT: &str = "bench-lag";
 
@@ -354,7 +355,7 @@ async fn measure_lag(
     let mut first_failure = None;
     let getter = reqwest::Client::builder().no_proxy().build()?;
     for i in 0..uploads {
-        let w = wheel::build(LAG_PROJECT, &format!("1.0.{i}"), None, false);
+        let w = wheel(LAG_PROJECT, &format!("1.0.{i}"));
         // The long-poll is waiting on the replica before the upload starts.
         let waiter = {
             let poll = poll.clone();
@@ -454,8 +455,11 @@ async fn prepare(
                 let is_big = i * big / uploads != (i + 1) * big / uploads;
                 let project = format!("bench-cu-{}", i % projects);
                 let version = format!("1.{}.0", i / projects);
-                let payload = is_big.then(|| wheel::random_bytes(big_kib * 1024, 1000 + i as u64));
-                let w = wheel::build(&project, &version, payload.as_deref(), true);
+                let mut spec = WheelSpec::new(&project, &version);
+                if is_big {
+                    spec = spec.padding(big_kib * 1024, 1000 + i as u64);
+                }
+                let w = spec.build();
                 bytes.fetch_add(w.bytes.len(), Ordering::Relaxed);
                 servers::upload(&client, &url, "__token__", &token, &w).await?;
                 if (i + 1) / 1000 != i / 1000 {

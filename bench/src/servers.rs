@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
+use hoard_testkit::Artifact;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::procs::{free_port, output_of, Proc};
-use crate::wheel::Wheel;
 
 pub const HTML_ACCEPT: &str = "text/html";
 pub const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
@@ -140,7 +140,7 @@ impl Hoard {
     }
 
     /// Upload one wheel with twine's legacy API.
-    pub async fn upload(&self, w: &Wheel) -> Result<Uploaded> {
+    pub async fn upload(&self, w: &Artifact) -> Result<Uploaded> {
         let url = format!("http://{}/pypi/", self.addr);
         upload(&self.client, &url, "__token__", &self.token, w).await
     }
@@ -181,7 +181,7 @@ pub async fn upload(
     url: &str,
     user: &str,
     password: &str,
-    w: &Wheel,
+    w: &Artifact,
 ) -> Result<Uploaded> {
     let part = reqwest::multipart::Part::bytes(w.bytes.clone())
         .file_name(w.filename.clone())
@@ -289,7 +289,7 @@ impl Devpi {
         })
     }
 
-    pub async fn upload(&self, w: &Wheel) -> Result<Duration> {
+    pub async fn upload(&self, w: &Artifact) -> Result<Duration> {
         let url = format!("http://{}{DEVPI_INDEX}/", self.addr);
         Ok(upload(&self.client, &url, "root", DEVPI_PASSWORD, w)
             .await?

@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use hoard_tests::artifacts::{pseudo_random, zip_bomb_wheel, BombMember, WheelSpec};
-use hoard_tests::http::read_response;
-use hoard_tests::{
+use hoard_testkit::artifacts::{pseudo_random, zip_bomb_wheel, BombMember, WheelSpec};
+use hoard_testkit::http::read_response;
+use hoard_testkit::{
     sdist, wheel, Artifact, Auth, Multipart, Node, NodeOpts, RawResponse, RepoSpec, Upload,
 };
 
@@ -223,10 +223,10 @@ fn digest_mismatches_are_400() {
     let fx = Fixture::new();
     let a = good();
     let mut u = Upload::of(&a);
-    u.sha256_digest = Some(hoard_tests::sha256_hex(b"something else"));
+    u.sha256_digest = Some(hoard_testkit::sha256_hex(b"something else"));
     fx.expect_upload("sha256_digest mismatch", &u, 400, &a.filename);
     let mut u = Upload::of(&a);
-    u.md5_digest = Some(hoard_tests::md5_hex(b"something else"));
+    u.md5_digest = Some(hoard_testkit::md5_hex(b"something else"));
     fx.expect_upload("md5_digest mismatch", &u, 400, &a.filename);
     let mut u = Upload::of(&a);
     u.sha256_digest = Some("not-hex".into());
@@ -667,7 +667,7 @@ fn error_responses_are_plain_text_with_the_message_as_reason() {
     let a = good();
     let mut cases: Vec<(&str, RawResponse)> = Vec::new();
     let mut u = Upload::of(&a);
-    u.sha256_digest = Some(hoard_tests::sha256_hex(b"x"));
+    u.sha256_digest = Some(hoard_testkit::sha256_hex(b"x"));
     let mp = u.multipart();
     cases.push((
         "400",

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Barrier};
 
-use hoard_tests::artifacts::WheelSpec;
-use hoard_tests::{wheel, Auth, Node, Upload};
+use hoard_testkit::artifacts::WheelSpec;
+use hoard_testkit::{wheel, Auth, Node, Upload};
 
 use crate::simple_api::json_page;
 use crate::store::blob_names;

@@ -1,7 +1,7 @@
 //! File downloads: ETag, Content-Length, immutable caching, HEAD, Range, 304.
 
-use hoard_tests::artifacts::WheelSpec;
-use hoard_tests::{sha256_hex, Node, Upload};
+use hoard_testkit::artifacts::WheelSpec;
+use hoard_testkit::{sha256_hex, Node, Upload};
 
 fn header(resp: &reqwest::blocking::Response, name: &str) -> String {
     resp.headers()

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoard_tests::artifacts::{normalize, WheelSpec};
-use hoard_tests::{sdist, sha256_hex, wheel, Artifact, Node, Upload};
+use hoard_testkit::artifacts::{normalize, WheelSpec};
+use hoard_testkit::{sdist, sha256_hex, wheel, Artifact, Node, Upload};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -71,7 +71,7 @@ fn data_survives_a_graceful_restart() {
     assert!(
         fsck.status.success(),
         "fsck after a clean stop: {}",
-        hoard_tests::node::describe_failure(&std::process::Command::new("hoard fsck"), &fsck)
+        hoard_testkit::node::describe_failure(&std::process::Command::new("hoard fsck"), &fsck)
     );
 
     node.restart();
@@ -252,7 +252,7 @@ fn kill_9_during_uploads_loses_no_acknowledged_upload() {
         assert!(
             fsck.status.success(),
             "round {round}: hoard fsck after kill -9 is not clean:\n{}",
-            hoard_tests::node::describe_failure(&std::process::Command::new("hoard fsck"), &fsck)
+            hoard_testkit::node::describe_failure(&std::process::Command::new("hoard fsck"), &fsck)
         );
 
         node.restart();

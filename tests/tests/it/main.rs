@@ -1,5 +1,5 @@
 //! hoard's black-box tests: each test starts real `hoard` processes (see
-//! `hoard_tests::Node`) and drives them over loopback HTTP, with real clients
+//! `hoard_testkit::Node`) and drives them over loopback HTTP, with real clients
 //! where it matters (twine, pip, uv).
 //!
 //! Run: `cargo test -p hoard-tests` (set `HOARD_BIN` to test a prebuilt

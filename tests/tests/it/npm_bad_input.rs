@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hoard_tests::http::read_response;
-use hoard_tests::npm::{
+use hoard_testkit::http::read_response;
+use hoard_testkit::npm::{
     json_error, npm_opts, npm_tarball, publish_doc, put_raw, registry_at, registry_url, sri_sha512,
     Npm, NPM_REPO, OTHER_REPO,
 };
-use hoard_tests::{Node, RawResponse};
+use hoard_testkit::{Node, RawResponse};
 use serde_json::{json, Value};
 
 const PKG: &str = "hoard-bad";
@@ -169,7 +169,7 @@ fn npm_publish_refuses_bad_attachments_and_versions() {
     cases.push(("declared integrity of other bytes", d, "integrity"));
 
     let mut d = good.clone();
-    d["versions"]["1.0.0"]["dist"]["shasum"] = json!(hoard_tests::npm::sha1_hex(&other));
+    d["versions"]["1.0.0"]["dist"]["shasum"] = json!(hoard_testkit::npm::sha1_hex(&other));
     cases.push(("declared shasum of other bytes", d, "shasum"));
 
     // The bytes changed in transit: same length, still gzip, digests of

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hoard_tests::npm::{
+use hoard_testkit::npm::{
     json_error, npm_tarball, publish_doc, put_raw, registry_at, sri_sha512, Npm, NpmOutput,
     NPM_REPO, PASSWORD, USER,
 };
-use hoard_tests::Node;
+use hoard_testkit::Node;
 use serde_json::Value;
 
 const PKG: &str = "hoard-widget";
@@ -21,7 +21,7 @@ const SCOPED: &str = "@hoardtest/gadget";
 const KEYWORD: &str = "hoardwidgetkeyword";
 
 fn start(allow_unpublish: bool) -> Node {
-    Node::start(hoard_tests::npm::npm_opts(allow_unpublish))
+    Node::start(hoard_testkit::npm::npm_opts(allow_unpublish))
 }
 
 /// A node, an upload token for its npm repository, and an npm environment
@@ -77,7 +77,7 @@ fn checked_integrities(node: &Node, name: &str) -> BTreeMap<String, String> {
         assert_eq!(integrity, sri_sha512(&bytes), "{name}@{version} integrity");
         assert_eq!(
             dist["shasum"].as_str(),
-            Some(hoard_tests::npm::sha1_hex(&bytes).as_str()),
+            Some(hoard_testkit::npm::sha1_hex(&bytes).as_str()),
             "{name}@{version} shasum"
         );
         out.insert(version.clone(), integrity.to_string());

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use hoard_tests::artifacts::{module_name, normalize, WheelSpec};
-use hoard_tests::node::{describe_failure, run_ok};
-use hoard_tests::tools::{isolate_python_env, py_tools};
-use hoard_tests::{sdist, Node, Upload};
+use hoard_testkit::artifacts::{module_name, normalize, WheelSpec};
+use hoard_testkit::node::{describe_failure, run_ok};
+use hoard_testkit::tools::{isolate_python_env, py_tools};
+use hoard_testkit::{sdist, Node, Upload};
 
 /// The Accept header that uv sends for simple pages.
 pub const UV_ACCEPT: &str =
@@ -167,7 +167,7 @@ fn twine_uploads_then_pip_and_uv_install() {
 fn twine_shows_the_servers_refusal() {
     let node = Node::start_default();
     let token = node.create_token("pypi", "upload");
-    let a = hoard_tests::wheel("twine-conflict", "1.0.0");
+    let a = hoard_testkit::wheel("twine-conflict", "1.0.0");
     let dir = tempfile::tempdir().unwrap();
     let path = a.write_to(dir.path());
     let out = twine_upload(&node, &token, &[&path]);
@@ -237,13 +237,13 @@ fn point_in_time_index_and_yanked_releases_with_real_clients() {
     node.upload_ok(
         "pypi",
         &token,
-        &Upload::of(&hoard_tests::wheel(name, "1.0.0")),
+        &Upload::of(&hoard_testkit::wheel(name, "1.0.0")),
     );
     let s1 = node.serial();
     node.upload_ok(
         "pypi",
         &token,
-        &Upload::of(&hoard_tests::wheel(name, "2.0.0")),
+        &Upload::of(&hoard_testkit::wheel(name, "2.0.0")),
     );
     let dir = tempfile::tempdir().unwrap();
     let venv = |n: &str| {

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hoard_tests::cluster::{assert_serves_all, status_of, upload_ok, wait_converged, wait_for};
-use hoard_tests::voters::{admin_post, Uploader, Voters, WriteLog};
-use hoard_tests::{wheel, Node, NodeOpts};
+use hoard_testkit::cluster::{assert_serves_all, status_of, upload_ok, wait_converged, wait_for};
+use hoard_testkit::voters::{admin_post, Uploader, Voters, WriteLog};
+use hoard_testkit::{wheel, Node, NodeOpts};
 use serde_json::json;
 
 fn check_log(log: &WriteLog) {
@@ -22,7 +22,7 @@ fn check_log(log: &WriteLog) {
 
 #[test]
 fn leader_killed_three_times_during_uploads_loses_no_acknowledged_upload() {
-    let _heavy = hoard_tests::heavy_test();
+    let _heavy = hoard_testkit::heavy_test();
     let mut voters = Voters::start(3);
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let token = voters.nodes[leader].create_token("pypi", "upload");
@@ -116,12 +116,12 @@ fn a_single_node_grows_to_three_voters_and_keeps_its_data() {
         ..NodeOpts::default()
     });
     let token = first.create_token("pypi", "upload");
-    let http = hoard_tests::cluster::client();
+    let http = hoard_testkit::cluster::client();
     let mut expected = BTreeMap::new();
     for i in 0..5 {
         let a = wheel("grow-pkg", &format!("0.{i}"));
         upload_ok(&http, &first.url(), &token, &a);
-        expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+        expected.insert(a.filename.clone(), hoard_testkit::sha256_hex(&a.bytes));
     }
     let mut others = Vec::new();
     for id in 2..=3 {
@@ -161,7 +161,7 @@ fn a_single_node_grows_to_three_voters_and_keeps_its_data() {
     // A write after the growth reaches all three.
     let a = wheel("grow-pkg", "1.0");
     upload_ok(&http, &first.url(), &token, &a);
-    expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+    expected.insert(a.filename.clone(), hoard_testkit::sha256_hex(&a.bytes));
     let mut nodes: Vec<&Node> = vec![&first];
     nodes.extend(others.iter());
     wait_converged(&nodes, Duration::from_secs(30));
@@ -209,8 +209,8 @@ fn a_leader_cut_off_from_the_other_voters_stops_acknowledging_and_follows_after_
         "the cut-off leader acknowledged writes {late:?} after the cut"
     );
     // A write sent straight to it now is refused with a retryable status.
-    let probe = hoard_tests::cluster::upload(
-        &hoard_tests::cluster::client(),
+    let probe = hoard_testkit::cluster::upload(
+        &hoard_testkit::cluster::client(),
         &old_url,
         &token,
         &wheel("partition-probe", "1.0"),
@@ -253,7 +253,7 @@ fn make_events(node: &Node, n: usize) {
         for t in 0..4 {
             let (url, admin) = (url.clone(), admin.clone());
             s.spawn(move || {
-                let http = hoard_tests::cluster::client();
+                let http = hoard_testkit::cluster::client();
                 for i in (t..n).step_by(4) {
                     let resp = http
                         .post(&url)
@@ -284,12 +284,12 @@ fn a_voter_added_after_5000_events_catches_up_through_a_snapshot() {
         .config("raft = { snapshot_every = 1000, keep_after_snapshot = 100 }"),
     );
     let token = first.create_token("pypi", "upload");
-    let http = hoard_tests::cluster::client();
+    let http = hoard_testkit::cluster::client();
     let mut expected = BTreeMap::new();
     for i in 0..20 {
         let a = wheel("snapshot-pkg", &format!("0.{i}"));
         upload_ok(&http, &first.url(), &token, &a);
-        expected.insert(a.filename.clone(), hoard_tests::sha256_hex(&a.bytes));
+        expected.insert(a.filename.clone(), hoard_testkit::sha256_hex(&a.bytes));
     }
     make_events(&first, 5000);
     let serial = first.serial();

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoard_tests::cluster::{download, listed, status_of, wait_converged};
-use hoard_tests::voters::{Uploader, Voters};
-use hoard_tests::{Node, NodeOpts};
+use hoard_testkit::cluster::{download, listed, status_of, wait_converged};
+use hoard_testkit::voters::{Uploader, Voters};
+use hoard_testkit::{Node, NodeOpts};
 
 /// xorshift64*: small, seedable, and the same everywhere.
 struct Rng(u64);
@@ -91,7 +91,7 @@ fn observe(urls: &[String], history: &Mutex<History>, http: &reqwest::blocking::
 
 #[test]
 fn randomized_kills_and_partitions_lose_nothing_and_keep_one_leader_per_term() {
-    let _heavy = hoard_tests::heavy_test();
+    let _heavy = hoard_testkit::heavy_test();
     let seed = env_u64("HOARD_FAULT_SEED", 20261201);
     let secs = env_u64("HOARD_FAULT_SECS", 60);
     eprintln!("fault schedule seed {seed} for {secs} s (HOARD_FAULT_SEED={seed} replays it)");
@@ -114,7 +114,7 @@ fn randomized_kills_and_partitions_lose_nothing_and_keep_one_leader_per_term() {
     let observer = {
         let (urls, history, stop) = (urls.clone(), history.clone(), stop.clone());
         std::thread::spawn(move || {
-            let http = hoard_tests::cluster::client();
+            let http = hoard_testkit::cluster::client();
             while !stop.load(Ordering::Relaxed) {
                 observe(&urls, &history, &http);
                 std::thread::sleep(Duration::from_millis(100));
@@ -201,7 +201,7 @@ fn randomized_kills_and_partitions_lose_nothing_and_keep_one_leader_per_term() {
             // Spot-check that what is listed is served.
             for f in files.iter().step_by(25) {
                 let bytes = download(node.http(), &f.url).unwrap();
-                assert_eq!(hoard_tests::sha256_hex(&bytes), f.sha256);
+                assert_eq!(hoard_testkit::sha256_hex(&bytes), f.sha256);
             }
         }
     }

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hoard_tests::cluster::{
+use hoard_testkit::cluster::{
     assert_serves_all, client, status_of, upload, upload_ok, wait_converged, wait_for,
 };
-use hoard_tests::voters::{Uploader, Voters};
-use hoard_tests::{sha256_hex, wheel, Node, NodeOpts};
+use hoard_testkit::voters::{Uploader, Voters};
+use hoard_testkit::{sha256_hex, wheel, Node, NodeOpts};
 use serde_json::{json, Value};
 
 /// The Raft id the promoted replica takes: no voter ever had it.
@@ -30,7 +30,7 @@ fn wait_fenced(node: &Node, epoch: u64) -> Value {
 
 #[test]
 fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejoin() {
-    let _heavy = hoard_tests::heavy_test();
+    let _heavy = hoard_testkit::heavy_test();
     let mut voters = Voters::start(3);
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
@@ -65,6 +65,7 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
         voters.nodes[i].kill9();
     }
 
+    let promoting = std::time::Instant::now();
     let out = replica.cli_ok(&[
         "promote",
         &PROMOTED_ID.to_string(),
@@ -90,6 +91,12 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
         let a = wheel("dr-pkg", &format!("1.{i}"));
         upload_ok(&http, &replica.url(), &token, &a);
         expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+        if i == 0 {
+            eprintln!(
+                "from `hoard promote --force` to the first acknowledged upload: {:?}",
+                promoting.elapsed()
+            );
+        }
     }
     assert_serves_all(&replica, "dr-pkg", &expected);
 
@@ -180,7 +187,7 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
     // The redirected upload was never written anywhere.
     for node in &nodes {
         assert!(
-            !hoard_tests::cluster::served(node, "dr-pkg").contains_key(&redirected.filename),
+            !hoard_testkit::cluster::served(node, "dr-pkg").contains_key(&redirected.filename),
             "{} lists the upload that a fenced voter redirected",
             node.opts.node_id
         );
@@ -189,7 +196,7 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
 
 #[test]
 fn a_replica_promoted_in_place_of_a_dead_voter_leads_and_no_upload_is_lost() {
-    let _heavy = hoard_tests::heavy_test();
+    let _heavy = hoard_testkit::heavy_test();
     let mut voters = Voters::start(3);
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();

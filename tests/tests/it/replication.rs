@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hoard_tests::artifacts::{module_name, normalize, WheelSpec};
-use hoard_tests::cluster::{
+use hoard_testkit::artifacts::{module_name, normalize, WheelSpec};
+use hoard_testkit::cluster::{
     self, assert_serves_exactly, listed, status_of, upload_ok, wait_applied, wait_for,
 };
-use hoard_tests::node::{describe_failure, run_ok};
-use hoard_tests::tools::isolate_python_env;
-use hoard_tests::{sha256_hex, wheel, Artifact, Cluster, NodeOpts};
+use hoard_testkit::node::{describe_failure, run_ok};
+use hoard_testkit::tools::isolate_python_env;
+use hoard_testkit::{sha256_hex, wheel, Artifact, Cluster, NodeOpts};
 
 use crate::pypi_clients::{fresh_venv, imported_version, twine_upload};
 
@@ -281,7 +281,7 @@ fn min_serial_header_gives_read_your_writes_on_a_replica() {
             200,
             "GET with X-Hoard-Min-Serial {serial}"
         );
-        let seen = hoard_tests::node::serial_header(&resp).unwrap();
+        let seen = hoard_testkit::node::serial_header(&resp).unwrap();
         assert!(
             seen >= serial,
             "X-Hoard-Serial {seen} < the {serial} asked for"
@@ -343,7 +343,7 @@ fn min_serial_header_gives_read_your_writes_on_a_replica() {
 /// lists a file that it cannot serve).
 #[test]
 fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
-    let _heavy = hoard_tests::heavy_test();
+    let _heavy = hoard_testkit::heavy_test();
     const UPLOADS: usize = 1000;
     let c = Cluster::start(1, false, |_, o| o);
     let (p, r) = (&c.primary, &c.replicas[0]);
@@ -515,7 +515,7 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
         .tempdir()
         .unwrap();
     let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
-    let mut cmd = Command::new(hoard_tests::tools::hoard_bin());
+    let mut cmd = Command::new(hoard_testkit::tools::hoard_bin());
     cmd.args(["demo", "--voters", "1", "--replicas", "2", "--dir"])
         .arg(dir.path())
         .stdin(std::process::Stdio::null())
@@ -582,7 +582,7 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
 
     // An upload token from the primary's admin API, with its admin token.
     let out = run_ok(
-        Command::new(hoard_tests::tools::hoard_bin())
+        Command::new(hoard_testkit::tools::hoard_bin())
             .args([
                 "token", "create", "--repo", "pypi", "--perm", "upload", "--label", "t",
             ])

@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hoard_tests::artifacts::WheelSpec;
-use hoard_tests::cluster::{
+use hoard_testkit::artifacts::WheelSpec;
+use hoard_testkit::cluster::{
     self, assert_serves_exactly, download, listed, status_of, upload_ok, wait_applied,
     wait_converged,
 };
-use hoard_tests::node::describe_failure;
-use hoard_tests::{sha256_hex, wheel, Artifact, Node, NodeOpts};
+use hoard_testkit::node::describe_failure;
+use hoard_testkit::{sha256_hex, wheel, Artifact, Node, NodeOpts};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use hoard_tests::cluster::{status_of, wait_applied};
-use hoard_tests::npm::{npm_opts, Npm};
-use hoard_tests::{Cluster, NodeOpts};
+use hoard_testkit::cluster::{status_of, wait_applied};
+use hoard_testkit::npm::{npm_opts, Npm};
+use hoard_testkit::{Cluster, NodeOpts};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 

@@ -1,10 +1,10 @@
 //! The Simple API (PEP 503/691/592/629/658/714/700), uploads' success paths,
 //! auth paths, `/+status`, and configuration.
 
-use hoard_tests::artifacts::{normalize, WheelSpec};
-use hoard_tests::node::serial_header;
-use hoard_tests::simple::{anchor_for, anchors};
-use hoard_tests::{sdist, sha256_hex, wheel, Auth, Node, NodeOpts, RepoSpec, Upload};
+use hoard_testkit::artifacts::{normalize, WheelSpec};
+use hoard_testkit::node::serial_header;
+use hoard_testkit::simple::{anchor_for, anchors};
+use hoard_testkit::{sdist, sha256_hex, wheel, Auth, Node, NodeOpts, RepoSpec, Upload};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -50,7 +50,12 @@ pub fn content_type(resp: &reqwest::blocking::Response) -> String {
 }
 
 /// A node with `demo-pkg` 1.0.0 (wheel with Requires-Python, and sdist).
-fn node_with_demo() -> (Node, String, hoard_tests::Artifact, hoard_tests::Artifact) {
+fn node_with_demo() -> (
+    Node,
+    String,
+    hoard_testkit::Artifact,
+    hoard_testkit::Artifact,
+) {
     let node = Node::start_default();
     let token = node.create_token("pypi", "upload");
     let mut spec = WheelSpec::new("Demo_Pkg", "1.0.0");

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
-use hoard_tests::node::{count_files, describe_failure};
+use hoard_testkit::node::{count_files, describe_failure};
 
-use hoard_tests::{sdist, wheel, Node, Upload};
+use hoard_testkit::{sdist, wheel, Node, Upload};
 
 fn blob_path(node: &Node, sha: &str) -> PathBuf {
     node.data_dir()
@@ -53,7 +53,7 @@ fn an_upload_is_a_blob_at_its_address_and_one_event() {
         "the blob at blobs/ab/cd/<sha256> holds the file"
     );
     // New blobs: the file, and perhaps its core metadata (also by address).
-    let meta_sha = hoard_tests::sha256_hex(a.metadata.as_bytes());
+    let meta_sha = hoard_testkit::sha256_hex(a.metadata.as_bytes());
     let new: BTreeSet<String> = blob_names(&node)
         .difference(&blobs_before)
         .cloned()
@@ -65,7 +65,7 @@ fn an_upload_is_a_blob_at_its_address_and_one_event() {
             "an unexpected blob {sha} after one upload"
         );
         assert_eq!(
-            hoard_tests::sha256_hex(&fs::read(blob_path(&node, sha)).unwrap()),
+            hoard_testkit::sha256_hex(&fs::read(blob_path(&node, sha)).unwrap()),
             *sha,
             "blob {sha} holds other bytes"
         );
@@ -182,7 +182,7 @@ fn fsck_finds_a_damaged_or_missing_blob() {
 
 #[test]
 fn json_logs() {
-    let node = Node::start(hoard_tests::NodeOpts {
+    let node = Node::start(hoard_testkit::NodeOpts {
         log_format: Some("json".into()),
         ..Default::default()
     });

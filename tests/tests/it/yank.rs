@@ -1,7 +1,7 @@
 //! Yank and un-yank (CLI and HTTP), and the point-in-time view.
 
-use hoard_tests::simple::anchors;
-use hoard_tests::{sha256_hex, wheel, Artifact, Node, Upload};
+use hoard_testkit::simple::anchors;
+use hoard_testkit::{sha256_hex, wheel, Artifact, Node, Upload};
 use serde_json::Value;
 
 use crate::simple_api::JSON_TYPE;

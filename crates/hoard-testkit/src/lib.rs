@@ -1,15 +1,22 @@
-//! Harness for hoard's black-box tests.
+//! `hoard-testkit`: the dev-only harness shared by the black-box tests
+//! (`tests/`, package `hoard-tests`) and the benchmarks (`bench/`). Not
+//! published; nothing in the product depends on it.
 //!
-//! Everything here drives real processes: the `hoard` binary (built once per
-//! test process, or taken from `HOARD_BIN`), and the real Python clients
-//! (twine, pip, uv) from a venv that `tests/tools/setup.sh` makes.
+//! It owns what both need to exercise a real `hoard`: starting nodes and
+//! clusters (blocking, panicking on failure, for tests), building the
+//! artifacts that clients upload (wheels, sdists, npm tarballs and publish
+//! documents, incompressible padding), and the clients that talk to a node
+//! (HTTP uploads, raw requests, PEP 503 pages, the Python and npm tools).
 //!
-//! - [`tools`]: locating the `hoard` binary and the Python tools.
+//! - [`tools`]: locating the workspace, the `hoard` binary and the Python
+//!   tools.
 //! - [`node`]: [`node::Node`], one `hoard serve` process with its own temp dir
 //!   and ports.
 //! - [`cluster`]: a primary and replicas ([`cluster::Cluster`]), waiting
 //!   for nodes to agree, uploads that report their serial.
+//! - [`voters`]: Raft voters, partitions and a background uploader.
 //! - [`artifacts`]: building wheels, sdists and broken/hostile files.
+//! - [`npm`]: npm tarballs, publish documents, and the real npm client.
 //! - [`http`]: a multipart builder and a raw HTTP/1.1 client for requests that
 //!   an ordinary client refuses to send (cut bodies, lying Content-Length).
 //! - [`simple`]: reading PEP 503 pages.

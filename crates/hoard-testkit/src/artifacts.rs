@@ -139,7 +139,7 @@ pub fn wheel_members(spec: &WheelSpec) -> Vec<(String, Vec<u8>)> {
     }
     files.push((
         format!("{info}/WHEEL"),
-        b"Wheel-Version: 1.0\nGenerator: hoard-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        b"Wheel-Version: 1.0\nGenerator: hoard-testkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
             .to_vec(),
     ));
     let mut record = String::new();
@@ -350,5 +350,32 @@ if lie:
         filename: format!("{}-{version}-py3-none-any.whl", dist_name(name)),
         bytes,
         metadata: core_metadata(name, version, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn wheel_is_a_zip_with_metadata_and_padding() {
+        let w = WheelSpec::new("bench-pages", "1.0.3")
+            .padding(100_000, 1)
+            .build();
+        assert_eq!(w.filename, "bench_pages-1.0.3-py3-none-any.whl");
+        let mut z = zip::ZipArchive::new(Cursor::new(w.bytes)).unwrap();
+        let mut m = String::new();
+        z.by_name("bench_pages-1.0.3.dist-info/METADATA")
+            .unwrap()
+            .read_to_string(&mut m)
+            .unwrap();
+        assert!(m.contains("Name: bench-pages\nVersion: 1.0.3\n"));
+        assert_eq!(m, w.metadata);
+        let padding = z.by_name("bench_pages/padding.bin").unwrap();
+        assert_eq!(padding.size(), 100_000);
+        // Big incompressible members are stored, not deflated.
+        assert_eq!(padding.compression(), zip::CompressionMethod::Stored);
     }
 }

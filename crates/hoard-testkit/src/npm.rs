@@ -477,8 +477,12 @@ sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
 /// A package tarball as `npm pack` makes it: a gzipped tar with
-/// `package/package.json` and `package/index.js`, and `padding` bytes of
-/// incompressible data in `package/padding.bin` when non-zero.
+/// `package/package.json`, `package/index.js` and `package/README.md`, and
+/// `padding` bytes of incompressible data ([`pseudo_random`] with seed 7) in
+/// `package/padding.bin` when non-zero. With padding, the gzip level is the
+/// fastest: the bulk of the tarball would not compress anyway.
+///
+/// [`pseudo_random`]: crate::artifacts::pseudo_random
 pub fn npm_tarball(name: &str, version: &str, padding: usize) -> Vec<u8> {
     let manifest = json!({ "name": name, "version": version, "main": "index.js" });
     let mut members: Vec<(String, Vec<u8>)> = vec![
@@ -490,20 +494,28 @@ pub fn npm_tarball(name: &str, version: &str, padding: usize) -> Vec<u8> {
             "package/index.js".into(),
             format!("module.exports = {version:?};\n").into_bytes(),
         ),
+        (
+            "package/README.md".into(),
+            format!("# {name}\n").into_bytes(),
+        ),
     ];
-    if padding > 0 {
+    let level = if padding > 0 {
         members.push((
             "package/padding.bin".into(),
             crate::artifacts::pseudo_random(padding, 7),
         ));
-    }
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        flate2::Compression::fast()
+    } else {
+        flate2::Compression::default()
+    };
+    let gz = flate2::write::GzEncoder::new(Vec::new(), level);
     let mut tar = tar::Builder::new(gz);
     for (path, bytes) in &members {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
         h.set_size(bytes.len() as u64);
+        // npm packs every file with this mtime (1985-10-26).
         h.set_mtime(499_162_500);
         h.set_cksum();
         tar.append_data(&mut h, path, bytes.as_slice()).unwrap();
@@ -514,30 +526,50 @@ pub fn npm_tarball(name: &str, version: &str, padding: usize) -> Vec<u8> {
 /// The document `npm publish` sends for `name@version` with `tarball`
 /// (shape of `crates/hoard-npm/tests/fixtures/publish-unscoped-1.0.0.json`):
 /// one version with `dist` (integrity, shasum, tarball URL), `dist-tags`
-/// `latest`, and one base64 attachment `{name}-{version}.tgz`.
+/// `latest`, and one base64 attachment `{name}-{version}.tgz`. `registry`
+/// ends with `/`.
 pub fn publish_doc(registry: &str, name: &str, version: &str, tarball: &[u8]) -> Value {
+    publish_doc_with(registry, name, version, tarball, &json!({}))
+}
+
+/// [`publish_doc`] with more fields in the version's manifest: each field of
+/// the object `manifest` (e.g. `dependencies`, `keywords`, `engines`,
+/// `readme`) is set in `versions[version]`, replacing the default. A
+/// `description` there is the document's top-level one too, as with npm.
+pub fn publish_doc_with(
+    registry: &str,
+    name: &str,
+    version: &str,
+    tarball: &[u8],
+    manifest: &Value,
+) -> Value {
     let basename = name.rsplit('/').next().unwrap_or(name);
     let attachment = format!("{name}-{version}.tgz");
+    let mut meta = json!({
+        "name": name,
+        "version": version,
+        "description": "a hand-built publish",
+        "main": "index.js",
+        "license": "MIT",
+        "_id": format!("{name}@{version}"),
+        "readme": format!("# {name}\n"),
+        "_nodeVersion": "20.20.2",
+        "_npmVersion": "10.8.2",
+        "dist": {
+            "integrity": sri_sha512(tarball),
+            "shasum": sha1_hex(tarball),
+            "tarball": format!("{registry}{name}/-/{basename}-{version}.tgz"),
+        },
+    });
+    let fields = manifest
+        .as_object()
+        .expect("the manifest fields are an object");
+    for (k, v) in fields {
+        meta[k] = v.clone();
+    }
+    let description = meta["description"].clone();
     let mut versions = serde_json::Map::new();
-    versions.insert(
-        version.to_string(),
-        json!({
-            "name": name,
-            "version": version,
-            "description": "a hand-built publish",
-            "main": "index.js",
-            "license": "MIT",
-            "_id": format!("{name}@{version}"),
-            "readme": format!("# {name}\n"),
-            "_nodeVersion": "20.20.2",
-            "_npmVersion": "10.8.2",
-            "dist": {
-                "integrity": sri_sha512(tarball),
-                "shasum": sha1_hex(tarball),
-                "tarball": format!("{registry}{name}/-/{basename}-{version}.tgz"),
-            },
-        }),
-    );
+    versions.insert(version.to_string(), meta);
     let mut attachments = serde_json::Map::new();
     attachments.insert(
         attachment,
@@ -550,7 +582,7 @@ pub fn publish_doc(registry: &str, name: &str, version: &str, tarball: &[u8]) ->
     json!({
         "_id": name,
         "name": name,
-        "description": "a hand-built publish",
+        "description": description,
         "dist-tags": { "latest": version },
         "versions": versions,
         "access": null,
@@ -607,6 +639,65 @@ mod tests {
             sha1_hex(&vec![b'a'; 1_000_000]),
             "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
         );
+    }
+
+    #[test]
+    fn tarball_is_gzipped_tar_with_package_json() {
+        use std::io::Read as _;
+
+        let t = npm_tarball("bench-npm", "1.2.3", 1000);
+        assert_eq!(&t[..2], &[0x1f, 0x8b]);
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&t[..]));
+        let mut names = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            if path == "package/package.json" {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                assert!(s.contains("\"version\": \"1.2.3\""));
+            }
+            names.push(path);
+        }
+        assert_eq!(
+            names,
+            [
+                "package/package.json",
+                "package/index.js",
+                "package/README.md",
+                "package/padding.bin"
+            ]
+        );
+    }
+
+    #[test]
+    fn publish_doc_declares_the_digests_and_extra_fields() {
+        let t = npm_tarball("bench-npm", "1.0.0", 0);
+        let deps = json!({ "ms": "^2.1.3" });
+        let doc = publish_doc_with(
+            "http://127.0.0.1:1/npm/",
+            "bench-npm",
+            "1.0.0",
+            &t,
+            &json!({ "description": "other", "dependencies": deps }),
+        );
+        let att = &doc["_attachments"]["bench-npm-1.0.0.tgz"];
+        assert_eq!(att["length"], t.len());
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(att["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(data, t);
+        let v = &doc["versions"]["1.0.0"];
+        assert_eq!(v["dist"]["shasum"], sha1_hex(&t));
+        assert_eq!(v["dist"]["integrity"], sri_sha512(&t));
+        assert_eq!(
+            v["dist"]["tarball"],
+            "http://127.0.0.1:1/npm/bench-npm/-/bench-npm-1.0.0.tgz"
+        );
+        assert_eq!(v["dependencies"], deps);
+        assert_eq!(v["description"], "other");
+        assert_eq!(doc["description"], "other");
+        assert_eq!(v["license"], "MIT");
     }
 
     /// The digests of a tarball that npm 10.8.2 published (a fixture).

@@ -1,4 +1,5 @@
-//! Locating the `hoard` binary and the Python tools (twine, uv, python3).
+//! Locating the workspace, the `hoard` binary and the Python tools (twine,
+//! uv, python3).
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
@@ -6,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The workspace root (the parent of this package's directory).
+/// The workspace root (this package is `crates/hoard-testkit` in it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
+        .ancestors()
+        .nth(2)
+        .expect("crates/hoard-testkit is two levels below the workspace root")
         .to_path_buf()
 }
 
