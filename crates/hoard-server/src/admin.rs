@@ -276,23 +276,29 @@ async fn promote(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResu
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ForcePromoteRequest {
-    /// The Raft id this node has as the new epoch's voter.
+struct RaftIdRequest {
+    /// The Raft id this node takes (or has) as a voter.
     id: u64,
+}
+
+/// The positive Raft id that a node-local promotion request names.
+fn raft_id_in(body: &[u8]) -> Result<u64, ApiError> {
+    let req: RaftIdRequest = parse_json(body)?;
+    if req.id == 0 {
+        return Err(ApiError::bad_request("a Raft id must be positive"));
+    }
+    Ok(req.id)
 }
 
 /// Disaster recovery, on the node to promote: it becomes the only voter
 /// of a new epoch at its next start, which follows at once.
 async fn force_promote(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
     require_global_admin(principal, "a forced promotion")?;
-    let req: ForcePromoteRequest = parse_json(body)?;
-    if req.id == 0 {
-        return Err(ApiError::bad_request("a Raft id must be positive"));
-    }
+    let id = raft_id_in(body)?;
     // The old epoch's nodes that the new leader fences.
     let old_members: Vec<String> = match &node.role {
         NodeRole::Voter { raft, .. } => {
-            if raft.id() != req.id {
+            if raft.id() != id {
                 return Err(ApiError::bad_request(format!(
                     "this node is voter {}; a voter keeps its Raft id when it is promoted",
                     raft.id()
@@ -308,14 +314,14 @@ async fn force_promote(node: &Node, principal: &Principal, body: &[u8]) -> Handl
     let serial = node.index.applied_serial()?;
     let identity = node
         .epoch
-        .begin_new_epoch(req.id, old_members.clone(), serial.0)
+        .begin_new_epoch(id, old_members.clone(), serial.0)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     tracing::warn!(%identity, %serial, fencing = ?old_members, "forced promotion: this node starts {identity} as its only voter");
     node.request_restart("forced promotion");
     Ok(json(
         StatusCode::ACCEPTED,
         &json!({
-            "raft_id": req.id,
+            "raft_id": id,
             "epoch": identity.epoch,
             "cluster_id": identity.cluster_id,
             "last_serial": serial.0,
@@ -347,21 +353,12 @@ fn rejoin(node: &Node, principal: &Principal) -> HandlerResult {
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinRequest {
-    /// The Raft id this replica takes as a voter: one no node ever had.
-    id: u64,
-}
-
 /// On a replica, the first step of its planned promotion: at its next
 /// start (which follows at once) it joins its upstreams' Raft group.
 fn join(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
     require_global_admin(principal, "joining the Raft group")?;
-    let req: JoinRequest = parse_json(body)?;
-    if req.id == 0 {
-        return Err(ApiError::bad_request("a Raft id must be positive"));
-    }
+    // One that no node ever had.
+    let id = raft_id_in(body)?;
     if !matches!(node.role, NodeRole::Replica(_)) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -370,13 +367,13 @@ fn join(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
     }
     let identity = node
         .epoch
-        .begin_join(req.id, node.config.upstreams.clone())
+        .begin_join(id, node.config.upstreams.clone())
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     node.request_restart("joining the Raft group as a voter");
     Ok(json(
         StatusCode::ACCEPTED,
         &json!({
-            "raft_id": req.id,
+            "raft_id": id,
             "epoch": identity.epoch,
             "cluster_id": identity.cluster_id,
             "restarting": true,

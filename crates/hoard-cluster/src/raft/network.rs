@@ -251,23 +251,41 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 /// How long one `Fence` or `Join` call may take.
 const EPOCH_CALL_DEADLINE: Duration = Duration::from_secs(2);
 
-async fn epoch_client(
+/// One `Fence` or `Join` call: named, bounded by its deadline, and read
+/// for a refusal that fences this node.
+async fn epoch_call<T, R, F, Fut>(
     net: &Net,
     epoch: &Epoch,
     addr: &str,
-) -> Result<RaftClient<Channel>, ClusterError> {
+    message: T,
+    call: F,
+) -> Result<R, ClusterError>
+where
+    F: FnOnce(RaftClient<Channel>, tonic::Request<T>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
     if epoch.fenced().is_some() {
         return Err(ClusterError::Raft("this node is fenced".into()));
     }
-    Ok(RaftClient::new(net.connect(addr).await?))
-}
-
-fn epoch_request<T>(net: &Net, epoch: &Epoch, message: T) -> tonic::Request<T> {
+    let client = RaftClient::new(net.connect(addr).await?);
     let mut request = tonic::Request::new(message);
     request.set_timeout(EPOCH_CALL_DEADLINE);
     net.name_sender(request.metadata_mut());
     epoch.attach(request.metadata_mut());
-    request
+    let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, call(client, request))
+        .await
+        .map_err(|_| ClusterError::Connect {
+            addr: addr.to_owned(),
+            message: format!("no answer within {EPOCH_CALL_DEADLINE:?}"),
+        })?
+        .map_err(|status| {
+            epoch.learn_from(&status);
+            ClusterError::Rpc {
+                addr: addr.to_owned(),
+                status,
+            }
+        })?;
+    Ok(reply.into_inner())
 }
 
 /// Tells the node at `addr` that this node's epoch supersedes its own.
@@ -278,28 +296,14 @@ pub(crate) async fn send_fence(
     addr: &str,
     leader_url: &str,
 ) -> Result<String, ClusterError> {
-    let mut client = epoch_client(net, epoch, addr).await?;
-    let request = epoch_request(
-        net,
-        epoch,
-        FenceRequest {
-            leader_url: leader_url.to_owned(),
-        },
-    );
-    let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, client.fence(request))
-        .await
-        .map_err(|_| ClusterError::Connect {
-            addr: addr.to_owned(),
-            message: "no answer to Fence".into(),
-        })?
-        .map_err(|status| {
-            epoch.learn_from(&status);
-            ClusterError::Rpc {
-                addr: addr.to_owned(),
-                status,
-            }
-        })?;
-    Ok(reply.into_inner().outcome)
+    let fence = FenceRequest {
+        leader_url: leader_url.to_owned(),
+    };
+    let reply = epoch_call(net, epoch, addr, fence, |mut c, r| async move {
+        c.fence(r).await
+    })
+    .await?;
+    Ok(reply.outcome)
 }
 
 /// Asks the node at `addr` (the leader, hopefully) to add this node.
@@ -309,20 +313,12 @@ pub(crate) async fn send_join(
     addr: &str,
     join: JoinRequest,
 ) -> Result<JoinReply, ClusterError> {
-    let mut client = epoch_client(net, epoch, addr).await?;
-    let request = epoch_request(net, epoch, join);
-    let reply = tokio::time::timeout(EPOCH_CALL_DEADLINE, client.join(request))
-        .await
-        .map_err(|_| ClusterError::Connect {
-            addr: addr.to_owned(),
-            message: "no answer to Join".into(),
-        })?
-        .map_err(|status| {
-            epoch.learn_from(&status);
-            ClusterError::Rpc {
-                addr: addr.to_owned(),
-                status,
-            }
-        })?;
-    Ok(reply.into_inner())
+    epoch_call(
+        net,
+        epoch,
+        addr,
+        join,
+        |mut c, r| async move { c.join(r).await },
+    )
+    .await
 }
