@@ -2,18 +2,23 @@
 //! peer, through the one network seam ([`crate::net`]), and a deadline on
 //! every call.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::Stream;
 
 use hoard_proto::v1::raft_client::RaftClient;
 use hoard_proto::v1::{FenceRequest, JoinReply, JoinRequest, RaftRequest, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -64,6 +69,10 @@ pub(crate) struct Peer {
 }
 
 type RpcErr = RPCError<TypeConfig>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
     Unreachable::new(&AnyError::error(e.to_string()))
@@ -143,6 +152,114 @@ impl Peer {
 
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = SnapshotFile;
+
+    /// Replication as one gRPC stream: requests go out as openraft makes
+    /// them, without waiting for the previous reply. The deadline applies
+    /// to the oldest request still unanswered, so an idle stream (nothing
+    /// to replicate) never times out, and a follower that stops answering
+    /// does within `rpc_timeout`.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcErr>>, RpcErr>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let unanswered: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let sent = unanswered.clone();
+            // The fault layer is asked for every message, not only when the
+            // stream opens: a partition cuts a stream that is running.
+            let (net, addr) = (self.net.clone(), self.addr.clone());
+            let cut = (net.clone(), addr.clone());
+            let requests = tokio_stream::StreamExt::map_while(input, move |req| {
+                if net.partitioned_from(&addr) {
+                    return None;
+                }
+                match serde_json::to_vec(&req) {
+                    Ok(json) => {
+                        lock(&sent).push_back(Instant::now());
+                        Some(RaftRequest { json })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encode an AppendEntries request");
+                        None
+                    }
+                }
+            });
+            let mut request = tonic::Request::new(requests);
+            self.name_sender(&mut request);
+            let opened =
+                tokio::time::timeout(self.rpc_timeout, client.stream_append(request)).await;
+            let replies = match opened {
+                Err(_) => {
+                    return Err(RPCError::Unreachable(unreachable(format!(
+                        "node {} ({}) did not open the replication stream within {:?}",
+                        self.target, self.addr, self.rpc_timeout
+                    ))))
+                }
+                Ok(Err(status)) => {
+                    self.epoch.learn_from(&status);
+                    if status.code() == tonic::Code::Unavailable {
+                        self.channel = None;
+                        return Err(RPCError::Unreachable(unreachable(status)));
+                    }
+                    return Err(RPCError::Network(network(status)));
+                }
+                Ok(Ok(replies)) => replies.into_inner(),
+            };
+            let (target, rpc_timeout) = (self.target, self.rpc_timeout);
+            let replies = futures_util::stream::unfold(Some(replies), move |state| {
+                let unanswered = unanswered.clone();
+                let cut = cut.clone();
+                async move {
+                    let mut replies = state?;
+                    let reply = loop {
+                        tokio::select! {
+                            reply = replies.message() => break reply,
+                            () = tokio::time::sleep(rpc_timeout / 4) => {
+                                if cut.0.partitioned_from(&cut.1) {
+                                    let e = unreachable(net::partition_error(&cut.1));
+                                    return Some((Err(RPCError::Unreachable(e)), None));
+                                }
+                                let late = lock(&unanswered)
+                                    .front()
+                                    .is_some_and(|sent| sent.elapsed() > rpc_timeout);
+                                if late {
+                                    let e = unreachable(format!(
+                                        "node {target} did not answer a streamed AppendEntries within {rpc_timeout:?}"
+                                    ));
+                                    return Some((Err(RPCError::Unreachable(e)), None));
+                                }
+                            }
+                        }
+                    };
+                    let item = match reply {
+                        Ok(None) => return None,
+                        Ok(Some(reply)) => {
+                            lock(&unanswered).pop_front();
+                            match serde_json::from_slice::<
+                                Result<StreamAppendResult<TypeConfig>, String>,
+                            >(&reply.json)
+                            {
+                                Ok(Ok(result)) => Ok(result),
+                                Ok(Err(fatal)) => Err(RPCError::Network(network(format!(
+                                    "node {target}: {fatal}"
+                                )))),
+                                Err(e) => Err(RPCError::Network(network(e))),
+                            }
+                        }
+                        Err(status) => Err(RPCError::Network(network(status))),
+                    };
+                    let next = item.is_ok().then_some(replies);
+                    Some((item, next))
+                }
+            });
+            Ok(Box::pin(replies) as BoxStream<'s, _>)
+        })
+    }
 
     async fn append_entries(
         &mut self,

@@ -12,6 +12,7 @@ use hoard_proto::v1::raft_server::Raft as RaftService;
 use hoard_proto::v1::{
     FenceReply, FenceRequest, JoinReply, JoinRequest, RaftReply, RaftRequest, SnapshotChunk,
 };
+use openraft::raft::AppendEntriesRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
@@ -19,8 +20,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec::{SnapshotMeta, Vote};
 use super::node::RaftNode;
 use super::state_machine::{Snapshot, SnapshotFile};
-use super::{NodeInfo, Raft};
+use super::{NodeInfo, Raft, TypeConfig};
 use crate::epoch::{Admission, Epoch};
+use crate::net;
 
 #[derive(Clone)]
 pub(crate) struct RaftRpc {
@@ -60,8 +62,49 @@ fn reply<T: Serialize, E: std::fmt::Display>(
     Ok(Response::new(RaftReply { json }))
 }
 
+type ReplyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftService for RaftRpc {
+    type StreamAppendStream = ReplyStream;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.admit(&request)?;
+        let from = request
+            .metadata()
+            .get(net::FROM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let net = self.node.net().clone();
+        // An undecodable request ends the input, and with it the replies:
+        // the leader sees the stream end early and sends again. So does a
+        // partition of the fault layer, which is asked for every message.
+        let input = tokio_stream::StreamExt::map_while(request.into_inner(), move |item| {
+            if from.as_deref().is_some_and(|f| net.partitioned_from(f)) {
+                return None;
+            }
+            let item = item.ok()?;
+            match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&item.json) {
+                Ok(req) => Some(req),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an undecodable streamed AppendEntries request");
+                    None
+                }
+            }
+        });
+        let replies = self.raft.stream_append(input).map(|result| {
+            let result = result.map_err(|fatal| fatal.to_string());
+            serde_json::to_vec(&result)
+                .map(|json| RaftReply { json })
+                .map_err(|e| Status::internal(e.to_string()))
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
