@@ -273,3 +273,98 @@ fn a_replica_promoted_in_place_of_a_dead_voter_leads_and_no_upload_is_lost() {
         assert_eq!(s["epoch"], 1, "{s:#}");
     }
 }
+
+/// POSTs a node-local admin endpoint; it answers 202 and restarts.
+fn post_local(node: &Node, endpoint: &str, body: Value) -> Value {
+    let resp = node
+        .http()
+        .post(format!("{}/+admin/local/{endpoint}", node.url()))
+        .bearer_auth(node.admin_token())
+        .json(&body)
+        .send()
+        .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    assert_eq!(status, 202, "{endpoint} answered {status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn kill_9_right_after_a_forced_promotion_or_a_rejoin_is_accepted_loses_nothing() {
+    let _heavy = hoard_testkit::heavy_test();
+    let mut voters = Voters::start(3);
+    let leader = voters.wait_leader(Duration::from_secs(20), None);
+    let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
+    let mut replica = Node::start(NodeOpts::replica("r1", &upstreams));
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let http = client();
+    let mut expected = BTreeMap::new();
+    for i in 0..5 {
+        let a = wheel("crash-pkg", &format!("0.{i}"));
+        upload_ok(&http, &voters.nodes[leader].url(), &token, &a);
+        expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+    }
+    {
+        let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
+        nodes.push(&replica);
+        wait_converged(&nodes, Duration::from_secs(30));
+    }
+    let killed = [leader, (leader + 1) % 3];
+    for &i in &killed {
+        voters.nodes[i].kill9();
+    }
+
+    // The forced promotion is accepted, and the process dies somewhere in
+    // its restart: the next start finishes the new epoch.
+    post_local(&replica, "force-promote", json!({ "id": PROMOTED_ID }));
+    std::thread::sleep(Duration::from_millis(60));
+    replica.kill9();
+    replica.restart();
+    wait_for(Duration::from_secs(30), "the replica leads epoch 2", || {
+        let s = status_of(&replica).ok()?;
+        (s["role"] == "leader" && s["epoch"] == 2).then_some(())
+    });
+    let a = wheel("crash-pkg", "1.0");
+    upload_ok(&http, &replica.url(), &token, &a);
+    expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
+
+    // A rejoin is accepted and the process dies in its reset or catch-up:
+    // the next start resets (or goes on) and joins.
+    for &i in &killed {
+        voters.nodes[i].restart();
+    }
+    // Each dies at another point: before, during or after its restart.
+    for (node, delay_ms) in voters.nodes.iter_mut().zip([0, 40, 150]) {
+        wait_fenced(node, 2);
+        post_local(node, "rejoin", json!({}));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        node.kill9();
+        node.restart();
+    }
+    let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
+    nodes.push(&replica);
+    wait_for(
+        Duration::from_secs(60),
+        "every old voter votes again",
+        || {
+            nodes
+                .iter()
+                .all(|n| {
+                    status_of(n).is_ok_and(|s| {
+                        s["voters"] == json!([1, 2, 3, PROMOTED_ID]) && s.get("pending").is_none()
+                    })
+                })
+                .then_some(())
+        },
+    );
+    wait_converged(&nodes, Duration::from_secs(60));
+    for node in &nodes {
+        assert_serves_all(node, "crash-pkg", &expected);
+        let s = status_of(node).unwrap();
+        assert_eq!(
+            (&s["epoch"], &s["health"]),
+            (&json!(2), &json!("ok")),
+            "{s:#}"
+        );
+    }
+}
