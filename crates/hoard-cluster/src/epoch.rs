@@ -333,6 +333,35 @@ impl Epoch {
         Ok(by)
     }
 
+    /// For a node that is stopped: make its next start reset it and join
+    /// `identity` through `contact_grpc`, as voter `voter_id`, without
+    /// ever running the old epoch again (`hoard rejoin --leader`).
+    pub fn prepare_rejoin(
+        &self,
+        identity: ClusterIdentity,
+        voter_id: u64,
+        contact_grpc: String,
+    ) -> Result<(), ClusterError> {
+        if self
+            .identity()
+            .is_some_and(|mine| mine.epoch >= identity.epoch)
+        {
+            return Err(ClusterError::Raft(format!(
+                "this node is of {}, not older than {identity}: there is nothing to rejoin",
+                self.identity().map_or_else(String::new, |i| i.to_string())
+            )));
+        }
+        self.update(|s| {
+            s.identity = Some(identity);
+            s.fenced = None;
+            s.voter_id = Some(voter_id);
+            s.fence_targets.clear();
+            s.pending = Some(PendingStep::Reset {
+                contacts: vec![contact_grpc],
+            });
+        })
+    }
+
     /// Has this replica join its upstreams' Raft group as a voter with
     /// `voter_id`, at the next start: its index is emptied (blobs stay)
     /// and rebuilt from the leader, because a replica's serials do not

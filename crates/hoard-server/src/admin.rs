@@ -44,6 +44,7 @@ pub fn status(node: &Node) -> HandlerResult {
     let mut status = json!({
         "node_id": node.config.node_id,
         "public_url": node.config.public_url(),
+        "grpc_addr": node.config.grpc_public(),
         "applied_serial": applied.0,
         "digest": node.index.digest()?.to_hex(),
         "uptime_secs": node.started.elapsed().as_secs(),
@@ -101,6 +102,10 @@ pub fn status(node: &Node) -> HandlerResult {
             "epoch".into(),
             json!(identity.as_ref().map_or(0, |i| i.epoch)),
         );
+        if let Some(i) = &identity {
+            status.insert("epoch_since_serial".into(), json!(i.since_serial));
+            status.insert("epoch_previous".into(), json!(i.previous));
+        }
         status.insert("cluster_id".into(), json!(identity.map(|i| i.cluster_id)));
         if let Some(f) = node.epoch.fenced() {
             status.insert("health".into(), json!("fenced"));

@@ -96,6 +96,11 @@ enum Command {
     Rejoin {
         #[command(flatten)]
         target: Target,
+        /// For a node that is stopped (its --config or --data-dir): the new
+        /// epoch's leader. The node's next start then resets it and joins,
+        /// without running the old epoch first.
+        #[arg(long, value_name = "LEADER_URL")]
+        leader: Option<String>,
         /// How long to wait for the node to catch up, in seconds.
         #[arg(long, default_value_t = 600)]
         wait: u64,
@@ -213,7 +218,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn local_config(&self) -> anyhow::Result<NodeConfig> {
+    pub(crate) fn local_config(&self) -> anyhow::Result<NodeConfig> {
         let mut config = settings::load(self.config.as_deref())?;
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
@@ -331,7 +336,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replace,
             wait,
         } => crate::promotion::promote(&target, node, replace, wait).await,
-        Command::Rejoin { target, wait } => crate::promotion::rejoin(&target, wait).await,
+        Command::Rejoin {
+            target,
+            leader: Some(leader),
+            ..
+        } => crate::promotion::rejoin_stopped(&target, &leader).await,
+        Command::Rejoin {
+            target,
+            leader: None,
+            wait,
+        } => crate::promotion::rejoin(&target, wait).await,
         Command::Status { target } => {
             let url = format!("{}/+status", target.url()?);
             let response = reqwest::get(&url)

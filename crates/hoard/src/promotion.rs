@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
+use hoard_cluster::{ClusterIdentity, Contact, Epoch};
+use hoard_server::Role;
+use hoard_store::Index;
+
 use crate::cli::{admin_post, AdminRefusal, Target};
 
 /// How often the node's status is read while waiting.
@@ -137,6 +141,63 @@ pub async fn rejoin(target: &Target, wait: u64) -> anyhow::Result<ExitCode> {
     );
     let serial = wait_until_caught_up_voter(&url, id, Some(epoch), &leader, wait).await?;
     println!("node {id} is a voter of epoch {epoch} again, at serial {serial}.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hoard rejoin --leader URL` on a stopped node: prepares its data dir so
+/// that its next start empties its index (blobs stay) and joins the
+/// leader's epoch. It never runs the old epoch again, so it cannot join
+/// old peers in an election before it hears of the new epoch.
+pub async fn rejoin_stopped(target: &Target, leader: &str) -> anyhow::Result<ExitCode> {
+    let config = target.local_config()?;
+    let leader = leader.trim_end_matches('/');
+    let s = status(leader).await?;
+    if s["role"] != "leader" {
+        bail!("{leader} is not the leader (its role is {})", s["role"]);
+    }
+    let identity = ClusterIdentity {
+        cluster_id: s["cluster_id"]
+            .as_str()
+            .context("the leader's status has no cluster_id")?
+            .to_owned(),
+        epoch: s["epoch"]
+            .as_u64()
+            .context("the leader's status has no epoch")?,
+        since_serial: s["epoch_since_serial"].as_u64().unwrap_or(0),
+        previous: s["epoch_previous"].as_str().map(str::to_owned),
+    };
+    let grpc = s["grpc_addr"]
+        .as_str()
+        .context("the leader's status has no grpc_addr")?
+        .to_owned();
+    // A running node holds its index's lock: refuse to touch its state.
+    let index_dir = config.data_dir.join("index");
+    drop(Index::open(&index_dir).with_context(|| {
+        format!(
+            "cannot open {}; stop the node first (or rejoin it while it runs, without --leader)",
+            index_dir.display()
+        )
+    })?);
+    let epoch = Epoch::open(
+        &config.data_dir,
+        Contact {
+            grpc_addr: config.grpc_public(),
+            http_url: config.public_url(),
+        },
+    )?;
+    let voter_id = match (epoch.voter_id(), config.role) {
+        (Some(id), _) => id,
+        (None, Role::Voter) => config.raft_id,
+        (None, Role::Replica) => bail!(
+            "{} is a replica's data dir: a replica does not rejoin; start it and it follows, or rebuild it",
+            config.data_dir.display()
+        ),
+    };
+    epoch.prepare_rejoin(identity.clone(), voter_id, grpc)?;
+    println!(
+        "node {voter_id} will join {identity} through {leader} at its next start, emptying its index first (blobs stay). Start it now; `hoard status --url {}` shows its progress.",
+        config.public_url()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -328,13 +328,31 @@ fn kill_9_right_after_a_forced_promotion_or_a_rejoin_is_accepted_loses_nothing()
     upload_ok(&http, &replica.url(), &token, &a);
     expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
 
-    // A rejoin is accepted and the process dies in its reset or catch-up:
-    // the next start resets (or goes on) and joins.
+    // One lost voter is prepared while it is stopped: it joins the new
+    // epoch at its next start, without running the old one first.
+    let prepared = killed[1];
+    let config = voters.nodes[prepared].config_path();
+    let out = voters.nodes[prepared].cli_ok(&[
+        "rejoin",
+        "--config",
+        config.to_str().unwrap(),
+        "--leader",
+        &replica.url(),
+    ]);
+    assert!(
+        out.contains("will join epoch 2"),
+        "rejoin --leader printed: {out}"
+    );
     for &i in &killed {
         voters.nodes[i].restart();
     }
-    // Each dies at another point: before, during or after its restart.
-    for (node, delay_ms) in voters.nodes.iter_mut().zip([0, 40, 150]) {
+    // The others are fenced and rejoin while they run; a rejoin is
+    // accepted and the process dies in its reset or catch-up, each at
+    // another point: the next start resets (or goes on) and joins.
+    for (i, (node, delay_ms)) in voters.nodes.iter_mut().zip([0, 40, 150]).enumerate() {
+        if i == prepared {
+            continue;
+        }
         wait_fenced(node, 2);
         post_local(node, "rejoin", json!({}));
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -367,4 +385,8 @@ fn kill_9_right_after_a_forced_promotion_or_a_rejoin_is_accepted_loses_nothing()
             "{s:#}"
         );
     }
+    assert!(
+        !voters.nodes[prepared].log().contains("fenced:"),
+        "the voter prepared while stopped ran the old epoch and was fenced"
+    );
 }
