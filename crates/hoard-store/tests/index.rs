@@ -303,6 +303,18 @@ fn npm_tags_deprecations_and_unpublish_are_versioned_by_serial() {
     assert_eq!(index.counts().unwrap().npm_versions, 1);
 }
 
+/// Opens an index that was just dropped: sled's own flusher thread may
+/// hold the directory's lock for a moment after the last handle is gone.
+fn reopen(dir: &std::path::Path) -> Index {
+    for _ in 0..100 {
+        match Index::open(dir) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", dir.display());
+}
+
 #[tokio::test]
 async fn a_snapshot_install_counts_only_once_finished_and_a_reset_empties_the_index() {
     let source_dir = tempfile::tempdir().unwrap();
@@ -319,25 +331,25 @@ async fn a_snapshot_install_counts_only_once_finished_and_a_reset_empties_the_in
     // the next open starts empty, so the snapshot is installed again.
     let dir = tempfile::tempdir().unwrap();
     {
-        let index = Index::open(dir.path()).unwrap();
+        let index = reopen(dir.path());
         index.import_snapshot(&snap).unwrap();
         assert_eq!(index.applied_serial().unwrap(), Serial(2));
     }
-    let index = Index::open(dir.path()).unwrap();
+    let index = reopen(dir.path());
     assert_eq!(index.applied_serial().unwrap(), Serial(0));
     assert!(index.files(&repo(), "demo", None).unwrap().is_empty());
 
     index.import_snapshot(&snap).unwrap();
     index.finish_snapshot_install().await.unwrap();
     drop(index);
-    let index = Index::open(dir.path()).unwrap();
+    let index = reopen(dir.path());
     assert_eq!(index.applied_serial().unwrap(), Serial(2));
     assert_eq!(index.digest().unwrap(), digest);
 
     // A rejoin's reset: nothing left, and a new history starts at 1.
     index.reset().await.unwrap();
     drop(index);
-    let index = Index::open(dir.path()).unwrap();
+    let index = reopen(dir.path());
     assert_eq!(index.applied_serial().unwrap(), Serial(0));
     assert_eq!(index.counts().unwrap().files, 0);
     index.apply(Serial(1), &created()).unwrap();
