@@ -55,6 +55,10 @@ pub enum PypiError {
     #[error("{field} is not a valid hex digest")]
     InvalidDigest { field: &'static str },
 
+    /// An upstream index served a project page that cannot be used.
+    #[error("unusable upstream page: {0}")]
+    UpstreamPage(String),
+
     /// The wheel is unreadable or lacks its metadata.
     #[error("not a valid wheel: {0}")]
     InvalidWheel(String),

@@ -7,7 +7,8 @@
 //! ([`extract_wheel_metadata`], [`parse_core_metadata`]); Simple API content
 //! negotiation ([`negotiate`], PEP 691) and page rendering ([`render_index`],
 //! [`render_project`]: PEP 503 HTML and PEP 691 JSON with PEPs 592, 629,
-//! 658/714 and 700). No network or file-system I/O: the server feeds it
+//! 658/714 and 700); reading an upstream index's project page into
+//! per-file records ([`parse_upstream_project`]), for mirrors. No network or file-system I/O: the server feeds it
 //! data, and every error is a [`PypiError`] whose message is fit for users.
 
 mod error;
@@ -16,6 +17,7 @@ mod names;
 mod negotiate;
 mod render;
 mod upload;
+mod upstream;
 mod wheel;
 
 pub use error::PypiError;
@@ -28,6 +30,10 @@ pub use render::{
 };
 pub use upload::{
     validate_upload, ComputedDigests, UploadForm, ValidatedUpload, MAX_REQUIRES_PYTHON_CHARS,
+};
+pub use upstream::{
+    parse_upstream_project, UpstreamFile, UpstreamFormat, UpstreamProject, SIMPLE_JSON,
+    UPSTREAM_ACCEPT,
 };
 pub use wheel::{
     check_sdist_magic, extract_wheel_metadata, parse_core_metadata, CoreMetadata, ZipLimits,
