@@ -322,18 +322,17 @@ async fn force_promote(node: &Node, principal: &Principal, body: &[u8]) -> Handl
         .begin_new_epoch(id, old_members.clone(), serial.0)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     tracing::warn!(%identity, %serial, fencing = ?old_members, "forced promotion: this node starts {identity} as its only voter");
-    node.request_restart("forced promotion");
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({
+    restarting(
+        node,
+        "forced promotion",
+        json!({
             "raft_id": id,
             "epoch": identity.epoch,
             "cluster_id": identity.cluster_id,
             "last_serial": serial.0,
             "fencing": old_members,
-            "restarting": true,
         }),
-    ))
+    )
 }
 
 /// On a node that a newer epoch fenced: reset it from that epoch's
@@ -345,17 +344,26 @@ fn rejoin(node: &Node, principal: &Principal) -> HandlerResult {
         .epoch
         .begin_rejoin(raft.id())
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
-    node.request_restart("rejoining the new epoch");
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({
+    restarting(
+        node,
+        "rejoining the new epoch",
+        json!({
             "raft_id": raft.id(),
             "epoch": by.identity.epoch,
             "cluster_id": by.identity.cluster_id,
             "leader_url": by.contact_url,
-            "restarting": true,
         }),
-    ))
+    )
+}
+
+/// Answers a node-local step that takes effect at the next start (202),
+/// and asks for that start.
+fn restarting(node: &Node, why: &str, mut answer: serde_json::Value) -> HandlerResult {
+    node.request_restart(why);
+    if let Some(fields) = answer.as_object_mut() {
+        fields.insert("restarting".into(), json!(true));
+    }
+    Ok(json(StatusCode::ACCEPTED, &answer))
 }
 
 /// On a replica, the first step of its planned promotion: at its next
@@ -374,16 +382,15 @@ fn join(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
         .epoch
         .begin_join(id, node.config.upstreams.clone())
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
-    node.request_restart("joining the Raft group as a voter");
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({
+    restarting(
+        node,
+        "joining the Raft group as a voter",
+        json!({
             "raft_id": id,
             "epoch": identity.epoch,
             "cluster_id": identity.cluster_id,
-            "restarting": true,
         }),
-    ))
+    )
 }
 
 fn propose_error(e: hoard_cluster::ProposeError) -> ApiError {

@@ -126,15 +126,7 @@ impl Peer {
                     self.target, self.addr
                 ))))
             }
-            Ok(Err(status)) => {
-                self.epoch.learn_from(&status);
-                if status.code() == tonic::Code::Unavailable {
-                    // Reconnect next time: the peer may have restarted.
-                    self.channel = None;
-                    return Err(RPCError::Unreachable(unreachable(status)));
-                }
-                return Err(RPCError::Network(network(status)));
-            }
+            Ok(Err(status)) => return Err(self.refused(status)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
         let result: Result<Resp, String> = serde_json::from_slice(&reply.json).map_err(network)?;
@@ -143,6 +135,18 @@ impl Peer {
 }
 
 impl Peer {
+    /// What a call that the peer answered with an error status means: a
+    /// newer epoch may have fenced this node, and an unavailable peer may
+    /// have restarted (reconnect next time).
+    fn refused(&mut self, status: tonic::Status) -> RpcErr {
+        self.epoch.learn_from(&status);
+        if status.code() == tonic::Code::Unavailable {
+            self.channel = None;
+            return RPCError::Unreachable(unreachable(status));
+        }
+        RPCError::Network(network(status))
+    }
+
     /// Names this node, its cluster and its epoch on the call.
     fn name_sender<T>(&self, request: &mut tonic::Request<T>) {
         self.net.name_sender(request.metadata_mut());
@@ -200,14 +204,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                         self.target, self.addr, self.rpc_timeout
                     ))))
                 }
-                Ok(Err(status)) => {
-                    self.epoch.learn_from(&status);
-                    if status.code() == tonic::Code::Unavailable {
-                        self.channel = None;
-                        return Err(RPCError::Unreachable(unreachable(status)));
-                    }
-                    return Err(RPCError::Network(network(status)));
-                }
+                Ok(Err(status)) => return Err(self.refused(status)),
                 Ok(Ok(replies)) => replies.into_inner(),
             };
             let (target, rpc_timeout) = (self.target, self.rpc_timeout);
