@@ -28,30 +28,57 @@ fn wait_fenced(node: &Node, epoch: u64) -> Value {
     )
 }
 
-#[test]
-fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejoin() {
-    let _heavy = hoard_testkit::heavy_test();
-    let mut voters = Voters::start(3);
+/// Three voters, replicas `replica_ids` following them, and five uploads
+/// of `project` applied on every node.
+struct Outage {
+    voters: Voters,
+    leader: usize,
+    replicas: Vec<Node>,
+    token: String,
+    expected: BTreeMap<String, String>,
+}
+
+fn outage(project: &str, replica_ids: &[&str]) -> Outage {
+    let voters = Voters::start(3);
     let leader = voters.wait_leader(Duration::from_secs(20), None);
     let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
-    let replica = Node::start(NodeOpts::replica("r1", &upstreams));
-    // A second replica follows the voters only: it moves to the new epoch
-    // once a voter of it serves the changelog.
-    let bystander = Node::start(NodeOpts::replica("r2", &upstreams));
+    let replicas: Vec<Node> = replica_ids
+        .iter()
+        .map(|id| Node::start(NodeOpts::replica(id, &upstreams)))
+        .collect();
     let token = voters.nodes[leader].create_token("pypi", "upload");
     let http = client();
     let mut expected = BTreeMap::new();
     for i in 0..5 {
-        let a = wheel("dr-pkg", &format!("0.{i}"));
+        let a = wheel(project, &format!("0.{i}"));
         upload_ok(&http, &voters.nodes[leader].url(), &token, &a);
         expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
     }
-    {
-        let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
-        nodes.push(&replica);
-        nodes.push(&bystander);
-        wait_converged(&nodes, Duration::from_secs(30));
+    let nodes: Vec<&Node> = voters.nodes.iter().chain(&replicas).collect();
+    wait_converged(&nodes, Duration::from_secs(30));
+    Outage {
+        voters,
+        leader,
+        replicas,
+        token,
+        expected,
     }
+}
+
+#[test]
+fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejoin() {
+    let _heavy = hoard_testkit::heavy_test();
+    // The second replica follows the voters only: it moves to the new
+    // epoch once a voter of it serves the changelog.
+    let Outage {
+        mut voters,
+        leader,
+        replicas,
+        token,
+        mut expected,
+    } = outage("dr-pkg", &["r1", "r2"]);
+    let [replica, bystander] = <[Node; 2]>::try_from(replicas).ok().unwrap();
+    let http = client();
     let old_epoch = status_of(&voters.nodes[leader]).unwrap()["epoch"]
         .as_u64()
         .unwrap();
@@ -292,23 +319,15 @@ fn post_local(node: &Node, endpoint: &str, body: Value) -> Value {
 #[test]
 fn kill_9_right_after_a_forced_promotion_or_a_rejoin_is_accepted_loses_nothing() {
     let _heavy = hoard_testkit::heavy_test();
-    let mut voters = Voters::start(3);
-    let leader = voters.wait_leader(Duration::from_secs(20), None);
-    let upstreams: Vec<String> = voters.nodes.iter().map(Node::grpc_addr).collect();
-    let mut replica = Node::start(NodeOpts::replica("r1", &upstreams));
-    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let Outage {
+        mut voters,
+        leader,
+        replicas,
+        token,
+        mut expected,
+    } = outage("crash-pkg", &["r1"]);
+    let mut replica = replicas.into_iter().next().unwrap();
     let http = client();
-    let mut expected = BTreeMap::new();
-    for i in 0..5 {
-        let a = wheel("crash-pkg", &format!("0.{i}"));
-        upload_ok(&http, &voters.nodes[leader].url(), &token, &a);
-        expected.insert(a.filename.clone(), sha256_hex(&a.bytes));
-    }
-    {
-        let mut nodes: Vec<&Node> = voters.nodes.iter().collect();
-        nodes.push(&replica);
-        wait_converged(&nodes, Duration::from_secs(30));
-    }
     let killed = [leader, (leader + 1) % 3];
     for &i in &killed {
         voters.nodes[i].kill9();
