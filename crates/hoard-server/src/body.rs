@@ -103,15 +103,34 @@ pub fn pump(
     )
 }
 
+/// What became of a body, for diagnosing a form that ended early.
+pub enum BodyOutcome {
+    /// Read to its declared end.
+    Ended {
+        received: u64,
+    },
+    Failed(BodyError),
+    /// Still arriving when asked.
+    Reading {
+        received: u64,
+    },
+}
+
 pub struct BodyCompletion {
     task: tokio::task::JoinHandle<Result<(), BodyError>>,
     received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl BodyCompletion {
-    /// The body bytes read so far.
-    pub fn received(&self) -> u64 {
-        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    /// How reading ended, waiting at most `wait` for it to end.
+    pub async fn outcome(self, wait: Duration) -> BodyOutcome {
+        let received = self.received.clone();
+        let count = || received.load(std::sync::atomic::Ordering::Relaxed);
+        match tokio::time::timeout(wait, self.finished()).await {
+            Ok(Ok(())) => BodyOutcome::Ended { received: count() },
+            Ok(Err(e)) => BodyOutcome::Failed(e),
+            Err(_) => BodyOutcome::Reading { received: count() },
+        }
     }
 
     /// Waits until the body has been read to its end, or failed.

@@ -18,7 +18,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::body::{pump, BodyError};
+use crate::body::{pump, BodyCompletion, BodyError, BodyOutcome};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{redirect, require_read_method, with_body, HandlerResult};
@@ -305,16 +305,120 @@ async fn download(
     .await
 }
 
-fn multipart_error(e: multer::Error) -> ApiError {
-    if let multer::Error::StreamReadFailed(inner) = e {
-        return match inner.downcast::<BodyError>() {
-            Ok(body) => ApiError::from(*body),
-            Err(other) => {
-                ApiError::bad_request(format!("reading the upload failed: {other}")).closing()
-            }
-        };
+/// Why reading an upload form stopped.
+enum FormError {
+    Multipart(multer::Error),
+    Api(ApiError),
+}
+
+impl From<multer::Error> for FormError {
+    fn from(e: multer::Error) -> Self {
+        FormError::Multipart(e)
     }
-    ApiError::bad_request(format!("malformed multipart body: {e}")).closing()
+}
+
+impl<E: Into<ApiError>> From<E> for FormError {
+    fn from(e: E) -> Self {
+        FormError::Api(e.into())
+    }
+}
+
+/// Reads the fields of twine's form; the `content` file streams into a
+/// staged blob as it arrives.
+async fn read_upload_form(
+    node: &Node,
+    multipart: &mut multer::Multipart<'static>,
+) -> Result<(UploadForm, Option<(DistFilename, StagedBlob)>), FormError> {
+    let mut form = UploadForm::default();
+    let mut content: Option<(DistFilename, StagedBlob)> = None;
+    while let Some(mut field) = multipart.next_field().await? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "content" {
+            if content.is_some() {
+                return Err(ApiError::bad_request("the upload has more than one file")
+                    .closing()
+                    .into());
+            }
+            let filename = field.file_name().ok_or_else(|| {
+                ApiError::bad_request("the content field has no filename").closing()
+            })?;
+            // Refuse a bad name before storing a byte.
+            let dist = parse_dist_filename(filename).map_err(|e| ApiError::from(e).closing())?;
+            let mut writer = node
+                .blobs
+                .writer(ExtraDigests {
+                    md5: true,
+                    blake2b_256: true,
+                    ..ExtraDigests::default()
+                })
+                .await?;
+            while let Some(chunk) = field.chunk().await? {
+                writer.write(&chunk).await?;
+            }
+            content = Some((dist, writer.finish().await?));
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await? {
+                if text.len() + chunk.len() > MAX_TEXT_FIELD {
+                    return Err(ApiError::bad_request(format!(
+                        "the form field {name:?} is too large"
+                    ))
+                    .closing()
+                    .into());
+                }
+                text.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(text).map_err(|_| {
+                ApiError::bad_request(format!("the form field {name:?} is not UTF-8"))
+            })?;
+            form.set_field(&name, text);
+        }
+    }
+    Ok((form, content))
+}
+
+/// A multipart error as the client should see it. When the form ended
+/// early, what the body did is the real cause: a read error or timeout is
+/// reported as such, and otherwise the answer says how much arrived.
+async fn explain_multipart_error(
+    e: multer::Error,
+    declared: Option<u64>,
+    body: BodyCompletion,
+) -> ApiError {
+    match e {
+        multer::Error::StreamReadFailed(inner) => {
+            return match inner.downcast::<BodyError>() {
+                Ok(body) => ApiError::from(*body),
+                Err(other) => {
+                    ApiError::bad_request(format!("reading the upload failed: {other}")).closing()
+                }
+            };
+        }
+        multer::Error::IncompleteStream | multer::Error::IncompleteFieldData { .. } => {}
+        other => {
+            return ApiError::bad_request(format!("malformed multipart body: {other}")).closing()
+        }
+    }
+    // The parser saw the stream end (or bytes that are not the boundary);
+    // the reader has then finished, or is still reading.
+    let ended = match body.outcome(std::time::Duration::from_secs(1)).await {
+        BodyOutcome::Failed(body_error) => return ApiError::from(body_error),
+        BodyOutcome::Ended { received } => format!("the body ended after {received} bytes"),
+        BodyOutcome::Reading { received } => {
+            format!("{received} bytes had arrived and the body went on")
+        }
+    };
+    let declared = declared.map_or_else(|| "no".to_owned(), |n| n.to_string());
+    tracing::warn!(
+        error = %e,
+        %ended,
+        %declared,
+        "a multipart upload did not reach its closing boundary"
+    );
+    ApiError::bad_request(format!(
+        "malformed multipart body: {e} ({ended}; Content-Length {declared})"
+    ))
+    .closing()
 }
 
 /// twine's legacy upload: `POST /{repo}/`, multipart/form-data. The file
@@ -358,61 +462,15 @@ async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> H
     let (stream, body_done) = pump(req.into_body(), limit, node.config.body_timeout());
     let mut multipart = multer::Multipart::new(stream, boundary);
 
-    let mut form = UploadForm::default();
-    let mut content: Option<(DistFilename, StagedBlob)> = None;
-    // Diagnoses the rare "incomplete multipart stream" under load (an
-    // open bug): how much of the declared body had arrived.
-    let multipart_error = |e: multer::Error| {
-        if matches!(e, multer::Error::IncompleteStream) {
-            tracing::warn!(
-                received = body_done.received(),
-                declared = ?declared,
-                "a multipart upload ended before its closing boundary"
-            );
-        }
-        multipart_error(e)
-    };
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "content" {
-            if content.is_some() {
-                return Err(ApiError::bad_request("the upload has more than one file").closing());
-            }
-            let filename = field.file_name().ok_or_else(|| {
-                ApiError::bad_request("the content field has no filename").closing()
-            })?;
-            // Refuse a bad name before storing a byte.
-            let dist = parse_dist_filename(filename).map_err(|e| ApiError::from(e).closing())?;
-            let mut writer = node
-                .blobs
-                .writer(ExtraDigests {
-                    md5: true,
-                    blake2b_256: true,
-                    ..ExtraDigests::default()
-                })
-                .await?;
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                writer.write(&chunk).await?;
-            }
-            content = Some((dist, writer.finish().await?));
-        } else {
-            let mut text = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                if text.len() + chunk.len() > MAX_TEXT_FIELD {
-                    return Err(ApiError::bad_request(format!(
-                        "the form field {name:?} is too large"
-                    ))
-                    .closing());
-                }
-                text.extend_from_slice(&chunk);
-            }
-            let text = String::from_utf8(text).map_err(|_| {
-                ApiError::bad_request(format!("the form field {name:?} is not UTF-8"))
-            })?;
-            form.set_field(&name, text);
-        }
-    }
+    let read = read_upload_form(node, &mut multipart).await;
     drop(multipart);
+    let (form, content) = match read {
+        Ok(parts) => parts,
+        Err(FormError::Api(e)) => return Err(e),
+        Err(FormError::Multipart(e)) => {
+            return Err(explain_multipart_error(e, declared, body_done).await)
+        }
+    };
     // The form may end before the body does: all of it must arrive.
     body_done.finished().await?;
     let (dist, staged) =

@@ -178,12 +178,26 @@ fn randomized_kills_and_partitions_lose_nothing_and_keep_one_leader_per_term() {
 
     // Every acknowledged upload is on every node, and served.
     for (log, project) in logs.iter().zip(["chaos-a", "chaos-b"]) {
+        if !log.unexpected.is_empty() {
+            // What the servers logged about refused uploads.
+            for node in &nodes {
+                for line in node.log().lines().filter(|l| l.contains("WARN")) {
+                    eprintln!("{}: {line}", node.opts.node_id);
+                }
+            }
+        }
         assert!(
             log.unexpected.is_empty(),
             "{project}: {:#?}",
             log.unexpected
         );
         assert!(!log.acked.is_empty(), "{project}: nothing was acknowledged");
+        // The known multipart bug is tolerated only while it stays rare.
+        assert!(
+            log.multipart_resends.len() <= 3,
+            "{project}: {:#?}",
+            log.multipart_resends
+        );
         for node in &nodes {
             let files = listed(node.http(), &node.url(), project).unwrap();
             let got: BTreeMap<&str, &str> = files
