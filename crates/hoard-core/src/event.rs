@@ -103,6 +103,25 @@ pub enum Change {
         package: String,
         changes: Vec<(String, Option<String>)>,
     },
+    /// A mirror recorded files that an upstream lists for a project and
+    /// the mirror had not listed yet (creating the project if it is new).
+    /// The bytes are fetched later, on first download.
+    MirrorFilesListed {
+        repo: RepoName,
+        project: String,
+        display_name: String,
+        files: Vec<MirroredFile>,
+    },
+    /// A mirrored file's bytes, or its PEP 658 core metadata, were fetched
+    /// from the upstream, verified against the listed digest and stored.
+    MirrorFileCached {
+        repo: RepoName,
+        project: String,
+        filename: String,
+        part: MirrorPart,
+        sha256: Sha256,
+        size: u64,
+    },
     /// Versions were unpublished (only where the repository allows it),
     /// and the dist-tags moved in the same step: tags set to a remaining
     /// version, or removed (`None`). The tarballs stay in the blob store and
@@ -137,6 +156,7 @@ impl Change {
                 blobs
             }
             Change::NpmPublished { tarball, .. } => vec![tarball.sha256],
+            Change::MirrorFileCached { sha256, .. } => vec![*sha256],
             _ => Vec::new(),
         }
     }
@@ -154,6 +174,8 @@ impl Change {
             Change::NpmDistTagChanged { .. } => "npm_dist_tag_changed",
             Change::NpmDeprecated { .. } => "npm_deprecated",
             Change::NpmUnpublished { .. } => "npm_unpublished",
+            Change::MirrorFilesListed { .. } => "mirror_files_listed",
+            Change::MirrorFileCached { .. } => "mirror_file_cached",
         }
     }
 }
@@ -174,6 +196,30 @@ pub struct FileRecord {
     pub core_metadata: Option<Sha256>,
 }
 
+/// A file as an upstream lists it, recorded by a mirror. `record.sha256`
+/// (and `record.core_metadata`) are the digests the upstream declared,
+/// which the bytes are checked against when they are fetched;
+/// `record.size` is 0 when the upstream did not say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredFile {
+    pub record: FileRecord,
+    /// Where the bytes are, absolute.
+    pub url: String,
+    /// The upstream's upload time, when it gave one.
+    pub upload_time_us: Option<i64>,
+    /// `Some(reason)` when the upstream lists the file as yanked.
+    pub yanked: Option<String>,
+}
+
+/// Which bytes of a mirrored file were cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorPart {
+    File,
+    /// The PEP 658 `.metadata` file.
+    CoreMetadata,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepoFormat {
@@ -185,8 +231,52 @@ pub enum RepoFormat {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RepoKind {
     Hosted,
-    Mirror { upstreams: Vec<String> },
+    Mirror(MirrorSettings),
     Virtual { members: Vec<RepoName> },
+}
+
+/// How a mirror repository follows its upstreams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorSettings {
+    /// Base URLs, in order: for PyPI the Simple API root (`…/simple/`),
+    /// for npm the registry root. Empty: nothing is fetched.
+    pub upstreams: Vec<String>,
+    /// How long a fetched page is served without asking the upstream.
+    #[serde(default = "MirrorSettings::default_ttl")]
+    pub ttl_secs: u64,
+    /// How long "no upstream has this project" is remembered.
+    #[serde(default = "MirrorSettings::default_negative_ttl")]
+    pub negative_ttl_secs: u64,
+    /// Never contact an upstream: serve only what is cached.
+    #[serde(default)]
+    pub offline: bool,
+    /// The bound on one upstream request, connect to last byte of a page.
+    #[serde(default = "MirrorSettings::default_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl MirrorSettings {
+    fn default_ttl() -> u64 {
+        600
+    }
+
+    fn default_negative_ttl() -> u64 {
+        60
+    }
+
+    fn default_timeout() -> u64 {
+        30
+    }
+
+    pub fn new(upstreams: Vec<String>) -> Self {
+        MirrorSettings {
+            upstreams,
+            ttl_secs: Self::default_ttl(),
+            negative_ttl_secs: Self::default_negative_ttl(),
+            offline: false,
+            timeout_secs: Self::default_timeout(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ mod name;
 
 pub use digest::{Sha256, Sha256Hasher};
 pub use event::{
-    Change, Event, FileRecord, NpmTarball, Perm, RepoFormat, RepoKind, RepoSettings, Serial,
-    TokenRecord,
+    Change, Event, FileRecord, MirrorPart, MirrorSettings, MirroredFile, NpmTarball, Perm,
+    RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord,
 };
 pub use name::{RepoName, MAX_REPO_NAME_LEN};
 

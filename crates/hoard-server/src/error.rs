@@ -148,6 +148,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | Rejection::FileExists(_)
         | Rejection::TokenExists
         | Rejection::VersionExists(_) => StatusCode::CONFLICT,
+        // The upstream's bytes were not the ones it listed.
+        Rejection::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

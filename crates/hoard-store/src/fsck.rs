@@ -45,8 +45,11 @@ pub fn fsck(
         let file = file?;
         report.files += 1;
         let r = &file.record;
-        for (what, sha) in
-            std::iter::once(("file", r.sha256)).chain(r.core_metadata.map(|m| ("metadata", m)))
+        // A mirrored file is listed before its bytes are fetched.
+        let stored = file.stored_blobs();
+        for (what, sha) in std::iter::once(("file", r.sha256))
+            .chain(r.core_metadata.map(|m| ("metadata", m)))
+            .filter(|(_, sha)| stored.contains(sha))
         {
             referenced.insert(sha);
             if !blobs.contains(&sha) {

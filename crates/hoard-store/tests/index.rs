@@ -354,3 +354,115 @@ async fn a_snapshot_install_counts_only_once_finished_and_a_reset_empties_the_in
     assert_eq!(index.counts().unwrap().files, 0);
     index.apply(Serial(1), &created()).unwrap();
 }
+
+fn mirrored(filename: &str, yanked: Option<&str>) -> hoard_core::MirroredFile {
+    hoard_core::MirroredFile {
+        record: FileRecord {
+            filename: filename.into(),
+            version: "1.0".into(),
+            sha256: Sha256::of(filename.as_bytes()),
+            size: 0,
+            packagetype: "bdist_wheel".into(),
+            requires_python: None,
+            core_metadata: Some(Sha256::of(b"metadata")),
+        },
+        url: format!("http://127.0.0.1:9/files/{filename}"),
+        upload_time_us: Some(42),
+        yanked: yanked.map(str::to_owned),
+    }
+}
+
+fn cached(filename: &str, part: hoard_core::MirrorPart, sha256: Sha256) -> Event {
+    event(Change::MirrorFileCached {
+        repo: repo(),
+        project: "demo".into(),
+        filename: filename.into(),
+        part,
+        sha256,
+        size: 1234,
+    })
+}
+
+#[test]
+fn mirrored_files_are_listed_before_their_bytes_and_cached_only_with_the_listed_digest() {
+    use hoard_core::MirrorPart;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    index.apply(Serial(1), &created()).unwrap();
+    let listed = |files| {
+        event(Change::MirrorFilesListed {
+            repo: repo(),
+            project: "demo".into(),
+            display_name: "Demo".into(),
+            files,
+        })
+    };
+    index
+        .apply(
+            Serial(2),
+            &listed(vec![
+                mirrored("demo-1.0-py3-none-any.whl", None),
+                mirrored("demo-0.9-py3-none-any.whl", Some("broken")),
+            ]),
+        )
+        .unwrap();
+    let file = |name: &str| index.file(&repo(), "demo", name, None).unwrap().unwrap();
+    let wheel = file("demo-1.0-py3-none-any.whl");
+    assert!(!wheel.is_stored());
+    assert!(wheel.stored_blobs().is_empty());
+    assert_eq!(wheel.upload_time_us, 42);
+    assert_eq!(
+        file("demo-0.9-py3-none-any.whl").yanked_at(None),
+        Some("broken")
+    );
+
+    // Listing a known file again keeps the first record.
+    let mut changed = mirrored("demo-1.0-py3-none-any.whl", None);
+    changed.url = "http://127.0.0.1:9/elsewhere".into();
+    index.apply(Serial(3), &listed(vec![changed])).unwrap();
+    assert_eq!(
+        file("demo-1.0-py3-none-any.whl").mirror.unwrap().url,
+        "http://127.0.0.1:9/files/demo-1.0-py3-none-any.whl"
+    );
+    assert_eq!(index.counts().unwrap().files, 2);
+
+    // Bytes other than the listed ones are refused, and take no serial.
+    assert!(matches!(
+        index.apply(
+            Serial(4),
+            &cached(
+                "demo-1.0-py3-none-any.whl",
+                MirrorPart::File,
+                Sha256::of(b"other")
+            )
+        ),
+        Err(StoreError::Rejected(Rejection::DigestMismatch(_)))
+    ));
+    assert_eq!(index.applied_serial().unwrap(), Serial(3));
+
+    let sha = Sha256::of(b"demo-1.0-py3-none-any.whl");
+    index
+        .apply(
+            Serial(4),
+            &cached("demo-1.0-py3-none-any.whl", MirrorPart::File, sha),
+        )
+        .unwrap();
+    let wheel = file("demo-1.0-py3-none-any.whl");
+    assert!(wheel.is_stored());
+    assert_eq!(wheel.record.size, 1234);
+    assert_eq!(wheel.stored_blobs(), vec![sha]);
+    index
+        .apply(
+            Serial(5),
+            &cached(
+                "demo-1.0-py3-none-any.whl",
+                MirrorPart::CoreMetadata,
+                Sha256::of(b"metadata"),
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        file("demo-1.0-py3-none-any.whl").stored_blobs(),
+        vec![sha, Sha256::of(b"metadata")]
+    );
+}

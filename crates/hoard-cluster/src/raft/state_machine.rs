@@ -360,14 +360,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Every blob that the index lists: files, their core metadata, and npm
-/// tarballs.
+/// Every blob that the index lists as stored: files, their core metadata,
+/// and npm tarballs.
 fn listed_blobs(index: &Index) -> Result<Vec<Sha256>, hoard_store::StoreError> {
     let mut out = Vec::new();
     for file in index.all_files() {
-        let file = file?;
-        out.push(file.record.sha256);
-        out.extend(file.record.core_metadata);
+        out.extend(file?.stored_blobs());
     }
     for tarball in index.all_npm_tarballs() {
         out.push(tarball?.1);

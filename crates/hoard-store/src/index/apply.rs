@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use hoard_core::{Change, Event, RepoName, Serial};
+use hoard_core::{Change, Event, MirrorPart, RepoName, Serial};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
@@ -14,8 +14,8 @@ use super::keys::{
     NpmVersions, Projects, Repos, Tokens, APPLIED, COUNTS, DIGEST, RAFT_APPLIED, RAFT_MEMBERSHIP,
 };
 use super::state::{
-    Counts, DeprecationChange, FileState, NpmPackageState, NpmVersionState, ProjectState,
-    Rejection, RepoState, TagChange, TokenState, YankChange,
+    Counts, DeprecationChange, FileState, MirrorOrigin, NpmPackageState, NpmVersionState,
+    ProjectState, Rejection, RepoState, TagChange, TokenState, YankChange,
 };
 use super::{Index, RaftPosition};
 use crate::StoreError;
@@ -206,25 +206,89 @@ fn apply_change(
             if files.get(&key)?.is_some() {
                 return reject(Rejection::FileExists(file.filename.clone()));
             }
-            let pkey = Projects::key(repo, project);
-            if projects.get(&pkey)?.is_none() {
-                let state = ProjectState {
-                    name: project.clone(),
-                    display_name: display_name.clone(),
-                    created: serial,
-                };
-                projects.insert(pkey, Projects::encode(&state))?;
-                counts.projects += 1;
-            }
+            ensure_project(serial, counts, projects, repo, project, display_name)?;
             let state = FileState {
                 record: file.clone(),
                 added: serial,
                 upload_time_us: event.time_us,
                 uploader: event.actor.clone(),
                 yanks: Vec::new(),
+                mirror: None,
             };
             files.insert(key, Files::encode(&state))?;
             counts.files += 1;
+        }
+        Change::MirrorFilesListed {
+            repo,
+            project,
+            display_name,
+            files: listed,
+        } => {
+            if repos.get(Repos::key(repo))?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            ensure_project(serial, counts, projects, repo, project, display_name)?;
+            for file in listed {
+                let key = Files::key(repo, project, &file.record.filename);
+                // A file listed already keeps its first record: what was
+                // served is never replaced under a build.
+                if files.get(&key)?.is_some() {
+                    continue;
+                }
+                let yanks = file
+                    .yanked
+                    .as_ref()
+                    .map(|reason| YankChange {
+                        serial,
+                        reason: Some(reason.clone()),
+                    })
+                    .into_iter()
+                    .collect();
+                let state = FileState {
+                    record: file.record.clone(),
+                    added: serial,
+                    upload_time_us: file.upload_time_us.unwrap_or(event.time_us),
+                    uploader: event.actor.clone(),
+                    yanks,
+                    mirror: Some(MirrorOrigin {
+                        url: file.url.clone(),
+                        cached: None,
+                        metadata_cached: None,
+                    }),
+                };
+                files.insert(key, Files::encode(&state))?;
+                counts.files += 1;
+            }
+        }
+        Change::MirrorFileCached {
+            repo,
+            project,
+            filename,
+            part,
+            sha256,
+            size,
+        } => {
+            let key = Files::key(repo, project, filename);
+            let Some(mut state) = tx_get::<Files>(files, &key)? else {
+                return reject(Rejection::FileMissing(filename.clone()));
+            };
+            let listed = match part {
+                MirrorPart::File => Some(state.record.sha256),
+                MirrorPart::CoreMetadata => state.record.core_metadata,
+            };
+            let Some(origin) = state.mirror.as_mut().filter(|_| listed == Some(*sha256)) else {
+                return reject(Rejection::DigestMismatch(filename.clone()));
+            };
+            match part {
+                MirrorPart::File => {
+                    origin.cached.get_or_insert(serial);
+                    state.record.size = *size;
+                }
+                MirrorPart::CoreMetadata => {
+                    origin.metadata_cached.get_or_insert(serial);
+                }
+            }
+            files.insert(key, Files::encode(&state))?;
         }
         Change::FilesYanked {
             repo,
@@ -371,6 +435,28 @@ fn apply_change(
             }
             set_dist_tags(serial, event.time_us, trees, repo, package, dist_tags)?;
         }
+    }
+    Ok(())
+}
+
+/// Creates a PyPI project on its first file.
+fn ensure_project(
+    serial: Serial,
+    counts: &mut Counts,
+    projects: &TransactionalTree,
+    repo: &RepoName,
+    project: &str,
+    display_name: &str,
+) -> TxResult<()> {
+    let pkey = Projects::key(repo, project);
+    if projects.get(&pkey)?.is_none() {
+        let state = ProjectState {
+            name: project.to_owned(),
+            display_name: display_name.to_owned(),
+            created: serial,
+        };
+        projects.insert(pkey, Projects::encode(&state))?;
+        counts.projects += 1;
     }
     Ok(())
 }

@@ -23,8 +23,8 @@ use crate::StoreError;
 
 pub use changelog::ReceivedEvent;
 pub use state::{
-    Counts, DeprecationChange, FileState, NpmPackageState, NpmVersionState, ProjectState,
-    Rejection, RepoState, TagChange, TokenState, YankChange,
+    Counts, DeprecationChange, FileState, MirrorOrigin, NpmPackageState, NpmVersionState,
+    ProjectState, Rejection, RepoState, TagChange, TokenState, YankChange,
 };
 
 use hoard_core::{Serial, Sha256};

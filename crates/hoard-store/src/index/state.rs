@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hoard_core::{FileRecord, NpmTarball, RepoName, RepoSettings, Serial, TokenRecord};
+use hoard_core::{FileRecord, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord};
 use serde::{Deserialize, Serialize};
 
 /// Why an event could not be applied. Deterministic: every node rejects the
@@ -28,6 +28,9 @@ pub enum Rejection {
     VersionMissing(String),
     #[error("package {0} does not exist")]
     PackageMissing(String),
+    /// A mirror cached bytes whose digest is not the one listed.
+    #[error("{0}: the cached bytes are not the ones listed")]
+    DigestMismatch(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +64,42 @@ pub struct FileState {
     pub uploader: String,
     /// Every yank change, oldest first, so that any past state can be read.
     pub yanks: Vec<YankChange>,
+    /// For a file of a mirror: where it came from, and whether its bytes
+    /// are stored yet. `None` for an uploaded file, whose bytes always are.
+    #[serde(default)]
+    pub mirror: Option<MirrorOrigin>,
+}
+
+/// A mirrored file's upstream, and which of its bytes are cached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorOrigin {
+    pub url: String,
+    /// The serial at which the file's bytes were stored.
+    pub cached: Option<Serial>,
+    /// The serial at which its PEP 658 metadata was stored.
+    pub metadata_cached: Option<Serial>,
 }
 
 impl FileState {
+    /// The blobs this node holds for the file: all of an uploaded file's,
+    /// and what a mirror has fetched so far.
+    pub fn stored_blobs(&self) -> Vec<Sha256> {
+        let r = &self.record;
+        match &self.mirror {
+            None => std::iter::once(r.sha256).chain(r.core_metadata).collect(),
+            Some(origin) => {
+                let file = origin.cached.map(|_| r.sha256);
+                let metadata = origin.metadata_cached.and(r.core_metadata);
+                file.into_iter().chain(metadata).collect()
+            }
+        }
+    }
+
+    /// Whether the file's own bytes are stored (always, unless mirrored).
+    pub fn is_stored(&self) -> bool {
+        self.mirror.as_ref().is_none_or(|m| m.cached.is_some())
+    }
+
     /// The yank reason in force at `at` (`None`: the latest state).
     pub fn yanked_at(&self, at: Option<Serial>) -> Option<&str> {
         self.yanks
