@@ -32,8 +32,8 @@ pub use upload::{
     validate_upload, ComputedDigests, UploadForm, ValidatedUpload, MAX_REQUIRES_PYTHON_CHARS,
 };
 pub use upstream::{
-    parse_upstream_project, UpstreamFile, UpstreamFormat, UpstreamProject, SIMPLE_JSON,
-    UPSTREAM_ACCEPT,
+    parse_upstream_project, RefusedFile, UpstreamFile, UpstreamFormat, UpstreamProject,
+    SIMPLE_JSON, UPSTREAM_ACCEPT,
 };
 pub use wheel::{
     check_sdist_magic, extract_wheel_metadata, parse_core_metadata, CoreMetadata, ZipLimits,

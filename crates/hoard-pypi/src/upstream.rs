@@ -69,6 +69,17 @@ pub struct UpstreamProject {
     /// The name the page gives (JSON `name`), if any.
     pub name: Option<String>,
     pub files: Vec<UpstreamFile>,
+    /// Entries left out, each with why: one bad link does not cost the
+    /// rest of the page.
+    pub refused: Vec<RefusedFile>,
+}
+
+/// A file entry of an upstream page that hoard will not mirror.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedFile {
+    /// The filename or link as the page gave it.
+    pub entry: String,
+    pub reason: String,
 }
 
 fn bad_page(reason: impl Into<String>) -> PypiError {
@@ -145,10 +156,10 @@ fn parse_json(base: &url::Url, body: &[u8]) -> Result<UpstreamProject, PypiError
     let page: JsonProject = serde_json::from_slice(body)
         .map_err(|e| bad_page(format!("not a PEP 691 project page: {e}")))?;
     check_api_version(&page.meta.api_version)?;
-    let files = page
-        .files
-        .into_iter()
-        .map(|f| {
+    let mut listed = Listed::default();
+    for f in page.files {
+        let entry = f.filename.clone();
+        let file = (|| {
             let (url, fragment_hash) = resolve(base, &f.url)?;
             let mut hashes = checked_hashes(f.hashes)?;
             if let Some((name, hex)) = fragment_hash {
@@ -174,12 +185,40 @@ fn parse_json(base: &url::Url, body: &[u8]) -> Result<UpstreamProject, PypiError
                 size: f.size,
                 upload_time: f.upload_time,
             })
-        })
-        .collect::<Result<Vec<_>, PypiError>>()?;
-    Ok(UpstreamProject {
-        name: page.name,
-        files,
-    })
+        })();
+        listed.push(entry, file);
+    }
+    Ok(listed.into_project(page.name))
+}
+
+/// Files of a page as they are read: kept, or refused with a reason.
+#[derive(Default)]
+struct Listed {
+    files: Vec<UpstreamFile>,
+    refused: Vec<RefusedFile>,
+}
+
+impl Listed {
+    fn push(&mut self, entry: String, file: Result<UpstreamFile, PypiError>) {
+        match file {
+            Ok(file) => self.files.push(file),
+            Err(e) => self.refused.push(RefusedFile {
+                entry,
+                reason: match e {
+                    PypiError::UpstreamPage(reason) => reason,
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+
+    fn into_project(self, name: Option<String>) -> UpstreamProject {
+        UpstreamProject {
+            name,
+            files: self.files,
+            refused: self.refused,
+        }
+    }
 }
 
 fn parse_html(base: &url::Url, body: &[u8]) -> Result<UpstreamProject, PypiError> {
@@ -208,43 +247,46 @@ fn parse_html(base: &url::Url, body: &[u8]) -> Result<UpstreamProject, PypiError
         None => base.clone(),
     };
     let anchors = scraper::Selector::parse("a[href]").map_err(|e| bad_page(e.to_string()))?;
-    let mut files = Vec::new();
+    let mut listed = Listed::default();
     for anchor in document.select(&anchors) {
         let attrs = anchor.value();
         let href = attrs.attr("href").unwrap_or_default();
-        let (url, fragment_hash) = resolve(&base, href)?;
-        let text: String = anchor.text().collect();
-        let filename = match text.trim() {
-            "" => last_path_segment(&url),
-            name => name.to_owned(),
-        };
-        let mut hashes = BTreeMap::new();
-        if let Some((name, hex)) = fragment_hash {
-            hashes.insert(name, hex);
-        }
-        let core_metadata = match attrs
-            .attr("data-core-metadata")
-            .or_else(|| attrs.attr("data-dist-info-metadata"))
-        {
-            None => None,
-            Some("true") => Some(BTreeMap::new()),
-            Some(value) => Some(hash_pair(value)?.into_iter().collect()),
-        };
-        files.push(UpstreamFile {
-            filename: checked_filename(filename)?,
-            url,
-            hashes,
-            requires_python: attrs
-                .attr("data-requires-python")
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-            yanked: attrs.attr("data-yanked").map(str::to_owned),
-            core_metadata,
-            size: None,
-            upload_time: None,
-        });
+        let file = (|| {
+            let (url, fragment_hash) = resolve(&base, href)?;
+            let text: String = anchor.text().collect();
+            let filename = match text.trim() {
+                "" => last_path_segment(&url),
+                name => name.to_owned(),
+            };
+            let mut hashes = BTreeMap::new();
+            if let Some((name, hex)) = fragment_hash {
+                hashes.insert(name, hex);
+            }
+            let core_metadata = match attrs
+                .attr("data-core-metadata")
+                .or_else(|| attrs.attr("data-dist-info-metadata"))
+            {
+                None => None,
+                Some("true") => Some(BTreeMap::new()),
+                Some(value) => Some(hash_pair(value)?.into_iter().collect()),
+            };
+            Ok(UpstreamFile {
+                filename: checked_filename(filename)?,
+                url,
+                hashes,
+                requires_python: attrs
+                    .attr("data-requires-python")
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+                yanked: attrs.attr("data-yanked").map(str::to_owned),
+                core_metadata,
+                size: None,
+                upload_time: None,
+            })
+        })();
+        listed.push(href.to_owned(), file);
     }
-    Ok(UpstreamProject { name: None, files })
+    Ok(listed.into_project(None))
 }
 
 /// `href` resolved against `base`, without its fragment, and the hash
@@ -381,23 +423,17 @@ mod tests {
 
     #[test]
     fn bad_pages_are_refused_with_a_reason() {
-        let cases: [(UpstreamFormat, String, &str); 6] = [
-            (UpstreamFormat::Json, r#"{"meta":{"api-version":"2.0"},"files":[]}"#.into(), "version 2.0"),
+        let cases: [(UpstreamFormat, String, &str); 3] = [
+            (
+                UpstreamFormat::Json,
+                r#"{"meta":{"api-version":"2.0"},"files":[]}"#.into(),
+                "version 2.0",
+            ),
             (UpstreamFormat::Json, "not json".into(), "not a PEP 691"),
             (
-                UpstreamFormat::Json,
-                r#"{"meta":{"api-version":"1.0"},"files":[{"filename":"../etc/passwd","url":"https://f.test/x","hashes":{}}]}"#.into(),
-                "unsafe filename",
-            ),
-            (
-                UpstreamFormat::Json,
-                r#"{"meta":{"api-version":"1.0"},"files":[{"filename":"a.whl","url":"https://f.test/a.whl","hashes":{"sha256":"xyz"}}]}"#.into(),
-                "not valid",
-            ),
-            (UpstreamFormat::Html, r#"<a href="file:///etc/passwd">x.whl</a>"#.into(), "not http"),
-            (
                 UpstreamFormat::Html,
-                r#"<meta name="pypi:repository-version" content="3.0"><a href="x.whl">x.whl</a>"#.into(),
+                r#"<meta name="pypi:repository-version" content="3.0"><a href="x.whl">x.whl</a>"#
+                    .into(),
                 "version 3.0",
             ),
         ];
@@ -406,6 +442,62 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{body} was accepted"));
             assert!(err.to_string().contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_file_entries_are_refused_alone() {
+        let good = format!(
+            r#"{{"filename":"a-1.0.tar.gz","url":"https://f.test/a-1.0.tar.gz","hashes":{{"sha256":"{SHA}"}}}}"#
+        );
+        let cases: [(UpstreamFormat, String, &str); 5] = [
+            (
+                UpstreamFormat::Json,
+                format!(
+                    r#"{{"meta":{{"api-version":"1.0"}},"files":[{{"filename":"../etc/passwd","url":"https://f.test/x","hashes":{{}}}},{good}]}}"#
+                ),
+                "unsafe filename",
+            ),
+            (
+                UpstreamFormat::Json,
+                format!(
+                    r#"{{"meta":{{"api-version":"1.0"}},"files":[{{"filename":"a.whl","url":"https://f.test/a.whl","hashes":{{"sha256":"xyz"}}}},{good}]}}"#
+                ),
+                "not valid",
+            ),
+            (
+                UpstreamFormat::Json,
+                format!(
+                    r#"{{"meta":{{"api-version":"1.0"}},"files":[{{"filename":"a.whl","url":"ftp://f.test/a.whl","hashes":{{}}}},{good}]}}"#
+                ),
+                "not http",
+            ),
+            (
+                UpstreamFormat::Html,
+                format!(
+                    r#"<a href="file:///etc/passwd">x.whl</a><a href="https://f.test/a-1.0.tar.gz#sha256={SHA}">a-1.0.tar.gz</a>"#
+                ),
+                "not http",
+            ),
+            (
+                UpstreamFormat::Html,
+                format!(
+                    r#"<a href="../x/..%2f..%2fevil.whl">..%2fevil.whl</a><a href="https://f.test/a-1.0.tar.gz#sha256={SHA}">a-1.0.tar.gz</a>"#
+                ),
+                "unsafe filename",
+            ),
+        ];
+        for (format, body, expected) in cases {
+            let page = parse_upstream_project(format, PAGE, body.as_bytes())
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(page.refused.len(), 1, "{body}: {:?}", page.refused);
+            assert!(
+                page.refused[0].reason.contains(expected),
+                "{body}: {:?}",
+                page.refused
+            );
+            let names: Vec<&str> = page.files.iter().map(|f| f.filename.as_str()).collect();
+            assert_eq!(names, ["a-1.0.tar.gz"], "{body}");
         }
     }
 
