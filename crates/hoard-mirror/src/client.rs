@@ -182,6 +182,25 @@ impl UpstreamClient {
         .await
     }
 
+    /// A GET whose answer matters only by its status, headers and a short
+    /// body (asking another hoard node to fill its cache).
+    pub async fn get_small(
+        &self,
+        url: &str,
+        headers: &[(&'static str, &str)],
+        timeout: Duration,
+    ) -> Result<(u16, header::HeaderMap, String), UpstreamError> {
+        let mut request = self.files.get(url).timeout(timeout);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.map_err(|e| failed(url, timeout, e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        Ok((status, headers, body.chars().take(2000).collect()))
+    }
+
     /// Streams the file at `url` into `writer`, failing when no bytes come
     /// for `idle` or more than `limit` arrive. Retried only while nothing
     /// was written.

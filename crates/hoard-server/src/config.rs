@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hoard_cluster::RaftTuning;
-use hoard_core::{RepoFormat, RepoKind, RepoName, RepoSettings};
+use hoard_core::{MirrorSettings, RepoFormat, RepoKind, RepoName, RepoSettings};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -105,6 +105,11 @@ impl Default for NodeConfig {
                 kind: "hosted".into(),
                 anonymous_read: true,
                 allow_unpublish: false,
+                upstreams: Vec::new(),
+                ttl_secs: None,
+                negative_ttl_secs: None,
+                offline: false,
+                timeout_secs: None,
             }],
             role: Role::Voter,
             raft_id: 1,
@@ -134,6 +139,19 @@ pub struct RepoConfig {
     /// npm: let an admin unpublish versions (recorded as events).
     #[serde(default)]
     pub allow_unpublish: bool,
+    /// A mirror's upstream base URLs, in order (for PyPI the Simple API
+    /// root, e.g. `https://index.example/simple/`).
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// A mirror's freshness: how long a page is served without asking.
+    pub ttl_secs: Option<u64>,
+    /// How long a mirror remembers that no upstream has a project.
+    pub negative_ttl_secs: Option<u64>,
+    /// A mirror that never contacts its upstreams.
+    #[serde(default)]
+    pub offline: bool,
+    /// The bound on one upstream request.
+    pub timeout_secs: Option<u64>,
 }
 
 fn hosted() -> String {
@@ -224,11 +242,52 @@ impl NodeConfig {
             .name
             .parse()
             .map_err(|e| ConfigError::Invalid(format!("{e}")))?;
+        let invalid = |msg: String| ConfigError::Invalid(format!("repository {name}: {msg}"));
+        let mirror_only = !repo.upstreams.is_empty()
+            || repo.ttl_secs.is_some()
+            || repo.negative_ttl_secs.is_some()
+            || repo.offline
+            || repo.timeout_secs.is_some();
         let kind = match repo.kind.as_str() {
+            "hosted" if mirror_only => {
+                return Err(invalid(
+                    "upstreams, ttl_secs, negative_ttl_secs, offline and timeout_secs \
+                     are settings of a mirror (kind = \"mirror\")"
+                        .into(),
+                ))
+            }
             "hosted" => RepoKind::Hosted,
+            "mirror" if repo.format == RepoFormat::Npm => {
+                return Err(invalid(
+                    "npm mirrors are not supported yet (PyPI mirrors are)".into(),
+                ))
+            }
+            "mirror" => {
+                for url in &repo.upstreams {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(invalid(format!(
+                            "upstream {url:?} must start with http:// or https://"
+                        )));
+                    }
+                }
+                let mut m = MirrorSettings::new(
+                    repo.upstreams
+                        .iter()
+                        .map(|u| format!("{}/", u.trim_end_matches('/')))
+                        .collect(),
+                );
+                m.ttl_secs = repo.ttl_secs.unwrap_or(m.ttl_secs);
+                m.negative_ttl_secs = repo.negative_ttl_secs.unwrap_or(m.negative_ttl_secs);
+                m.timeout_secs = repo.timeout_secs.unwrap_or(m.timeout_secs);
+                m.offline = repo.offline;
+                if m.timeout_secs == 0 {
+                    return Err(invalid("timeout_secs must be positive".into()));
+                }
+                RepoKind::Mirror(m)
+            }
             other => {
-                return Err(ConfigError::Invalid(format!(
-                    "repository {name}: kind {other:?} is not supported yet (use hosted)"
+                return Err(invalid(format!(
+                    "kind {other:?} is not supported yet (use hosted or mirror)"
                 )))
             }
         };

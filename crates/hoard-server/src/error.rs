@@ -9,7 +9,7 @@ use crate::http::{full, ResBody};
 
 /// An HTTP error: a status and a message for a person. PyPI clients show
 /// the reason phrase (twine prints it), so the message goes there too.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,

@@ -13,6 +13,7 @@ mod forward;
 mod http;
 mod keyed_lock;
 mod metrics;
+mod mirror;
 mod node;
 mod npm;
 mod page_cache;

@@ -30,6 +30,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("the upstream client: {0}")]
+    Upstream(#[from] hoard_mirror::UpstreamError),
     #[error("recording the configured repositories: {0}")]
     Write(#[from] WriteError),
 }
@@ -69,6 +71,8 @@ pub struct Node {
     pub epoch: Arc<Epoch>,
     /// The node-to-node network (connections, the fault layer).
     pub net: Net,
+    /// Mirror repositories' upstream client, freshness and fills.
+    pub mirror: crate::mirror::MirrorState,
     /// Set when this node must restart in place: a forced promotion or a
     /// rejoin changes what it is, and takes effect at the next start.
     restart: watch::Sender<bool>,
@@ -211,6 +215,7 @@ impl Node {
             proxy_client: std::sync::OnceLock::new(),
             epoch,
             net,
+            mirror: crate::mirror::MirrorState::new()?,
             restart: watch::Sender::new(false),
         });
         Ok(node)

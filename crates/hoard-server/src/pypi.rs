@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hoard_cluster::{Committed, WriteError};
-use hoard_core::{Change, FileRecord, Perm, RepoName, Serial, Sha256};
+use hoard_core::{Change, FileRecord, MirrorPart, Perm, RepoName, Serial, Sha256};
 use hoard_pypi::{
     check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
     parse_core_metadata, parse_dist_filename, render_index, render_project, sort_versions,
@@ -22,6 +22,7 @@ use crate::body::{pump, BodyCompletion, BodyError, BodyOutcome};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{redirect, require_read_method, with_body, HandlerResult};
+use crate::mirror::{self, PageFill};
 use crate::node::{Node, Principal};
 use crate::page_cache::CachedPage;
 
@@ -75,7 +76,15 @@ pub async fn handle(
                     &format!("{prefix}/simple/{normalized}/"),
                 );
             }
-            project_page(node, &req, repo, project, at)
+            match (mirror::settings(repo), at) {
+                (Some(settings), None) => {
+                    let fill =
+                        mirror::refresh_pypi_project(node, repo, settings, project, req.headers())
+                            .await;
+                    mirrored_project_page(node, &req, repo, project, fill)
+                }
+                _ => project_page(node, &req, repo, project, at),
+            }
         }
         ["files", project, filename] => download(node, &req, repo, project, filename, at).await,
         _ => Err(ApiError::not_found("not found")),
@@ -260,6 +269,93 @@ fn project_page(
     page_response(req, format, &page, last_serial, at)
 }
 
+/// A mirror's project page, after trying to make it fresh: served from
+/// the index, marked when it could not be revalidated.
+fn mirrored_project_page(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    project: &str,
+    fill: PageFill,
+) -> HandlerResult {
+    if mirror::is_fill_request(req.headers()) {
+        return match fill {
+            PageFill::Fresh => Ok(with_body(
+                StatusCode::NO_CONTENT,
+                "text/plain; charset=utf-8",
+                Bytes::new(),
+            )),
+            PageFill::NotFound => Err(no_upstream_has(repo, project)),
+            PageFill::Stale(why) | PageFill::Failed(why) => {
+                Err(ApiError::new(StatusCode::BAD_GATEWAY, why))
+            }
+        };
+    }
+    match fill {
+        PageFill::Fresh => project_page(node, req, repo, project, None),
+        PageFill::Stale(why) => {
+            let mut response = project_page(node, req, repo, project, None)?;
+            let why: String = why.chars().filter(|c| !c.is_control()).take(500).collect();
+            if let Ok(value) = HeaderValue::from_str(&why) {
+                response.headers_mut().insert(mirror::STALE_HEADER, value);
+            }
+            response.headers_mut().insert(
+                header::WARNING,
+                HeaderValue::from_static("110 hoard \"Response is Stale\""),
+            );
+            Ok(response)
+        }
+        PageFill::NotFound => Err(no_upstream_has(repo, project)),
+        PageFill::Failed(why) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{project} is not cached in {}, and no upstream answered: {why}",
+                repo.name
+            ),
+        )),
+    }
+}
+
+fn no_upstream_has(repo: &RepoState, project: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no project named {project:?} in {} or its upstreams",
+        repo.name
+    ))
+}
+
+/// Makes a mirrored file's bytes (or its metadata's) local before they
+/// are served. A fill request from another node is answered 204 here.
+async fn fill_file(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    project: &str,
+    file: &FileState,
+    part: MirrorPart,
+) -> Result<Option<HandlerResult>, ApiError> {
+    let Some(settings) = mirror::settings(repo) else {
+        return Ok(None);
+    };
+    let stored = match part {
+        MirrorPart::File => file.is_stored(),
+        MirrorPart::CoreMetadata => file
+            .record
+            .core_metadata
+            .is_some_and(|m| file.stored_blobs().contains(&m)),
+    };
+    if !stored {
+        mirror::ensure_cached(node, repo, settings, project, file, part, req).await?;
+    }
+    if mirror::is_fill_request(req.headers()) {
+        return Ok(Some(Ok(with_body(
+            StatusCode::NO_CONTENT,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        ))));
+    }
+    Ok(None)
+}
+
 async fn download(
     node: &Node,
     req: &Request<Incoming>,
@@ -270,7 +366,17 @@ async fn download(
 ) -> HandlerResult {
     let not_found = || ApiError::not_found(format!("no file named {filename:?} in {}", repo.name));
     let view = Some(at.unwrap_or_else(|| node.applied_serial()));
-    if let Some(file) = node.index.file(&repo.name, project, filename, view)? {
+    if let Some(mut file) = node.index.file(&repo.name, project, filename, view)? {
+        if let Some(answer) = fill_file(node, req, repo, project, &file, MirrorPart::File).await? {
+            return answer;
+        }
+        if !file.is_stored() {
+            // Just cached: its size is known now.
+            file = node
+                .index
+                .file(&repo.name, project, filename, None)?
+                .ok_or_else(not_found)?;
+        }
         let r = &file.record;
         return serve_blob(
             node,
@@ -291,6 +397,11 @@ async fn download(
         .file(&repo.name, project, dist, view)?
         .ok_or_else(not_found)?;
     let sha = file.record.core_metadata.ok_or_else(not_found)?;
+    if let Some(answer) =
+        fill_file(node, req, repo, project, &file, MirrorPart::CoreMetadata).await?
+    {
+        return answer;
+    }
     let size = std::fs::metadata(node.blobs.path_of(&sha))
         .map(|m| m.len())
         .map_err(|_| ApiError::internal("the metadata blob is unavailable on this node"))?;

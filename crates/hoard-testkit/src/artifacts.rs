@@ -74,6 +74,9 @@ pub struct WheelSpec {
     pub omit_metadata: bool,
     /// More members (path, bytes), e.g. incompressible padding.
     pub extra_files: Vec<(String, Vec<u8>)>,
+    /// PEP 508 requirements, one `Requires-Dist:` line each in METADATA
+    /// (e.g. `"dep-a>=1.0"`); empty by default.
+    pub requires_dist: Vec<String>,
 }
 
 impl WheelSpec {
@@ -84,7 +87,24 @@ impl WheelSpec {
             requires_python: None,
             omit_metadata: false,
             extra_files: Vec::new(),
+            requires_dist: Vec::new(),
         }
+    }
+
+    /// Add one requirement (`Requires-Dist`), e.g. `"dep-a>=1.0"`.
+    pub fn requires(mut self, req: &str) -> Self {
+        self.requires_dist.push(req.to_string());
+        self
+    }
+
+    /// The METADATA text of this wheel.
+    pub fn metadata(&self) -> String {
+        core_metadata_with_requires(
+            &self.name,
+            &self.version,
+            self.requires_python.as_deref(),
+            &self.requires_dist,
+        )
     }
 
     /// Add `size` bytes of pseudo-random (incompressible) data as a member.
@@ -106,11 +126,25 @@ pub fn wheel(name: &str, version: &str) -> Artifact {
 
 /// METADATA (core metadata 2.1) for a test project.
 pub fn core_metadata(name: &str, version: &str, requires_python: Option<&str>) -> String {
+    core_metadata_with_requires(name, version, requires_python, &[])
+}
+
+/// METADATA (core metadata 2.1) for a test project that depends on others:
+/// one `Requires-Dist: {req}` line per entry of `requires_dist`.
+pub fn core_metadata_with_requires(
+    name: &str,
+    version: &str,
+    requires_python: Option<&str>,
+    requires_dist: &[String],
+) -> String {
     let mut m = format!(
         "Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: a hoard test package\n"
     );
     if let Some(rp) = requires_python {
         m.push_str(&format!("Requires-Python: {rp}\n"));
+    }
+    for req in requires_dist {
+        m.push_str(&format!("Requires-Dist: {req}\n"));
     }
     m
 }
@@ -128,7 +162,7 @@ pub fn wheel_members(spec: &WheelSpec) -> Vec<(String, Vec<u8>)> {
     let dist = dist_name(&spec.name);
     let module = module_name(&spec.name);
     let info = format!("{dist}-{}.dist-info", spec.version);
-    let metadata = core_metadata(&spec.name, &spec.version, spec.requires_python.as_deref());
+    let metadata = spec.metadata();
     let mut files: Vec<(String, Vec<u8>)> = vec![(
         format!("{module}/__init__.py"),
         format!("__version__ = \"{}\"\n", spec.version).into_bytes(),
@@ -182,7 +216,7 @@ pub fn build_wheel(spec: &WheelSpec) -> Artifact {
             spec.version
         ),
         bytes,
-        metadata: core_metadata(&spec.name, &spec.version, spec.requires_python.as_deref()),
+        metadata: spec.metadata(),
     }
 }
 
@@ -377,5 +411,24 @@ mod tests {
         assert_eq!(padding.size(), 100_000);
         // Big incompressible members are stored, not deflated.
         assert_eq!(padding.compression(), zip::CompressionMethod::Stored);
+    }
+
+    #[test]
+    fn requires_dist_lines_are_in_metadata() {
+        let w = WheelSpec::new("needs-deps", "2.0")
+            .requires("dep-a>=1.0")
+            .requires("dep-b")
+            .build();
+        assert!(w
+            .metadata
+            .ends_with("Requires-Dist: dep-a>=1.0\nRequires-Dist: dep-b\n"));
+        let mut z = zip::ZipArchive::new(Cursor::new(w.bytes)).unwrap();
+        let mut m = String::new();
+        z.by_name("needs_deps-2.0.dist-info/METADATA")
+            .unwrap()
+            .read_to_string(&mut m)
+            .unwrap();
+        assert_eq!(m, w.metadata);
+        assert!(!wheel("no-deps", "1.0").metadata.contains("Requires-Dist"));
     }
 }

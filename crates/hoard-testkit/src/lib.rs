@@ -20,6 +20,8 @@
 //! - [`http`]: a multipart builder and a raw HTTP/1.1 client for requests that
 //!   an ordinary client refuses to send (cut bodies, lying Content-Length).
 //! - [`simple`]: reading PEP 503 pages.
+//! - [`upstream`]: a fixture package index for mirror tests, with faults
+//!   and exact request counters.
 
 pub mod artifacts;
 pub mod cluster;
@@ -28,6 +30,7 @@ pub mod node;
 pub mod npm;
 pub mod simple;
 pub mod tools;
+pub mod upstream;
 pub mod voters;
 
 pub use artifacts::{sdist, wheel, Artifact, WheelSpec};

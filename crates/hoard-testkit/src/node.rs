@@ -22,9 +22,27 @@ pub struct RepoSpec {
     pub format: String,
     pub kind: String,
     pub anonymous_read: bool,
+    /// More raw TOML lines of the table (`upstreams = [...]`, ...).
+    pub extra: Vec<String>,
 }
 
 impl RepoSpec {
+    /// A PyPI mirror of `upstreams` (Simple API roots), in order.
+    pub fn pypi_mirror(name: &str, upstreams: &[String]) -> RepoSpec {
+        let list: Vec<String> = upstreams.iter().map(|u| toml_str(u)).collect();
+        RepoSpec {
+            kind: "mirror".to_string(),
+            extra: vec![format!("upstreams = [{}]", list.join(", "))],
+            ..RepoSpec::pypi(name)
+        }
+    }
+
+    /// One more raw TOML line of this repository's table.
+    pub fn with(mut self, line: &str) -> Self {
+        self.extra.push(line.to_string());
+        self
+    }
+
     /// A hosted PyPI repository with anonymous reads.
     pub fn pypi(name: &str) -> RepoSpec {
         RepoSpec {
@@ -32,6 +50,7 @@ impl RepoSpec {
             format: "pypi".to_string(),
             kind: "hosted".to_string(),
             anonymous_read: true,
+            extra: Vec::new(),
         }
     }
 }
@@ -126,6 +145,9 @@ impl NodeOpts {
             writeln!(s, "format = {}", q(&r.format)).unwrap();
             writeln!(s, "kind = {}", q(&r.kind)).unwrap();
             writeln!(s, "anonymous_read = {}", r.anonymous_read).unwrap();
+            for line in &r.extra {
+                writeln!(s, "{line}").unwrap();
+            }
         }
         s
     }
