@@ -1759,7 +1759,10 @@ mod tests {
                               application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 
     fn client_with_timeout(timeout: Duration) -> Client {
+        // No transparent gzip: the tests look at the encoding as sent (the
+        // workspace build enables reqwest's gzip for the mirror).
         Client::builder()
+            .no_gzip()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -2002,7 +2005,7 @@ mod tests {
             "/simple/foo-bar/x is not the page"
         );
         // A client that follows redirects lands on the page.
-        let follow = Client::builder().no_proxy().build().unwrap();
+        let follow = Client::builder().no_gzip().no_proxy().build().unwrap();
         let r = get(
             &follow,
             &format!("{root}/simple/Foo_Bar/"),
@@ -2390,7 +2393,7 @@ mod tests {
         assert_eq!(path, "/simple/foo-bar/xxx");
         assert_eq!(up.page_hits("foo-bar"), 1);
         // A following client gives up.
-        let follow = Client::builder().no_proxy().build().unwrap();
+        let follow = Client::builder().no_gzip().no_proxy().build().unwrap();
         assert!(follow.get(up.project_url("foo-bar")).send().is_err());
         // Files loop too (on the files port only here).
         up.set_pages_fault(Fault::None);
