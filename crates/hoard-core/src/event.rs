@@ -232,7 +232,22 @@ pub enum RepoFormat {
 pub enum RepoKind {
     Hosted,
     Mirror(MirrorSettings),
-    Virtual { members: Vec<RepoName> },
+    Virtual(VirtualSettings),
+}
+
+/// A repository served as the union of others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualSettings {
+    /// Hosted or mirror repositories of the same format, in order of
+    /// priority: the first one to list a filename serves it.
+    pub members: Vec<RepoName>,
+    /// The hosted member that uploads to this repository go to.
+    #[serde(default)]
+    pub upload_to: Option<RepoName>,
+    /// Dependency confusion: by default a project that a hosted member has
+    /// hides the same name in the mirror members. `true` merges them.
+    #[serde(default)]
+    pub merge_mirrored: bool,
 }
 
 /// How a mirror repository follows its upstreams.

@@ -12,7 +12,7 @@ mod name;
 pub use digest::{Sha256, Sha256Hasher};
 pub use event::{
     Change, Event, FileRecord, MirrorPart, MirrorSettings, MirroredFile, NpmTarball, Perm,
-    RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord,
+    RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord, VirtualSettings,
 };
 pub use name::{RepoName, MAX_REPO_NAME_LEN};
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hoard_cluster::RaftTuning;
-use hoard_core::{MirrorSettings, RepoFormat, RepoKind, RepoName, RepoSettings};
+use hoard_core::{MirrorSettings, RepoFormat, RepoKind, RepoName, RepoSettings, VirtualSettings};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,6 +110,9 @@ impl Default for NodeConfig {
                 negative_ttl_secs: None,
                 offline: false,
                 timeout_secs: None,
+                members: Vec::new(),
+                upload_to: None,
+                merge_mirrored: false,
             }],
             role: Role::Voter,
             raft_id: 1,
@@ -152,6 +155,15 @@ pub struct RepoConfig {
     pub offline: bool,
     /// The bound on one upstream request.
     pub timeout_secs: Option<u64>,
+    /// A virtual repository's members, in order of priority.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// The hosted member that uploads to a virtual repository go to.
+    pub upload_to: Option<String>,
+    /// A virtual repository: merge a hosted project with mirrored ones of
+    /// the same name, instead of letting the hosted one hide them.
+    #[serde(default)]
+    pub merge_mirrored: bool,
 }
 
 fn hosted() -> String {
@@ -234,6 +246,70 @@ impl NodeConfig {
         Duration::from_secs(self.min_serial_wait_secs)
     }
 
+    /// A virtual repository's members: configured repositories of its
+    /// format that are not virtual themselves; `upload_to` one of the
+    /// hosted ones.
+    fn virtual_settings(
+        &self,
+        name: &RepoName,
+        repo: &RepoConfig,
+    ) -> Result<VirtualSettings, ConfigError> {
+        let invalid = |msg: String| ConfigError::Invalid(format!("repository {name}: {msg}"));
+        if repo.members.is_empty() {
+            return Err(invalid("a virtual repository needs members".into()));
+        }
+        let member_kind = |member: &str| {
+            self.repos
+                .iter()
+                .find(|r| r.name == member)
+                .map(|r| (r.format, r.kind.as_str()))
+        };
+        let mut members = Vec::new();
+        for member in &repo.members {
+            match member_kind(member) {
+                None => {
+                    return Err(invalid(format!(
+                        "member {member:?} is not a configured repository"
+                    )))
+                }
+                Some((format, _)) if format != repo.format => {
+                    return Err(invalid(format!(
+                        "member {member:?} is not a {:?} repository",
+                        repo.format
+                    )))
+                }
+                Some((_, "virtual")) => {
+                    return Err(invalid(format!("member {member:?} is virtual itself")))
+                }
+                Some(_) => {}
+            }
+            let member: RepoName = member.parse().map_err(|e| invalid(format!("{e}")))?;
+            if members.contains(&member) {
+                return Err(invalid(format!("member {member} is listed twice")));
+            }
+            members.push(member);
+        }
+        let upload_to = match &repo.upload_to {
+            None => None,
+            Some(target) if !repo.members.contains(target) => {
+                return Err(invalid(format!(
+                    "upload_to {target:?} is not one of its members"
+                )))
+            }
+            Some(target) if member_kind(target).map(|(_, k)| k) != Some("hosted") => {
+                return Err(invalid(format!(
+                    "upload_to {target:?} is not a hosted repository"
+                )))
+            }
+            Some(target) => Some(target.parse().map_err(|e| invalid(format!("{e}")))?),
+        };
+        Ok(VirtualSettings {
+            members,
+            upload_to,
+            merge_mirrored: repo.merge_mirrored,
+        })
+    }
+
     pub fn repo_settings(
         &self,
         repo: &RepoConfig,
@@ -249,6 +325,17 @@ impl NodeConfig {
             || repo.offline
             || repo.timeout_secs.is_some();
         let kind = match repo.kind.as_str() {
+            _ if repo.kind != "virtual"
+                && (!repo.members.is_empty()
+                    || repo.upload_to.is_some()
+                    || repo.merge_mirrored) =>
+            {
+                return Err(invalid(
+                    "members, upload_to and merge_mirrored are settings of a virtual \
+                     repository (kind = \"virtual\")"
+                        .into(),
+                ))
+            }
             "hosted" if mirror_only => {
                 return Err(invalid(
                     "upstreams, ttl_secs, negative_ttl_secs, offline and timeout_secs \
@@ -285,9 +372,20 @@ impl NodeConfig {
                 }
                 RepoKind::Mirror(m)
             }
+            "virtual" if repo.format == RepoFormat::Npm => {
+                return Err(invalid(
+                    "npm virtual repositories are not supported yet (PyPI ones are)".into(),
+                ))
+            }
+            "virtual" if mirror_only => {
+                return Err(invalid(
+                    "upstreams and the freshness settings belong to its mirror members".into(),
+                ))
+            }
+            "virtual" => RepoKind::Virtual(self.virtual_settings(&name, repo)?),
             other => {
                 return Err(invalid(format!(
-                    "kind {other:?} is not supported yet (use hosted or mirror)"
+                    "kind {other:?} is unknown (use hosted, mirror or virtual)"
                 )))
             }
         };
@@ -300,5 +398,104 @@ impl NodeConfig {
                 allow_unpublish: repo.allow_unpublish,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(name: &str, kind: &str) -> RepoConfig {
+        RepoConfig {
+            name: name.into(),
+            format: RepoFormat::Pypi,
+            kind: kind.into(),
+            anonymous_read: true,
+            allow_unpublish: false,
+            upstreams: Vec::new(),
+            ttl_secs: None,
+            negative_ttl_secs: None,
+            offline: false,
+            timeout_secs: None,
+            members: Vec::new(),
+            upload_to: None,
+            merge_mirrored: false,
+        }
+    }
+
+    fn with(repos: Vec<RepoConfig>) -> NodeConfig {
+        NodeConfig {
+            repos,
+            ..NodeConfig::default()
+        }
+    }
+
+    fn refusal(repos: Vec<RepoConfig>) -> String {
+        with(repos).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mirrors_get_their_defaults_and_need_http_upstreams() {
+        let mut remote = repo("remote", "mirror");
+        remote.upstreams = vec!["http://index.test/simple".into()];
+        remote.ttl_secs = Some(5);
+        let config = with(vec![remote.clone()]);
+        let (_, settings) = config.repo_settings(&remote).unwrap();
+        let RepoKind::Mirror(m) = settings.kind else {
+            panic!("not a mirror: {settings:?}");
+        };
+        assert_eq!(m.upstreams, ["http://index.test/simple/"]);
+        assert_eq!(
+            (m.ttl_secs, m.negative_ttl_secs, m.timeout_secs),
+            (5, 60, 30)
+        );
+
+        remote.upstreams = vec!["ftp://index.test/".into()];
+        assert!(refusal(vec![remote]).contains("must start with http"));
+        let mut hosted = repo("local", "hosted");
+        hosted.offline = true;
+        assert!(refusal(vec![hosted]).contains("settings of a mirror"));
+    }
+
+    #[test]
+    fn virtual_members_must_be_configured_non_virtual_repositories_of_its_format() {
+        let local = repo("local", "hosted");
+        let mut remote = repo("remote", "mirror");
+        remote.upstreams = vec!["http://index.test/simple/".into()];
+        let mut all = repo("all", "virtual");
+        all.members = vec!["local".into(), "remote".into()];
+        all.upload_to = Some("local".into());
+        with(vec![local.clone(), remote.clone(), all.clone()])
+            .validate()
+            .unwrap();
+
+        type Change = Box<dyn Fn(&mut RepoConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|v| v.members.clear()), "needs members"),
+            (
+                Box::new(|v| v.members.push("nope".into())),
+                "not a configured",
+            ),
+            (Box::new(|v| v.members.push("local".into())), "listed twice"),
+            (Box::new(|v| v.members.push("all".into())), "virtual itself"),
+            (
+                Box::new(|v| v.upload_to = Some("remote".into())),
+                "not a hosted",
+            ),
+            (
+                Box::new(|v| v.upload_to = Some("elsewhere".into())),
+                "not one of its members",
+            ),
+            (Box::new(|v| v.ttl_secs = Some(1)), "mirror members"),
+        ];
+        for (change, expected) in cases {
+            let mut v = all.clone();
+            change(&mut v);
+            let err = refusal(vec![local.clone(), remote.clone(), v]);
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let mut hosted = repo("h", "hosted");
+        hosted.members = vec!["local".into()];
+        assert!(refusal(vec![local, hosted]).contains("settings of a virtual"));
     }
 }

@@ -2,11 +2,14 @@
 //! 700), file downloads, and twine's legacy upload API, for one
 //! repository, optionally seen as it was at a serial (`+at/{serial}`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hoard_cluster::{Committed, WriteError};
-use hoard_core::{Change, FileRecord, MirrorPart, Perm, RepoName, Serial, Sha256};
+use hoard_core::{
+    Change, FileRecord, MirrorPart, Perm, RepoKind, RepoName, Serial, Sha256, VirtualSettings,
+};
 use hoard_pypi::{
     check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
     parse_core_metadata, parse_dist_filename, render_index, render_project, sort_versions,
@@ -53,7 +56,25 @@ pub async fn handle(
         None => format!("/{}", repo.name),
     };
     if req.method() == Method::POST && at.is_none() && matches!(rest, [] | [""]) {
-        return upload(node, req, repo).await;
+        return match &repo.settings.kind {
+            // Uploads to a virtual repository go to its `upload_to` member
+            // (a token for the virtual repository may upload there).
+            RepoKind::Virtual(v) => {
+                let target = v
+                    .upload_to
+                    .as_ref()
+                    .and_then(|m| node.index.repo(m).ok().flatten())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "{} is virtual and has no upload_to repository",
+                            repo.name
+                        ))
+                        .closing()
+                    })?;
+                upload(node, req, &repo.name, &target).await
+            }
+            _ => upload(node, req, &repo.name, repo).await,
+        };
     }
     require_read_method(req.method())?;
     if !repo.settings.anonymous_read {
@@ -63,7 +84,10 @@ pub async fn handle(
         [] | [""] | ["simple"] => {
             redirect(StatusCode::MOVED_PERMANENTLY, &format!("{prefix}/simple/"))
         }
-        ["simple", ""] => index_page(node, &req, repo, at),
+        ["simple", ""] => match &repo.settings.kind {
+            RepoKind::Virtual(v) => virtual_index_page(node, &req, repo, v, at),
+            _ => index_page(node, &req, repo, at),
+        },
         ["simple", project] => redirect(
             StatusCode::MOVED_PERMANENTLY,
             &format!("{prefix}/simple/{}/", normalize_project_name(project)),
@@ -76,6 +100,9 @@ pub async fn handle(
                     &format!("{prefix}/simple/{normalized}/"),
                 );
             }
+            if let RepoKind::Virtual(v) = &repo.settings.kind {
+                return virtual_project_page(node, &req, repo, v, project, at).await;
+            }
             match (mirror::settings(repo), at) {
                 (Some(settings), None) => {
                     let fill =
@@ -86,7 +113,12 @@ pub async fn handle(
                 _ => project_page(node, &req, repo, project, at),
             }
         }
-        ["files", project, filename] => download(node, &req, repo, project, filename, at).await,
+        ["files", project, filename] => match &repo.settings.kind {
+            RepoKind::Virtual(v) => {
+                virtual_download(node, &req, repo, v, project, filename, at).await
+            }
+            _ => download(node, &req, repo, project, filename, at).await,
+        },
         _ => Err(ApiError::not_found("not found")),
     }
 }
@@ -180,6 +212,30 @@ fn index_page(
     repo: &RepoState,
     at: Option<Serial>,
 ) -> HandlerResult {
+    index_page_of(node, req, repo, std::slice::from_ref(&repo.name), at)
+}
+
+/// A virtual repository's index: every project of every member.
+fn virtual_index_page(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    settings: &VirtualSettings,
+    at: Option<Serial>,
+) -> HandlerResult {
+    index_page_of(node, req, repo, &settings.members, at)
+}
+
+/// The index page of `repo`, listing the projects of `sources` (the
+/// repository itself, or a virtual one's members); the first spelling of
+/// a name wins.
+fn index_page_of(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    sources: &[RepoName],
+    at: Option<Serial>,
+) -> HandlerResult {
     let format = format_for(req)?;
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
     // One view per request (see `project_page`).
@@ -188,16 +244,16 @@ fn index_page(
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
-            let mut projects: Vec<ProjectLink> = node
-                .index
-                .projects(&repo.name, view)?
-                .into_iter()
-                .map(|p| ProjectLink {
-                    name: p.display_name,
-                    normalized: p.name,
-                })
-                .collect();
-            projects.sort_by(|a, b| a.normalized.cmp(&b.normalized));
+            let mut by_name = BTreeMap::new();
+            for source in sources {
+                for p in node.index.projects(source, view)? {
+                    by_name.entry(p.name.clone()).or_insert(ProjectLink {
+                        name: p.display_name,
+                        normalized: p.name,
+                    });
+                }
+            }
+            let projects: Vec<ProjectLink> = by_name.into_values().collect();
             Ok(render_index(
                 &IndexPage {
                     projects,
@@ -236,6 +292,24 @@ fn project_page(
     project: &str,
     at: Option<Serial>,
 ) -> HandlerResult {
+    project_page_of(node, req, repo, project, at, |view| {
+        if node.index.project(&repo.name, project, view)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(node.index.files(&repo.name, project, view)?))
+    })
+}
+
+/// The project page of `repo`, with the files `list` gives at a view
+/// (`None`: no such project).
+fn project_page_of(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    project: &str,
+    at: Option<Serial>,
+    list: impl FnOnce(Option<Serial>) -> Result<Option<Vec<FileState>>, ApiError>,
+) -> HandlerResult {
     let format = format_for(req)?;
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
     // One view per request: the serial this node has made durable (or the
@@ -246,13 +320,12 @@ fn project_page(
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
-            if node.index.project(&repo.name, project, view)?.is_none() {
+            let Some(files) = list(view)? else {
                 return Err(ApiError::not_found(format!(
                     "no project named {project:?} in {}",
                     repo.name
                 )));
-            }
-            let files = node.index.files(&repo.name, project, view)?;
+            };
             let mut versions: Vec<String> =
                 files.iter().map(|f| f.record.version.clone()).collect();
             versions.sort();
@@ -267,6 +340,135 @@ fn project_page(
             Ok(render_project(&page, format))
         })?;
     page_response(req, format, &page, last_serial, at)
+}
+
+/// The members of a virtual repository that exist, in order, and which of
+/// them serve `project`: a project a hosted member has hides the mirrored
+/// ones of the same name (dependency confusion), unless `merge_mirrored`.
+fn virtual_sources(
+    node: &Node,
+    settings: &VirtualSettings,
+    project: &str,
+    view: Option<Serial>,
+) -> Result<Vec<RepoState>, ApiError> {
+    let mut members = Vec::new();
+    for name in &settings.members {
+        match node.index.repo(name)? {
+            Some(member) => members.push(member),
+            None => tracing::warn!(member = %name, "a virtual repository's member does not exist"),
+        }
+    }
+    let mut hosted_has = false;
+    for m in &members {
+        if matches!(m.settings.kind, RepoKind::Hosted)
+            && node.index.project(&m.name, project, view)?.is_some()
+        {
+            hosted_has = true;
+        }
+    }
+    let shadowed = hosted_has && !settings.merge_mirrored;
+    Ok(members
+        .into_iter()
+        .filter(|m| match m.settings.kind {
+            RepoKind::Hosted => true,
+            RepoKind::Mirror(_) => !shadowed,
+            RepoKind::Virtual(_) => false,
+        })
+        .collect())
+}
+
+/// A virtual repository's project page, computed from its members' state
+/// now (or at the pinned serial): never stale against them. Mirror
+/// members are made fresh first.
+async fn virtual_project_page(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    settings: &VirtualSettings,
+    project: &str,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let sources = virtual_sources(node, settings, project, at)?;
+    let mut failures = Vec::new();
+    if at.is_none() {
+        for member in &sources {
+            if let Some(m) = mirror::settings(member) {
+                match mirror::refresh_pypi_project(node, member, m, project, req.headers()).await {
+                    PageFill::Fresh | PageFill::NotFound => {}
+                    PageFill::Stale(why) | PageFill::Failed(why) => {
+                        failures.push(format!("{}: {why}", member.name))
+                    }
+                }
+            }
+        }
+    }
+    let page = project_page_of(node, req, repo, project, at, |view| {
+        let mut seen = std::collections::HashSet::new();
+        let mut files = Vec::new();
+        let mut found = false;
+        for member in &sources {
+            if node.index.project(&member.name, project, view)?.is_none() {
+                continue;
+            }
+            found = true;
+            for f in node.index.files(&member.name, project, view)? {
+                if seen.insert(f.record.filename.clone()) {
+                    files.push(f);
+                }
+            }
+        }
+        Ok(found.then_some(files))
+    });
+    match page {
+        Err(e) if e.status == StatusCode::NOT_FOUND && !failures.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{project} is in no member of {}, and an upstream failed: {}",
+                repo.name,
+                failures.join("; ")
+            ),
+        )),
+        Ok(mut response) if !failures.is_empty() => {
+            mark_stale(&mut response, &failures.join("; "));
+            Ok(response)
+        }
+        other => other,
+    }
+}
+
+/// A file of a virtual repository, from the first member that lists it.
+async fn virtual_download(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    settings: &VirtualSettings,
+    project: &str,
+    filename: &str,
+    at: Option<Serial>,
+) -> HandlerResult {
+    let view = Some(at.unwrap_or_else(|| node.applied_serial()));
+    let listed = filename.strip_suffix(".metadata").unwrap_or(filename);
+    for member in virtual_sources(node, settings, project, view)? {
+        let has = |name: &str| node.index.file(&member.name, project, name, view);
+        if has(filename)?.is_some() || has(listed)?.is_some() {
+            return download(node, req, &member, project, filename, at).await;
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no file named {filename:?} in {}",
+        repo.name
+    )))
+}
+
+fn mark_stale(response: &mut Response<crate::http::ResBody>, why: &str) {
+    let why: String = why.chars().filter(|c| !c.is_control()).take(500).collect();
+    if let Ok(value) = HeaderValue::from_str(&why) {
+        response.headers_mut().insert(mirror::STALE_HEADER, value);
+    }
+    response.headers_mut().insert(
+        header::WARNING,
+        HeaderValue::from_static("110 hoard \"Response is Stale\""),
+    );
 }
 
 /// A mirror's project page, after trying to make it fresh: served from
@@ -295,14 +497,7 @@ fn mirrored_project_page(
         PageFill::Fresh => project_page(node, req, repo, project, None),
         PageFill::Stale(why) => {
             let mut response = project_page(node, req, repo, project, None)?;
-            let why: String = why.chars().filter(|c| !c.is_control()).take(500).collect();
-            if let Ok(value) = HeaderValue::from_str(&why) {
-                response.headers_mut().insert(mirror::STALE_HEADER, value);
-            }
-            response.headers_mut().insert(
-                header::WARNING,
-                HeaderValue::from_static("110 hoard \"Response is Stale\""),
-            );
+            mark_stale(&mut response, &why);
             Ok(response)
         }
         PageFill::NotFound => Err(no_upstream_has(repo, project)),
@@ -535,11 +730,18 @@ async fn explain_multipart_error(
 /// twine's legacy upload: `POST /{repo}/`, multipart/form-data. The file
 /// streams to a temp blob while it is hashed; nothing becomes visible
 /// until every check passed and the event is committed.
-async fn upload(node: &Arc<Node>, req: Request<Incoming>, repo: &RepoState) -> HandlerResult {
+/// `auth_repo` is the repository the client named (a virtual one, or
+/// `repo` itself); the file is stored in `repo`.
+async fn upload(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    auth_repo: &RepoName,
+    repo: &RepoState,
+) -> HandlerResult {
     let principal = node
-        .require(req.headers(), &repo.name, Perm::Upload)
+        .require(req.headers(), auth_repo, Perm::Upload)
         .map_err(ApiError::closing)?;
-    if !matches!(repo.settings.kind, hoard_core::RepoKind::Hosted) {
+    if !matches!(repo.settings.kind, RepoKind::Hosted) {
         return Err(
             ApiError::bad_request(format!("{} does not accept uploads", repo.name)).closing(),
         );

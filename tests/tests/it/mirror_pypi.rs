@@ -356,3 +356,116 @@ fn a_replica_answers_a_cache_miss_by_way_of_the_leader() {
     assert_eq!(on_primary, bytes);
     assert_eq!(upstream.file_hits(filename), 1);
 }
+
+fn virtual_repo(name: &str, members: &[&str], extra: &[&str]) -> RepoSpec {
+    let list: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+    let mut spec = RepoSpec {
+        kind: "virtual".to_string(),
+        ..RepoSpec::pypi(name)
+    }
+    .with(&format!("members = [{}]", list.join(", ")));
+    for line in extra {
+        spec = spec.with(line);
+    }
+    spec
+}
+
+#[test]
+fn a_virtual_repository_serves_hosted_and_mirrored_projects_and_hosted_names_hide_mirrored_ones() {
+    let (upstream, _) = upstream_with_app();
+    // The public index has a project of the same name as an internal one,
+    // at a tempting version (dependency confusion).
+    let attacker = WheelSpec::new("internal-lib", "99.0").build();
+    upstream.add_wheel("internal-lib", &attacker, FileOpts::default());
+    let node = Node::start(
+        NodeOpts::default()
+            .repo(RepoSpec::pypi("pypi-local"))
+            .repo(RepoSpec::pypi_mirror(
+                "pypi-remote",
+                &[upstream.index_url()],
+            ))
+            .repo(virtual_repo(
+                "pypi",
+                &["pypi-local", "pypi-remote"],
+                &["upload_to = \"pypi-local\""],
+            ))
+            .repo(virtual_repo(
+                "merged",
+                &["pypi-local", "pypi-remote"],
+                &["merge_mirrored = true"],
+            )),
+    );
+    // An upload to the virtual repository lands in its hosted member.
+    let token = node.create_token("pypi", "upload");
+    let internal = WheelSpec::new("internal-lib", "1.0").build();
+    hoard_testkit::cluster::upload_ok(
+        node.http(),
+        &format!("{}/pypi/", node.url()),
+        &token,
+        &internal,
+    );
+    let page = |repo: &str, project: &str| {
+        let resp = node
+            .http()
+            .get(format!("{}/{repo}/simple/{project}/", node.url()))
+            .header("accept", PIP_ACCEPT)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{repo}/{project}");
+        filenames(&resp.json::<Value>().unwrap())
+    };
+    assert_eq!(
+        page("pypi-local", "internal-lib"),
+        ["internal_lib-1.0-py3-none-any.whl"]
+    );
+    assert_eq!(
+        page("pypi", "internal-lib"),
+        ["internal_lib-1.0-py3-none-any.whl"]
+    );
+    assert_eq!(
+        upstream.page_hits("internal-lib"),
+        0,
+        "a hosted name is not even looked up upstream"
+    );
+    assert_eq!(
+        page("merged", "internal-lib"),
+        [
+            "internal_lib-1.0-py3-none-any.whl",
+            "internal_lib-99.0-py3-none-any.whl"
+        ]
+    );
+    assert_eq!(page("pypi", "app"), ["app-1.0-py3-none-any.whl"]);
+
+    // pip installs hosted and mirrored packages through the one URL, and
+    // gets the internal build.
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+        .arg(format!("{}/pypi/simple/", node.url()))
+        .args(["app", "internal-lib"]);
+    run_ok(&mut cmd);
+    assert_eq!(imported_version(&venv, "internal_lib"), "1.0");
+    assert_eq!(imported_version(&venv, "dep_a"), "1.0");
+
+    // The index lists the members' projects together.
+    let index = node
+        .http()
+        .get(format!("{}/pypi/simple/", node.url()))
+        .header("accept", PIP_ACCEPT)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    let names: Vec<&str> = index["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["app", "dep-a", "dep-b", "internal-lib"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+}
