@@ -468,6 +468,27 @@ async fn yank(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult 
         )));
     }
     let project = hoard_pypi::normalize_project_name(&req.project);
+    // Yanking through a virtual repository yanks in the hosted member that
+    // holds the project.
+    let repo = match node.index.repo(&repo)?.map(|r| r.settings.kind) {
+        Some(hoard_core::RepoKind::Virtual(v)) => {
+            let mut holder = None;
+            for member in v.members {
+                let hosted = node
+                    .index
+                    .repo(&member)?
+                    .is_some_and(|m| matches!(m.settings.kind, hoard_core::RepoKind::Hosted));
+                if hosted && node.index.project(&member, &project, None)?.is_some() {
+                    holder = Some(member);
+                    break;
+                }
+            }
+            holder.ok_or_else(|| {
+                ApiError::not_found(format!("no hosted member of {repo} has {project}"))
+            })?
+        }
+        _ => repo,
+    };
     let version = req
         .version
         .as_deref()

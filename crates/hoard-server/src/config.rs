@@ -28,8 +28,13 @@ pub struct NodeConfig {
     pub min_serial_wait_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
-    /// Repositories to create at start if they do not exist (primary only).
+    /// Repositories to create at start if they do not exist (primary
+    /// only). Default: a virtual `pypi` made of a hosted `pypi-local` and
+    /// a mirror `pypi-remote`.
     pub repos: Vec<RepoConfig>,
+    /// The upstream of the mirror `pypi-remote` when its own `upstreams`
+    /// are empty (`hoard serve --pypi-upstream URL`).
+    pub pypi_upstream: Option<String>,
     /// `voter` (a member of the Raft group; `primary` is an old name for
     /// it) or `replica`.
     pub role: Role,
@@ -99,21 +104,8 @@ impl Default for NodeConfig {
             body_timeout_secs: 30,
             min_serial_wait_secs: 10,
             log_format: "text".into(),
-            repos: vec![RepoConfig {
-                name: "pypi".into(),
-                format: RepoFormat::Pypi,
-                kind: "hosted".into(),
-                anonymous_read: true,
-                allow_unpublish: false,
-                upstreams: Vec::new(),
-                ttl_secs: None,
-                negative_ttl_secs: None,
-                offline: false,
-                timeout_secs: None,
-                members: Vec::new(),
-                upload_to: None,
-                merge_mirrored: false,
-            }],
+            repos: RepoConfig::default_pypi(),
+            pypi_upstream: None,
             role: Role::Voter,
             raft_id: 1,
             bootstrap: true,
@@ -164,6 +156,39 @@ pub struct RepoConfig {
     /// the same name, instead of letting the hosted one hide them.
     #[serde(default)]
     pub merge_mirrored: bool,
+}
+
+impl RepoConfig {
+    fn new(name: &str, format: RepoFormat, kind: &str) -> RepoConfig {
+        RepoConfig {
+            name: name.into(),
+            format,
+            kind: kind.into(),
+            anonymous_read: true,
+            allow_unpublish: false,
+            upstreams: Vec::new(),
+            ttl_secs: None,
+            negative_ttl_secs: None,
+            offline: false,
+            timeout_secs: None,
+            members: Vec::new(),
+            upload_to: None,
+            merge_mirrored: false,
+        }
+    }
+
+    /// `pypi-local` (hosted), `pypi-remote` (a mirror, of `pypi_upstream`)
+    /// and `pypi`, the virtual repository of both that clients use.
+    fn default_pypi() -> Vec<RepoConfig> {
+        let mut virtual_pypi = RepoConfig::new("pypi", RepoFormat::Pypi, "virtual");
+        virtual_pypi.members = vec!["pypi-local".into(), "pypi-remote".into()];
+        virtual_pypi.upload_to = Some("pypi-local".into());
+        vec![
+            RepoConfig::new("pypi-local", RepoFormat::Pypi, "hosted"),
+            RepoConfig::new("pypi-remote", RepoFormat::Pypi, "mirror"),
+            virtual_pypi,
+        ]
+    }
 }
 
 fn hosted() -> String {
@@ -221,6 +246,19 @@ impl NodeConfig {
             return invalid("fetch_concurrency must be positive".into());
         }
         Ok(())
+    }
+
+    /// Gives `pypi_upstream` to the mirror `pypi-remote`, if it has no
+    /// upstreams of its own.
+    pub fn apply_pypi_upstream(&mut self) {
+        let Some(url) = self.pypi_upstream.clone() else {
+            return;
+        };
+        for repo in &mut self.repos {
+            if repo.name == "pypi-remote" && repo.kind == "mirror" && repo.upstreams.is_empty() {
+                repo.upstreams = vec![url.clone()];
+            }
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -406,21 +444,29 @@ mod tests {
     use super::*;
 
     fn repo(name: &str, kind: &str) -> RepoConfig {
-        RepoConfig {
-            name: name.into(),
-            format: RepoFormat::Pypi,
-            kind: kind.into(),
-            anonymous_read: true,
-            allow_unpublish: false,
-            upstreams: Vec::new(),
-            ttl_secs: None,
-            negative_ttl_secs: None,
-            offline: false,
-            timeout_secs: None,
-            members: Vec::new(),
-            upload_to: None,
-            merge_mirrored: false,
-        }
+        RepoConfig::new(name, RepoFormat::Pypi, kind)
+    }
+
+    #[test]
+    fn the_default_is_a_virtual_pypi_of_a_hosted_and_a_mirror_repository() {
+        let mut config = NodeConfig::default();
+        config.validate().unwrap();
+        let kinds: Vec<(&str, &str)> = config
+            .repos
+            .iter()
+            .map(|r| (r.name.as_str(), r.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("pypi-local", "hosted"),
+                ("pypi-remote", "mirror"),
+                ("pypi", "virtual")
+            ]
+        );
+        config.pypi_upstream = Some("http://index.test/simple/".into());
+        config.apply_pypi_upstream();
+        assert_eq!(config.repos[1].upstreams, ["http://index.test/simple/"]);
     }
 
     fn with(repos: Vec<RepoConfig>) -> NodeConfig {

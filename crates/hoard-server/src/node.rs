@@ -10,7 +10,7 @@ use hoard_cluster::{
     ClusterError, ClusterView, Committed, Contact, Epoch, Follower, FollowerConfig, Net, NodeInfo,
     NodeRoleKind, RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
 };
-use hoard_core::{Change, Event, Perm, RepoName, Serial, Sha256, TokenRecord};
+use hoard_core::{Change, Event, Perm, RepoKind, RepoName, Serial, Sha256, TokenRecord};
 use hoard_store::{BlobStore, Index, Rejection, StagedBlob, StoreError};
 use http::HeaderMap;
 use tokio::sync::watch;
@@ -325,6 +325,20 @@ impl Node {
                     repo: name.clone(),
                     settings,
                 },
+                // A hosted repository with projects stays hosted: an older
+                // node's default `pypi` keeps serving what it holds.
+                Some(state)
+                    if matches!(state.settings.kind, RepoKind::Hosted)
+                        && !matches!(settings.kind, RepoKind::Hosted)
+                        && !self.index.projects(&name, None)?.is_empty() =>
+                {
+                    tracing::warn!(
+                        repo = %name,
+                        "this hosted repository holds projects: it stays hosted, not {}",
+                        repo.kind
+                    );
+                    continue;
+                }
                 Some(state) if state.settings != settings => Change::RepoSettingsChanged {
                     repo: name.clone(),
                     settings,

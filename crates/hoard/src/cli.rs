@@ -33,6 +33,10 @@ enum Command {
         /// Log JSON lines instead of human-readable text.
         #[arg(long)]
         log_json: bool,
+        /// The upstream index of the default mirror `pypi-remote` (a
+        /// Simple API root, e.g. https://index.example/simple/).
+        #[arg(long, value_name = "URL")]
+        pypi_upstream: Option<String>,
     },
     /// Manage access tokens.
     Token {
@@ -256,7 +260,11 @@ impl Target {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, log_json } => serve(config.as_deref(), log_json).await,
+        Command::Serve {
+            config,
+            log_json,
+            pypi_upstream,
+        } => serve(config.as_deref(), log_json, pypi_upstream).await,
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -382,8 +390,17 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn serve(config: Option<&Path>, log_json: bool) -> anyhow::Result<ExitCode> {
-    let config = settings::load(config)?;
+async fn serve(
+    config: Option<&Path>,
+    log_json: bool,
+    pypi_upstream: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut config = settings::load(config)?;
+    if pypi_upstream.is_some() {
+        config.pypi_upstream = pypi_upstream;
+        config.apply_pypi_upstream();
+        config.validate()?;
+    }
     init_logging(log_json || config.log_format == "json");
     let (http_addr, grpc_addr) = (config.http_listen, config.grpc_listen);
     let listener = tokio::net::TcpListener::bind(http_addr)

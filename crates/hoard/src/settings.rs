@@ -23,6 +23,7 @@ const ENV_KEYS: &[&str] = &[
     "primary_url",
     "replica_writes",
     "fetch_concurrency",
+    "pypi_upstream",
 ];
 
 pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
@@ -56,6 +57,8 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
             Some(f) => format!("reading the configuration {}", f.display()),
             None => "reading the configuration from the environment".into(),
         })?;
+    let mut config = config;
+    config.apply_pypi_upstream();
     config.validate()?;
     Ok(config)
 }

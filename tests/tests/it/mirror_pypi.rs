@@ -469,3 +469,59 @@ fn a_virtual_repository_serves_hosted_and_mirrored_projects_and_hosted_names_hid
         assert!(names.contains(&name), "{name} in {names:?}");
     }
 }
+
+#[test]
+fn the_default_virtual_pypi_installs_from_the_upstream_given_by_hoard_pypi_upstream() {
+    let (upstream, _) = upstream_with_app();
+    let node = Node::start(NodeOpts::default().env("HOARD_PYPI_UPSTREAM", &upstream.index_url()));
+    // Uploads to the default `pypi` land in `pypi-local`.
+    let token = node.create_token("pypi", "upload");
+    let own = WheelSpec::new("own-tool", "0.1").build();
+    hoard_testkit::cluster::upload_ok(node.http(), &format!("{}/pypi/", node.url()), &token, &own);
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+        .arg(format!("{}/pypi/simple/", node.url()))
+        .args(["app", "own-tool"]);
+    run_ok(&mut cmd);
+    assert_eq!(imported_version(&venv, "dep_b"), "2.0");
+    assert_eq!(imported_version(&venv, "own_tool"), "0.1");
+    let local = node.get("/pypi-local/simple/own-tool/");
+    assert_eq!(local.status().as_u16(), 200);
+}
+
+#[test]
+fn a_data_dir_with_the_old_hosted_pypi_keeps_it_hosted_under_the_new_default() {
+    // An older node's default: one hosted `pypi`, with an upload in it.
+    let mut node = Node::start(NodeOpts::default().repo(RepoSpec::pypi("pypi")));
+    let token = node.create_token("pypi", "upload");
+    let old = WheelSpec::new("kept", "1.0").build();
+    hoard_testkit::cluster::upload_ok(node.http(), &format!("{}/pypi/", node.url()), &token, &old);
+    node.stop();
+    node.opts.repos.clear();
+    node.launch();
+    let resp = node
+        .http()
+        .get(format!("{}/pypi/simple/kept/", node.url()))
+        .header("accept", PIP_ACCEPT)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        filenames(&resp.json::<Value>().unwrap()),
+        ["kept-1.0-py3-none-any.whl"]
+    );
+    // It still takes uploads itself, and the new repositories exist beside it.
+    let newer = WheelSpec::new("kept", "2.0").build();
+    hoard_testkit::cluster::upload_ok(
+        node.http(),
+        &format!("{}/pypi/", node.url()),
+        &token,
+        &newer,
+    );
+    assert_eq!(node.get("/pypi-local/simple/").status().as_u16(), 200);
+    assert!(node.log().contains("stays hosted"));
+}

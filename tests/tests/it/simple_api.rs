@@ -403,7 +403,8 @@ fn status_and_serial_header() {
     for k in ["repos", "projects", "files"] {
         assert!(s["counts"][k].is_u64(), "counts.{k}: {s}");
     }
-    assert_eq!(s["counts"]["repos"], 1);
+    // The default repositories: pypi-local, pypi-remote and the virtual pypi.
+    assert_eq!(s["counts"]["repos"], 3);
     assert_eq!(s["counts"]["files"], 0);
     let token = node.create_token("pypi", "upload");
     let serial = node.serial();
