@@ -8,7 +8,8 @@
 //! negotiation ([`negotiate`], PEP 691) and page rendering ([`render_index`],
 //! [`render_project`]: PEP 503 HTML and PEP 691 JSON with PEPs 592, 629,
 //! 658/714 and 700); reading an upstream index's project page into
-//! per-file records ([`parse_upstream_project`]), for mirrors. No network or file-system I/O: the server feeds it
+//! per-file records ([`parse_upstream_project`]), for mirrors; pinned
+//! requirements files ([`parse_requirements`]), for prefetching. No network or file-system I/O: the server feeds it
 //! data, and every error is a [`PypiError`] whose message is fit for users.
 
 mod error;
@@ -16,6 +17,7 @@ mod filename;
 mod names;
 mod negotiate;
 mod render;
+mod requirements;
 mod upload;
 mod upstream;
 mod wheel;
@@ -28,6 +30,7 @@ pub use render::{
     format_upload_time, html_escape, render_index, render_project, FileLink, IndexPage,
     ProjectLink, ProjectPage, API_VERSION,
 };
+pub use requirements::{parse_requirements, PinnedRequirement, RequirementProblem};
 pub use upload::{
     validate_upload, ComputedDigests, UploadForm, ValidatedUpload, MAX_REQUIRES_PYTHON_CHARS,
 };

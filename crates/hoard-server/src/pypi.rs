@@ -562,10 +562,11 @@ async fn download(
     let not_found = || ApiError::not_found(format!("no file named {filename:?} in {}", repo.name));
     let view = Some(at.unwrap_or_else(|| node.applied_serial()));
     if let Some(mut file) = node.index.file(&repo.name, project, filename, view)? {
+        let was_stored = file.is_stored();
         if let Some(answer) = fill_file(node, req, repo, project, &file, MirrorPart::File).await? {
             return answer;
         }
-        if !file.is_stored() {
+        if !was_stored {
             // Just cached: its size is known now.
             file = node
                 .index
@@ -573,7 +574,7 @@ async fn download(
                 .ok_or_else(not_found)?;
         }
         let r = &file.record;
-        return serve_blob(
+        let response = serve_blob(
             node,
             req.method(),
             req.headers(),
@@ -582,6 +583,7 @@ async fn download(
             "application/octet-stream",
         )
         .await;
+        return with_cache_state(response, was_stored);
     }
     // PEP 658: the core metadata of `x.whl` is at `x.whl.metadata`.
     let Some(dist) = filename.strip_suffix(".metadata") else {
@@ -592,6 +594,7 @@ async fn download(
         .file(&repo.name, project, dist, view)?
         .ok_or_else(not_found)?;
     let sha = file.record.core_metadata.ok_or_else(not_found)?;
+    let was_stored = file.stored_blobs().contains(&sha);
     if let Some(answer) =
         fill_file(node, req, repo, project, &file, MirrorPart::CoreMetadata).await?
     {
@@ -600,7 +603,7 @@ async fn download(
     let size = std::fs::metadata(node.blobs.path_of(&sha))
         .map(|m| m.len())
         .map_err(|_| ApiError::internal("the metadata blob is unavailable on this node"))?;
-    serve_blob(
+    let response = serve_blob(
         node,
         req.method(),
         req.headers(),
@@ -608,7 +611,19 @@ async fn download(
         size,
         "text/plain; charset=utf-8",
     )
-    .await
+    .await;
+    with_cache_state(response, was_stored)
+}
+
+/// `X-Hoard-Cache: hit` when the bytes were here before the request,
+/// `miss` when this request fetched them (`hoard prefetch` reports it).
+fn with_cache_state(response: HandlerResult, was_stored: bool) -> HandlerResult {
+    let mut response = response?;
+    response.headers_mut().insert(
+        "x-hoard-cache",
+        HeaderValue::from_static(if was_stored { "hit" } else { "miss" }),
+    );
+    Ok(response)
 }
 
 /// Why reading an upload form stopped.

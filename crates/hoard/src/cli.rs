@@ -64,6 +64,27 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Fetch every file that a pinned requirements file names into a
+    /// node's cache (its mirror repositories), so that a later build works
+    /// with the upstreams out of reach. `--hash` pins are checked.
+    Prefetch {
+        /// The node's URL; default: the local node's configured address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The repository to fill (a mirror, or a virtual one with mirrors).
+        #[arg(long, default_value = "pypi")]
+        repo: String,
+        /// A requirements file with `name==version` lines (as `pip freeze`
+        /// or `pip-compile --generate-hashes` write them).
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirement: PathBuf,
+        /// A read token, for a repository without anonymous reads.
+        #[arg(long, env = "HOARD_TOKEN")]
+        token: Option<String>,
+        /// The local node's configuration (for its address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Create a repository.
     Repo {
         #[command(subcommand)]
@@ -274,6 +295,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     label,
                 },
         } => token_create(&target, repo, &perm, label).await,
+        Command::Prefetch {
+            url,
+            repo,
+            requirement,
+            token,
+            config,
+        } => {
+            let url = match url {
+                Some(url) => url,
+                None => settings::load(config.as_deref())?.public_url(),
+            };
+            crate::prefetch::prefetch_pypi(&url, &repo, &requirement, token.as_deref()).await
+        }
         Command::Yank {
             target,
             repo,

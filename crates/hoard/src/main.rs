@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod prefetch;
 mod promotion;
 mod settings;
 

@@ -59,11 +59,26 @@ fn index_of(node: &Node) -> String {
 }
 
 fn pip_install(node: &Node, venv: &std::path::Path, req: &str) {
+    pip_install_from(&index_of(node), venv, &[req]);
+}
+
+/// A fresh venv (in a temp dir that lives as long as the first value)
+/// with `reqs` installed by pip from `index`.
+fn installed_from(index: &str, reqs: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    pip_install_from(index, &venv, reqs);
+    (dir, venv)
+}
+
+/// pip, without a cache, from `index` only.
+fn pip_install_from(index: &str, venv: &std::path::Path, reqs: &[&str]) {
     let mut cmd = Command::new(venv.join("bin").join("python"));
     isolate_python_env(&mut cmd)
         .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-        .arg(index_of(node))
-        .arg(req);
+        .arg(index)
+        .args(reqs);
     run_ok(&mut cmd);
 }
 
@@ -438,15 +453,10 @@ fn a_virtual_repository_serves_hosted_and_mirrored_projects_and_hosted_names_hid
 
     // pip installs hosted and mirrored packages through the one URL, and
     // gets the internal build.
-    let dir = tempfile::tempdir().unwrap();
-    let venv = dir.path().join("venv");
-    fresh_venv(&venv, true);
-    let mut cmd = Command::new(venv.join("bin").join("python"));
-    isolate_python_env(&mut cmd)
-        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-        .arg(format!("{}/pypi/simple/", node.url()))
-        .args(["app", "internal-lib"]);
-    run_ok(&mut cmd);
+    let (_dir, venv) = installed_from(
+        &format!("{}/pypi/simple/", node.url()),
+        &["app", "internal-lib"],
+    );
     assert_eq!(imported_version(&venv, "internal_lib"), "1.0");
     assert_eq!(imported_version(&venv, "dep_a"), "1.0");
 
@@ -478,15 +488,10 @@ fn the_default_virtual_pypi_installs_from_the_upstream_given_by_hoard_pypi_upstr
     let token = node.create_token("pypi", "upload");
     let own = WheelSpec::new("own-tool", "0.1").build();
     hoard_testkit::cluster::upload_ok(node.http(), &format!("{}/pypi/", node.url()), &token, &own);
-    let dir = tempfile::tempdir().unwrap();
-    let venv = dir.path().join("venv");
-    fresh_venv(&venv, true);
-    let mut cmd = Command::new(venv.join("bin").join("python"));
-    isolate_python_env(&mut cmd)
-        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-        .arg(format!("{}/pypi/simple/", node.url()))
-        .args(["app", "own-tool"]);
-    run_ok(&mut cmd);
+    let (_dir, venv) = installed_from(
+        &format!("{}/pypi/simple/", node.url()),
+        &["app", "own-tool"],
+    );
     assert_eq!(imported_version(&venv, "dep_b"), "2.0");
     assert_eq!(imported_version(&venv, "own_tool"), "0.1");
     let local = node.get("/pypi-local/simple/own-tool/");
@@ -524,4 +529,83 @@ fn a_data_dir_with_the_old_hosted_pypi_keeps_it_hosted_under_the_new_default() {
     );
     assert_eq!(node.get("/pypi-local/simple/").status().as_u16(), 200);
     assert!(node.log().contains("stays hosted"));
+}
+
+#[test]
+fn prefetch_of_a_requirements_file_lets_pip_install_it_with_the_upstream_down() {
+    let (mut upstream, files) = upstream_with_app();
+    let node = mirror_node(&upstream, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let requirements = dir.path().join("requirements.txt");
+    let pin = |filename: &str| files[filename].sha256();
+    std::fs::write(
+        &requirements,
+        format!(
+            "# as pip-compile --generate-hashes writes it\n\
+             app==1.0 \\\n    --hash=sha256:{}\n\
+             dep-a==1.0 --hash=sha256:{}\n\
+             dep-b==2.0 --hash=sha256:{}\n",
+            pin("app-1.0-py3-none-any.whl"),
+            pin("dep_a-1.0-py3-none-any.whl"),
+            pin("dep_b-2.0-py3-none-any.whl"),
+        ),
+    )
+    .unwrap();
+    let req = requirements.to_str().unwrap();
+    let prefetch = |req: &str| {
+        node.cli(&[
+            "prefetch",
+            "--url",
+            &node.url(),
+            "--repo",
+            "pypi-remote",
+            "-r",
+            req,
+        ])
+    };
+    let out = prefetch(req);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("3 file(s) fetched, 0 already cached, 0 failed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("[2/3] dep-a==1.0"), "progress: {stderr}");
+    for filename in files.keys().filter(|f| !f.starts_with("dep_b-1.0")) {
+        assert_eq!(upstream.file_hits(filename), 1, "{filename}");
+        assert_eq!(upstream.metadata_hits(filename), 1, "{filename}.metadata");
+    }
+    let again = String::from_utf8_lossy(&prefetch(req).stdout).into_owned();
+    assert!(
+        again.contains("0 file(s) fetched, 3 already cached"),
+        "{again}"
+    );
+
+    // The upstream is gone: pip, checking every hash, installs from hoard.
+    upstream.stop();
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--require-hashes"])
+        .arg("--index-url")
+        .arg(index_of(&node))
+        .arg("-r")
+        .arg(&requirements);
+    run_ok(&mut cmd);
+    assert_eq!(imported_version(&venv, "app"), "1.0");
+
+    // What cannot be prefetched is named, and the run fails.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        format!("dep-a>=1.0\ndep-b==2.0 --hash=sha256:{}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let out = prefetch(bad.to_str().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("not pinned"), "{stdout}");
+    assert!(stdout.contains("has a pinned --hash"), "{stdout}");
 }
