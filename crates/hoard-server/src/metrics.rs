@@ -47,6 +47,48 @@ pub fn render(node: &Node) -> String {
         "hoard_http_request_seconds_total {}",
         m.request_micros.load(Ordering::Relaxed) as f64 / 1e6
     );
+    let mc = &node.mirror.counters;
+    for (name, help, counter) in [
+        (
+            "hoard_mirror_pages_fetched_total",
+            "Mirror pages an upstream sent in full.",
+            &mc.pages_fetched,
+        ),
+        (
+            "hoard_mirror_pages_not_modified_total",
+            "Mirror revalidations answered 304.",
+            &mc.pages_not_modified,
+        ),
+        (
+            "hoard_mirror_pages_not_found_total",
+            "Upstream 404s for mirrored projects.",
+            &mc.pages_not_found,
+        ),
+        (
+            "hoard_mirror_upstream_errors_total",
+            "Upstream requests that failed (timeouts, refusals, 5xx, bad pages).",
+            &mc.upstream_errors,
+        ),
+        (
+            "hoard_mirror_files_cached_total",
+            "Mirrored files and metadata fetched and stored.",
+            &mc.files_cached,
+        ),
+        (
+            "hoard_mirror_digest_mismatches_total",
+            "Upstream bytes refused for not matching the listed sha256.",
+            &mc.digest_mismatches,
+        ),
+        (
+            "hoard_mirror_stale_pages_total",
+            "Mirror pages served stale because no upstream answered.",
+            &mc.stale_pages,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
     gauge(
         &mut out,
         "hoard_applied_serial",

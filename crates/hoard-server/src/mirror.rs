@@ -8,6 +8,7 @@
 //! its own index and disk.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hoard_core::{Change, MirrorPart, MirrorSettings, Serial};
@@ -41,8 +42,25 @@ const MAX_METADATA_BYTES: u64 = 16 << 20;
 pub struct MirrorState {
     pub client: UpstreamClient,
     pub freshness: Freshness,
+    pub counters: MirrorCounters,
     pages: SingleFlight<String, PageFill>,
     files: SingleFlight<String, Result<(), ApiError>>,
+}
+
+/// What the upstreams answered, for `/+metrics`.
+#[derive(Default)]
+pub struct MirrorCounters {
+    pub pages_fetched: AtomicU64,
+    pub pages_not_modified: AtomicU64,
+    pub pages_not_found: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub files_cached: AtomicU64,
+    pub digest_mismatches: AtomicU64,
+    pub stale_pages: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl MirrorState {
@@ -50,6 +68,7 @@ impl MirrorState {
         Ok(MirrorState {
             client: UpstreamClient::new()?,
             freshness: Freshness::default(),
+            counters: MirrorCounters::default(),
             pages: SingleFlight::default(),
             files: SingleFlight::default(),
         })
@@ -129,12 +148,17 @@ pub async fn refresh_pypi_project(
             Err(e) => PageFill::Failed(e.message),
         };
     }
-    node.mirror
+    let fill = node
+        .mirror
         .pages
         .run(key.clone(), || {
             fetch_pypi_project(node, repo, settings, project, &key)
         })
-        .await
+        .await;
+    if matches!(fill, PageFill::Stale(_)) {
+        count(&node.mirror.counters.stale_pages);
+    }
+    fill
 }
 
 /// The leader's fill of one project page, from the first upstream that
@@ -167,14 +191,22 @@ async fn fetch_pypi_project(
             .await;
         let page = match response {
             Ok(PageResponse::NotModified) => {
+                count(&node.mirror.counters.pages_not_modified);
                 node.mirror
                     .freshness
                     .checked(key, validators.clone().unwrap_or_default());
                 return PageFill::Fresh;
             }
-            Ok(PageResponse::NotFound) => continue,
-            Ok(PageResponse::Page(page)) => page,
+            Ok(PageResponse::NotFound) => {
+                count(&node.mirror.counters.pages_not_found);
+                continue;
+            }
+            Ok(PageResponse::Page(page)) => {
+                count(&node.mirror.counters.pages_fetched);
+                page
+            }
             Err(e) => {
+                count(&node.mirror.counters.upstream_errors);
                 tracing::warn!(%url, error = %e, "upstream page fetch failed");
                 failures.push(e.to_string());
                 continue;
@@ -332,11 +364,13 @@ pub async fn ensure_cached(
                 .download(&url, timeout, limit, &mut writer)
                 .await
             {
+                count(&node.mirror.counters.upstream_errors);
                 tracing::warn!(%url, error = %e, "upstream file fetch failed");
                 return Err(upstream_error(&e));
             }
             let staged = writer.finish().await?;
             if staged.digests.sha256 != expected {
+                count(&node.mirror.counters.digest_mismatches);
                 let e = UpstreamError::Digest {
                     url: url.clone(),
                     expected: expected.to_hex(),
@@ -358,6 +392,7 @@ pub async fn ensure_cached(
                 size,
             };
             let committed = node.commit_with_blobs(ACTOR, vec![staged], change).await?;
+            count(&node.mirror.counters.files_cached);
             tracing::info!(repo = %repo.name, %filename, ?part, size, serial = %committed.serial, "mirrored file cached");
             Ok(())
         })

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::Client;
 use reqwest::Url;
 use serde_json::Value;
@@ -195,24 +194,17 @@ pub fn upload(client: &Client, url: &str, token: &str, a: &Artifact) -> Result<U
     } else {
         format!("{url}/pypi/")
     };
-    let form = Form::new()
-        .text(":action", "file_upload")
-        .text("protocol_version", "1")
-        .text("metadata_version", "2.1")
-        .text("name", a.name.clone())
-        .text("version", a.version.clone())
-        .text("filetype", "bdist_wheel")
-        .text("pyversion", "py3")
-        .part(
-            "content",
-            Part::bytes(a.bytes.clone())
-                .file_name(a.filename.clone())
-                .mime_str("application/octet-stream")?,
-        );
+    // One buffer with its exact length, as the raw-multipart tests send
+    // theirs. The streamed reqwest multipart body this used before is the
+    // prime suspect of the rare "incomplete multipart stream" 400: the
+    // server then read all Content-Length bytes and found no closing
+    // boundary in them, and none of the uploads sent as one buffer has.
+    let mp = crate::http::Upload::of(a).multipart();
     let resp = client
         .post(target)
         .basic_auth("__token__", Some(token))
-        .multipart(form)
+        .header(reqwest::header::CONTENT_TYPE, mp.content_type())
+        .body(mp.finish())
         .send()?;
     let header = |name: &str| {
         resp.headers()

@@ -301,6 +301,14 @@ fn upstream_bytes_that_do_not_match_the_listed_digest_are_502_and_store_nothing(
     // Once the upstream serves the right bytes, the file is fetched.
     upstream.set_files_fault(Fault::None);
     assert_eq!(node.http().get(&url).send().unwrap().status().as_u16(), 200);
+    let metrics = node.get("/+metrics").text().unwrap();
+    for line in [
+        "hoard_mirror_digest_mismatches_total 1",
+        "hoard_mirror_files_cached_total 1",
+        "hoard_mirror_pages_fetched_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[test]
