@@ -10,10 +10,14 @@
 //!   replica's memory.
 //! - `failover`: kill -9 of a three-voter leader to the first acknowledged
 //!   upload on the new one, and upload latency of one voter against three.
+//! - `mirror`: a PyPI mirror of a local fixture upstream: cold against warm
+//!   pages and files, and warm pages of a 3,000-file project through the
+//!   virtual repository next to the hosted one.
 
 mod failover;
 mod load;
 mod measure;
+mod mirror;
 mod npm;
 mod procs;
 mod pypi;
@@ -158,6 +162,11 @@ enum Cmd {
     /// acknowledged upload on the new leader (p50/p99 over trials), and
     /// upload latency and rate of one voter against three.
     Failover(failover::FailoverArgs),
+    /// A PyPI mirror of a local fixture upstream, with a hosted and a
+    /// virtual repository: cold against warm pages and files, and warm
+    /// pages of a 3,000-file project through the virtual repository next to
+    /// the hosted one.
+    Mirror(mirror::MirrorArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -216,6 +225,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Npm(a)) => npm::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Replication(a)) => replication::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Failover(a)) => failover::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Mirror(a)) => mirror::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };

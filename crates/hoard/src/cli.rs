@@ -25,7 +25,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node. With no configuration: a single-node primary on
-    /// 127.0.0.1:4040 with data in ./hoard-data and a hosted PyPI repository `pypi`.
+    /// 127.0.0.1:4040 with data in ./hoard-data, and a PyPI repository
+    /// `pypi` (uploads to `pypi-local`, the rest from the mirror
+    /// `pypi-remote`).
     Serve {
         /// A TOML configuration file.
         #[arg(long, short)]
