@@ -22,12 +22,15 @@
 //! - [`simple`]: reading PEP 503 pages.
 //! - [`upstream`]: a fixture package index for mirror tests, with faults
 //!   and exact request counters.
+//! - [`npm_upstream`]: its npm counterpart, a fixture registry serving
+//!   packuments and tarballs.
 
 pub mod artifacts;
 pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod npm;
+pub mod npm_upstream;
 pub mod simple;
 pub mod tools;
 pub mod upstream;

@@ -153,7 +153,7 @@ impl std::fmt::Display for NpmOutput {
 
 /// An npm environment of its own: a temp dir with the userconfig (the
 /// registry and, once set, a token), an empty globalconfig, the cache and
-/// HOME. npm only ever sees the node's URL.
+/// HOME. npm only ever sees its registry URL (a node's, or a fixture's).
 pub struct Npm {
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT/npm/`
@@ -167,13 +167,19 @@ pub struct Npm {
 impl Npm {
     /// A fresh environment for `node`'s npm repository, without a token.
     pub fn new(node: &Node) -> Npm {
+        Npm::for_registry(&registry_url(node))
+    }
+
+    /// A fresh environment, without a token, for any registry (e.g. a
+    /// fixture upstream); `registry` ends with `/`.
+    pub fn for_registry(registry: &str) -> Npm {
         let dir = tempfile::Builder::new()
             .prefix("hoard-npm-")
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::write(dir.path().join("globalconfig"), "").unwrap();
-        let registry = registry_url(node);
+        let registry = registry.to_string();
         let nerf = registry.trim_start_matches("http:").to_string();
         let npm = Npm {
             dir,
@@ -508,9 +514,15 @@ pub fn npm_tarball(name: &str, version: &str, padding: usize) -> Vec<u8> {
     } else {
         flate2::Compression::default()
     };
+    npm_pack(&members, level)
+}
+
+/// A gzipped tar of `members` (paths and contents, in that order) written as
+/// `npm pack` writes its files, so that npm extracts it like a real package.
+pub(crate) fn npm_pack(members: &[(String, Vec<u8>)], level: flate2::Compression) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), level);
     let mut tar = tar::Builder::new(gz);
-    for (path, bytes) in &members {
+    for (path, bytes) in members {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -44,7 +44,7 @@ pub const DEFAULT_UPLOAD_TIME: &str = "2026-01-02T03:04:05.000000Z";
 pub const TRAVERSAL_FILENAME: &str = "../../evil-1.0-py3-none-any.whl";
 
 /// How long a kept-alive connection may stay idle before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest request line or header line, and all header lines together.
 const MAX_HEAD: u64 = 64 * 1024;
 /// The largest request body read (and thrown away).
@@ -137,8 +137,8 @@ impl Default for FileOpts {
 /// its threads.
 pub struct FixtureUpstream {
     shared: Arc<Shared>,
-    pages: Port,
-    files: Port,
+    pages: Listener<Shared>,
+    files: Listener<Shared>,
 }
 
 impl FixtureUpstream {
@@ -147,7 +147,6 @@ impl FixtureUpstream {
     pub fn start() -> FixtureUpstream {
         let pages_listener = TcpListener::bind("127.0.0.1:0").expect("bind the pages port");
         let files_listener = TcpListener::bind("127.0.0.1:0").expect("bind the files port");
-        let pages_addr = pages_listener.local_addr().expect("pages port address");
         let files_addr = files_listener.local_addr().expect("files port address");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -162,16 +161,8 @@ impl FixtureUpstream {
             // the past, and later after every change.
             epoch: now.saturating_sub(86_400),
         });
-        let pages = Port {
-            kind: PortKind::Pages,
-            addr: pages_addr,
-            run: PortRun::Listening(Running::spawn(pages_listener, &shared, PortKind::Pages)),
-        };
-        let files = Port {
-            kind: PortKind::Files,
-            addr: files_addr,
-            run: PortRun::Listening(Running::spawn(files_listener, &shared, PortKind::Files)),
-        };
+        let pages = Listener::start(pages_listener, PortKind::Pages, &shared);
+        let files = Listener::start(files_listener, PortKind::Files, &shared);
         FixtureUpstream {
             shared,
             pages,
@@ -458,7 +449,7 @@ impl FixtureUpstream {
     /// Whether the listeners are up (between [`FixtureUpstream::stop`] and
     /// [`FixtureUpstream::restart`] they are not).
     pub fn is_running(&self) -> bool {
-        matches!(self.pages.run, PortRun::Listening(_))
+        self.pages.is_listening()
     }
 }
 
@@ -549,51 +540,6 @@ impl Shared {
             PortKind::Pages => st.pages_fault,
             PortKind::Files => st.files_fault,
         }
-    }
-
-    /// Answers one request; `None` to close the connection unanswered (the
-    /// port stopped while the request hung).
-    fn answer(&self, kind: PortKind, req: &Request, session: &Session) -> Option<Response> {
-        let (fault, latency) = {
-            let mut st = self.lock();
-            if req.method == "GET" {
-                count(&mut st, kind, &req.path);
-            }
-            loop {
-                if session.stopped.load(Ordering::SeqCst) {
-                    return None;
-                }
-                let fault = Self::fault(&st, kind);
-                if fault != Fault::Hang {
-                    break (fault, st.latency);
-                }
-                st = self
-                    .changed
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        if !latency.is_zero() {
-            std::thread::sleep(latency);
-        }
-        match fault {
-            Fault::ServerError => {
-                return Some(Response::text(500, "500 Internal Server Error\n"));
-            }
-            Fault::RedirectLoop => {
-                return Some(Response::redirect(302, format!("{}x", req.raw_path)));
-            }
-            _ => {}
-        }
-        if req.method != "GET" && req.method != "HEAD" {
-            let mut r = Response::text(405, "405 Method Not Allowed\n");
-            r.header("Allow", "GET, HEAD");
-            return Some(r);
-        }
-        Some(match kind {
-            PortKind::Pages => self.page(req),
-            PortKind::Files => self.file(req, fault == Fault::WrongBytes),
-        })
     }
 
     fn page(&self, req: &Request) -> Response {
@@ -713,8 +659,7 @@ impl Shared {
         self.page_response(req, body, content_type, serial)
     }
 
-    /// A page's answer: gzip when accepted, validators, caching headers, and
-    /// 304 when the client's copy is current.
+    /// A page's answer: [`document_response`] with the index's headers.
     fn page_response(
         &self,
         req: &Request,
@@ -722,24 +667,8 @@ impl Shared {
         content_type: &str,
         serial: u64,
     ) -> Response {
-        let gzip = accepts_gzip(req.header("accept-encoding"));
-        let body = if gzip { gzip_bytes(&body) } else { body };
-        let etag = format!("\"{}\"", &crate::sha256_hex(&body)[..32]);
-        let modified = self.epoch + serial;
-        let mut resp = if not_modified(req, &etag, modified) {
-            Response::new(304, Vec::new())
-        } else {
-            let mut r = Response::new(200, body);
-            r.header("Content-Type", content_type);
-            if gzip {
-                r.header("Content-Encoding", "gzip");
-            }
-            r
-        };
-        resp.header("ETag", &etag);
-        resp.header("Last-Modified", &http_date(modified));
+        let mut resp = document_response(req, body, content_type, self.epoch + serial);
         resp.header("Cache-Control", PAGE_CACHE_CONTROL);
-        resp.header("Vary", PAGE_VARY);
         resp.header("X-PyPI-Last-Serial", &serial.to_string());
         resp
     }
@@ -776,11 +705,8 @@ impl Shared {
             r.header("ETag", &etag);
             return r;
         }
-        let bytes = if wrong_bytes && !bytes.is_empty() {
-            let mut flipped = bytes.as_ref().clone();
-            let mid = flipped.len() / 2;
-            flipped[mid] ^= 0xff;
-            Arc::new(flipped)
+        let bytes = if wrong_bytes {
+            flip_middle_byte(&bytes)
         } else {
             bytes
         };
@@ -803,6 +729,38 @@ impl Shared {
         resp.header("Accept-Ranges", "bytes");
         resp.header("Cache-Control", "max-age=365000000, immutable, public");
         resp
+    }
+}
+
+impl Serve for Shared {
+    type Port = PortKind;
+    type State = State;
+
+    fn state(&self) -> &Mutex<State> {
+        &self.state
+    }
+
+    fn changed(&self) -> &Condvar {
+        &self.changed
+    }
+
+    fn requests(&self) -> &AtomicUsize {
+        &self.requests
+    }
+
+    fn count(st: &mut State, kind: PortKind, path: &str) {
+        count(st, kind, path);
+    }
+
+    fn fault(st: &State, kind: PortKind) -> (Fault, Duration) {
+        (Shared::fault(st, kind), st.latency)
+    }
+
+    fn serve(&self, kind: PortKind, req: &Request, wrong_bytes: bool) -> Response {
+        match kind {
+            PortKind::Pages => self.page(req),
+            PortKind::Files => self.file(req, wrong_bytes),
+        }
     }
 }
 
@@ -983,7 +941,7 @@ fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+pub(crate) fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     accept_encoding.is_some_and(|h| {
         h.split(',').any(|coding| {
             let mut parts = coding.split(';');
@@ -997,7 +955,7 @@ fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     })
 }
 
-fn gzip_bytes(body: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip_bytes(body: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(body).expect("gzip into memory");
     gz.finish().expect("gzip into memory")
@@ -1005,7 +963,7 @@ fn gzip_bytes(body: &[u8]) -> Vec<u8> {
 
 /// Whether the request's validators match (`If-None-Match` first; then
 /// `If-Modified-Since`).
-fn not_modified(req: &Request, etag: &str, modified: u64) -> bool {
+pub(crate) fn not_modified(req: &Request, etag: &str, modified: u64) -> bool {
     if let Some(inm) = req.header("if-none-match") {
         return etag_matches(inm, etag);
     }
@@ -1211,7 +1169,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// (year, month, day) of days since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -1224,7 +1182,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
-fn http_date(secs: u64) -> String {
+pub(crate) fn http_date(secs: u64) -> String {
     let secs = secs as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -1261,19 +1219,19 @@ fn parse_http_date(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------
 // HTTP/1.1.
 
-struct Request {
-    method: String,
+pub(crate) struct Request {
+    pub(crate) method: String,
     /// The target's path as sent (percent-encoded), without the query.
-    raw_path: String,
+    pub(crate) raw_path: String,
     /// `raw_path` percent-decoded.
-    path: String,
+    pub(crate) path: String,
     /// Names lowercased.
-    headers: Vec<(String, String)>,
-    keep_alive: bool,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) keep_alive: bool,
 }
 
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -1281,7 +1239,7 @@ impl Request {
     }
 }
 
-enum ReadError {
+pub(crate) enum ReadError {
     Io,
     Bad(&'static str),
 }
@@ -1300,7 +1258,7 @@ fn read_line(r: &mut BufReader<TcpStream>, limit: u64) -> Result<Vec<u8>, ReadEr
 }
 
 /// Reads one request; `Ok(None)` at a clean end of the connection.
-fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>, ReadError> {
+pub(crate) fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>, ReadError> {
     let line = loop {
         let line = read_line(r, MAX_HEAD)?;
         if line.is_empty() {
@@ -1395,14 +1353,14 @@ impl Body {
     }
 }
 
-struct Response {
+pub(crate) struct Response {
     status: u16,
     headers: Vec<(String, String)>,
     body: Body,
 }
 
 impl Response {
-    fn new(status: u16, body: Vec<u8>) -> Response {
+    pub(crate) fn new(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
             headers: Vec::new(),
@@ -1410,7 +1368,7 @@ impl Response {
         }
     }
 
-    fn shared(status: u16, bytes: Arc<Vec<u8>>, start: usize, end: usize) -> Response {
+    pub(crate) fn shared(status: u16, bytes: Arc<Vec<u8>>, start: usize, end: usize) -> Response {
         Response {
             status,
             headers: Vec::new(),
@@ -1418,19 +1376,19 @@ impl Response {
         }
     }
 
-    fn text(status: u16, text: &str) -> Response {
+    pub(crate) fn text(status: u16, text: &str) -> Response {
         let mut r = Response::new(status, text.as_bytes().to_vec());
         r.header("Content-Type", "text/plain; charset=utf-8");
         r
     }
 
-    fn redirect(status: u16, location: String) -> Response {
+    pub(crate) fn redirect(status: u16, location: String) -> Response {
         let mut r = Response::text(status, &format!("redirect to {location}\n"));
         r.header("Location", &location);
         r
     }
 
-    fn header(&mut self, name: &str, value: &str) {
+    pub(crate) fn header(&mut self, name: &str, value: &str) {
         self.headers.push((name.to_string(), value.to_string()));
     }
 }
@@ -1455,7 +1413,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(
+pub(crate) fn write_response(
     w: &mut TcpStream,
     resp: &Response,
     head: bool,
@@ -1503,13 +1461,7 @@ enum PortKind {
     Files,
 }
 
-struct Port {
-    kind: PortKind,
-    addr: SocketAddr,
-    run: PortRun,
-}
-
-enum PortRun {
+pub(crate) enum PortRun {
     Listening(Running),
     /// Bound, not listening: connections are refused, the port kept.
     Reserved(OwnedFd),
@@ -1517,46 +1469,10 @@ enum PortRun {
     Gone,
 }
 
-impl Port {
-    fn stop(&mut self, shared: &Shared, reserve: bool) {
-        match std::mem::replace(&mut self.run, PortRun::Gone) {
-            PortRun::Listening(running) => {
-                running.stop(shared);
-                if reserve {
-                    self.run = PortRun::Reserved(reserve_port(self.addr));
-                }
-            }
-            PortRun::Reserved(fd) if reserve => self.run = PortRun::Reserved(fd),
-            PortRun::Reserved(_) | PortRun::Gone => {}
-        }
-    }
-
-    fn restart(&mut self, shared: &Arc<Shared>) {
-        let fd = match std::mem::replace(&mut self.run, PortRun::Gone) {
-            PortRun::Reserved(fd) => fd,
-            other => {
-                self.run = other;
-                return;
-            }
-        };
-        // SAFETY: `fd` is a bound TCP socket that we own.
-        let rc = unsafe { libc::listen(fd.as_raw_fd(), 1024) };
-        assert_eq!(
-            rc,
-            0,
-            "listen again on {}: {}",
-            self.addr,
-            io::Error::last_os_error()
-        );
-        let listener = TcpListener::from(fd);
-        self.run = PortRun::Listening(Running::spawn(listener, shared, self.kind));
-    }
-}
-
 /// Binds (without listening) a socket to `addr`, so that connections are
 /// refused but the port stays ours. Retried briefly: the listener's close
 /// may take a moment to release the port.
-fn reserve_port(addr: SocketAddr) -> OwnedFd {
+pub(crate) fn reserve_port(addr: SocketAddr) -> OwnedFd {
     let SocketAddr::V4(v4) = addr else {
         panic!("the fixture upstream listens on IPv4 loopback only");
     };
@@ -1598,76 +1514,256 @@ fn reserve_port(addr: SocketAddr) -> OwnedFd {
 }
 
 /// A listening port: its accept thread and its connections.
-struct Running {
-    listener: Arc<TcpListener>,
-    session: Arc<Session>,
-    accept: JoinHandle<()>,
+pub(crate) struct Running {
+    pub(crate) listener: Arc<TcpListener>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) accept: JoinHandle<()>,
 }
 
 /// What one listening period's threads share.
 #[derive(Default)]
-struct Session {
-    stopped: AtomicBool,
-    next_id: AtomicU64,
+pub(crate) struct Session {
+    pub(crate) stopped: AtomicBool,
+    pub(crate) next_id: AtomicU64,
     /// Open connections (clones, to shut them down on stop).
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Running {
-    fn spawn(listener: TcpListener, shared: &Arc<Shared>, kind: PortKind) -> Running {
-        let listener = Arc::new(listener);
-        let session = Arc::new(Session::default());
-        let accept = {
-            let (listener, session, shared) = (listener.clone(), session.clone(), shared.clone());
-            std::thread::Builder::new()
-                .name(format!("upstream-{kind:?}-accept").to_lowercase())
-                .spawn(move || accept_loop(&listener, &shared, kind, &session))
-                .expect("spawn the accept thread")
-        };
-        Running {
-            listener,
-            session,
-            accept,
+// ---------------------------------------------------------------------------
+// Answers that do not depend on what a fixture serves.
+
+/// A negotiated document's answer (a packument, an index page): gzip when
+/// accepted, a strong ETag of the bytes sent, `Last-Modified` (Unix
+/// seconds), and 304 when the client's copy is current. The caller adds its
+/// caching headers.
+pub(crate) fn document_response(
+    req: &Request,
+    body: Vec<u8>,
+    content_type: &str,
+    last_modified: u64,
+) -> Response {
+    let gzip = accepts_gzip(req.header("accept-encoding"));
+    let body = if gzip { gzip_bytes(&body) } else { body };
+    let etag = format!("\"{}\"", &crate::sha256_hex(&body)[..32]);
+    let mut resp = if not_modified(req, &etag, last_modified) {
+        Response::new(304, Vec::new())
+    } else {
+        let mut r = Response::new(200, body);
+        r.header("Content-Type", content_type);
+        if gzip {
+            r.header("Content-Encoding", "gzip");
+        }
+        r
+    };
+    resp.header("ETag", &etag);
+    resp.header("Last-Modified", &http_date(last_modified));
+    resp.header("Vary", "Accept, Accept-Encoding");
+    resp
+}
+
+/// `bytes` with the middle byte flipped ([`Fault::WrongBytes`]): same
+/// length, so that only a digest check notices.
+pub(crate) fn flip_middle_byte(bytes: &Arc<Vec<u8>>) -> Arc<Vec<u8>> {
+    if bytes.is_empty() {
+        return bytes.clone();
+    }
+    let mut flipped = bytes.as_ref().clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    Arc::new(flipped)
+}
+
+// ---------------------------------------------------------------------------
+// Listeners, generic over what answers the requests: faults, stop and
+// restart behave the same whatever a fixture serves.
+
+/// A fixture's shared state as its listeners need it.
+pub(crate) trait Serve: Send + Sync + 'static {
+    /// Which of the fixture's ports a connection came in on.
+    type Port: Copy + std::fmt::Debug + Send + 'static;
+    type State;
+
+    fn state(&self) -> &Mutex<Self::State>;
+    /// Notified when a fault changes or a port stops (for hanging requests).
+    fn changed(&self) -> &Condvar;
+    /// Every request read, on all ports.
+    fn requests(&self) -> &AtomicUsize;
+    /// Counts a GET on the fixture's own counters, before any fault
+    /// answers it.
+    fn count(st: &mut Self::State, port: Self::Port, path: &str);
+    /// The port's fault, and the delay of every answer.
+    fn fault(st: &Self::State, port: Self::Port) -> (Fault, Duration);
+    /// Answers a GET or HEAD that no fault took (`wrong_bytes`: under
+    /// [`Fault::WrongBytes`]).
+    fn serve(&self, port: Self::Port, req: &Request, wrong_bytes: bool) -> Response;
+}
+
+/// Answers one request; `None` to close the connection unanswered (the
+/// port stopped while the request hung).
+fn answer<S: Serve>(
+    shared: &S,
+    port: S::Port,
+    req: &Request,
+    session: &Session,
+) -> Option<Response> {
+    let (fault, latency) = {
+        let mut st = lock(shared.state());
+        if req.method == "GET" {
+            S::count(&mut st, port, &req.path);
+        }
+        loop {
+            if session.stopped.load(Ordering::SeqCst) {
+                return None;
+            }
+            let (fault, latency) = S::fault(&st, port);
+            if fault != Fault::Hang {
+                break (fault, latency);
+            }
+            st = shared
+                .changed()
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    };
+    if !latency.is_zero() {
+        std::thread::sleep(latency);
+    }
+    match fault {
+        Fault::ServerError => return Some(Response::text(500, "500 Internal Server Error\n")),
+        Fault::RedirectLoop => {
+            return Some(Response::redirect(302, format!("{}x", req.raw_path)));
+        }
+        _ => {}
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        let mut r = Response::text(405, "405 Method Not Allowed\n");
+        r.header("Allow", "GET, HEAD");
+        return Some(r);
+    }
+    Some(shared.serve(port, req, fault == Fault::WrongBytes))
+}
+
+/// One port of a fixture: listening, or bound but refusing connections.
+pub(crate) struct Listener<S: Serve> {
+    port: S::Port,
+    addr: SocketAddr,
+    run: PortRun,
+}
+
+impl<S: Serve> Listener<S> {
+    pub(crate) fn start(listener: TcpListener, port: S::Port, shared: &Arc<S>) -> Listener<S> {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the {port:?} port's address: {e}"));
+        Listener {
+            port,
+            addr,
+            run: PortRun::Listening(spawn(listener, shared, port)),
         }
     }
 
-    fn stop(self, shared: &Shared) {
-        self.session.stopped.store(true, Ordering::SeqCst);
-        // Wakes the blocked accept() (EINVAL on Linux); the listener stays
-        // open until joined, so the descriptor cannot be reused meanwhile.
-        // SAFETY: shutdown on a socket that `self.listener` keeps open.
-        unsafe {
-            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
-        }
-        if !cfg!(target_os = "linux") {
-            if let Ok(addr) = self.listener.local_addr() {
-                let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn is_listening(&self) -> bool {
+        matches!(self.run, PortRun::Listening(_))
+    }
+
+    /// Closes the listener and every connection; with `reserve`, the port
+    /// stays bound (refusing connections) for [`Listener::restart`].
+    pub(crate) fn stop(&mut self, shared: &S, reserve: bool) {
+        match std::mem::replace(&mut self.run, PortRun::Gone) {
+            PortRun::Listening(running) => {
+                stop(running, shared);
+                if reserve {
+                    self.run = PortRun::Reserved(reserve_port(self.addr));
+                }
             }
+            PortRun::Reserved(fd) if reserve => self.run = PortRun::Reserved(fd),
+            PortRun::Reserved(_) | PortRun::Gone => {}
         }
-        let _ = self.accept.join();
-        drop(self.listener);
-        for conn in lock(&self.session.conns).values() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        // Release hanging requests: they see `stopped` under the state lock.
-        drop(shared.lock());
-        shared.changed.notify_all();
-        let threads: Vec<JoinHandle<()>> = lock(&self.session.threads).drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
+    }
+
+    pub(crate) fn restart(&mut self, shared: &Arc<S>) {
+        let fd = match std::mem::replace(&mut self.run, PortRun::Gone) {
+            PortRun::Reserved(fd) => fd,
+            other => {
+                self.run = other;
+                return;
+            }
+        };
+        // SAFETY: `fd` is a bound TCP socket that we own.
+        let rc = unsafe { libc::listen(fd.as_raw_fd(), 1024) };
+        assert_eq!(
+            rc,
+            0,
+            "listen again on {}: {}",
+            self.addr,
+            io::Error::last_os_error()
+        );
+        let listener = TcpListener::from(fd);
+        self.run = PortRun::Listening(spawn(listener, shared, self.port));
     }
 }
 
-fn accept_loop(
+fn thread_name<P: std::fmt::Debug>(port: P, what: &str) -> String {
+    format!("fixture-{port:?}-{what}").to_lowercase()
+}
+
+fn spawn<S: Serve>(listener: TcpListener, shared: &Arc<S>, port: S::Port) -> Running {
+    let listener = Arc::new(listener);
+    let session = Arc::new(Session::default());
+    let accept = {
+        let (listener, session, shared) = (listener.clone(), session.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name(thread_name(port, "accept"))
+            .spawn(move || accept_loop(&listener, &shared, port, &session))
+            .expect("spawn the accept thread")
+    };
+    Running {
+        listener,
+        session,
+        accept,
+    }
+}
+
+fn stop<S: Serve>(running: Running, shared: &S) {
+    running.session.stopped.store(true, Ordering::SeqCst);
+    // Wakes the blocked accept() (EINVAL on Linux); the listener stays open
+    // until joined, so the descriptor cannot be reused meanwhile.
+    // SAFETY: shutdown on a socket that `running.listener` keeps open.
+    unsafe {
+        libc::shutdown(running.listener.as_raw_fd(), libc::SHUT_RDWR);
+    }
+    if !cfg!(target_os = "linux") {
+        if let Ok(addr) = running.listener.local_addr() {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+        }
+    }
+    let _ = running.accept.join();
+    drop(running.listener);
+    for conn in lock(&running.session.conns).values() {
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
+    // Release hanging requests: they see `stopped` under the state lock.
+    drop(lock(shared.state()));
+    shared.changed().notify_all();
+    let threads: Vec<_> = lock(&running.session.threads).drain(..).collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn accept_loop<S: Serve>(
     listener: &TcpListener,
-    shared: &Arc<Shared>,
-    kind: PortKind,
+    shared: &Arc<S>,
+    port: S::Port,
     session: &Arc<Session>,
 ) {
     loop {
@@ -1675,13 +1771,10 @@ fn accept_loop(
         if session.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                // Out of descriptors or an aborted connection: try again.
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors or an aborted connection: try again.
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
         };
         let Ok(clone) = stream.try_clone() else {
             continue;
@@ -1690,10 +1783,10 @@ fn accept_loop(
         lock(&session.conns).insert(id, clone);
         let (shared2, session2) = (shared.clone(), session.clone());
         let spawned = std::thread::Builder::new()
-            .name(format!("upstream-{kind:?}-conn").to_lowercase())
+            .name(thread_name(port, "conn"))
             .stack_size(512 * 1024)
             .spawn(move || {
-                serve_conn(stream, &shared2, kind, &session2);
+                serve_conn(stream, shared2.as_ref(), port, &session2);
                 lock(&session2.conns).remove(&id);
             });
         match spawned {
@@ -1709,7 +1802,7 @@ fn accept_loop(
     }
 }
 
-fn serve_conn(stream: TcpStream, shared: &Shared, kind: PortKind, session: &Session) {
+fn serve_conn<S: Serve>(stream: TcpStream, shared: &S, port: S::Port, session: &Session) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(read_half) = stream.try_clone() else {
@@ -1722,14 +1815,14 @@ fn serve_conn(stream: TcpStream, shared: &Shared, kind: PortKind, session: &Sess
             Ok(Some(req)) => req,
             Ok(None) | Err(ReadError::Io) => return,
             Err(ReadError::Bad(why)) => {
-                shared.requests.fetch_add(1, Ordering::SeqCst);
+                shared.requests().fetch_add(1, Ordering::SeqCst);
                 let resp = Response::text(400, &format!("400 Bad Request: {why}\n"));
                 let _ = write_response(&mut writer, &resp, false, false);
                 return;
             }
         };
-        shared.requests.fetch_add(1, Ordering::SeqCst);
-        let Some(resp) = shared.answer(kind, &req, session) else {
+        shared.requests().fetch_add(1, Ordering::SeqCst);
+        let Some(resp) = answer(shared, port, &req, session) else {
             return;
         };
         let keep_alive = req.keep_alive && !session.stopped.load(Ordering::SeqCst);
@@ -1742,7 +1835,7 @@ fn serve_conn(stream: TcpStream, shared: &Shared, kind: PortKind, session: &Sess
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Read as _;
     use std::process::Command;
     use std::time::Instant;
@@ -1758,7 +1851,7 @@ mod tests {
     const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
                               application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 
-    fn client_with_timeout(timeout: Duration) -> Client {
+    pub(crate) fn client_with_timeout(timeout: Duration) -> Client {
         // No transparent gzip: the tests look at the encoding as sent (the
         // workspace build enables reqwest's gzip for the mirror).
         Client::builder()
@@ -1770,11 +1863,11 @@ mod tests {
             .unwrap()
     }
 
-    fn client() -> Client {
+    pub(crate) fn client() -> Client {
         client_with_timeout(Duration::from_secs(20))
     }
 
-    fn get(c: &Client, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    pub(crate) fn get(c: &Client, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
         let mut req = c.get(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -1782,7 +1875,7 @@ mod tests {
         req.send().unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
-    fn header(r: &HttpResponse, name: &str) -> Option<String> {
+    pub(crate) fn header(r: &HttpResponse, name: &str) -> Option<String> {
         r.headers()
             .get(name)
             .map(|v| v.to_str().unwrap().to_string())
@@ -1794,7 +1887,7 @@ mod tests {
         serde_json::from_slice(&r.bytes().unwrap()).unwrap()
     }
 
-    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    pub(crate) fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
