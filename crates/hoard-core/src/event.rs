@@ -122,6 +122,26 @@ pub enum Change {
         sha256: Sha256,
         size: u64,
     },
+    /// A mirror recorded npm versions that an upstream lists and the
+    /// mirror had not listed yet (creating the package if it is new), and
+    /// moved its dist-tags to match the upstream's. The tarballs are
+    /// fetched later, on first download.
+    NpmMirrorListed {
+        repo: RepoName,
+        package: String,
+        versions: Vec<MirroredNpmVersion>,
+        /// Tags set to a version listed here or before, or removed (`None`).
+        dist_tags: Vec<(String, Option<String>)>,
+    },
+    /// A mirrored npm tarball was fetched from the upstream, checked
+    /// against the digests it declared, and stored. `shasum` and
+    /// `integrity` are computed by hoard from the stored bytes.
+    NpmMirrorTarballCached {
+        repo: RepoName,
+        package: String,
+        version: String,
+        tarball: NpmTarball,
+    },
     /// Versions were unpublished (only where the repository allows it),
     /// and the dist-tags moved in the same step: tags set to a remaining
     /// version, or removed (`None`). The tarballs stay in the blob store and
@@ -132,6 +152,26 @@ pub enum Change {
         versions: Vec<String>,
         dist_tags: Vec<(String, Option<String>)>,
     },
+}
+
+/// An npm version as an upstream lists it, recorded by a mirror.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredNpmVersion {
+    pub version: String,
+    /// The upstream's version manifest, as JSON text (its `dist` is
+    /// replaced by hoard's when served).
+    pub manifest: String,
+    /// Where the tarball is, absolute.
+    pub url: String,
+    /// What the upstream declares, which the bytes are checked against when
+    /// they are fetched: hex sha1 (`dist.shasum`), and the `sha512-…` entry
+    /// of `dist.integrity`. At least one of them is present.
+    pub shasum: Option<String>,
+    pub integrity: Option<String>,
+    /// The upstream's publish time, when it gave one.
+    pub time_us: Option<i64>,
+    /// The upstream's deprecation message, if any.
+    pub deprecated: Option<String>,
 }
 
 /// An npm tarball's digests, all computed by hoard from the stored bytes.
@@ -157,6 +197,7 @@ impl Change {
             }
             Change::NpmPublished { tarball, .. } => vec![tarball.sha256],
             Change::MirrorFileCached { sha256, .. } => vec![*sha256],
+            Change::NpmMirrorTarballCached { tarball, .. } => vec![tarball.sha256],
             _ => Vec::new(),
         }
     }
@@ -176,6 +217,8 @@ impl Change {
             Change::NpmUnpublished { .. } => "npm_unpublished",
             Change::MirrorFilesListed { .. } => "mirror_files_listed",
             Change::MirrorFileCached { .. } => "mirror_file_cached",
+            Change::NpmMirrorListed { .. } => "npm_mirror_listed",
+            Change::NpmMirrorTarballCached { .. } => "npm_mirror_tarball_cached",
         }
     }
 }

@@ -8,7 +8,11 @@
 //! ([`parse_publish`]); packument rendering, full and abbreviated
 //! ([`render_full_packument`], [`render_abbreviated_packument`]); search
 //! ([`matches_search`], [`render_search`]); legacy login ([`parse_login`]);
-//! and which registry endpoint a path names ([`parse_npm_path`]). No network
+//! lockfiles and locked integrities, for prefetching
+//! ([`parse_package_lock`], [`check_locked_integrity`], failing with a
+//! [`LockfileError`]); what a mirror reads from an upstream's packument
+//! ([`parse_upstream_packument`]); and which registry endpoint a path names
+//! ([`parse_npm_path`]). No network
 //! or file-system I/O: the server feeds it data, and every error is an
 //! [`NpmError`] whose message npm prints verbatim (send [`error_body`]).
 //!
@@ -16,6 +20,7 @@
 //! real client, and `tests/fixtures/README.md` the request sequences.
 
 mod error;
+mod lockfile;
 mod login;
 mod names;
 mod packument;
@@ -23,9 +28,14 @@ mod publish;
 mod routes;
 mod search;
 mod tarball;
+mod upstream;
 mod versions;
 
 pub use error::{error_body, NpmError};
+pub use lockfile::{
+    check_locked_integrity, compare_integrity, parse_package_lock, IntegrityComparison,
+    LockProblem, LockedPackage, LockfileError, PackageLock, SkippedPackage,
+};
 pub use login::{
     audit_not_supported_body, login_ok_body, ok_body, parse_couch_user_segment, parse_login,
     validate_username, web_login_not_supported_body, whoami_body, LoginRequest,
@@ -47,6 +57,10 @@ pub use search::{
 };
 pub use tarball::{
     parse_tarball_basename, tarball_basename, verify_integrity, verify_tarball, TarballDigests,
+};
+pub use upstream::{
+    parse_upstream_packument, tarball_matches_declared, RefusedVersion, UpstreamPackument,
+    UpstreamVersion, MAX_UPSTREAM_MANIFEST_BYTES,
 };
 pub use versions::{
     compare_versions, parse_dist_tag_put, validate_tag, validate_version, MAX_TAG_LEN,

@@ -53,9 +53,10 @@ pub struct StoredVersion {
     pub manifest: Value,
     /// Absolute URL of the tarball on this node's public URL.
     pub tarball_url: String,
-    /// Hex sha1 of the stored tarball, computed by hoard.
+    /// Hex sha1 of the stored tarball, computed by hoard (for a mirrored
+    /// tarball not fetched yet, as the upstream declared it; empty: none).
     pub shasum: String,
-    /// `sha512-<base64>` of the stored tarball, computed by hoard.
+    /// `sha512-<base64>`, likewise.
     pub integrity: String,
     pub published: OffsetDateTime,
     /// `None` or `Some("")`: not deprecated.
@@ -160,8 +161,13 @@ fn served_manifest(name: &str, v: &StoredVersion) -> Map<String, Value> {
             }
         }
     }
-    dist.insert("integrity".into(), Value::String(v.integrity.clone()));
-    dist.insert("shasum".into(), Value::String(v.shasum.clone()));
+    // A mirrored tarball not fetched yet may have only one of the two,
+    // as its upstream declared; npm checks whichever it is given.
+    for (key, digest) in [("integrity", &v.integrity), ("shasum", &v.shasum)] {
+        if !digest.is_empty() {
+            dist.insert(key.into(), Value::String(digest.clone()));
+        }
+    }
     dist.insert("tarball".into(), Value::String(v.tarball_url.clone()));
     m.insert("dist".into(), Value::Object(dist));
     m.insert("name".into(), Value::String(name.to_owned()));

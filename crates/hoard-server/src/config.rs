@@ -35,6 +35,8 @@ pub struct NodeConfig {
     /// The upstream of the mirror `pypi-remote` when its own `upstreams`
     /// are empty (`hoard serve --pypi-upstream URL`).
     pub pypi_upstream: Option<String>,
+    /// Likewise for the mirror `npm-remote` (`--npm-upstream URL`).
+    pub npm_upstream: Option<String>,
     /// `voter` (a member of the Raft group; `primary` is an old name for
     /// it) or `replica`.
     pub role: Role,
@@ -104,8 +106,9 @@ impl Default for NodeConfig {
             body_timeout_secs: 30,
             min_serial_wait_secs: 10,
             log_format: "text".into(),
-            repos: RepoConfig::default_pypi(),
+            repos: RepoConfig::defaults(),
             pypi_upstream: None,
+            npm_upstream: None,
             role: Role::Voter,
             raft_id: 1,
             bootstrap: true,
@@ -177,17 +180,25 @@ impl RepoConfig {
         }
     }
 
-    /// `pypi-local` (hosted), `pypi-remote` (a mirror, of `pypi_upstream`)
-    /// and `pypi`, the virtual repository of both that clients use.
-    fn default_pypi() -> Vec<RepoConfig> {
-        let mut virtual_pypi = RepoConfig::new("pypi", RepoFormat::Pypi, "virtual");
-        virtual_pypi.members = vec!["pypi-local".into(), "pypi-remote".into()];
-        virtual_pypi.upload_to = Some("pypi-local".into());
-        vec![
-            RepoConfig::new("pypi-local", RepoFormat::Pypi, "hosted"),
-            RepoConfig::new("pypi-remote", RepoFormat::Pypi, "mirror"),
-            virtual_pypi,
-        ]
+    /// For each format `f` (`pypi`, `npm`): `f-local` (hosted), `f-remote`
+    /// (a mirror, of `pypi_upstream` or `npm_upstream`) and `f`, the
+    /// virtual repository of both that clients use.
+    fn defaults() -> Vec<RepoConfig> {
+        [("pypi", RepoFormat::Pypi), ("npm", RepoFormat::Npm)]
+            .into_iter()
+            .flat_map(|(name, format)| {
+                let local = format!("{name}-local");
+                let remote = format!("{name}-remote");
+                let mut combined = RepoConfig::new(name, format, "virtual");
+                combined.members = vec![local.clone(), remote.clone()];
+                combined.upload_to = Some(local.clone());
+                [
+                    RepoConfig::new(&local, format, "hosted"),
+                    RepoConfig::new(&remote, format, "mirror"),
+                    combined,
+                ]
+            })
+            .collect()
     }
 }
 
@@ -248,15 +259,18 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// Gives `pypi_upstream` to the mirror `pypi-remote`, if it has no
-    /// upstreams of its own.
-    pub fn apply_pypi_upstream(&mut self) {
-        let Some(url) = self.pypi_upstream.clone() else {
-            return;
-        };
-        for repo in &mut self.repos {
-            if repo.name == "pypi-remote" && repo.kind == "mirror" && repo.upstreams.is_empty() {
-                repo.upstreams = vec![url.clone()];
+    /// Gives `pypi_upstream` to the mirror `pypi-remote` and `npm_upstream`
+    /// to `npm-remote`, each if it has no upstreams of its own.
+    pub fn apply_default_upstreams(&mut self) {
+        for (name, url) in [
+            ("pypi-remote", self.pypi_upstream.clone()),
+            ("npm-remote", self.npm_upstream.clone()),
+        ] {
+            let Some(url) = url else { continue };
+            for repo in &mut self.repos {
+                if repo.name == name && repo.kind == "mirror" && repo.upstreams.is_empty() {
+                    repo.upstreams = vec![url.clone()];
+                }
             }
         }
     }
@@ -382,11 +396,6 @@ impl NodeConfig {
                 ))
             }
             "hosted" => RepoKind::Hosted,
-            "mirror" if repo.format == RepoFormat::Npm => {
-                return Err(invalid(
-                    "npm mirrors are not supported yet (PyPI mirrors are)".into(),
-                ))
-            }
             "mirror" => {
                 for url in &repo.upstreams {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -409,11 +418,6 @@ impl NodeConfig {
                     return Err(invalid("timeout_secs must be positive".into()));
                 }
                 RepoKind::Mirror(m)
-            }
-            "virtual" if repo.format == RepoFormat::Npm => {
-                return Err(invalid(
-                    "npm virtual repositories are not supported yet (PyPI ones are)".into(),
-                ))
             }
             "virtual" if mirror_only => {
                 return Err(invalid(
@@ -448,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_a_virtual_pypi_of_a_hosted_and_a_mirror_repository() {
+    fn the_defaults_are_a_virtual_pypi_and_npm_each_of_a_hosted_and_a_mirror_repository() {
         let mut config = NodeConfig::default();
         config.validate().unwrap();
         let kinds: Vec<(&str, &str)> = config
@@ -461,12 +465,19 @@ mod tests {
             [
                 ("pypi-local", "hosted"),
                 ("pypi-remote", "mirror"),
-                ("pypi", "virtual")
+                ("pypi", "virtual"),
+                ("npm-local", "hosted"),
+                ("npm-remote", "mirror"),
+                ("npm", "virtual")
             ]
         );
+        assert_eq!(config.repos[5].format, RepoFormat::Npm);
         config.pypi_upstream = Some("http://index.test/simple/".into());
-        config.apply_pypi_upstream();
+        config.npm_upstream = Some("http://registry.test/".into());
+        config.apply_default_upstreams();
         assert_eq!(config.repos[1].upstreams, ["http://index.test/simple/"]);
+        assert_eq!(config.repos[4].upstreams, ["http://registry.test/"]);
+        config.validate().unwrap();
     }
 
     fn with(repos: Vec<RepoConfig>) -> NodeConfig {

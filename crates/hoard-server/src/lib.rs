@@ -19,6 +19,7 @@ mod npm;
 mod page_cache;
 mod pypi;
 mod range;
+mod virtual_repo;
 
 pub use crate::http::serve;
 pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role, UserConfig};

@@ -8,19 +8,23 @@
 //! its own index and disk.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hoard_core::{Change, MirrorPart, MirrorSettings, Serial};
+use bytes::Bytes;
+use hoard_core::{Change, MirrorPart, MirrorSettings, MirroredNpmVersion, NpmTarball, Serial};
 use hoard_mirror::{
-    download_limit, plan_pypi_refresh, Freshness, KnownFile, PageResponse, SingleFlight,
-    UpstreamClient, UpstreamError,
+    download_limit, plan_npm_refresh, plan_pypi_refresh, Freshness, KnownFile, KnownNpmVersion,
+    NpmRefresh, Page, PageResponse, SingleFlight, UpstreamClient, UpstreamError,
 };
+use hoard_npm::{parse_upstream_packument, tarball_matches_declared, PackageName};
 use hoard_pypi::{parse_upstream_project, UpstreamFormat, UPSTREAM_ACCEPT};
-use hoard_store::{ExtraDigests, FileState, RepoState};
-use http::{HeaderMap, StatusCode};
+use hoard_store::{BlobDigests, ExtraDigests, FileState, NpmVersionState, RepoState, StagedBlob};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::error::ApiError;
+use crate::http::{with_body, HandlerResult, ResBody};
 use crate::node::Node;
 
 /// The request header by which a node asks the leader to fill its cache
@@ -34,6 +38,9 @@ const ACTOR: &str = "mirror";
 /// The most files one listing event carries: a large project's first
 /// fetch becomes a few events of bounded size.
 const FILES_PER_EVENT: usize = 500;
+/// The most manifest bytes one npm listing event carries (the raft and
+/// replication streams take messages far larger; this keeps each small).
+const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The largest PEP 658 metadata file fetched.
 const MAX_METADATA_BYTES: u64 = 16 << 20;
 
@@ -102,13 +109,44 @@ pub fn is_fill_request(headers: &HeaderMap) -> bool {
     headers.contains_key(FILL_HEADER)
 }
 
+/// Marks a response served from the cache after no upstream could be asked.
+pub fn mark_stale(response: &mut Response<crate::http::ResBody>, why: &str) {
+    let why: String = why.chars().filter(|c| !c.is_control()).take(500).collect();
+    if let Ok(value) = HeaderValue::from_str(&why) {
+        response.headers_mut().insert(STALE_HEADER, value);
+    }
+    response.headers_mut().insert(
+        header::WARNING,
+        HeaderValue::from_static("110 hoard \"Response is Stale\""),
+    );
+}
+
+/// `X-Hoard-Cache: hit` when the bytes were here before the request,
+/// `miss` when this request fetched them (`hoard prefetch` reports it).
+pub fn with_cache_state(response: HandlerResult, was_stored: bool) -> HandlerResult {
+    let mut response = response?;
+    response.headers_mut().insert(
+        "x-hoard-cache",
+        HeaderValue::from_static(if was_stored { "hit" } else { "miss" }),
+    );
+    Ok(response)
+}
+
+/// The leader's answer to a fill request from another node: done (the
+/// serial it is done at is on every response).
+pub fn filled() -> Response<ResBody> {
+    with_body(
+        StatusCode::NO_CONTENT,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    )
+}
+
 fn page_key(repo: &RepoState, project: &str) -> String {
     format!("{}/{project}", repo.name)
 }
 
-/// Makes the listing of `project` fresh enough to serve: within the TTL
-/// it is served as it is; after it, the upstreams are asked (the leader
-/// asks them, any other node asks the leader).
+/// Makes the listing of PyPI `project` fresh enough to serve.
 pub async fn refresh_pypi_project(
     node: &Node,
     repo: &RepoState,
@@ -117,6 +155,56 @@ pub async fn refresh_pypi_project(
     headers: &HeaderMap,
 ) -> PageFill {
     let known = matches!(node.index.project(&repo.name, project, None), Ok(Some(_)));
+    let path = format!("/{}/simple/{project}/", repo.name);
+    refresh_listing(
+        node,
+        repo,
+        settings,
+        project,
+        known,
+        &path,
+        headers,
+        |key| fetch_pypi_project(node, repo, settings, project, key),
+    )
+    .await
+}
+
+/// Makes the packument of npm package `name` fresh enough to serve.
+pub async fn refresh_npm_package(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    name: &PackageName,
+    headers: &HeaderMap,
+) -> PageFill {
+    let full = name.full();
+    let known = matches!(node.index.npm_package(&repo.name, &full, None), Ok(Some(_)));
+    let path = format!("/{}/{}", repo.name, name.escaped());
+    refresh_listing(node, repo, settings, &full, known, &path, headers, |key| {
+        fetch_npm_package(node, repo, settings, name, key)
+    })
+    .await
+}
+
+/// Makes a listing fresh enough to serve: within the TTL it is served as
+/// it is; after it, the upstreams are asked (the leader asks them with
+/// `fetch`, once however many requests wait; any other node asks the
+/// leader, at `path`).
+#[allow(clippy::too_many_arguments)]
+async fn refresh_listing<F, Fut>(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    name: &str,
+    known: bool,
+    path: &str,
+    headers: &HeaderMap,
+    fetch: F,
+) -> PageFill
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = PageFill>,
+{
     if settings.offline || settings.upstreams.is_empty() {
         return if known {
             PageFill::Fresh
@@ -124,7 +212,7 @@ pub async fn refresh_pypi_project(
             PageFill::NotFound
         };
     }
-    let key = page_key(repo, project);
+    let key = page_key(repo, name);
     let ttl = Duration::from_secs(settings.ttl_secs);
     let negative_ttl = Duration::from_secs(settings.negative_ttl_secs);
     if let Some(state) = node.mirror.freshness.get(&key) {
@@ -136,9 +224,8 @@ pub async fn refresh_pypi_project(
             };
         }
     }
-    let path = format!("/{}/simple/{project}/", repo.name);
     if !node.is_leader() {
-        return match fill_via_leader(node, &path, headers).await {
+        return match fill_via_leader(node, path, headers).await {
             Ok(()) => {
                 node.mirror.freshness.checked(&key, Default::default());
                 PageFill::Fresh
@@ -151,9 +238,7 @@ pub async fn refresh_pypi_project(
     let fill = node
         .mirror
         .pages
-        .run(key.clone(), || {
-            fetch_pypi_project(node, repo, settings, project, &key)
-        })
+        .run(key.clone(), || fetch(key.clone()))
         .await;
     if matches!(fill, PageFill::Stale(_)) {
         count(&node.mirror.counters.stale_pages);
@@ -161,33 +246,46 @@ pub async fn refresh_pypi_project(
     fill
 }
 
-/// The leader's fill of one project page, from the first upstream that
-/// has it.
-async fn fetch_pypi_project(
+/// What became of one upstream's page.
+enum Recorded {
+    /// Its changes are committed.
+    Done,
+    /// The page is unusable (why): the next upstream is asked.
+    Refused(String),
+    /// Committing failed: no other upstream would do better.
+    Failed(ApiError),
+}
+
+/// The leader's fill of one listing, from the first upstream that has it
+/// (`url_of` an upstream base), recorded by `record`. `listed`: whether the
+/// mirror lists anything for it yet.
+async fn fill_from_upstreams<R, Fut>(
     node: &Node,
-    repo: &RepoState,
     settings: &MirrorSettings,
-    project: &str,
     key: &str,
-) -> PageFill {
-    let known = match node.index.files(&repo.name, project, None) {
-        Ok(files) => files,
-        Err(e) => return PageFill::Failed(format!("reading the index: {e}")),
-    };
+    listed: bool,
+    accept: &str,
+    url_of: impl Fn(&str) -> String,
+    mut record: R,
+) -> PageFill
+where
+    R: FnMut(Page) -> Fut,
+    Fut: Future<Output = Recorded>,
+{
     let validators = node
         .mirror
         .freshness
         .get(key)
-        .filter(|_| !known.is_empty())
+        .filter(|_| listed)
         .map(|s| s.validators);
     let timeout = Duration::from_secs(settings.timeout_secs);
     let mut failures = Vec::new();
     for upstream in &settings.upstreams {
-        let url = format!("{upstream}{project}/");
+        let url = url_of(upstream);
         let response = node
             .mirror
             .client
-            .page(&url, UPSTREAM_ACCEPT, validators.as_ref(), timeout)
+            .page(&url, accept, validators.as_ref(), timeout)
             .await;
         let page = match response {
             Ok(PageResponse::NotModified) => {
@@ -212,64 +310,225 @@ async fn fetch_pypi_project(
                 continue;
             }
         };
-        let format = page
-            .content_type
-            .as_deref()
-            .and_then(UpstreamFormat::from_content_type)
-            .unwrap_or(UpstreamFormat::Html);
-        let parsed = match parse_upstream_project(format, &page.url, &page.body) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::warn!(url = %page.url, error = %e, "upstream page refused");
-                failures.push(format!("{}: {e}", page.url));
-                continue;
+        let page_validators = page.validators.clone();
+        match record(page).await {
+            Recorded::Done => {
+                node.mirror.freshness.checked(key, page_validators);
+                return PageFill::Fresh;
             }
-        };
-        let known_files: BTreeMap<String, KnownFile> = known
-            .iter()
-            .map(|f| {
-                (
-                    f.record.filename.clone(),
-                    KnownFile {
-                        yanked: f.yanked_at(None).map(str::to_owned),
-                    },
-                )
-            })
-            .collect();
-        let refresh = plan_pypi_refresh(project, &parsed, &known_files);
-        for refused in &refresh.refused {
-            tracing::warn!(
-                url = %page.url,
-                entry = %refused.entry,
-                reason = %refused.reason,
-                "upstream file entry refused"
-            );
+            Recorded::Refused(why) => failures.push(why),
+            Recorded::Failed(e) if listed => return PageFill::Stale(e.message),
+            Recorded::Failed(e) => return PageFill::Failed(e.message),
         }
-        if let Err(e) = record_refresh(node, repo, project, refresh).await {
-            return if known.is_empty() {
-                PageFill::Failed(e.message)
-            } else {
-                PageFill::Stale(e.message)
-            };
-        }
-        node.mirror.freshness.checked(key, page.validators);
-        return PageFill::Fresh;
     }
     if failures.is_empty() {
         node.mirror.freshness.not_found(key);
-        return if known.is_empty() {
-            PageFill::NotFound
-        } else {
-            // Every upstream dropped the project: what was listed stays.
+        return if listed {
+            // Every upstream dropped it: what was listed stays.
             PageFill::Fresh
+        } else {
+            PageFill::NotFound
         };
     }
     let why = failures.join("; ");
-    if known.is_empty() {
-        PageFill::Failed(why)
-    } else {
+    if listed {
         PageFill::Stale(why)
+    } else {
+        PageFill::Failed(why)
     }
+}
+
+/// The leader's fill of one project page.
+async fn fetch_pypi_project(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    project: &str,
+    key: String,
+) -> PageFill {
+    let known = match node.index.files(&repo.name, project, None) {
+        Ok(files) => files,
+        Err(e) => return PageFill::Failed(format!("reading the index: {e}")),
+    };
+    let known_files: BTreeMap<String, KnownFile> = known
+        .iter()
+        .map(|f| {
+            (
+                f.record.filename.clone(),
+                KnownFile {
+                    yanked: f.yanked_at(None).map(str::to_owned),
+                },
+            )
+        })
+        .collect();
+    let known_files = &known_files;
+    fill_from_upstreams(
+        node,
+        settings,
+        &key,
+        !known.is_empty(),
+        UPSTREAM_ACCEPT,
+        |upstream| format!("{upstream}{project}/"),
+        |page| async move {
+            let format = page
+                .content_type
+                .as_deref()
+                .and_then(UpstreamFormat::from_content_type)
+                .unwrap_or(UpstreamFormat::Html);
+            let parsed = match parse_upstream_project(format, &page.url, &page.body) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::warn!(url = %page.url, error = %e, "upstream page refused");
+                    return Recorded::Refused(format!("{}: {e}", page.url));
+                }
+            };
+            let refresh = plan_pypi_refresh(project, &parsed, known_files);
+            for refused in &refresh.refused {
+                tracing::warn!(
+                    url = %page.url,
+                    entry = %refused.entry,
+                    reason = %refused.reason,
+                    "upstream file entry refused"
+                );
+            }
+            match record_refresh(node, repo, project, refresh).await {
+                Ok(()) => Recorded::Done,
+                Err(e) => Recorded::Failed(e),
+            }
+        },
+    )
+    .await
+}
+
+/// The leader's fill of one packument. The full document is fetched (the
+/// abbreviated one lacks fields that the full one served here needs), and
+/// both forms are rendered from what it records.
+async fn fetch_npm_package(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    name: &PackageName,
+    key: String,
+) -> PageFill {
+    let full = name.full();
+    let read = || -> Result<_, hoard_store::StoreError> {
+        let versions = node.index.npm_versions(&repo.name, &full, None)?;
+        let tags = node
+            .index
+            .npm_package(&repo.name, &full, None)?
+            .map(|p| p.tags_at(None))
+            .unwrap_or_default();
+        Ok((versions, tags))
+    };
+    let (versions, tags) = match read() {
+        Ok(known) => known,
+        Err(e) => return PageFill::Failed(format!("reading the index: {e}")),
+    };
+    let known: BTreeMap<String, KnownNpmVersion> = versions
+        .iter()
+        .map(|v| {
+            (
+                v.version.clone(),
+                KnownNpmVersion {
+                    deprecated: v.deprecated_at(None).map(str::to_owned),
+                },
+            )
+        })
+        .collect();
+    let (known, tags, full) = (&known, &tags, &full);
+    fill_from_upstreams(
+        node,
+        settings,
+        &key,
+        !known.is_empty(),
+        "application/json",
+        |upstream| format!("{upstream}{}", name.escaped()),
+        |page| async move {
+            let parsed = match parse_upstream_packument(name, &page.body) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::warn!(url = %page.url, error = %e, "upstream packument refused");
+                    return Recorded::Refused(format!("{}: {e}", page.url));
+                }
+            };
+            let refresh = plan_npm_refresh(&parsed, known, tags);
+            for refused in &refresh.refused {
+                tracing::warn!(
+                    url = %page.url,
+                    version = %refused.version,
+                    reason = %refused.reason,
+                    "upstream npm version refused"
+                );
+            }
+            match record_npm_refresh(node, repo, full, refresh).await {
+                Ok(()) => Recorded::Done,
+                Err(e) => Recorded::Failed(e),
+            }
+        },
+    )
+    .await
+}
+
+/// Records a packument's changes: new versions in events of bounded size
+/// (a package with thousands of versions is a few events), the dist-tags
+/// with the last of them, deprecations after.
+async fn record_npm_refresh(
+    node: &Node,
+    repo: &RepoState,
+    package: &str,
+    refresh: NpmRefresh,
+) -> Result<(), ApiError> {
+    let mut batches: Vec<Vec<MirroredNpmVersion>> = Vec::new();
+    let mut bytes = 0;
+    for version in refresh.new_versions {
+        let size = version.manifest.len() + version.url.len();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < FILES_PER_EVENT && bytes + size <= MAX_EVENT_BYTES => {
+                bytes += size;
+                batch.push(version);
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![version]);
+            }
+        }
+    }
+    if batches.is_empty() && !refresh.dist_tags.is_empty() {
+        batches.push(Vec::new());
+    }
+    let last = batches.len().saturating_sub(1);
+    let mut dist_tags = Some(refresh.dist_tags);
+    for (i, versions) in batches.into_iter().enumerate() {
+        let count = versions.len();
+        let serial = node
+            .commit(
+                ACTOR,
+                Change::NpmMirrorListed {
+                    repo: repo.name.clone(),
+                    package: package.to_owned(),
+                    versions,
+                    dist_tags: if i == last {
+                        dist_tags.take().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                },
+            )
+            .await?;
+        tracing::info!(repo = %repo.name, %package, versions = count, %serial, "mirrored npm versions listed");
+    }
+    if !refresh.deprecations.is_empty() {
+        node.commit(
+            ACTOR,
+            Change::NpmDeprecated {
+                repo: repo.name.clone(),
+                package: package.to_owned(),
+                changes: refresh.deprecations,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn record_refresh(
@@ -356,32 +615,23 @@ pub async fn ensure_cached(
                     return Ok(());
                 }
             }
-            let timeout = Duration::from_secs(settings.timeout_secs);
-            let mut writer = node.blobs.writer(ExtraDigests::default()).await?;
-            if let Err(e) = node
-                .mirror
-                .client
-                .download(&url, timeout, limit, &mut writer)
-                .await
-            {
-                count(&node.mirror.counters.upstream_errors);
-                tracing::warn!(%url, error = %e, "upstream file fetch failed");
-                return Err(upstream_error(&e));
-            }
-            let staged = writer.finish().await?;
-            if staged.digests.sha256 != expected {
-                count(&node.mirror.counters.digest_mismatches);
-                let e = UpstreamError::Digest {
-                    url: url.clone(),
-                    expected: expected.to_hex(),
-                    got: staged.digests.sha256.to_hex(),
-                };
-                tracing::error!(%url, error = %e, "upstream bytes do not match the listed digest; nothing stored");
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the upstream's bytes of {filename} do not match the sha256 it lists"),
-                ));
-            }
+            let staged = download_checked(
+                node,
+                settings,
+                &url,
+                limit,
+                ExtraDigests::default(),
+                |digests| {
+                    (digests.sha256 != expected).then(|| {
+                        (
+                            format!("the sha256 it lists for {filename}"),
+                            expected.to_hex(),
+                            digests.sha256.to_hex(),
+                        )
+                    })
+                },
+            )
+            .await?;
             let size = staged.size;
             let change = Change::MirrorFileCached {
                 repo: repo.name.clone(),
@@ -397,6 +647,143 @@ pub async fn ensure_cached(
             Ok(())
         })
         .await
+}
+
+/// Makes a mirrored npm tarball local before it is served: fetched once
+/// across the cluster, checked against every digest the upstream declared,
+/// and committed first.
+pub async fn ensure_npm_tarball(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    package: &str,
+    version: &NpmVersionState,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Result<(), ApiError> {
+    let Some(origin) = version
+        .mirror
+        .as_ref()
+        .filter(|_| version.tarball.sha256.is_none())
+    else {
+        return Ok(());
+    };
+    let v = &version.version;
+    if settings.offline {
+        return Err(ApiError::not_found(format!(
+            "the tarball of {package}@{v} is not cached, and {} is offline",
+            repo.name
+        )));
+    }
+    if !node.is_leader() {
+        return fill_via_leader(node, req.uri().path(), req.headers()).await;
+    }
+    let declared = |d: &str| Some(d.to_owned()).filter(|d| !d.is_empty());
+    let shasum = declared(&version.tarball.shasum);
+    let integrity = declared(&version.tarball.integrity);
+    let key = format!("{}/{package}@{v}", repo.name);
+    node.mirror
+        .files
+        .run(key, || async {
+            // A fill that finished while this one waited to start.
+            if let Ok(Some(now)) = node.index.npm_version(&repo.name, package, v) {
+                if now.tarball.sha256.is_some() {
+                    return Ok(());
+                }
+            }
+            let extra = ExtraDigests {
+                sha1: true,
+                sha512: true,
+                ..ExtraDigests::default()
+            };
+            let staged = download_checked(
+                node,
+                settings,
+                &origin.url,
+                node.config.max_upload_bytes,
+                extra,
+                |digests| {
+                    let (Some(sha1), Some(sha512)) = (&digests.sha1, &digests.sha512) else {
+                        return Some(("its digests".into(), "sha1 and sha512".into(), "none".into()));
+                    };
+                    (!tarball_matches_declared(shasum.as_deref(), integrity.as_deref(), sha1, sha512))
+                        .then(|| {
+                            (
+                                format!("the integrity it declares for {package}@{v}"),
+                                format!("{} {}", integrity.as_deref().unwrap_or("-"), shasum.as_deref().unwrap_or("-")),
+                                format!("{} {}", sri_sha512(sha512), hex::encode(sha1)),
+                            )
+                        })
+                },
+            )
+            .await?;
+            let tarball = NpmTarball {
+                sha256: staged.digests.sha256,
+                size: staged.size,
+                shasum: staged.digests.sha1.map(hex::encode).unwrap_or_default(),
+                integrity: staged.digests.sha512.as_ref().map(sri_sha512).unwrap_or_default(),
+            };
+            let size = tarball.size;
+            let change = Change::NpmMirrorTarballCached {
+                repo: repo.name.clone(),
+                package: package.to_owned(),
+                version: v.clone(),
+                tarball,
+            };
+            let committed = node.commit_with_blobs(ACTOR, vec![staged], change).await?;
+            count(&node.mirror.counters.files_cached);
+            tracing::info!(repo = %repo.name, %package, version = %v, size, serial = %committed.serial, "mirrored npm tarball cached");
+            Ok(())
+        })
+        .await
+}
+
+fn sri_sha512(digest: &[u8; 64]) -> String {
+    use base64::Engine as _;
+    format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// Fetches `url` into a staged blob of at most `limit` bytes, and checks it
+/// with `mismatch` (which says what was expected, and what came, when the
+/// bytes are wrong). Wrong bytes are a 502 that leaves nothing behind: the
+/// staged file is dropped, and nothing is committed.
+async fn download_checked(
+    node: &Node,
+    settings: &MirrorSettings,
+    url: &str,
+    limit: u64,
+    extra: ExtraDigests,
+    mismatch: impl FnOnce(&BlobDigests) -> Option<(String, String, String)>,
+) -> Result<StagedBlob, ApiError> {
+    let timeout = Duration::from_secs(settings.timeout_secs);
+    let mut writer = node.blobs.writer(extra).await?;
+    if let Err(e) = node
+        .mirror
+        .client
+        .download(url, timeout, limit, &mut writer)
+        .await
+    {
+        count(&node.mirror.counters.upstream_errors);
+        tracing::warn!(%url, error = %e, "upstream file fetch failed");
+        return Err(upstream_error(&e));
+    }
+    let staged = writer.finish().await?;
+    if let Some((what, expected, got)) = mismatch(&staged.digests) {
+        count(&node.mirror.counters.digest_mismatches);
+        let e = UpstreamError::Digest {
+            url: url.to_owned(),
+            expected,
+            got,
+        };
+        tracing::error!(%url, error = %e, "upstream bytes do not match the listed digest; nothing stored");
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the upstream's bytes do not match {what}"),
+        ));
+    }
+    Ok(staged)
 }
 
 fn upstream_error(e: &UpstreamError) -> ApiError {

@@ -317,6 +317,11 @@ impl Node {
         }
     }
 
+    fn holds_anything(&self, repo: &RepoName) -> Result<bool, NodeError> {
+        Ok(!self.index.projects(repo, None)?.is_empty()
+            || !self.index.npm_packages(repo, None)?.is_empty())
+    }
+
     async fn ensure_configured_repos(&self) -> Result<(), NodeError> {
         for repo in &self.config.repos {
             let (name, settings) = self.config.repo_settings(repo)?;
@@ -325,12 +330,12 @@ impl Node {
                     repo: name.clone(),
                     settings,
                 },
-                // A hosted repository with projects stays hosted: an older
-                // node's default `pypi` keeps serving what it holds.
+                // A hosted repository with projects or packages stays hosted:
+                // an older node's default `pypi` keeps serving what it holds.
                 Some(state)
                     if matches!(state.settings.kind, RepoKind::Hosted)
                         && !matches!(settings.kind, RepoKind::Hosted)
-                        && !self.index.projects(&name, None)?.is_empty() =>
+                        && self.holds_anything(&name)? =>
                 {
                     tracing::warn!(
                         repo = %name,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hoard_core::{Change, NpmTarball, Perm, RepoName, Serial, Sha256};
+use hoard_core::{Change, NpmTarball, Perm, RepoKind, RepoName, Serial, Sha256, VirtualSettings};
 use hoard_npm::{
     dist_tags_after_publish, login_ok_body, matches_search, parse_dist_tag_put, parse_login,
     parse_npm_path, parse_publish, parse_revision_put, parse_search_query,
@@ -14,7 +14,7 @@ use hoard_npm::{
     whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest, PutDocument,
     SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
 };
-use hoard_store::{ExtraDigests, NpmVersionState, RepoState};
+use hoard_store::{ExtraDigests, NpmPackageState, NpmVersionState, RepoState};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
@@ -23,7 +23,9 @@ use crate::body::read_small;
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{with_body, HandlerResult};
+use crate::mirror::{self, PageFill};
 use crate::node::{Node, Principal};
+use crate::virtual_repo::{upload_target, virtual_sources};
 
 pub async fn handle(
     node: &Arc<Node>,
@@ -123,38 +125,81 @@ async fn route(
             hoard_npm::audit_not_supported_body(),
         )),
         (Method::GET | Method::HEAD, NpmPath::DistTags { name }) => {
-            let view = package_view(node, repo, &name, &target)?;
+            let (view, _) = fresh_view(node, &req, repo, &name, &target).await?;
             json_ok(
                 StatusCode::OK,
                 serde_json::to_string(&view.dist_tags).unwrap_or_default(),
             )
         }
-        (Method::PUT, NpmPath::DistTag { name, tag }) => set_dist_tag(node, req, repo, &name, &tag).await,
-        (Method::DELETE, NpmPath::DistTag { name, tag }) => {
-            remove_dist_tag(node, &req, repo, &name, &tag).await
+        (Method::GET | Method::HEAD, NpmPath::Package { name }) => {
+            packument(node, &req, repo, &name, &target).await
         }
-        (Method::GET | Method::HEAD, NpmPath::Package { name }) => packument(node, &req, repo, &name, &target),
-        (Method::PUT, NpmPath::Package { name }) => put_package(node, req, repo, &name).await,
         (Method::GET | Method::HEAD, NpmPath::PackageVersion { name, spec }) => {
-            version_manifest(node, repo, &name, &spec, &target)
+            version_manifest(node, &req, repo, &name, &spec, &target).await
         }
+        (Method::GET | Method::HEAD, NpmPath::Tarball { name, version, .. }) => match &repo.settings.kind {
+            RepoKind::Virtual(v) => virtual_tarball(node, &req, repo, v, &name, &version, &target).await,
+            _ => tarball(node, &req, repo, &name, &version, &target).await,
+        },
+        (method, path) if !read => {
+            // Writes to a virtual repository go to its `upload_to` member; a
+            // token for the virtual repository may write there.
+            let into = match &repo.settings.kind {
+                RepoKind::Hosted => repo.clone(),
+                RepoKind::Virtual(v) => upload_target(node, repo, v)?,
+                RepoKind::Mirror(_) => {
+                    return Err(ApiError::forbidden(format!(
+                        "{} is a mirror of its upstreams and accepts no publishes or changes; \
+                         publish to a hosted repository",
+                        repo.name
+                    ))
+                    .closing())
+                }
+            };
+            write(node, req, &repo.name, &into, method, path).await
+        }
+        (method, _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported here"),
+        )),
+    }
+}
+
+/// The registry's writes. `auth` is the repository the client named (the
+/// token must be for it); `repo` is the hosted repository written to.
+async fn write(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    auth: &RepoName,
+    repo: &RepoState,
+    method: Method,
+    path: NpmPath,
+) -> HandlerResult {
+    match (method, path) {
+        (Method::PUT, NpmPath::DistTag { name, tag }) => {
+            set_dist_tag(node, req, auth, repo, &name, &tag).await
+        }
+        (Method::DELETE, NpmPath::DistTag { name, tag }) => {
+            remove_dist_tag(node, &req, auth, repo, &name, &tag).await
+        }
+        (Method::PUT, NpmPath::Package { name }) => put_package(node, req, auth, repo, &name).await,
         (Method::PUT, NpmPath::PackageRevision { name, .. }) => {
-            unpublish_missing_versions(node, req, repo, &name).await
+            unpublish_missing_versions(node, req, auth, repo, &name).await
         }
         (Method::DELETE, NpmPath::PackageRevision { name, .. }) => {
-            unpublish_all(node, &req, repo, &name).await
-        }
-        (Method::GET | Method::HEAD, NpmPath::Tarball { name, version, .. }) => {
-            tarball(node, &req, repo, &name, &version, &target).await
+            unpublish_all(node, &req, auth, repo, &name).await
         }
         (Method::DELETE, NpmPath::TarballRevision { name, version, .. }) => {
             // npm deletes the tarball after unpublishing its version: the
             // blob stays (earlier point-in-time views still serve it).
-            node.require(req.headers(), &repo.name, Perm::Admin)?;
+            node.require(req.headers(), auth, Perm::Admin)?;
             match node.index.npm_version(&repo.name, &name.full(), &version)? {
                 Some(v) if v.unpublished.is_some() => json_ok(StatusCode::OK, hoard_npm::ok_body()),
                 Some(_) => Err(unpublish_refused(repo)),
-                None => Err(ApiError::not_found(format!("{}@{version} does not exist", name.full()))),
+                None => Err(ApiError::not_found(format!(
+                    "{}@{version} does not exist",
+                    name.full()
+                ))),
             }
         }
         (method, _) => Err(ApiError::new(
@@ -164,15 +209,104 @@ async fn route(
     }
 }
 
+/// The repositories whose state a read of `name` is computed from, made
+/// fresh first where they are mirrors; and why, if some upstream could not
+/// be asked (the answer is then marked stale).
+async fn fresh_sources(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    target: &Target<'_>,
+) -> Result<(Vec<RepoState>, Option<String>), ApiError> {
+    let full = name.full();
+    let view = Some(target.at.unwrap_or_else(|| node.applied_serial()));
+    let sources = match &repo.settings.kind {
+        RepoKind::Virtual(v) => virtual_sources(node, v, |m| {
+            Ok(node.index.npm_package(&m.name, &full, view)?.is_some())
+        })?,
+        _ => vec![repo.clone()],
+    };
+    if target.at.is_some() {
+        return Ok((sources, None));
+    }
+    let mut failures = Vec::new();
+    for member in &sources {
+        let Some(settings) = mirror::settings(member) else {
+            continue;
+        };
+        match mirror::refresh_npm_package(node, member, settings, name, req.headers()).await {
+            PageFill::Fresh => {}
+            PageFill::NotFound if member.name == repo.name => {
+                return Err(ApiError::not_found(format!(
+                    "package {full} not found in {} or its upstreams",
+                    repo.name
+                )))
+            }
+            PageFill::NotFound => {}
+            PageFill::Failed(why) if member.name == repo.name => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "{full} is not cached in {}, and no upstream answered: {why}",
+                        repo.name
+                    ),
+                ))
+            }
+            PageFill::Stale(why) | PageFill::Failed(why) => {
+                failures.push(format!("{}: {why}", member.name))
+            }
+        }
+    }
+    Ok((sources, (!failures.is_empty()).then(|| failures.join("; "))))
+}
+
+/// A package as its sources hold it now (fetching what a mirror lacks).
+async fn fresh_view(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    name: &PackageName,
+    target: &Target<'_>,
+) -> Result<(PackageView, Option<String>), ApiError> {
+    let (sources, stale) = fresh_sources(node, req, repo, name, target).await?;
+    let view = package_view(node, repo, &sources, name, target);
+    Ok((upstream_failed(view, repo, name, &stale)?, stale))
+}
+
+/// A package that no source has while an upstream could not be asked is
+/// an upstream failure, not a 404.
+fn upstream_failed<T>(
+    result: Result<T, ApiError>,
+    repo: &RepoState,
+    name: &PackageName,
+    stale: &Option<String>,
+) -> Result<T, ApiError> {
+    match (result, stale) {
+        (Err(e), Some(why)) if e.status == StatusCode::NOT_FOUND => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{} is in no member of {}, and an upstream failed: {why}",
+                name.full(),
+                repo.name
+            ),
+        )),
+        (result, _) => result,
+    }
+}
+
 fn time_of(us: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// A package as it was at `target.at`, ready to render; 404 if absent.
+/// A package as it was at `target.at` in `sources` (in order of
+/// priority: the first to have a version serves it, and sets a tag first),
+/// ready to render under `repo`'s URL; 404 if absent.
 fn package_view(
     node: &Node,
     repo: &RepoState,
+    sources: &[RepoState],
     name: &PackageName,
     target: &Target<'_>,
 ) -> Result<PackageView, ApiError> {
@@ -183,35 +317,41 @@ fn package_view(
     // out of it.
     let view = target.at.unwrap_or_else(|| node.applied_serial());
     let at = Some(view);
-    let pkg = node
-        .index
-        .npm_package(&repo.name, &full, at)?
-        .ok_or_else(not_found)?;
-    let live: Vec<NpmVersionState> = node
-        .index
-        .npm_versions(&repo.name, &full, at)?
-        .into_iter()
-        .filter(|v| v.live_at(at))
-        .collect();
-    let modified = live
-        .iter()
-        .map(|v| v.last_change_us(at))
-        .chain(pkg.last_tag_change_us(at))
-        .fold(pkg.created_us, i64::max);
-    if live.is_empty() {
-        // Every version was unpublished: the package is gone from this view.
-        return Err(not_found());
-    }
-    let newest = live.iter().max_by_key(|v| v.published);
-    // Tags that point at an unpublished version say nothing.
-    let dist_tags = pkg
-        .tags_at(at)
-        .into_iter()
-        .filter(|(_, version)| live.iter().any(|v| &v.version == version))
-        .collect();
-    let versions = live
-        .iter()
-        .map(|v| StoredVersion {
+    let mut created: Option<i64> = None;
+    let mut modified = i64::MIN;
+    let mut versions: Vec<StoredVersion> = Vec::new();
+    let mut dist_tags = BTreeMap::new();
+    let mut newest: Option<NpmVersionState> = None;
+    for source in sources {
+        let Some(pkg) = node.index.npm_package(&source.name, &full, at)? else {
+            continue;
+        };
+        let live: Vec<NpmVersionState> = node
+            .index
+            .npm_versions(&source.name, &full, at)?
+            .into_iter()
+            .filter(|v| v.live_at(at))
+            .filter(|v| versions.iter().all(|s| s.version != v.version))
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        created = Some(created.map_or(pkg.created_us, |c| c.min(pkg.created_us)));
+        modified = live
+            .iter()
+            .map(|v| v.last_change_us(at))
+            .chain(pkg.last_tag_change_us(at))
+            .fold(modified.max(pkg.created_us), i64::max);
+        // Tags that point at an unpublished version say nothing.
+        for (tag, version) in pkg.tags_at(at) {
+            if live.iter().any(|v| v.version == version) {
+                dist_tags.entry(tag).or_insert(version);
+            }
+        }
+        if newest.is_none() {
+            newest = live.iter().max_by_key(|v| v.published).cloned();
+        }
+        versions.extend(live.iter().map(|v| StoredVersion {
             version: v.version.clone(),
             manifest: serde_json::from_str(&v.manifest).unwrap_or(serde_json::Value::Null),
             tarball_url: format!("{}/{}", target.base, name.tarball_path(&v.version)),
@@ -219,27 +359,37 @@ fn package_view(
             integrity: v.tarball.integrity.clone(),
             published: time_of(v.time_us),
             deprecated: v.deprecated_at(at).map(str::to_owned),
-        })
-        .collect();
+        }));
+    }
+    // Every version was unpublished, or none was ever here.
+    let created = created.ok_or_else(not_found)?;
     Ok(PackageView {
         name: name.clone(),
         versions,
         dist_tags,
-        created: time_of(pkg.created_us),
+        created: time_of(created),
         modified: time_of(modified),
-        readme: newest.and_then(|v| v.readme.clone()),
-        description: newest.and_then(|v| v.description.clone()),
+        readme: newest.as_ref().and_then(|v| v.readme.clone()),
+        description: newest.and_then(|v| v.description),
         rev: format!("{view}-hoard"),
     })
 }
 
-fn packument(
+async fn packument(
     node: &Node,
     req: &Request<Incoming>,
     repo: &RepoState,
     name: &PackageName,
     target: &Target<'_>,
 ) -> HandlerResult {
+    let (sources, stale) = fresh_sources(node, req, repo, name, target).await?;
+    if mirror::is_fill_request(req.headers()) && mirror::settings(repo).is_some() {
+        // The leader has filled this mirror for another node.
+        return match stale {
+            None => Ok(mirror::filled()),
+            Some(why) => Err(ApiError::new(StatusCode::BAD_GATEWAY, why)),
+        };
+    }
     let abbreviated = req
         .headers()
         .get(header::ACCEPT)
@@ -260,13 +410,14 @@ fn packument(
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
-            let view = package_view(node, repo, name, target)?;
+            let view = package_view(node, repo, &sources, name, target)?;
             Ok(if abbreviated {
                 render_abbreviated_packument(&view)
             } else {
                 render_full_packument(&view)
             })
-        })?;
+        });
+    let page = upstream_failed(page, repo, name, &stale)?;
     let not_modified = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -295,17 +446,21 @@ fn packument(
             "max-age=0, must-revalidate"
         }),
     );
+    if let Some(why) = stale {
+        mirror::mark_stale(&mut response, &why);
+    }
     Ok(response)
 }
 
-fn version_manifest(
+async fn version_manifest(
     node: &Node,
+    req: &Request<Incoming>,
     repo: &RepoState,
     name: &PackageName,
     spec: &str,
     target: &Target<'_>,
 ) -> HandlerResult {
-    let view = package_view(node, repo, name, target)?;
+    let (view, _) = fresh_view(node, req, repo, name, target).await?;
     let version = view
         .dist_tags
         .get(spec)
@@ -322,6 +477,10 @@ fn version_manifest(
     }
 }
 
+/// A tarball of a hosted or mirror repository. A mirror that does not
+/// list the version yet asks its upstreams first (`npm ci` asks for the
+/// tarballs of a lockfile without their packuments), and fetches the bytes
+/// on their first download.
 async fn tarball(
     node: &Node,
     req: &Request<Incoming>,
@@ -330,26 +489,98 @@ async fn tarball(
     version: &str,
     target: &Target<'_>,
 ) -> HandlerResult {
-    let state = node
-        .index
-        .npm_version(&repo.name, &name.full(), version)?
-        .filter(|v| v.live_at(target.at))
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no tarball for {}@{version} in {}",
-                name.full(),
-                repo.name
-            ))
-        })?;
-    serve_blob(
+    let full = name.full();
+    let not_found =
+        || ApiError::not_found(format!("no tarball for {full}@{version} in {}", repo.name));
+    let find = || -> Result<Option<NpmVersionState>, ApiError> {
+        Ok(node
+            .index
+            .npm_version(&repo.name, &full, version)?
+            .filter(|v| v.live_at(target.at)))
+    };
+    let mut state = find()?;
+    let mirror = mirror::settings(repo).filter(|_| target.at.is_none());
+    if let (Some(settings), None) = (mirror, &state) {
+        match mirror::refresh_npm_package(node, repo, settings, name, req.headers()).await {
+            PageFill::Fresh | PageFill::NotFound | PageFill::Stale(_) => {}
+            PageFill::Failed(why) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "{full} is not cached in {}, and no upstream answered: {why}",
+                        repo.name
+                    ),
+                ))
+            }
+        }
+        state = find()?;
+    }
+    let mut state = state.ok_or_else(not_found)?;
+    let was_stored = state.tarball.sha256.is_some();
+    if let (Some(settings), false) = (mirror, was_stored) {
+        mirror::ensure_npm_tarball(node, repo, settings, &full, &state, req).await?;
+        state = find()?.ok_or_else(not_found)?;
+    }
+    if mirror::is_fill_request(req.headers()) {
+        return Ok(mirror::filled());
+    }
+    let sha256 = state.tarball.sha256.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "the tarball of {full}@{version} is not cached in {}",
+            repo.name
+        ))
+    })?;
+    let response = serve_blob(
         node,
         req.method(),
         req.headers(),
-        &state.tarball.sha256,
+        &sha256,
         state.tarball.size,
         "application/octet-stream",
     )
-    .await
+    .await;
+    mirror::with_cache_state(response, was_stored)
+}
+
+/// A tarball of a virtual repository, from the first member that has the
+/// version (its mirrors asked first if none lists it yet).
+async fn virtual_tarball(
+    node: &Node,
+    req: &Request<Incoming>,
+    repo: &RepoState,
+    settings: &VirtualSettings,
+    name: &PackageName,
+    version: &str,
+    target: &Target<'_>,
+) -> HandlerResult {
+    let full = name.full();
+    let view = Some(target.at.unwrap_or_else(|| node.applied_serial()));
+    let sources = virtual_sources(node, settings, |m| {
+        Ok(node.index.npm_package(&m.name, &full, view)?.is_some())
+    })?;
+    let listed = |member: &RepoState| -> Result<bool, ApiError> {
+        Ok(node
+            .index
+            .npm_version(&member.name, &full, version)?
+            .is_some_and(|v| v.live_at(view)))
+    };
+    for member in &sources {
+        if listed(member)? {
+            return tarball(node, req, member, name, version, target).await;
+        }
+    }
+    if target.at.is_none() {
+        for member in sources.iter().filter(|m| mirror::settings(m).is_some()) {
+            let answer = tarball(node, req, member, name, version, target).await;
+            if !matches!(&answer, Err(e) if e.status == StatusCode::NOT_FOUND) {
+                return answer;
+            }
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no tarball for {full}@{version} in {}",
+        repo.name
+    )))
 }
 
 async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
@@ -377,11 +608,12 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiEr
 async fn put_package(
     node: &Node,
     req: Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
 ) -> HandlerResult {
     let principal = node
-        .require(req.headers(), &repo.name, Perm::Upload)
+        .require(req.headers(), auth, Perm::Upload)
         .map_err(ApiError::closing)?;
     let body = read_body(node, req).await?;
     match parse_publish(&body, name).map_err(npm_error)? {
@@ -506,12 +738,13 @@ async fn publish_version(
 async fn set_dist_tag(
     node: &Node,
     req: Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
     tag: &str,
 ) -> HandlerResult {
     let principal = node
-        .require(req.headers(), &repo.name, Perm::Upload)
+        .require(req.headers(), auth, Perm::Upload)
         .map_err(ApiError::closing)?;
     let tag = validate_tag(tag).map_err(npm_error)?;
     let body = read_body(node, req).await?;
@@ -542,11 +775,12 @@ async fn set_dist_tag(
 async fn remove_dist_tag(
     node: &Node,
     req: &Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
     tag: &str,
 ) -> HandlerResult {
-    let principal = node.require(req.headers(), &repo.name, Perm::Upload)?;
+    let principal = node.require(req.headers(), auth, Perm::Upload)?;
     if tag == "latest" {
         return Err(ApiError::bad_request(
             "the latest tag cannot be removed; point it at another version",
@@ -588,12 +822,13 @@ fn unpublish_refused(repo: &RepoState) -> ApiError {
 fn require_unpublish(
     node: &Node,
     req: &Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
 ) -> Result<Principal, ApiError> {
     if !repo.settings.allow_unpublish {
         return Err(unpublish_refused(repo));
     }
-    node.require(req.headers(), &repo.name, Perm::Admin)
+    node.require(req.headers(), auth, Perm::Admin)
 }
 
 async fn unpublish(
@@ -627,10 +862,11 @@ async fn unpublish(
 async fn unpublish_missing_versions(
     node: &Node,
     req: Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
 ) -> HandlerResult {
-    let principal = require_unpublish(node, &req, repo)?;
+    let principal = require_unpublish(node, &req, auth, repo)?;
     let body = read_body(node, req).await?;
     let update = parse_revision_put(&body, name).map_err(npm_error)?;
     let full = name.full();
@@ -670,10 +906,11 @@ async fn unpublish_missing_versions(
 async fn unpublish_all(
     node: &Node,
     req: &Request<Incoming>,
+    auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
 ) -> HandlerResult {
-    let principal = require_unpublish(node, req, repo)?;
+    let principal = require_unpublish(node, req, auth, repo)?;
     let full = name.full();
     let _turn = node
         .upload_locks
@@ -703,15 +940,32 @@ fn search(
     target: &Target<'_>,
 ) -> HandlerResult {
     let query = parse_search_query(req.uri().query().unwrap_or(""));
+    // A virtual repository searches its members, the first to have a name
+    // answering for it.
+    let members = match &repo.settings.kind {
+        RepoKind::Virtual(v) => virtual_sources(node, v, |_| Ok(false))?,
+        _ => vec![repo.clone()],
+    };
+    let mut packages = Vec::new();
+    for member in &members {
+        for pkg in node.index.npm_packages(&member.name, target.at)? {
+            if !packages
+                .iter()
+                .any(|(_, p): &(RepoName, NpmPackageState)| p.name == pkg.name)
+            {
+                packages.push((member.name.clone(), pkg));
+            }
+        }
+    }
     let mut hits = Vec::new();
-    for pkg in node.index.npm_packages(&repo.name, target.at)? {
+    for (member, pkg) in packages {
         let Ok(name) = PackageName::parse(&pkg.name) else {
             continue;
         };
         let tags = pkg.tags_at(target.at);
         let live: Vec<NpmVersionState> = node
             .index
-            .npm_versions(&repo.name, &pkg.name, target.at)?
+            .npm_versions(&member, &pkg.name, target.at)?
             .into_iter()
             .filter(|v| v.live_at(target.at))
             .collect();

@@ -28,6 +28,7 @@ use crate::http::{redirect, require_read_method, with_body, HandlerResult};
 use crate::mirror::{self, PageFill};
 use crate::node::{Node, Principal};
 use crate::page_cache::CachedPage;
+use crate::virtual_repo::{upload_target, virtual_sources};
 
 /// The largest text field of an upload form we keep (long descriptions).
 const MAX_TEXT_FIELD: usize = 4 << 20;
@@ -60,17 +61,7 @@ pub async fn handle(
             // Uploads to a virtual repository go to its `upload_to` member
             // (a token for the virtual repository may upload there).
             RepoKind::Virtual(v) => {
-                let target = v
-                    .upload_to
-                    .as_ref()
-                    .and_then(|m| node.index.repo(m).ok().flatten())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "{} is virtual and has no upload_to repository",
-                            repo.name
-                        ))
-                        .closing()
-                    })?;
+                let target = upload_target(node, repo, v)?;
                 upload(node, req, &repo.name, &target).await
             }
             _ => upload(node, req, &repo.name, repo).await,
@@ -342,41 +333,6 @@ fn project_page_of(
     page_response(req, format, &page, last_serial, at)
 }
 
-/// The members of a virtual repository that exist, in order, and which of
-/// them serve `project`: a project a hosted member has hides the mirrored
-/// ones of the same name (dependency confusion), unless `merge_mirrored`.
-fn virtual_sources(
-    node: &Node,
-    settings: &VirtualSettings,
-    project: &str,
-    view: Option<Serial>,
-) -> Result<Vec<RepoState>, ApiError> {
-    let mut members = Vec::new();
-    for name in &settings.members {
-        match node.index.repo(name)? {
-            Some(member) => members.push(member),
-            None => tracing::warn!(member = %name, "a virtual repository's member does not exist"),
-        }
-    }
-    let mut hosted_has = false;
-    for m in &members {
-        if matches!(m.settings.kind, RepoKind::Hosted)
-            && node.index.project(&m.name, project, view)?.is_some()
-        {
-            hosted_has = true;
-        }
-    }
-    let shadowed = hosted_has && !settings.merge_mirrored;
-    Ok(members
-        .into_iter()
-        .filter(|m| match m.settings.kind {
-            RepoKind::Hosted => true,
-            RepoKind::Mirror(_) => !shadowed,
-            RepoKind::Virtual(_) => false,
-        })
-        .collect())
-}
-
 /// A virtual repository's project page, computed from its members' state
 /// now (or at the pinned serial): never stale against them. Mirror
 /// members are made fresh first.
@@ -388,7 +344,9 @@ async fn virtual_project_page(
     project: &str,
     at: Option<Serial>,
 ) -> HandlerResult {
-    let sources = virtual_sources(node, settings, project, at)?;
+    let sources = virtual_sources(node, settings, |m| {
+        Ok(node.index.project(&m.name, project, at)?.is_some())
+    })?;
     let mut failures = Vec::new();
     if at.is_none() {
         for member in &sources {
@@ -429,7 +387,7 @@ async fn virtual_project_page(
             ),
         )),
         Ok(mut response) if !failures.is_empty() => {
-            mark_stale(&mut response, &failures.join("; "));
+            mirror::mark_stale(&mut response, &failures.join("; "));
             Ok(response)
         }
         other => other,
@@ -448,7 +406,9 @@ async fn virtual_download(
 ) -> HandlerResult {
     let view = Some(at.unwrap_or_else(|| node.applied_serial()));
     let listed = filename.strip_suffix(".metadata").unwrap_or(filename);
-    for member in virtual_sources(node, settings, project, view)? {
+    for member in virtual_sources(node, settings, |m| {
+        Ok(node.index.project(&m.name, project, view)?.is_some())
+    })? {
         let has = |name: &str| node.index.file(&member.name, project, name, view);
         if has(filename)?.is_some() || has(listed)?.is_some() {
             return download(node, req, &member, project, filename, at).await;
@@ -458,17 +418,6 @@ async fn virtual_download(
         "no file named {filename:?} in {}",
         repo.name
     )))
-}
-
-fn mark_stale(response: &mut Response<crate::http::ResBody>, why: &str) {
-    let why: String = why.chars().filter(|c| !c.is_control()).take(500).collect();
-    if let Ok(value) = HeaderValue::from_str(&why) {
-        response.headers_mut().insert(mirror::STALE_HEADER, value);
-    }
-    response.headers_mut().insert(
-        header::WARNING,
-        HeaderValue::from_static("110 hoard \"Response is Stale\""),
-    );
 }
 
 /// A mirror's project page, after trying to make it fresh: served from
@@ -482,11 +431,7 @@ fn mirrored_project_page(
 ) -> HandlerResult {
     if mirror::is_fill_request(req.headers()) {
         return match fill {
-            PageFill::Fresh => Ok(with_body(
-                StatusCode::NO_CONTENT,
-                "text/plain; charset=utf-8",
-                Bytes::new(),
-            )),
+            PageFill::Fresh => Ok(mirror::filled()),
             PageFill::NotFound => Err(no_upstream_has(repo, project)),
             PageFill::Stale(why) | PageFill::Failed(why) => {
                 Err(ApiError::new(StatusCode::BAD_GATEWAY, why))
@@ -497,7 +442,7 @@ fn mirrored_project_page(
         PageFill::Fresh => project_page(node, req, repo, project, None),
         PageFill::Stale(why) => {
             let mut response = project_page(node, req, repo, project, None)?;
-            mark_stale(&mut response, &why);
+            mirror::mark_stale(&mut response, &why);
             Ok(response)
         }
         PageFill::NotFound => Err(no_upstream_has(repo, project)),
@@ -542,11 +487,7 @@ async fn fill_file(
         mirror::ensure_cached(node, repo, settings, project, file, part, req).await?;
     }
     if mirror::is_fill_request(req.headers()) {
-        return Ok(Some(Ok(with_body(
-            StatusCode::NO_CONTENT,
-            "text/plain; charset=utf-8",
-            Bytes::new(),
-        ))));
+        return Ok(Some(Ok(mirror::filled())));
     }
     Ok(None)
 }
@@ -583,7 +524,7 @@ async fn download(
             "application/octet-stream",
         )
         .await;
-        return with_cache_state(response, was_stored);
+        return mirror::with_cache_state(response, was_stored);
     }
     // PEP 658: the core metadata of `x.whl` is at `x.whl.metadata`.
     let Some(dist) = filename.strip_suffix(".metadata") else {
@@ -612,18 +553,7 @@ async fn download(
         "text/plain; charset=utf-8",
     )
     .await;
-    with_cache_state(response, was_stored)
-}
-
-/// `X-Hoard-Cache: hit` when the bytes were here before the request,
-/// `miss` when this request fetched them (`hoard prefetch` reports it).
-fn with_cache_state(response: HandlerResult, was_stored: bool) -> HandlerResult {
-    let mut response = response?;
-    response.headers_mut().insert(
-        "x-hoard-cache",
-        HeaderValue::from_static(if was_stored { "hit" } else { "miss" }),
-    );
-    Ok(response)
+    mirror::with_cache_state(response, was_stored)
 }
 
 /// Why reading an upload form stopped.

@@ -22,9 +22,9 @@ pub use durable::write_file_durable;
 pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
-    Counts, DeprecationChange, FileState, Index, MirrorOrigin, NpmPackageState, NpmVersionState,
-    ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState, StoredRaftPosition, TagChange,
-    TokenState, YankChange,
+    Counts, DeprecationChange, FileState, Index, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
+    NpmVersionState, ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState,
+    StoredRaftPosition, TagChange, TarballState, TokenState, YankChange,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

@@ -466,3 +466,115 @@ fn mirrored_files_are_listed_before_their_bytes_and_cached_only_with_the_listed_
         vec![sha, Sha256::of(b"metadata")]
     );
 }
+
+fn npm_created() -> Event {
+    event(Change::RepoCreated {
+        repo: "npm-remote".parse().unwrap(),
+        settings: RepoSettings::hosted(RepoFormat::Npm),
+    })
+}
+
+fn npm_listed(version: &str, shasum: &str, tags: Vec<(&str, Option<&str>)>) -> Event {
+    event(Change::NpmMirrorListed {
+        repo: "npm-remote".parse().unwrap(),
+        package: "@s/demo".into(),
+        versions: vec![hoard_core::MirroredNpmVersion {
+            version: version.into(),
+            manifest: format!(r#"{{"name":"@s/demo","version":"{version}","description":"d"}}"#),
+            url: format!("http://127.0.0.1:9/tarballs/@s/demo/-/demo-{version}.tgz"),
+            shasum: Some(shasum.into()),
+            integrity: None,
+            time_us: Some(7),
+            deprecated: None,
+        }],
+        dist_tags: tags
+            .into_iter()
+            .map(|(t, v)| (t.to_owned(), v.map(str::to_owned)))
+            .collect(),
+    })
+}
+
+#[test]
+fn mirrored_npm_versions_are_listed_before_their_tarballs_and_cached_only_with_the_declared_digest()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let remote: RepoName = "npm-remote".parse().unwrap();
+    index.apply(Serial(1), &npm_created()).unwrap();
+    index
+        .apply(
+            Serial(2),
+            &npm_listed("1.0.0", "aa", vec![("latest", Some("1.0.0"))]),
+        )
+        .unwrap();
+    let version = |v: &str| index.npm_version(&remote, "@s/demo", v).unwrap().unwrap();
+    let listed = version("1.0.0");
+    assert_eq!(listed.tarball.sha256, None);
+    assert_eq!(listed.tarball.shasum, "aa");
+    assert_eq!(listed.time_us, 7);
+    assert_eq!(listed.description.as_deref(), Some("d"));
+    assert_eq!(index.all_npm_tarballs().count(), 0, "nothing is stored yet");
+    let tags = |index: &Index| {
+        index
+            .npm_package(&remote, "@s/demo", None)
+            .unwrap()
+            .unwrap()
+            .tags_at(None)
+    };
+    assert_eq!(tags(&index)["latest"], "1.0.0");
+
+    // A tag may only point at a version that is listed: the event is
+    // refused whole and takes no serial.
+    assert!(matches!(
+        index.apply(
+            Serial(3),
+            &npm_listed("1.1.0", "bb", vec![("next", Some("9.9.9"))])
+        ),
+        Err(StoreError::Rejected(Rejection::VersionMissing(_)))
+    ));
+    assert!(index
+        .npm_version(&remote, "@s/demo", "1.1.0")
+        .unwrap()
+        .is_none());
+
+    // Listing a known version again keeps the first record; tags move.
+    index
+        .apply(
+            Serial(3),
+            &npm_listed("1.0.0", "cc", vec![("beta", Some("1.0.0"))]),
+        )
+        .unwrap();
+    assert_eq!(version("1.0.0").tarball.shasum, "aa");
+    assert_eq!(tags(&index)["beta"], "1.0.0");
+    assert_eq!(index.counts().unwrap().npm_versions, 1);
+
+    let cached = |shasum: &str| {
+        event(Change::NpmMirrorTarballCached {
+            repo: remote.clone(),
+            package: "@s/demo".into(),
+            version: "1.0.0".into(),
+            tarball: hoard_core::NpmTarball {
+                sha256: Sha256::of(b"tgz"),
+                size: 3,
+                shasum: shasum.into(),
+                integrity: "sha512-x".into(),
+            },
+        })
+    };
+    assert!(matches!(
+        index.apply(Serial(4), &cached("bb")),
+        Err(StoreError::Rejected(Rejection::DigestMismatch(_)))
+    ));
+    index.apply(Serial(4), &cached("aa")).unwrap();
+    let stored = version("1.0.0");
+    assert_eq!(stored.tarball.sha256, Some(Sha256::of(b"tgz")));
+    assert_eq!(stored.tarball.integrity, "sha512-x");
+    assert_eq!(stored.mirror.unwrap().cached, Some(Serial(4)));
+    assert_eq!(
+        index
+            .all_npm_tarballs()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        vec![("1.0.0".to_owned(), Sha256::of(b"tgz"))]
+    );
+}

@@ -25,9 +25,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node. With no configuration: a single-node primary on
-    /// 127.0.0.1:4040 with data in ./hoard-data, and a PyPI repository
-    /// `pypi` (uploads to `pypi-local`, the rest from the mirror
-    /// `pypi-remote`).
+    /// 127.0.0.1:4040 with data in ./hoard-data, a PyPI repository `pypi`
+    /// (uploads to `pypi-local`, the rest from the mirror `pypi-remote`)
+    /// and an npm registry `npm` (likewise `npm-local` and `npm-remote`).
     Serve {
         /// A TOML configuration file.
         #[arg(long, short)]
@@ -39,6 +39,10 @@ enum Command {
         /// Simple API root, e.g. https://index.example/simple/).
         #[arg(long, value_name = "URL")]
         pypi_upstream: Option<String>,
+        /// The upstream registry of the default mirror `npm-remote` (a
+        /// registry root, e.g. https://registry.example/).
+        #[arg(long, value_name = "URL")]
+        npm_upstream: Option<String>,
     },
     /// Manage access tokens.
     Token {
@@ -66,20 +70,34 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
-    /// Fetch every file that a pinned requirements file names into a
-    /// node's cache (its mirror repositories), so that a later build works
-    /// with the upstreams out of reach. `--hash` pins are checked.
+    /// Fetch every file that a pinned requirements file or an npm lockfile
+    /// names into a node's cache (its mirror repositories), so that a
+    /// later build works with the upstreams out of reach. `--hash` pins and
+    /// locked integrities are checked against what the node lists.
+    #[command(after_help = "Examples:\n  \
+        hoard prefetch --repo pypi-remote -r requirements.txt\n  \
+        hoard prefetch --repo npm package-lock.json")]
     Prefetch {
         /// The node's URL; default: the local node's configured address.
         #[arg(long)]
         url: Option<String>,
-        /// The repository to fill (a mirror, or a virtual one with mirrors).
-        #[arg(long, default_value = "pypi")]
-        repo: String,
+        /// The repository to fill (a mirror, or a virtual one with mirrors);
+        /// default: pypi for a requirements file. Required for a lockfile.
+        #[arg(long)]
+        repo: Option<String>,
+        /// A `package-lock.json` or `npm-shrinkwrap.json` (lockfileVersion
+        /// 1 to 3), or a requirements file: a JSON file is read as a
+        /// lockfile, anything else as requirements.
+        #[arg(
+            value_name = "FILE",
+            required_unless_present = "requirement",
+            conflicts_with = "requirement"
+        )]
+        file: Option<PathBuf>,
         /// A requirements file with `name==version` lines (as `pip freeze`
         /// or `pip-compile --generate-hashes` write them).
         #[arg(short = 'r', long = "requirement", value_name = "FILE")]
-        requirement: PathBuf,
+        requirement: Option<PathBuf>,
         /// A read token, for a repository without anonymous reads.
         #[arg(long, env = "HOARD_TOKEN")]
         token: Option<String>,
@@ -287,7 +305,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             log_json,
             pypi_upstream,
-        } => serve(config.as_deref(), log_json, pypi_upstream).await,
+            npm_upstream,
+        } => serve(config.as_deref(), log_json, pypi_upstream, npm_upstream).await,
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -300,6 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prefetch {
             url,
             repo,
+            file,
             requirement,
             token,
             config,
@@ -308,7 +328,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(url) => url,
                 None => settings::load(config.as_deref())?.public_url(),
             };
-            crate::prefetch::prefetch_pypi(&url, &repo, &requirement, token.as_deref()).await
+            let Some(file) = file.or(requirement) else {
+                bail!("name a lockfile or a requirements file (-r FILE)");
+            };
+            crate::prefetch::prefetch(&url, repo.as_deref(), &file, token.as_deref()).await
         }
         Command::Yank {
             target,
@@ -430,11 +453,13 @@ async fn serve(
     config: Option<&Path>,
     log_json: bool,
     pypi_upstream: Option<String>,
+    npm_upstream: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut config = settings::load(config)?;
-    if pypi_upstream.is_some() {
-        config.pypi_upstream = pypi_upstream;
-        config.apply_pypi_upstream();
+    if pypi_upstream.is_some() || npm_upstream.is_some() {
+        config.pypi_upstream = pypi_upstream.or(config.pypi_upstream);
+        config.npm_upstream = npm_upstream.or(config.npm_upstream);
+        config.apply_default_upstreams();
         config.validate()?;
     }
     init_logging(log_json || config.log_format == "json");

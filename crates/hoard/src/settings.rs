@@ -24,6 +24,7 @@ const ENV_KEYS: &[&str] = &[
     "replica_writes",
     "fetch_concurrency",
     "pypi_upstream",
+    "npm_upstream",
 ];
 
 pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
@@ -58,7 +59,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
             None => "reading the configuration from the environment".into(),
         })?;
     let mut config = config;
-    config.apply_pypi_upstream();
+    config.apply_default_upstreams();
     config.validate()?;
     Ok(config)
 }

@@ -14,8 +14,9 @@ use super::keys::{
     NpmVersions, Projects, Repos, Tokens, APPLIED, COUNTS, DIGEST, RAFT_APPLIED, RAFT_MEMBERSHIP,
 };
 use super::state::{
-    Counts, DeprecationChange, FileState, MirrorOrigin, NpmPackageState, NpmVersionState,
-    ProjectState, Rejection, RepoState, TagChange, TokenState, YankChange,
+    Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
+    NpmVersionState, ProjectState, Rejection, RepoState, TagChange, TarballState, TokenState,
+    YankChange,
 };
 use super::{Index, RaftPosition};
 use crate::StoreError;
@@ -348,18 +349,8 @@ fn apply_change(
                 return reject(Rejection::VersionExists(format!("{package}@{version}")));
             }
             let pkey = NpmPackages::key(repo, package);
-            let mut pkg = match tx_get::<NpmPackages>(npm_packages, &pkey)? {
-                Some(pkg) => pkg,
-                None => {
-                    counts.npm_packages += 1;
-                    NpmPackageState {
-                        name: package.clone(),
-                        created: serial,
-                        created_us: event.time_us,
-                        tags: BTreeMap::new(),
-                    }
-                }
-            };
+            let mut pkg =
+                ensure_npm_package(serial, event.time_us, counts, npm_packages, repo, package)?;
             for tag in dist_tags {
                 pkg.tags.entry(tag.clone()).or_default().push(TagChange {
                     serial,
@@ -371,7 +362,7 @@ fn apply_change(
             let state = NpmVersionState {
                 version: version.clone(),
                 manifest: manifest.clone(),
-                tarball: tarball.clone(),
+                tarball: tarball.into(),
                 published: serial,
                 time_us: event.time_us,
                 publisher: event.actor.clone(),
@@ -379,9 +370,92 @@ fn apply_change(
                 description: description.clone(),
                 deprecations: Vec::new(),
                 unpublished: None,
+                mirror: None,
             };
             npm_versions.insert(vkey, NpmVersions::encode(&state))?;
             counts.npm_versions += 1;
+        }
+        Change::NpmMirrorListed {
+            repo,
+            package,
+            versions,
+            dist_tags,
+        } => {
+            if repos.get(Repos::key(repo))?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            ensure_npm_package(serial, event.time_us, counts, npm_packages, repo, package)?;
+            for listed in versions {
+                let vkey = NpmVersions::key(repo, package, &listed.version);
+                // A version listed already keeps its first record: what was
+                // served is never replaced under a build.
+                if npm_versions.get(&vkey)?.is_some() {
+                    continue;
+                }
+                let manifest: serde_json::Value =
+                    serde_json::from_str(&listed.manifest).unwrap_or_default();
+                let description = manifest
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned);
+                let time_us = listed.time_us.unwrap_or(event.time_us);
+                let state = NpmVersionState {
+                    version: listed.version.clone(),
+                    manifest: listed.manifest.clone(),
+                    tarball: TarballState {
+                        sha256: None,
+                        size: 0,
+                        shasum: listed.shasum.clone().unwrap_or_default(),
+                        integrity: listed.integrity.clone().unwrap_or_default(),
+                    },
+                    published: serial,
+                    time_us,
+                    publisher: event.actor.clone(),
+                    readme: None,
+                    description,
+                    deprecations: listed
+                        .deprecated
+                        .iter()
+                        .map(|message| DeprecationChange {
+                            serial,
+                            time_us,
+                            message: Some(message.clone()),
+                        })
+                        .collect(),
+                    unpublished: None,
+                    mirror: Some(NpmMirrorOrigin {
+                        url: listed.url.clone(),
+                        cached: None,
+                    }),
+                };
+                npm_versions.insert(vkey, NpmVersions::encode(&state))?;
+                counts.npm_versions += 1;
+            }
+            set_dist_tags(serial, event.time_us, trees, repo, package, dist_tags)?;
+        }
+        Change::NpmMirrorTarballCached {
+            repo,
+            package,
+            version,
+            tarball,
+        } => {
+            let vkey = NpmVersions::key(repo, package, version);
+            let Some(mut state) = tx_get::<NpmVersions>(npm_versions, &vkey)? else {
+                return reject(Rejection::VersionMissing(format!("{package}@{version}")));
+            };
+            let declared = &state.tarball;
+            let agrees = |declared: &str, stored: &str| declared.is_empty() || declared == stored;
+            let matches = agrees(&declared.shasum, &tarball.shasum)
+                && agrees(&declared.integrity, &tarball.integrity);
+            let Some(origin) = state.mirror.as_mut().filter(|_| matches) else {
+                return reject(Rejection::DigestMismatch(format!("{package}@{version}")));
+            };
+            // Cached once: a second fill of the same bytes changes nothing.
+            if origin.cached.is_none() {
+                origin.cached = Some(serial);
+                state.tarball = tarball.into();
+                npm_versions.insert(vkey, NpmVersions::encode(&state))?;
+            }
         }
         Change::NpmDistTagChanged {
             repo,
@@ -459,6 +533,30 @@ fn ensure_project(
         counts.projects += 1;
     }
     Ok(())
+}
+
+/// Creates an npm package on its first version; returns it as it is now.
+fn ensure_npm_package(
+    serial: Serial,
+    time_us: i64,
+    counts: &mut Counts,
+    npm_packages: &TransactionalTree,
+    repo: &RepoName,
+    package: &str,
+) -> TxResult<NpmPackageState> {
+    let pkey = NpmPackages::key(repo, package);
+    if let Some(pkg) = tx_get::<NpmPackages>(npm_packages, &pkey)? {
+        return Ok(pkg);
+    }
+    counts.npm_packages += 1;
+    let pkg = NpmPackageState {
+        name: package.to_owned(),
+        created: serial,
+        created_us: time_us,
+        tags: BTreeMap::new(),
+    };
+    npm_packages.insert(pkey, NpmPackages::encode(&pkg))?;
+    Ok(pkg)
 }
 
 /// Sets (or with `None` removes) dist-tags of a package; a tag may only

@@ -23,8 +23,9 @@ use crate::StoreError;
 
 pub use changelog::ReceivedEvent;
 pub use state::{
-    Counts, DeprecationChange, FileState, MirrorOrigin, NpmPackageState, NpmVersionState,
-    ProjectState, Rejection, RepoState, TagChange, TokenState, YankChange,
+    Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
+    NpmVersionState, ProjectState, Rejection, RepoState, TagChange, TarballState, TokenState,
+    YankChange,
 };
 
 use hoard_core::{Serial, Sha256};

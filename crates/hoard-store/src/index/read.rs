@@ -114,13 +114,19 @@ impl Index {
         )
     }
 
-    /// The blobs that every npm version references, for fsck.
+    /// The tarball blobs that npm versions reference (mirrored ones once
+    /// fetched), for fsck and snapshots.
     pub fn all_npm_tarballs(
         &self,
     ) -> impl Iterator<Item = Result<(String, Sha256), StoreError>> + '_ {
-        self.npm_versions.iter().values().map(|v| {
-            let state = NpmVersions::decode(&v?)?;
-            Ok((state.version, state.tarball.sha256))
+        self.npm_versions.iter().values().filter_map(|v| {
+            let state = v
+                .map_err(StoreError::from)
+                .and_then(|v| NpmVersions::decode(&v));
+            match state {
+                Ok(state) => state.tarball.sha256.map(|sha| Ok((state.version, sha))),
+                Err(e) => Some(Err(e)),
+            }
         })
     }
 

@@ -173,9 +173,10 @@ pub struct DeprecationChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NpmVersionState {
     pub version: String,
-    /// The manifest as published, as JSON text.
+    /// The manifest as published (or as the upstream listed it), as JSON
+    /// text.
     pub manifest: String,
-    pub tarball: NpmTarball,
+    pub tarball: TarballState,
     pub published: Serial,
     pub time_us: i64,
     pub publisher: String,
@@ -184,6 +185,45 @@ pub struct NpmVersionState {
     pub deprecations: Vec<DeprecationChange>,
     /// When it was unpublished, if it was.
     pub unpublished: Option<Serial>,
+    /// For a version of a mirror: where its tarball came from. `None` for
+    /// a published version.
+    #[serde(default)]
+    pub mirror: Option<NpmMirrorOrigin>,
+}
+
+/// An npm version's tarball as the index knows it. Field for field what
+/// [`NpmTarball`] is, except that a mirrored tarball has no address until
+/// it is fetched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TarballState {
+    /// The blob; `None` while a mirrored tarball is not fetched yet.
+    pub sha256: Option<Sha256>,
+    /// 0 until a mirrored tarball is fetched.
+    pub size: u64,
+    /// Hex sha1. Before a mirrored tarball is fetched: what the upstream
+    /// declared, possibly empty.
+    pub shasum: String,
+    /// `sha512-<base64>`, likewise.
+    pub integrity: String,
+}
+
+impl From<&NpmTarball> for TarballState {
+    fn from(t: &NpmTarball) -> Self {
+        TarballState {
+            sha256: Some(t.sha256),
+            size: t.size,
+            shasum: t.shasum.clone(),
+            integrity: t.integrity.clone(),
+        }
+    }
+}
+
+/// A mirrored npm version's upstream tarball.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpmMirrorOrigin {
+    pub url: String,
+    /// The serial at which the tarball was stored.
+    pub cached: Option<Serial>,
 }
 
 impl NpmVersionState {
