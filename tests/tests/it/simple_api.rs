@@ -403,8 +403,9 @@ fn status_and_serial_header() {
     for k in ["repos", "projects", "files"] {
         assert!(s["counts"][k].is_u64(), "counts.{k}: {s}");
     }
-    // The default repositories: pypi-local, pypi-remote and the virtual pypi.
-    assert_eq!(s["counts"]["repos"], 3);
+    // The default repositories: pypi-local, pypi-remote and the virtual
+    // pypi, and likewise for npm.
+    assert_eq!(s["counts"]["repos"], 6);
     assert_eq!(s["counts"]["files"], 0);
     let token = node.create_token("pypi", "upload");
     let serial = node.serial();
