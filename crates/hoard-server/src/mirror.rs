@@ -132,6 +132,17 @@ pub fn with_cache_state(response: HandlerResult, was_stored: bool) -> HandlerRes
     Ok(response)
 }
 
+/// `name` was never fetched into mirror `repo`, and no upstream answered.
+pub fn not_cached(repo: &RepoState, name: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "{name} is not cached in {}, and no upstream answered: {why}",
+            repo.name
+        ),
+    )
+}
+
 /// The leader's answer to a fill request from another node: done (the
 /// serial it is done at is on every response).
 pub fn filled() -> Response<ResBody> {

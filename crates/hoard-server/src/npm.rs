@@ -245,13 +245,7 @@ async fn fresh_sources(
             }
             PageFill::NotFound => {}
             PageFill::Failed(why) if member.name == repo.name => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "{full} is not cached in {}, and no upstream answered: {why}",
-                        repo.name
-                    ),
-                ))
+                return Err(mirror::not_cached(repo, &full, &why))
             }
             PageFill::Stale(why) | PageFill::Failed(why) => {
                 failures.push(format!("{}: {why}", member.name))
@@ -503,15 +497,7 @@ async fn tarball(
     if let (Some(settings), None) = (mirror, &state) {
         match mirror::refresh_npm_package(node, repo, settings, name, req.headers()).await {
             PageFill::Fresh | PageFill::NotFound | PageFill::Stale(_) => {}
-            PageFill::Failed(why) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "{full} is not cached in {}, and no upstream answered: {why}",
-                        repo.name
-                    ),
-                ))
-            }
+            PageFill::Failed(why) => return Err(mirror::not_cached(repo, &full, &why)),
         }
         state = find()?;
     }

@@ -446,13 +446,7 @@ fn mirrored_project_page(
             Ok(response)
         }
         PageFill::NotFound => Err(no_upstream_has(repo, project)),
-        PageFill::Failed(why) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "{project} is not cached in {}, and no upstream answered: {why}",
-                repo.name
-            ),
-        )),
+        PageFill::Failed(why) => Err(mirror::not_cached(repo, project, &why)),
     }
 }
 
