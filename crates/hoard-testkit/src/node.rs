@@ -37,6 +37,33 @@ impl RepoSpec {
         }
     }
 
+    /// An npm mirror of `upstreams` (registry base URLs), in order.
+    pub fn npm_mirror(name: &str, upstreams: &[String]) -> RepoSpec {
+        RepoSpec {
+            format: "npm".to_string(),
+            ..RepoSpec::pypi_mirror(name, upstreams)
+        }
+    }
+
+    /// A hosted npm repository with anonymous reads.
+    pub fn npm(name: &str) -> RepoSpec {
+        RepoSpec {
+            format: "npm".to_string(),
+            ..RepoSpec::pypi(name)
+        }
+    }
+
+    /// A virtual repository of `format` over `members`, in order.
+    pub fn virtual_of(format: &str, name: &str, members: &[&str]) -> RepoSpec {
+        let list: Vec<String> = members.iter().map(|m| toml_str(m)).collect();
+        RepoSpec {
+            format: format.to_string(),
+            kind: "virtual".to_string(),
+            ..RepoSpec::pypi(name)
+        }
+        .with(&format!("members = [{}]", list.join(", ")))
+    }
+
     /// One more raw TOML line of this repository's table.
     pub fn with(mut self, line: &str) -> Self {
         self.extra.push(line.to_string());

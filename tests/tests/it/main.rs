@@ -10,6 +10,7 @@ mod bad_input;
 mod concurrent;
 mod downloads;
 mod durability;
+mod mirror_npm;
 mod mirror_pypi;
 mod npm_bad_input;
 mod npm_client;

@@ -381,12 +381,7 @@ fn a_replica_answers_a_cache_miss_by_way_of_the_leader() {
 }
 
 fn virtual_repo(name: &str, members: &[&str], extra: &[&str]) -> RepoSpec {
-    let list: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
-    let mut spec = RepoSpec {
-        kind: "virtual".to_string(),
-        ..RepoSpec::pypi(name)
-    }
-    .with(&format!("members = [{}]", list.join(", ")));
+    let mut spec = RepoSpec::virtual_of("pypi", name, members);
     for line in extra {
         spec = spec.with(line);
     }
