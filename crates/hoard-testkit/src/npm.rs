@@ -57,6 +57,24 @@ pub fn registry_at(node: &Node, serial: u64) -> String {
     format!("{}/{NPM_REPO}/+at/{serial}/", node.url())
 }
 
+/// `node -p EXPR` in `project` (so `require` resolves its node_modules):
+/// what it printed, trimmed. Panics, with node's stderr, if it fails.
+pub fn node_eval(project: &Path, expr: &str) -> String {
+    let out = Command::new("node")
+        .arg("-p")
+        .arg(expr)
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node -p {expr} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `sha512-<base64>`: npm's `integrity` of `bytes`.
 pub fn sri_sha512(bytes: &[u8]) -> String {
     format!(

@@ -9,17 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use hoard_testkit::cluster::wait_applied;
-use hoard_testkit::npm::{sri_sha512, Npm};
+use hoard_testkit::npm::{node_eval, sri_sha512, Npm};
 use hoard_testkit::npm_upstream::{
     DeclaredDigests, Fault, NpmFixtureUpstream, NpmPackageFault, NpmVersionOpts, BAD_VERSION,
 };
 use hoard_testkit::{sha256_hex, Node, NodeOpts, RepoSpec};
 use serde_json::Value;
+
+use crate::mirror_pypi::assert_stale_because_of;
 
 const TOP: &str = "top-pkg";
 const DEP_A: &str = "dep-a";
@@ -97,26 +98,14 @@ fn tarball_url(doc: &Value, version: &str) -> String {
         .to_owned()
 }
 
-/// `node -e` in `project`: what each package exports (`name@version`).
+/// `node` in `project`: what each package exports (`name@version`).
 fn required(project: &Path, names: &[&str]) -> String {
     let script = names
         .iter()
         .map(|n| format!("require({n:?})"))
         .collect::<Vec<_>>()
         .join(", ");
-    let out = Command::new("node")
-        .arg("-e")
-        .arg(format!("console.log([{script}].join(' '))"))
-        .current_dir(project)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "node -e failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node_eval(project, &format!("[{script}].join(' ')"))
 }
 
 fn lockfile(project: &Path) -> Value {
@@ -190,12 +179,7 @@ fn the_default_virtual_npm_installs_from_the_upstream_given_by_hoard_npm_upstrea
     let project = npm.project();
     npm.ok(&project, &["install", TOP, "own-tool"]);
     assert_eq!(required(&project, &[TOP, DEP_A, SCOPED]), INSTALLED);
-    let own = Command::new("node")
-        .args(["-p", "require('own-tool').version"])
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "0.1.0");
+    assert_eq!(node_eval(&project, "require('own-tool').version"), "0.1.0");
     let lock = lockfile(&project);
     for name in [TOP, "own-tool"] {
         let resolved = lock["packages"][format!("node_modules/{name}")]["resolved"]
@@ -325,18 +309,7 @@ fn an_upstream_outage_serves_the_cached_packument_marked_stale() {
         let (status, headers, doc) = packument(&node, "npm-remote", TOP);
         assert_eq!(status, 200, "{fault:?}: {doc}");
         assert_eq!(doc["versions"], cached["versions"], "{fault:?}");
-        let stale = headers
-            .get("x-hoard-stale")
-            .unwrap_or_else(|| panic!("{fault:?}: no x-hoard-stale header"))
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let expected = match fault {
-            Fault::ServerError => "500",
-            Fault::Hang => "no answer within 1 s",
-            _ => "redirects",
-        };
-        assert!(stale.contains(expected), "{fault:?}: {stale}");
+        assert_stale_because_of(&headers, fault);
         // A cached tarball is served as it is.
         assert_eq!(node.http().get(&url).send().unwrap().status(), 200);
         // A package never fetched cannot be served, and is not remembered
@@ -500,12 +473,10 @@ fn a_virtual_npm_repository_serves_hosted_and_mirrored_packages_and_hosted_names
     let project = npm.project();
     npm.ok(&project, &["install", TOP, "internal-lib"]);
     assert_eq!(required(&project, &[TOP, DEP_A, SCOPED]), INSTALLED);
-    let internal = Command::new("node")
-        .args(["-p", "require('internal-lib/package.json').version"])
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&internal.stdout).trim(), "1.0.0");
+    assert_eq!(
+        node_eval(&project, "require('internal-lib/package.json').version"),
+        "1.0.0"
+    );
     assert_eq!(up.tarball_hits("internal-lib", "99.0.0"), 0);
 }
 

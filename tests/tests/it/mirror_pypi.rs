@@ -240,6 +240,23 @@ fn pages_revalidate_after_the_ttl_and_record_only_what_changed() {
     assert_eq!(node.serial(), serial + 2);
 }
 
+/// The answer carries `X-Hoard-Stale`, and it names `fault` (of an
+/// upstream with `timeout_secs = 1`).
+pub(crate) fn assert_stale_because_of(headers: &reqwest::header::HeaderMap, fault: Fault) {
+    let stale = headers
+        .get("x-hoard-stale")
+        .unwrap_or_else(|| panic!("{fault:?}: no x-hoard-stale header"))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let expected = match fault {
+        Fault::ServerError => "500",
+        Fault::Hang => "no answer within 1 s",
+        _ => "redirects",
+    };
+    assert!(stale.contains(expected), "{fault:?}: {stale}");
+}
+
 #[test]
 fn an_upstream_outage_serves_the_cached_page_marked_stale() {
     let (upstream, _) = upstream_with_app();
@@ -252,18 +269,7 @@ fn an_upstream_outage_serves_the_cached_page_marked_stale() {
         let (status, headers, page) = json_page(&node, "app");
         assert_eq!(status, 200, "{fault:?}: {page}");
         assert_eq!(page["files"], cached["files"], "{fault:?}");
-        let stale = headers
-            .get("x-hoard-stale")
-            .unwrap_or_else(|| panic!("{fault:?}: no x-hoard-stale header"))
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let expected = match fault {
-            Fault::ServerError => "500",
-            Fault::Hang => "no answer within 1 s",
-            _ => "redirects",
-        };
-        assert!(stale.contains(expected), "{fault:?}: {stale}");
+        assert_stale_because_of(&headers, fault);
         // A project never fetched cannot be served, and is not
         // remembered as missing either.
         let (status, _, body) = json_page(&node, "dep-a");

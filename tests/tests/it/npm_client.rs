@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hoard_testkit::npm::{
-    json_error, npm_tarball, publish_doc, put_raw, registry_at, sri_sha512, Npm, NpmOutput,
-    NPM_REPO, PASSWORD, USER,
+    json_error, node_eval, npm_tarball, publish_doc, put_raw, registry_at, sri_sha512, Npm,
+    NpmOutput, NPM_REPO, PASSWORD, USER,
 };
 use hoard_testkit::Node;
 use serde_json::Value;
@@ -85,26 +84,14 @@ fn checked_integrities(node: &Node, name: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// `node -e` in `project`: require each package and print its version.
+/// `node` in `project`: each package's `version`, space-separated.
 fn require_versions(project: &Path, names: &[&str]) -> String {
     let script = names
         .iter()
         .map(|n| format!("require({n:?}).version"))
         .collect::<Vec<_>>()
         .join(", ");
-    let out = Command::new("node")
-        .arg("-e")
-        .arg(format!("console.log([{script}].join(' '))"))
-        .current_dir(project)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "node -e failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node_eval(project, &format!("[{script}].join(' ')"))
 }
 
 /// The `package-lock.json` entry of `name`: checks that it has `version`,
