@@ -28,6 +28,7 @@ fn event(change: Change) -> Event {
     Event {
         actor: "test".into(),
         time_us: 1,
+        user: None,
         change,
     }
 }

@@ -39,6 +39,13 @@ pub struct Event {
     pub actor: String,
     /// When the leader accepted the change, in microseconds since the epoch.
     pub time_us: i64,
+    /// The account the change was made as, where package ownership
+    /// applies: the user behind a user's token or password. `None` for
+    /// admins, service tokens and the system, which ownership does not
+    /// bind. `apply` checks it, so two users racing to create a project
+    /// cannot both own it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub change: Change,
 }
 
@@ -75,6 +82,27 @@ pub enum Change {
     },
     TokenRevoked {
         hash: Sha256,
+    },
+    /// A user account was created.
+    UserAdded {
+        user: UserRecord,
+    },
+    /// A user's password, admin flag or email changed.
+    UserChanged {
+        user: UserRecord,
+    },
+    /// A user was removed: their tokens are revoked in the same step, and
+    /// they no longer own anything.
+    UserRemoved {
+        name: String,
+    },
+    /// The owners of a PyPI project or an npm package were set. When
+    /// `Event::user` is set, that user must be an owner or an admin.
+    OwnersChanged {
+        repo: RepoName,
+        /// The normalized project name, or the npm package's full name.
+        project: String,
+        owners: Vec<String>,
     },
     /// An npm package version was published (creating the package if new).
     NpmPublished {
@@ -211,6 +239,10 @@ impl Change {
             Change::FilesYanked { .. } => "files_yanked",
             Change::TokenCreated { .. } => "token_created",
             Change::TokenRevoked { .. } => "token_revoked",
+            Change::UserAdded { .. } => "user_added",
+            Change::UserChanged { .. } => "user_changed",
+            Change::UserRemoved { .. } => "user_removed",
+            Change::OwnersChanged { .. } => "owners_changed",
             Change::NpmPublished { .. } => "npm_published",
             Change::NpmDistTagChanged { .. } => "npm_dist_tag_changed",
             Change::NpmDeprecated { .. } => "npm_deprecated",
@@ -403,12 +435,75 @@ pub struct TokenRecord {
     pub perm: Perm,
     /// A human label, recorded as the actor of the token's changes.
     pub label: String,
+    /// A public handle for `hoard token list|revoke`, random, unrelated to
+    /// the secret. Empty for tokens made before handles existed: their
+    /// handle is then derived from the hash ([`TokenRecord::handle`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// The user the token belongs to, whose ownership of packages binds
+    /// its uploads. `None`: a service token, made by an admin for a
+    /// repository (CI), which ownership does not bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The normalized project (or npm package) names the token may write
+    /// to; `None` means every project of its repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<Vec<String>>,
+    /// When the token stops working, in microseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_us: Option<i64>,
 }
 
 impl TokenRecord {
     /// Whether this token grants `needed` on `repo`.
     pub fn allows(&self, repo: &RepoName, needed: Perm) -> bool {
         self.perm >= needed && self.repo.as_ref().is_none_or(|r| r == repo)
+    }
+
+    /// Whether this token may write to `project` (normalized).
+    pub fn allows_project(&self, project: &str) -> bool {
+        self.projects
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p == project))
+    }
+
+    /// Whether the token has expired at `now_us`.
+    pub fn expired(&self, now_us: i64) -> bool {
+        self.expires_us.is_some_and(|e| e <= now_us)
+    }
+
+    /// The token's public handle.
+    pub fn handle(&self) -> String {
+        if self.id.is_empty() {
+            self.hash.to_hex()[..12].to_owned()
+        } else {
+            self.id.clone()
+        }
+    }
+}
+
+/// A user account as the index knows it. Every node holds the password
+/// hash, so that any node can check a password on a read; it is an
+/// argon2id PHC string, never the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    /// An admin may write to any package and manage users and owners.
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("admin", &self.admin)
+            .field("email", &self.email)
+            .finish()
     }
 }
 
@@ -425,6 +520,7 @@ mod tests {
         let ev = Event {
             actor: "ci".into(),
             time_us: 1_700_000_000_000_000,
+            user: None,
             change: Change::FileAdded {
                 repo: repo("pypi"),
                 project: "demo-pkg".into(),
@@ -455,7 +551,16 @@ mod tests {
             repo: Some(repo("pypi")),
             perm: Perm::Upload,
             label: "ci".into(),
+            id: String::new(),
+            user: None,
+            projects: Some(vec!["demo".into()]),
+            expires_us: Some(100),
         };
+        assert!(t.allows_project("demo"));
+        assert!(!t.allows_project("other"));
+        assert!(!t.expired(99));
+        assert!(t.expired(100));
+        assert_eq!(t.handle().len(), 12);
         assert!(t.allows(&repo("pypi"), Perm::Read));
         assert!(t.allows(&repo("pypi"), Perm::Upload));
         assert!(!t.allows(&repo("pypi"), Perm::Admin));

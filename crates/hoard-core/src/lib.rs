@@ -12,7 +12,8 @@ mod name;
 pub use digest::{Sha256, Sha256Hasher};
 pub use event::{
     Change, Event, FileRecord, MirrorPart, MirrorSettings, MirroredFile, MirroredNpmVersion,
-    NpmTarball, Perm, RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord, VirtualSettings,
+    NpmTarball, Perm, RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord, UserRecord,
+    VirtualSettings,
 };
 pub use name::{RepoName, MAX_REPO_NAME_LEN};
 

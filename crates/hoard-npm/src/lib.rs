@@ -38,7 +38,7 @@ pub use lockfile::{
 };
 pub use login::{
     audit_not_supported_body, login_ok_body, ok_body, parse_couch_user_segment, parse_login,
-    validate_username, web_login_not_supported_body, whoami_body, LoginRequest,
+    user_doc, validate_username, web_login_not_supported_body, whoami_body, LoginRequest,
     AUDIT_NOT_SUPPORTED_STATUS, MAX_USERNAME_LEN, WEB_LOGIN_FALLBACK_STATUS,
 };
 pub use names::{validate_new_package_name, PackageName, MAX_NAME_LEN};

@@ -132,6 +132,18 @@ pub fn login_ok_body(username: &str, token: &str) -> String {
     .to_string()
 }
 
+/// The answer to `GET /-/user/org.couchdb.user:{name}`: what `npm owner
+/// add` reads about the user it adds.
+pub fn user_doc(name: &str, email: Option<&str>) -> String {
+    json!({
+        "_id": format!("org.couchdb.user:{name}"),
+        "name": name,
+        "email": email.unwrap_or(""),
+        "type": "user",
+    })
+    .to_string()
+}
+
 /// The answer to `GET /-/whoami`: `{"username": "…"}`, which `npm whoami`
 /// prints.
 pub fn whoami_body(username: &str) -> String {

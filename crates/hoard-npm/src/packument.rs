@@ -78,6 +78,8 @@ pub struct PackageView {
     /// The document revision (`_rev`) that npm echoes back in the
     /// `PUT /{name}/-rev/{rev}` of an unpublish.
     pub rev: String,
+    /// The package's owners, name and email, as `npm owner ls` lists them.
+    pub maintainers: Vec<(String, String)>,
 }
 
 /// npm's time format: `2026-01-02T03:04:05.678Z` (UTC, milliseconds).
@@ -213,6 +215,17 @@ pub fn render_full_packument(view: &PackageView) -> String {
         doc.push(("description".into(), s(d)));
     }
     doc.push(("dist-tags".into(), J::V(live_dist_tags(view))));
+    if !view.maintainers.is_empty() {
+        doc.push((
+            "maintainers".into(),
+            J::V(Value::Array(
+                view.maintainers
+                    .iter()
+                    .map(|(name, email)| serde_json::json!({ "name": name, "email": email }))
+                    .collect(),
+            )),
+        ));
+    }
     doc.push((
         "versions".into(),
         J::O(

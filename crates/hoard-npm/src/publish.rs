@@ -81,9 +81,12 @@ pub struct DeprecateRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionUpdate {
     pub name: PackageName,
-    /// Every version key that remains in the document.
-    pub versions: Vec<String>,
+    /// Every version key that remains in the document; `None` when it has
+    /// no `versions` (an owner change).
+    pub versions: Option<Vec<String>>,
     pub dist_tags: Vec<(String, String)>,
+    /// The owners' names, when the document has `maintainers`.
+    pub maintainers: Option<Vec<String>>,
 }
 
 /// Parses and checks a `PUT /{name}` body against the package named in the
@@ -104,16 +107,43 @@ pub fn parse_publish(body: &[u8], url_name: &PackageName) -> Result<PutDocument,
 /// Parses a `PUT /{name}/-rev/{rev}` body. See [`RevisionUpdate`].
 pub fn parse_revision_put(body: &[u8], url_name: &PackageName) -> Result<RevisionUpdate, NpmError> {
     let doc = parse_object(body)?;
-    check_document_name(&doc, url_name)?;
+    check_names(&doc, url_name, false)?;
     let versions = match doc.get("versions") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Object(v)) => v.keys().cloned().collect(),
+        None | Some(Value::Null) => None,
+        Some(Value::Object(v)) => Some(v.keys().cloned().collect()),
         Some(_) => return Err(doc_err("'versions' must be an object")),
     };
+    let maintainers = match doc.get("maintainers") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => {
+            let mut names = Vec::new();
+            for m in list {
+                let name = match m {
+                    Value::Object(o) => o.get("name").and_then(Value::as_str),
+                    Value::String(s) => Some(s.as_str()),
+                    _ => None,
+                };
+                let name =
+                    name.ok_or_else(|| doc_err("each of 'maintainers' must have a 'name'"))?;
+                crate::validate_username(name)?;
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_owned());
+                }
+            }
+            Some(names)
+        }
+        Some(_) => return Err(doc_err("'maintainers' must be an array")),
+    };
+    if versions.is_none() && maintainers.is_none() {
+        return Err(doc_err(
+            "a revision update needs 'versions' (an unpublish) or 'maintainers' (an owner change)",
+        ));
+    }
     Ok(RevisionUpdate {
         name: url_name.clone(),
         versions,
         dist_tags: parse_dist_tags(&doc)?,
+        maintainers,
     })
 }
 
@@ -147,6 +177,20 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, NpmError> {
 
 /// `name` must be the URL's package; `_id`, when present, too.
 fn check_document_name(doc: &Map<String, Value>, url_name: &PackageName) -> Result<(), NpmError> {
+    check_names(doc, url_name, true)
+}
+
+/// Each of `name` and `_id` that is present must be the URL's package;
+/// `name` must be present when `require_name`, else one of them must be
+/// (`npm owner` sends `_id` alone).
+fn check_names(
+    doc: &Map<String, Value>,
+    url_name: &PackageName,
+    require_name: bool,
+) -> Result<(), NpmError> {
+    if !require_name && !doc.contains_key("name") && !doc.contains_key("_id") {
+        return Err(doc_err("missing 'name' and '_id'"));
+    }
     let expected = url_name.full();
     for field in ["name", "_id"] {
         match doc.get(field) {
@@ -157,7 +201,7 @@ fn check_document_name(doc: &Map<String, Value>, url_name: &PackageName) -> Resu
                     document: n.clone(),
                 })
             }
-            None if field == "_id" => {}
+            None if field == "_id" || !require_name => {}
             None => return Err(doc_err("missing 'name'")),
             Some(_) => return Err(doc_err(format!("'{field}' must be a string"))),
         }
@@ -745,9 +789,23 @@ mod tests {
         let body = json!({"_id": "a", "_rev": "1-a", "name": "a", "dist-tags": {"latest": "1.1.0"},
                           "versions": {"1.1.0": {}}});
         let r = parse_revision_put(body.to_string().as_bytes(), &pkg("a")).unwrap();
-        assert_eq!(r.versions, ["1.1.0"]);
+        assert_eq!(r.versions, Some(vec!["1.1.0".to_string()]));
         assert_eq!(r.dist_tags, vec![("latest".into(), "1.1.0".into())]);
+        assert_eq!(r.maintainers, None);
         assert!(parse_revision_put(b"{}", &pkg("a")).is_err());
+        // What `npm owner add bob a` sends.
+        let owners = json!({"_id": "a", "_rev": "1-a",
+                            "maintainers": [{"name": "alice", "email": "a@x"}, {"name": "bob", "email": ""}]});
+        let r = parse_revision_put(owners.to_string().as_bytes(), &pkg("a")).unwrap();
+        assert_eq!(r.versions, None);
+        assert_eq!(
+            r.maintainers,
+            Some(vec!["alice".to_string(), "bob".to_string()])
+        );
+        let bad = json!({"_id": "a", "maintainers": [{"email": "x"}]});
+        assert!(parse_revision_put(bad.to_string().as_bytes(), &pkg("a")).is_err());
+        let bad = json!({"_id": "a", "maintainers": "alice"});
+        assert!(parse_revision_put(bad.to_string().as_bytes(), &pkg("a")).is_err());
         assert!(parse_revision_put(body.to_string().as_bytes(), &pkg("b")).is_err());
     }
 }

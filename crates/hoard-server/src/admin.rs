@@ -148,7 +148,6 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["tokens"] => create_token(node, &principal, &body).await,
         ["yank"] => yank(node, &principal, &body).await,
         ["repos"] => create_repo(node, &principal, &body).await,
         ["members", "list"] => list_members(node, &principal),
@@ -158,7 +157,7 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         ["local", "force-promote"] => force_promote(node, &principal, &body).await,
         ["local", "rejoin"] => rejoin(node, &principal),
         ["local", "join"] => join(node, &principal, &body),
-        _ => Err(ApiError::not_found("no such admin endpoint")),
+        path => crate::accounts::handle(node, &principal, path, &body).await,
     }
 }
 
@@ -405,46 +404,13 @@ fn propose_error(e: hoard_cluster::ProposeError) -> ApiError {
     })
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
-fn parse_repo(name: &str) -> Result<RepoName, ApiError> {
+pub(crate) fn parse_repo(name: &str) -> Result<RepoName, ApiError> {
     name.parse()
         .map_err(|e| ApiError::bad_request(format!("{e}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    repo: Option<String>,
-    perm: String,
-    label: Option<String>,
-}
-
-async fn create_token(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
-    let req: TokenRequest = parse_json(body)?;
-    let perm: Perm = req
-        .perm
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
-    let repo = req.repo.as_deref().map(parse_repo).transpose()?;
-    let allowed = match &repo {
-        Some(repo) => principal.allows(repo, Perm::Admin),
-        None => principal.is_global_admin(),
-    };
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "creating this token needs an admin token for its scope",
-        ));
-    }
-    let label = req
-        .label
-        .unwrap_or_else(|| format!("{perm}@{}", repo.as_ref().map_or("*", |r| r.as_str())));
-    let secret = node
-        .create_token(&principal.actor(), repo, perm, label)
-        .await?;
-    Ok(json(StatusCode::OK, &json!({ "token": secret })))
 }
 
 #[derive(Deserialize)]

@@ -76,7 +76,11 @@ pub struct NodeConfig {
 pub struct UserConfig {
     pub name: String,
     /// Hex sha256 of the password (`printf %s PASSWORD | sha256sum`).
+    /// Recorded in the index on first start, and replaced there by an
+    /// argon2id hash at the user's first sign-in; prefer `hoard user add`.
     pub password_sha256: String,
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

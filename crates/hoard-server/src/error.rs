@@ -143,11 +143,16 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | Rejection::FileMissing(_)
         | Rejection::TokenMissing
         | Rejection::VersionMissing(_)
-        | Rejection::PackageMissing(_) => StatusCode::NOT_FOUND,
+        | Rejection::PackageMissing(_)
+        | Rejection::UserMissing(_) => StatusCode::NOT_FOUND,
         Rejection::RepoExists(_)
         | Rejection::FileExists(_)
         | Rejection::TokenExists
+        | Rejection::UserExists(_)
         | Rejection::VersionExists(_) => StatusCode::CONFLICT,
+        // pip and twine show the reason phrase, npm the body's `error`.
+        Rejection::NotOwner { .. } => StatusCode::FORBIDDEN,
+        Rejection::InvalidOwners(_) => StatusCode::BAD_REQUEST,
         // The upstream's bytes were not the ones it listed.
         Rejection::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
     }

@@ -4,7 +4,9 @@
 //! the cluster's `Writer`; errors map to HTTP in `error.rs`. hyper stays
 //! inside this crate.
 
+mod accounts;
 mod admin;
+mod auth;
 mod body;
 pub mod config;
 mod download;
@@ -24,4 +26,4 @@ mod virtual_repo;
 pub use crate::http::serve;
 pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role, UserConfig};
 pub use error::ApiError;
-pub use node::{generate_token, Node, NodeError, NodeRole, Principal};
+pub use node::{generate_token, Node, NodeError, NodeRole, Principal, TokenScope};

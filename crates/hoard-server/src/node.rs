@@ -10,11 +10,15 @@ use hoard_cluster::{
     ClusterError, ClusterView, Committed, Contact, Epoch, Follower, FollowerConfig, Net, NodeInfo,
     NodeRoleKind, RaftNode, RaftNodeConfig, ReplicationSource, WriteError, Writer,
 };
-use hoard_core::{Change, Event, Perm, RepoKind, RepoName, Serial, Sha256, TokenRecord};
+use hoard_core::{
+    Change, Event, Perm, RepoKind, RepoName, Serial, Sha256, TokenRecord, UserRecord,
+};
 use hoard_store::{BlobStore, Index, Rejection, StagedBlob, StoreError};
 use http::HeaderMap;
 use tokio::sync::watch;
 
+pub use crate::auth::Principal;
+use crate::auth::{hash_password, is_legacy_hash, legacy_password_hash, PasswordCache};
 use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
 use crate::forward::ProxyClient;
@@ -76,39 +80,11 @@ pub struct Node {
     /// Set when this node must restart in place: a forced promotion or a
     /// rejoin changes what it is, and takes effect at the next start.
     restart: watch::Sender<bool>,
-}
-
-/// Who made a request, once their token checked out.
-#[derive(Clone, Debug)]
-pub enum Principal {
-    /// The holder of this node's `admin-token` file.
-    NodeAdmin,
-    Token(TokenRecord),
-}
-
-impl Principal {
-    pub fn allows(&self, repo: &RepoName, needed: Perm) -> bool {
-        match self {
-            Principal::NodeAdmin => true,
-            Principal::Token(t) => t.allows(repo, needed),
-        }
-    }
-
-    /// Whether this principal administers the whole node.
-    pub fn is_global_admin(&self) -> bool {
-        match self {
-            Principal::NodeAdmin => true,
-            Principal::Token(t) => t.perm == Perm::Admin && t.repo.is_none(),
-        }
-    }
-
-    /// The actor recorded in events made by this principal.
-    pub fn actor(&self) -> String {
-        match self {
-            Principal::NodeAdmin => "admin".into(),
-            Principal::Token(t) => t.label.clone(),
-        }
-    }
+    /// Passwords checked since start (see [`PasswordCache`]).
+    passwords: PasswordCache,
+    /// Users who signed in with a password that still has a legacy sha256
+    /// hash, with that password: a task replaces the hash (on the leader).
+    password_upgrades: tokio::sync::mpsc::UnboundedSender<(UserRecord, String)>,
 }
 
 /// A new random secret token. Only its hash is ever stored.
@@ -199,6 +175,7 @@ impl Node {
                 (NodeRole::Replica(follower.clone()), follower.applied(), url)
             }
         };
+        let (password_upgrades, upgrades) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             config,
             index,
@@ -217,7 +194,10 @@ impl Node {
             net,
             mirror: crate::mirror::MirrorState::new()?,
             restart: watch::Sender::new(false),
+            passwords: PasswordCache::default(),
+            password_upgrades,
         });
+        tokio::spawn(upgrade_legacy_passwords(Arc::downgrade(&node), upgrades));
         Ok(node)
     }
 
@@ -240,7 +220,10 @@ impl Node {
                     // a barrier or a write then fails, and that is not fatal:
                     // whoever leads has recorded the repositories.
                     let recorded = match raft.barrier().await {
-                        Ok(()) => self.ensure_configured_repos().await,
+                        Ok(()) => match self.ensure_configured_repos().await {
+                            Ok(()) => self.ensure_configured_users().await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(NodeError::Cluster(e)),
                     };
                     if let Err(e) = recorded {
@@ -356,6 +339,35 @@ impl Node {
         Ok(())
     }
 
+    /// Records the config's `users` that the index does not know yet, with
+    /// their sha256 hashes carried over (replaced on their next sign-in).
+    /// A user the index knows keeps what the index says: `hoard user`
+    /// manages users from then on.
+    async fn ensure_configured_users(&self) -> Result<(), NodeError> {
+        for user in &self.config.users {
+            if self.index.user(&user.name)?.is_some() {
+                continue;
+            }
+            let record = UserRecord {
+                name: user.name.clone(),
+                password_hash: legacy_password_hash(&user.password_sha256),
+                admin: user.admin,
+                email: None,
+            };
+            match self
+                .commit("system", Change::UserAdded { user: record })
+                .await
+            {
+                Ok(serial) => {
+                    tracing::info!(user = %user.name, %serial, "configured user recorded")
+                }
+                Err(WriteError::Rejected(Rejection::UserExists(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// The serial that this node has applied and made durable.
     pub fn applied_serial(&self) -> Serial {
         *self.applied.borrow()
@@ -377,6 +389,30 @@ impl Node {
             .serial)
     }
 
+    /// Commits one change made by `principal`: its actor, and the user
+    /// whose package ownership `apply` checks.
+    pub async fn commit_as(
+        &self,
+        principal: &Principal,
+        change: Change,
+    ) -> Result<Serial, WriteError> {
+        Ok(self
+            .commit_with_blobs_as(principal, Vec::new(), change)
+            .await?
+            .serial)
+    }
+
+    /// [`Node::commit_with_blobs`], made by `principal` (see [`Node::commit_as`]).
+    pub async fn commit_with_blobs_as(
+        &self,
+        principal: &Principal,
+        blobs: Vec<StagedBlob>,
+        change: Change,
+    ) -> Result<Committed, WriteError> {
+        self.commit_event(&principal.actor(), principal.acting_user(), blobs, change)
+            .await
+    }
+
     /// Makes `blobs` durable, then commits `change`, through the writer.
     pub async fn commit_with_blobs(
         &self,
@@ -384,9 +420,20 @@ impl Node {
         blobs: Vec<StagedBlob>,
         change: Change,
     ) -> Result<Committed, WriteError> {
+        self.commit_event(actor, None, blobs, change).await
+    }
+
+    async fn commit_event(
+        &self,
+        actor: &str,
+        user: Option<String>,
+        blobs: Vec<StagedBlob>,
+        change: Change,
+    ) -> Result<Committed, WriteError> {
         let event = Event {
             actor: actor.to_owned(),
             time_us: now_us(),
+            user,
             change,
         };
         match &self.role {
@@ -397,33 +444,39 @@ impl Node {
         }
     }
 
-    /// Creates a token, returning its secret (shown once, never stored).
+    /// Creates a token, returning its secret (shown once, never stored)
+    /// and its public handle.
     pub async fn create_token(
         &self,
         actor: &str,
-        repo: Option<RepoName>,
-        perm: Perm,
-        label: String,
-    ) -> Result<String, WriteError> {
-        if let Some(repo) = &repo {
+        scope: TokenScope,
+    ) -> Result<(String, String), WriteError> {
+        if let Some(repo) = &scope.repo {
             if self.index.repo(repo)?.is_none() {
                 return Err(WriteError::Rejected(Rejection::RepoMissing(repo.clone())));
             }
         }
         let secret = generate_token();
+        let handle = hex::encode(rand::random::<[u8; 6]>());
         let token = TokenRecord {
             hash: Sha256::of(secret.as_bytes()),
-            repo,
-            perm,
-            label,
+            repo: scope.repo,
+            perm: scope.perm,
+            label: scope.label,
+            id: handle.clone(),
+            user: scope.user,
+            projects: scope.projects,
+            expires_us: scope.expires_us,
         };
         self.commit(actor, Change::TokenCreated { token }).await?;
-        Ok(secret)
+        Ok((secret, handle))
     }
 
     /// Resolves the request's credentials: `Authorization: Bearer <token>`,
-    /// or Basic auth with the token as password (twine sends user
-    /// `__token__`). `Ok(None)` when the request carries none.
+    /// or Basic auth with a token as the password (twine sends user
+    /// `__token__`), or Basic auth with a user's name and password (pip
+    /// with credentials in the index URL). `Ok(None)` when the request
+    /// carries none.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(None);
@@ -432,8 +485,8 @@ impl Node {
             .to_str()
             .map_err(|_| ApiError::bad_request("the Authorization header is not valid text"))?;
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let secret = if scheme.eq_ignore_ascii_case("bearer") {
-            rest.trim().to_owned()
+        let (user, secret) = if scheme.eq_ignore_ascii_case("bearer") {
+            (None, rest.trim().to_owned())
         } else if scheme.eq_ignore_ascii_case("basic") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(rest.trim())
@@ -441,7 +494,7 @@ impl Node {
             let decoded = String::from_utf8(decoded)
                 .map_err(|_| ApiError::bad_request("malformed Basic credentials"))?;
             match decoded.split_once(':') {
-                Some((_user, password)) => password.to_owned(),
+                Some((user, password)) => (Some(user.to_owned()), password.to_owned()),
                 None => return Err(ApiError::bad_request("malformed Basic credentials")),
             }
         } else {
@@ -456,10 +509,98 @@ impl Node {
         if hash == self.admin_token_hash {
             return Ok(Some(Principal::NodeAdmin));
         }
-        match self.index.token(&hash)? {
-            Some(state) => Ok(Some(Principal::Token(state.record))),
+        if let Some(state) = self.index.token(&hash)? {
+            if state.record.expired(now_us()) {
+                return Err(ApiError::unauthorized(format!(
+                    "the token {:?} has expired; ask for a new one",
+                    state.record.label
+                )));
+            }
+            return Ok(Some(Principal::Token(state.record)));
+        }
+        match user.filter(|u| !u.is_empty() && u != "__token__") {
+            Some(name) => match self.index.user(&name)? {
+                Some(account) if self.passwords.verify(&account.record, &secret) => {
+                    if is_legacy_hash(&account.record.password_hash) {
+                        let _ = self
+                            .password_upgrades
+                            .send((account.record.clone(), secret));
+                    }
+                    Ok(Some(Principal::User(account.record)))
+                }
+                _ => Err(ApiError::unauthorized("wrong username or password")),
+            },
             None => Err(ApiError::forbidden("invalid or revoked token")),
         }
+    }
+
+    /// Checks a user's password, as a sign-in (npm login) does: replaces
+    /// a legacy hash on success. `None`: no such user, or a wrong password.
+    pub async fn sign_in(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<UserRecord>, ApiError> {
+        let Some(account) = self.index.user(name)? else {
+            return Ok(None);
+        };
+        if !self.passwords.verify(&account.record, password) {
+            return Ok(None);
+        }
+        if is_legacy_hash(&account.record.password_hash) {
+            self.upgrade_password(&account.record, password).await;
+        }
+        Ok(Some(account.record))
+    }
+
+    /// Replaces a user's legacy password hash with an argon2id one. Only
+    /// the leader writes; elsewhere the next sign-in there tries again.
+    async fn upgrade_password(&self, user: &UserRecord, password: &str) {
+        if !self.is_leader() {
+            return;
+        }
+        let password = password.to_owned();
+        let Ok(password_hash) = tokio::task::spawn_blocking(move || hash_password(&password)).await
+        else {
+            return;
+        };
+        let upgraded = UserRecord {
+            password_hash,
+            ..user.clone()
+        };
+        match self
+            .commit("system", Change::UserChanged { user: upgraded })
+            .await
+        {
+            Ok(serial) => {
+                tracing::info!(user = %user.name, %serial, "replaced a legacy sha256 password hash with argon2id")
+            }
+            Err(e) => {
+                tracing::warn!(user = %user.name, error = %e, "could not replace a legacy password hash")
+            }
+        }
+    }
+
+    /// Refuses, before anything is stored, a change to `project` (its
+    /// normalized name) that the token's project scope or package
+    /// ownership would refuse. `apply` checks ownership again.
+    pub fn may_write(
+        &self,
+        principal: &Principal,
+        repo: &RepoName,
+        project: &str,
+    ) -> Result<(), ApiError> {
+        if !principal.allows_project(project) {
+            return Err(ApiError::forbidden(format!(
+                "this token may not write to {project}: it is scoped to other projects"
+            )));
+        }
+        if let Some(user) = principal.acting_user() {
+            if let Err(r) = self.index.check_owner(&user, repo, project)? {
+                return Err(WriteError::Rejected(r).into());
+            }
+        }
+        Ok(())
     }
 
     /// Requires credentials that grant `needed` on `repo`.
@@ -482,6 +623,34 @@ impl Node {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+}
+
+/// What a new token may do, and for whom.
+pub struct TokenScope {
+    pub repo: Option<RepoName>,
+    pub perm: Perm,
+    pub label: String,
+    pub user: Option<String>,
+    pub projects: Option<Vec<String>>,
+    pub expires_us: Option<i64>,
+}
+
+/// Replaces legacy password hashes that Basic sign-ins proved, one at a
+/// time, for as long as the node lives.
+async fn upgrade_legacy_passwords(
+    node: std::sync::Weak<Node>,
+    mut upgrades: tokio::sync::mpsc::UnboundedReceiver<(UserRecord, String)>,
+) {
+    while let Some((user, password)) = upgrades.recv().await {
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        // Another sign-in may have upgraded it meanwhile.
+        let current = node.index.user(&user.name).ok().flatten();
+        if current.is_some_and(|c| c.record.password_hash == user.password_hash) {
+            node.upgrade_password(&user, &password).await;
+        }
     }
 }
 

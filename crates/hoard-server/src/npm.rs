@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hoard_core::{Change, NpmTarball, Perm, RepoKind, RepoName, Serial, Sha256, VirtualSettings};
+use crate::node::TokenScope;
+use hoard_core::{Change, NpmTarball, Perm, RepoKind, RepoName, Serial, VirtualSettings};
 use hoard_npm::{
     dist_tags_after_publish, login_ok_body, matches_search, parse_dist_tag_put, parse_login,
     parse_npm_path, parse_publish, parse_revision_put, parse_search_query,
-    render_abbreviated_packument, render_full_packument, render_search, search_score, validate_tag,
-    whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest, PutDocument,
-    SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
+    render_abbreviated_packument, render_full_packument, render_search, search_score, user_doc,
+    validate_tag, whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest,
+    PutDocument, RevisionUpdate, SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
 };
 use hoard_store::{ExtraDigests, NpmPackageState, NpmVersionState, RepoState};
 use http::{header, HeaderValue, Method, Request, StatusCode};
@@ -109,7 +110,10 @@ async fn route(
         ),
         (Method::GET | Method::HEAD, NpmPath::Ping) => json_ok(StatusCode::OK, "{}".into()),
         (Method::GET, NpmPath::Whoami) => match node.authenticate(req.headers())? {
-            Some(principal) => json_ok(StatusCode::OK, whoami_body(&principal.actor())),
+            Some(principal) => json_ok(
+                StatusCode::OK,
+                whoami_body(&principal.acting_user().unwrap_or_else(|| principal.actor())),
+            ),
             None => Err(ApiError::unauthorized("not logged in: run npm login, or set an _authToken")),
         },
         (Method::GET, NpmPath::Search) => search(node, &req, repo, &target),
@@ -119,6 +123,14 @@ async fn route(
             hoard_npm::web_login_not_supported_body(),
         )),
         (Method::PUT, NpmPath::CouchUser { user }) => login(node, req, repo, &user).await,
+        (Method::GET, NpmPath::CouchUser { user }) => match node.index.user(&user)? {
+            // What `npm owner add` asks about the user it adds.
+            Some(account) => json_ok(
+                StatusCode::OK,
+                user_doc(&account.record.name, account.record.email.as_deref()),
+            ),
+            None => Err(ApiError::not_found(format!("user {user:?} does not exist here"))),
+        },
         (_, NpmPath::Audit) => Ok(with_body(
             StatusCode::from_u16(hoard_npm::AUDIT_NOT_SUPPORTED_STATUS).unwrap_or(StatusCode::NOT_FOUND),
             "application/json",
@@ -184,7 +196,7 @@ async fn write(
         }
         (Method::PUT, NpmPath::Package { name }) => put_package(node, req, auth, repo, &name).await,
         (Method::PUT, NpmPath::PackageRevision { name, .. }) => {
-            unpublish_missing_versions(node, req, auth, repo, &name).await
+            revision_put(node, req, auth, repo, &name).await
         }
         (Method::DELETE, NpmPath::PackageRevision { name, .. }) => {
             unpublish_all(node, &req, auth, repo, &name).await
@@ -316,6 +328,7 @@ fn package_view(
     let mut versions: Vec<StoredVersion> = Vec::new();
     let mut dist_tags = BTreeMap::new();
     let mut newest: Option<NpmVersionState> = None;
+    let mut maintainers = Vec::new();
     for source in sources {
         let Some(pkg) = node.index.npm_package(&source.name, &full, at)? else {
             continue;
@@ -329,6 +342,12 @@ fn package_view(
             .collect();
         if live.is_empty() {
             continue;
+        }
+        if maintainers.is_empty() {
+            for owner in node.index.owners(&source.name, &full)? {
+                let email = node.index.user(&owner)?.and_then(|u| u.record.email);
+                maintainers.push((owner, email.unwrap_or_default()));
+            }
         }
         created = Some(created.map_or(pkg.created_us, |c| c.min(pkg.created_us)));
         modified = live
@@ -366,6 +385,7 @@ fn package_view(
         readme: newest.as_ref().and_then(|v| v.readme.clone()),
         description: newest.and_then(|v| v.description),
         rev: format!("{view}-hoard"),
+        maintainers,
     })
 }
 
@@ -610,6 +630,7 @@ async fn put_package(
                 .lock(format!("{}/{}", repo.name, name.full()))
                 .await;
             let full = name.full();
+            node.may_write(&principal, &repo.name, &full)?;
             let stored = node.index.npm_versions(&repo.name, &full, None)?;
             let mut changes = Vec::new();
             for version in &deprecate.versions {
@@ -633,8 +654,8 @@ async fn put_package(
                 }
             }
             if !changes.is_empty() {
-                node.commit(
-                    &principal.actor(),
+                node.commit_as(
+                    &principal,
                     Change::NpmDeprecated {
                         repo: repo.name.clone(),
                         package: full,
@@ -655,6 +676,7 @@ async fn publish_version(
     publish: PublishRequest,
 ) -> HandlerResult {
     let full = publish.name.full();
+    node.may_write(principal, &repo.name, &full)?;
     let _turn = node
         .upload_locks
         .lock(format!("{}/{full}", repo.name))
@@ -688,8 +710,8 @@ async fn publish_version(
     let manifest = serde_json::to_string(&publish.manifest)
         .map_err(|e| ApiError::bad_request(format!("unserializable manifest: {e}")))?;
     let serial = node
-        .commit_with_blobs(
-            &principal.actor(),
+        .commit_with_blobs_as(
+            principal,
             vec![staged],
             Change::NpmPublished {
                 repo: repo.name.clone(),
@@ -736,6 +758,7 @@ async fn set_dist_tag(
     let body = read_body(node, req).await?;
     let version = parse_dist_tag_put(&body).map_err(npm_error)?;
     let full = name.full();
+    node.may_write(&principal, &repo.name, &full)?;
     let live = node
         .index
         .npm_version(&repo.name, &full, &version)?
@@ -745,8 +768,8 @@ async fn set_dist_tag(
             "{full}@{version} is not published"
         )));
     }
-    node.commit(
-        &principal.actor(),
+    node.commit_as(
+        &principal,
         Change::NpmDistTagChanged {
             repo: repo.name.clone(),
             package: full,
@@ -773,6 +796,7 @@ async fn remove_dist_tag(
         ));
     }
     let full = name.full();
+    node.may_write(&principal, &repo.name, &full)?;
     let tags = node
         .index
         .npm_package(&repo.name, &full, None)?
@@ -783,8 +807,8 @@ async fn remove_dist_tag(
             "{full} has no dist-tag {tag:?}"
         )));
     }
-    node.commit(
-        &principal.actor(),
+    node.commit_as(
+        &principal,
         Change::NpmDistTagChanged {
             repo: repo.name.clone(),
             package: full,
@@ -828,8 +852,8 @@ async fn unpublish(
     if versions.is_empty() {
         return Ok(());
     }
-    node.commit(
-        &principal.actor(),
+    node.commit_as(
+        principal,
         Change::NpmUnpublished {
             repo: repo.name.clone(),
             package: full.to_owned(),
@@ -841,20 +865,82 @@ async fn unpublish(
     Ok(())
 }
 
-/// `PUT /{name}/-rev/{rev}`: npm's unpublish of one version sends the
-/// packument without it, and with the dist-tags it wants afterwards (tags
-/// of the removed version dropped, `latest` moved to the highest
-/// remaining). Both happen in one event.
-async fn unpublish_missing_versions(
+/// `PUT /{name}/-rev/{rev}`: `npm owner add|rm` sends the changed
+/// `maintainers` alone; `npm unpublish pkg@version` sends the packument
+/// without that version.
+async fn revision_put(
     node: &Node,
     req: Request<Incoming>,
     auth: &RepoName,
     repo: &RepoState,
     name: &PackageName,
 ) -> HandlerResult {
-    let principal = require_unpublish(node, &req, auth, repo)?;
+    let principal = node
+        .require(req.headers(), auth, Perm::Upload)
+        .map_err(ApiError::closing)?;
     let body = read_body(node, req).await?;
     let update = parse_revision_put(&body, name).map_err(npm_error)?;
+    match update.maintainers {
+        Some(maintainers) if update.versions.is_none() => {
+            set_owners(node, &principal, repo, name, maintainers).await
+        }
+        _ => {
+            if !repo.settings.allow_unpublish {
+                return Err(unpublish_refused(repo));
+            }
+            if !principal.allows(auth, Perm::Admin) {
+                return Err(ApiError::forbidden(format!(
+                    "unpublishing in {auth} needs an admin token"
+                )));
+            }
+            unpublish_missing_versions(node, &principal, repo, name, update).await
+        }
+    }
+}
+
+/// `npm owner add|rm`: the package's owners become `maintainers`. An
+/// owner or an admin may change them; each must be a user here.
+async fn set_owners(
+    node: &Node,
+    principal: &Principal,
+    repo: &RepoState,
+    name: &PackageName,
+    maintainers: Vec<String>,
+) -> HandlerResult {
+    let full = name.full();
+    if node.index.npm_package(&repo.name, &full, None)?.is_none() {
+        return Err(ApiError::not_found(format!("package {full} not found")));
+    }
+    node.may_write(principal, &repo.name, &full)?;
+    let current = node.index.owners(&repo.name, &full)?;
+    if current != maintainers {
+        let serial = node
+            .commit_as(
+                principal,
+                Change::OwnersChanged {
+                    repo: repo.name.clone(),
+                    project: full.clone(),
+                    owners: maintainers.clone(),
+                },
+            )
+            .await?;
+        tracing::info!(repo = %repo.name, package = %full, owners = ?maintainers, %serial, "owners changed");
+    }
+    json_ok(StatusCode::OK, hoard_npm::ok_body())
+}
+
+/// `npm unpublish pkg@version` sends the packument without that version,
+/// and with the dist-tags it wants afterwards (tags of the removed version
+/// dropped, `latest` moved to the highest remaining). Both happen in one
+/// event.
+async fn unpublish_missing_versions(
+    node: &Node,
+    principal: &Principal,
+    repo: &RepoState,
+    name: &PackageName,
+    update: RevisionUpdate,
+) -> HandlerResult {
+    let remaining = update.versions.unwrap_or_default();
     let full = name.full();
     let _turn = node
         .upload_locks
@@ -864,7 +950,7 @@ async fn unpublish_missing_versions(
         .index
         .npm_versions(&repo.name, &full, None)?
         .into_iter()
-        .filter(|v| v.unpublished.is_none() && !update.versions.contains(&v.version))
+        .filter(|v| v.unpublished.is_none() && !remaining.contains(&v.version))
         .map(|v| v.version)
         .collect();
     let current = node
@@ -884,7 +970,7 @@ async fn unpublish_missing_versions(
             .filter(|tag| !wanted.contains_key(*tag))
             .map(|tag| (tag.clone(), None)),
     );
-    unpublish(node, &principal, repo, &full, gone, tag_changes).await?;
+    unpublish(node, principal, repo, &full, gone, tag_changes).await?;
     json_ok(StatusCode::OK, hoard_npm::ok_body())
 }
 
@@ -1013,23 +1099,27 @@ fn search(
 async fn login(node: &Node, req: Request<Incoming>, repo: &RepoState, user: &str) -> HandlerResult {
     let body = read_body(node, req).await?;
     let login = parse_login(&body, user).map_err(npm_error)?;
-    let Some(account) = node.config.users.iter().find(|u| u.name == login.name) else {
+    if node.index.user(&login.name)?.is_none() {
         return Err(ApiError::forbidden(format!(
-            "user {:?} does not exist here and self-registration is off; ask an admin for an account, \
-             or for a token from `hoard token create`",
+            "user {:?} does not exist here and self-registration is off; ask an admin for an account \
+             (hoard user add), or for a token from `hoard token create`",
             login.name
         )));
-    };
-    let offered = Sha256::of(login.password.as_bytes()).to_hex();
-    if !offered.eq_ignore_ascii_case(account.password_sha256.trim()) {
-        return Err(ApiError::unauthorized("wrong username or password"));
     }
-    let token = node
+    let Some(account) = node.sign_in(&login.name, &login.password).await? else {
+        return Err(ApiError::unauthorized("wrong username or password"));
+    };
+    let (token, _) = node
         .create_token(
             "login",
-            Some(repo.name.clone()),
-            Perm::Upload,
-            login.name.clone(),
+            TokenScope {
+                repo: Some(repo.name.clone()),
+                perm: Perm::Upload,
+                label: format!("npm login {}", account.name),
+                user: Some(account.name.clone()),
+                projects: None,
+                expires_us: None,
+            },
         )
         .await?;
     json_ok(StatusCode::CREATED, login_ok_body(&login.name, &token))

@@ -737,6 +737,7 @@ async fn upload(
             .unwrap_or_default(),
     };
     let upload = validate_upload(&form, &dist, &digests)?;
+    node.may_write(&principal, &repo.name, &upload.project)?;
     let metadata = inspect_distribution(&dist, &staged).await?;
     let requires_python = upload
         .requires_python
@@ -869,10 +870,7 @@ async fn commit_upload(
         display_name,
         file: record,
     };
-    match node
-        .commit_with_blobs(&principal.actor(), blobs, change)
-        .await
-    {
+    match node.commit_with_blobs_as(principal, blobs, change).await {
         Ok(Committed { serial, term }) => {
             tracing::info!(%repo, %filename, %serial, actor = %principal.actor(), "file uploaded");
             let mut response = with_body(

@@ -23,8 +23,8 @@ pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, DeprecationChange, FileState, Index, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
-    NpmVersionState, ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState,
-    StoredRaftPosition, TagChange, TarballState, TokenState, YankChange,
+    NpmVersionState, OwnersState, ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState,
+    StoredRaftPosition, TagChange, TarballState, TokenState, UserState, YankChange,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

@@ -14,6 +14,7 @@ fn event(change: Change) -> Event {
     Event {
         actor: "test".into(),
         time_us: 1_700_000_000_000_000,
+        user: None,
         change,
     }
 }
@@ -171,6 +172,10 @@ async fn local_writer_assigns_serials_and_tokens_resolve() {
             repo: Some(repo()),
             perm: Perm::Upload,
             label: "ci".into(),
+            id: String::new(),
+            user: None,
+            projects: None,
+            expires_us: None,
         },
     });
     let mut handles = Vec::new();
@@ -577,4 +582,132 @@ fn mirrored_npm_versions_are_listed_before_their_tarballs_and_cached_only_with_t
             .collect::<Vec<_>>(),
         vec![("1.0.0".to_owned(), Sha256::of(b"tgz"))]
     );
+}
+
+fn as_user(user: &str, change: Change) -> Event {
+    Event {
+        user: Some(user.into()),
+        ..event(change)
+    }
+}
+
+fn user_added(name: &str, admin: bool) -> Event {
+    event(Change::UserAdded {
+        user: hoard_core::UserRecord {
+            name: name.into(),
+            password_hash: "$argon2id$test".into(),
+            admin,
+            email: None,
+        },
+    })
+}
+
+fn user_token(user: &str, secret: &[u8]) -> Event {
+    event(Change::TokenCreated {
+        token: TokenRecord {
+            hash: Sha256::of(secret),
+            repo: None,
+            perm: Perm::Upload,
+            label: user.into(),
+            id: String::new(),
+            user: Some(user.into()),
+            projects: None,
+            expires_us: None,
+        },
+    })
+}
+
+#[test]
+fn the_first_user_to_upload_owns_the_project_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let mut serial = Serial::ZERO;
+    let mut apply = |ev: Event| -> Result<(), StoreError> {
+        let next = serial.next();
+        index.apply(next, &ev)?;
+        serial = next;
+        Ok(())
+    };
+    apply(created()).unwrap();
+    apply(user_added("alice", false)).unwrap();
+    apply(user_added("bob", false)).unwrap();
+    apply(user_added("root", true)).unwrap();
+    apply(as_user("alice", added("demo-1.0.tar.gz", "1.0").change)).unwrap();
+
+    let refused = apply(as_user("bob", added("demo-9.9.9.tar.gz", "9.9.9").change));
+    match refused {
+        Err(StoreError::Rejected(Rejection::NotOwner { user, owners, .. })) => {
+            assert_eq!(user, "bob");
+            assert_eq!(owners, vec!["alice".to_string()]);
+        }
+        other => panic!("bob's upload was not refused: {other:?}"),
+    }
+    // Nothing of it is left: no serial, no file.
+    assert_eq!(index.applied_serial().unwrap(), Serial(5));
+    assert_eq!(index.files(&repo(), "demo", None).unwrap().len(), 1);
+
+    // bob may not make himself an owner; alice may add him.
+    let add_bob = Change::OwnersChanged {
+        repo: repo(),
+        project: "demo".into(),
+        owners: vec!["alice".into(), "bob".into()],
+    };
+    assert!(matches!(
+        apply(as_user("bob", add_bob.clone())),
+        Err(StoreError::Rejected(Rejection::NotOwner { .. }))
+    ));
+    apply(as_user("alice", add_bob)).unwrap();
+    apply(as_user("bob", added("demo-2.0.tar.gz", "2.0").change)).unwrap();
+    // An admin user, and a change made as no user, pass.
+    apply(as_user("root", added("demo-3.0.tar.gz", "3.0").change)).unwrap();
+    apply(added("demo-4.0.tar.gz", "4.0")).unwrap();
+    // Owners must be users.
+    assert!(matches!(
+        apply(as_user(
+            "alice",
+            Change::OwnersChanged {
+                repo: repo(),
+                project: "demo".into(),
+                owners: vec!["mallory".into()],
+            }
+        )),
+        Err(StoreError::Rejected(Rejection::UserMissing(_)))
+    ));
+    assert_eq!(index.owners(&repo(), "demo").unwrap(), vec!["alice", "bob"]);
+}
+
+#[test]
+fn a_project_without_owners_is_for_admins_and_a_removed_users_tokens_stay_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let mut serial = Serial::ZERO;
+    let mut apply = |ev: Event| -> Result<(), StoreError> {
+        let next = serial.next();
+        index.apply(next, &ev)?;
+        serial = next;
+        Ok(())
+    };
+    apply(created()).unwrap();
+    apply(user_added("bob", false)).unwrap();
+    // A service token (no user) made the project: nobody owns it.
+    apply(added("demo-1.0.tar.gz", "1.0")).unwrap();
+    match apply(as_user("bob", added("demo-2.0.tar.gz", "2.0").change)) {
+        Err(StoreError::Rejected(r @ Rejection::NotOwner { .. })) => {
+            assert!(r.to_string().contains("no owners"), "{r}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A token for a user who does not exist is refused.
+    assert!(matches!(
+        apply(user_token("ghost", b"g")),
+        Err(StoreError::Rejected(Rejection::UserMissing(_)))
+    ));
+    apply(user_token("bob", b"bob-secret")).unwrap();
+    assert!(index.token(&Sha256::of(b"bob-secret")).unwrap().is_some());
+    apply(event(Change::UserRemoved { name: "bob".into() })).unwrap();
+    assert!(index.token(&Sha256::of(b"bob-secret")).unwrap().is_none());
+    // A new account of the same name does not revive the old token.
+    apply(user_added("bob", false)).unwrap();
+    assert!(index.token(&Sha256::of(b"bob-secret")).unwrap().is_none());
+    assert_eq!(index.counts().unwrap().users, 1);
 }

@@ -595,6 +595,46 @@ impl Node {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Run the `hoard` CLI with `stdin` as its standard input (how it
+    /// reads passwords when not on a terminal); its stdout, and its stderr.
+    /// Panics unless it exits 0.
+    pub fn cli_stdin_ok(&self, args: &[&str], stdin: &str) -> (String, String) {
+        use std::io::Write as _;
+        let mut cmd = Command::new(hoard_bin());
+        cmd.args(args)
+            .current_dir(&self.root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        clear_hoard_env(&mut cmd);
+        let mut child = cmd.spawn().expect("run hoard");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait for hoard");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "hoard {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// `hoard user add NAME` (the password on stdin) with the admin token.
+    pub fn add_user(&self, name: &str, password: &str) {
+        let url = self.url();
+        let admin = self.admin_token();
+        self.cli_stdin_ok(
+            &["user", "add", name, "--url", &url, "--token", &admin],
+            &format!("{password}\n"),
+        );
+    }
+
     /// `hoard token create --repo R --perm P --url URL --token ADMIN`: the
     /// printed token (checked to be alone on stdout).
     pub fn create_token(&self, repo: &str, perm: &str) -> String {

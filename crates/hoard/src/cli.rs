@@ -49,6 +49,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage users: accounts that sign in with a password (npm login,
+    /// pip with credentials) and own packages.
+    User {
+        #[command(subcommand)]
+        command: crate::accounts::UserCommand,
+    },
+    /// Manage the owners of a PyPI project or an npm package.
+    Owner {
+        #[command(subcommand)]
+        command: crate::accounts::OwnerCommand,
+    },
     /// Yank (or with --undo, un-yank) a release or one file (PEP 592).
     Yank {
         #[command(flatten)]
@@ -193,7 +204,55 @@ enum TokenCommand {
         /// A name for the token, recorded as the actor of its changes.
         #[arg(long)]
         label: Option<String>,
+        /// The user the token belongs to: its uploads are bound by that
+        /// user's package ownership. Without it, a service token (CI),
+        /// which ownership does not bind.
+        #[arg(long)]
+        user: Option<String>,
+        /// Limit the token's writes to this project (repeatable).
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// The token stops working after this long: 3600, 90m, 12h, 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+        expires: Option<u64>,
     },
+    /// List live tokens (their ids, scopes and expiry; never secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by the id that `token list` shows.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+}
+
+/// `3600`, `90s`, `90m`, `12h` or `30d`, in seconds.
+fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 3600, 90m, 12h or 30d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("{text:?} is not a usable lifetime")),
+        Some(secs) => Ok(secs),
+    }
 }
 
 #[derive(Subcommand)]
@@ -314,8 +373,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     repo,
                     perm,
                     label,
+                    user,
+                    projects,
+                    expires,
                 },
-        } => token_create(&target, repo, &perm, label).await,
+        } => {
+            let scope = TokenOptions {
+                user,
+                projects,
+                expires,
+            };
+            token_create(&target, repo, &perm, label, scope).await
+        }
+        Command::Token {
+            command: TokenCommand::List { target, user },
+        } => crate::accounts::token_list(&target, user).await,
+        Command::Token {
+            command: TokenCommand::Revoke { target, id },
+        } => crate::accounts::token_revoke(&target, &id).await,
+        Command::User { command } => crate::accounts::user(command).await,
+        Command::Owner { command } => crate::accounts::owner(command).await,
         Command::Prefetch {
             url,
             repo,
@@ -609,19 +686,38 @@ pub(crate) async fn admin_post(
     serde_json::from_str(&text).with_context(|| format!("{url} answered with invalid JSON"))
 }
 
+/// What `token create` scopes a token to, beyond repository and permission.
+struct TokenOptions {
+    user: Option<String>,
+    projects: Vec<String>,
+    expires: Option<u64>,
+}
+
 async fn token_create(
     target: &Target,
     repo: Option<String>,
     perm: &str,
     label: Option<String>,
+    options: TokenOptions,
 ) -> anyhow::Result<ExitCode> {
     let perm: Perm = perm.parse()?;
     let repo: Option<RepoName> = repo.map(|r| r.parse()).transpose()?;
-    let body = json!({ "repo": repo, "perm": perm.to_string(), "label": label });
+    let projects = (!options.projects.is_empty()).then_some(&options.projects);
+    let body = json!({
+        "repo": repo, "perm": perm.to_string(), "label": label, "user": options.user,
+        "projects": projects, "expires_in_secs": options.expires,
+    });
     let answer = match admin_post(target, "tokens", &body).await {
         Ok(answer) => answer,
-        // No node answers at the local address: open its data dir directly.
-        Err(e) if target.url.is_none() && is_connect_error(&e) => {
+        // No node answers at the local address: open its data dir directly
+        // (plain service tokens only: scopes are checked by a running node).
+        Err(e)
+            if target.url.is_none()
+                && is_connect_error(&e)
+                && options.user.is_none()
+                && projects.is_none()
+                && options.expires.is_none() =>
+        {
             return token_create_offline(target, repo, perm, label).await;
         }
         Err(e) => return Err(e),
@@ -656,7 +752,19 @@ async fn token_create_offline(
     node.settle().await?;
     let label =
         label.unwrap_or_else(|| format!("{perm}@{}", repo.as_ref().map_or("*", |r| r.as_str())));
-    let secret = node.create_token("admin", repo, perm, label).await?;
+    let (secret, _) = node
+        .create_token(
+            "admin",
+            hoard_server::TokenScope {
+                repo,
+                perm,
+                label,
+                user: None,
+                projects: None,
+                expires_us: None,
+            },
+        )
+        .await?;
     node.index.flush()?;
     println!("{secret}");
     Ok(ExitCode::SUCCESS)

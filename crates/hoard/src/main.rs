@@ -3,6 +3,7 @@
 //! (`--url`, default: the local node); `fsck` and `token create` on a
 //! stopped node open the data dir directly.
 
+mod accounts;
 mod cli;
 mod demo;
 mod prefetch;

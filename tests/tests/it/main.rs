@@ -6,6 +6,7 @@
 //! binary). The Python tools are set up on first use by
 //! `tests/tools/setup.sh`.
 
+mod accounts;
 mod bad_input;
 mod concurrent;
 mod downloads;

@@ -157,7 +157,10 @@ fn npm_deprecate_and_undeprecate() {
 fn npm_unpublish_version_put() {
     let r =
         parse_revision_put(&fixture("unpublish-version-put.json"), &name("hoard-demo")).unwrap();
-    let mut v = r.versions.clone();
+    let mut v = r
+        .versions
+        .clone()
+        .expect("an unpublish lists the versions left");
     v.sort();
     assert_eq!(v, ["1.1.0", "2.0.0"], "1.0.0 was removed");
 }

@@ -48,6 +48,7 @@ fn view() -> PackageView {
         readme: Some("# hoard-demo\n".into()),
         description: Some("desc".into()),
         rev: "7-hoard".into(),
+        maintainers: vec![("alice".into(), "alice@example.org".into())],
     }
 }
 
@@ -60,6 +61,11 @@ fn full_packument_shape() {
     assert_eq!(doc["description"], "desc");
     assert_eq!(doc["readme"], "# hoard-demo\n");
     assert_eq!(doc["readmeFilename"], "README.md");
+    assert_eq!(
+        doc["maintainers"],
+        json!([{"name": "alice", "email": "alice@example.org"}]),
+        "what npm owner ls prints"
+    );
     assert_eq!(
         doc["dist-tags"],
         json!({"latest": "1.0.0", "next": "2.0.0-rc.1"}),
@@ -179,11 +185,13 @@ fn empty_package() {
         readme: None,
         description: None,
         rev: "1-x".into(),
+        maintainers: vec![],
     };
     let doc: Value = serde_json::from_str(&render_full_packument(&v)).unwrap();
     assert_eq!(doc["versions"], json!({}));
     assert_eq!(doc["dist-tags"], json!({}));
     assert!(doc.get("readme").is_none());
+    assert!(doc.get("maintainers").is_none());
     let doc: Value = serde_json::from_str(&render_abbreviated_packument(&v)).unwrap();
     assert_eq!(doc["versions"], json!({}));
 }

@@ -11,12 +11,13 @@ use sled::Transactional;
 use super::changelog::{chain_digest, encode_event, ReceivedEvent};
 use super::keys::{
     digest_from, encode, serial_from, tx_get, tx_get_meta, Files, KeySpace, NpmPackages,
-    NpmVersions, Projects, Repos, Tokens, APPLIED, COUNTS, DIGEST, RAFT_APPLIED, RAFT_MEMBERSHIP,
+    NpmVersions, Owners, Projects, Repos, Tokens, Users, APPLIED, COUNTS, DIGEST, RAFT_APPLIED,
+    RAFT_MEMBERSHIP,
 };
 use super::state::{
-    Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
-    NpmVersionState, ProjectState, Rejection, RepoState, TagChange, TarballState, TokenState,
-    YankChange,
+    ownership, Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin,
+    NpmPackageState, NpmVersionState, OwnersState, Ownership, ProjectState, Rejection, RepoState,
+    TagChange, TarballState, TokenState, UserState, YankChange,
 };
 use super::{Index, RaftPosition};
 use crate::StoreError;
@@ -104,9 +105,22 @@ impl Index {
             &self.tokens,
             &self.npm_packages,
             &self.npm_versions,
+            &self.users,
+            &self.owners,
         );
         let result = trees.transaction(
-            |(changelog, meta, repos, projects, files, tokens, npm_packages, npm_versions)| {
+            |(
+                changelog,
+                meta,
+                repos,
+                projects,
+                files,
+                tokens,
+                npm_packages,
+                npm_versions,
+                users,
+                owners,
+            )| {
                 let applied = serial_from(meta.get(APPLIED)?).map_err(corrupt_in_tx)?;
                 if serial != applied.next() {
                     return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
@@ -122,6 +136,8 @@ impl Index {
                     tokens,
                     npm_packages,
                     npm_versions,
+                    users,
+                    owners,
                 };
                 apply_change(serial, event, &mut counts, &trees)?;
 
@@ -158,6 +174,8 @@ struct ApplyTrees<'a> {
     tokens: &'a TransactionalTree,
     npm_packages: &'a TransactionalTree,
     npm_versions: &'a TransactionalTree,
+    users: &'a TransactionalTree,
+    owners: &'a TransactionalTree,
 }
 
 fn apply_change(
@@ -173,6 +191,8 @@ fn apply_change(
         tokens,
         npm_packages,
         npm_versions,
+        users,
+        owners,
     } = trees;
     match &event.change {
         Change::RepoCreated { repo, settings } => {
@@ -207,6 +227,8 @@ fn apply_change(
             if files.get(&key)?.is_some() {
                 return reject(Rejection::FileExists(file.filename.clone()));
             }
+            let exists = projects.get(Projects::key(repo, project))?.is_some();
+            check_owner(serial, event, trees, repo, project, exists)?;
             ensure_project(serial, counts, projects, repo, project, display_name)?;
             let state = FileState {
                 record: file.clone(),
@@ -297,6 +319,7 @@ fn apply_change(
             filenames,
             reason,
         } => {
+            check_owner(serial, event, trees, repo, project, true)?;
             for filename in filenames {
                 let key = Files::key(repo, project, filename);
                 let Some(mut state) = tx_get::<Files>(files, &key)? else {
@@ -312,6 +335,11 @@ fn apply_change(
         Change::TokenCreated { token } => {
             if tokens.get(Tokens::key(&token.hash))?.is_some() {
                 return reject(Rejection::TokenExists);
+            }
+            if let Some(user) = &token.user {
+                if users.get(Users::key(user))?.is_none() {
+                    return reject(Rejection::UserMissing(user.clone()));
+                }
             }
             let state = TokenState {
                 record: token.clone(),
@@ -331,6 +359,71 @@ fn apply_change(
                 counts.tokens = counts.tokens.saturating_sub(1);
             }
         }
+        Change::UserAdded { user } => {
+            if users.get(Users::key(&user.name))?.is_some() {
+                return reject(Rejection::UserExists(user.name.clone()));
+            }
+            let state = UserState {
+                record: user.clone(),
+                created: serial,
+            };
+            users.insert(Users::key(&user.name), Users::encode(&state))?;
+            counts.users += 1;
+        }
+        Change::UserChanged { user } => {
+            let Some(mut state) = tx_get::<Users>(users, Users::key(&user.name))? else {
+                return reject(Rejection::UserMissing(user.name.clone()));
+            };
+            state.record = user.clone();
+            users.insert(Users::key(&user.name), Users::encode(&state))?;
+        }
+        Change::UserRemoved { name } => {
+            // The user's tokens stop working with the account: a token is
+            // honoured only while an account of its user exists that was
+            // created before it (see `Index::token`).
+            if users.remove(Users::key(name))?.is_none() {
+                return reject(Rejection::UserMissing(name.clone()));
+            }
+            counts.users = counts.users.saturating_sub(1);
+        }
+        Change::OwnersChanged {
+            repo,
+            project,
+            owners: wanted,
+        } => {
+            if repos.get(Repos::key(repo))?.is_none() {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            if let Some(user) = &event.user {
+                if !is_admin(users, user)? {
+                    let current = tx_get::<Owners>(owners, &Owners::key(repo, project))?
+                        .unwrap_or_default()
+                        .owners;
+                    if !current.contains(user) {
+                        return reject(Rejection::NotOwner {
+                            user: user.clone(),
+                            project: project.clone(),
+                            owners: current,
+                        });
+                    }
+                }
+                if wanted.is_empty() {
+                    return reject(Rejection::InvalidOwners(format!(
+                        "{project} must keep at least one owner; add someone else first"
+                    )));
+                }
+            }
+            for owner in wanted {
+                if users.get(Users::key(owner))?.is_none() {
+                    return reject(Rejection::UserMissing(owner.clone()));
+                }
+            }
+            let state = OwnersState {
+                owners: wanted.clone(),
+                changed: serial,
+            };
+            owners.insert(Owners::key(repo, project), Owners::encode(&state))?;
+        }
         Change::NpmPublished {
             repo,
             package,
@@ -349,6 +442,8 @@ fn apply_change(
                 return reject(Rejection::VersionExists(format!("{package}@{version}")));
             }
             let pkey = NpmPackages::key(repo, package);
+            let exists = npm_packages.get(&pkey)?.is_some();
+            check_owner(serial, event, trees, repo, package, exists)?;
             let mut pkg =
                 ensure_npm_package(serial, event.time_us, counts, npm_packages, repo, package)?;
             for tag in dist_tags {
@@ -463,6 +558,7 @@ fn apply_change(
             tag,
             version,
         } => {
+            check_owner(serial, event, trees, repo, package, true)?;
             set_dist_tags(
                 serial,
                 event.time_us,
@@ -477,6 +573,7 @@ fn apply_change(
             package,
             changes,
         } => {
+            check_owner(serial, event, trees, repo, package, true)?;
             for (version, message) in changes {
                 let vkey = NpmVersions::key(repo, package, version);
                 let Some(mut state) = tx_get::<NpmVersions>(npm_versions, &vkey)? else {
@@ -496,6 +593,7 @@ fn apply_change(
             versions,
             dist_tags,
         } => {
+            check_owner(serial, event, trees, repo, package, true)?;
             for version in versions {
                 let vkey = NpmVersions::key(repo, package, version);
                 let live =
@@ -511,6 +609,42 @@ fn apply_change(
         }
     }
     Ok(())
+}
+
+/// Whether `user` is an admin account.
+fn is_admin(users: &TransactionalTree, user: &str) -> TxResult<bool> {
+    Ok(tx_get::<Users>(users, Users::key(user))?.is_some_and(|u| u.record.admin))
+}
+
+/// Package ownership (see [`ownership`]), checked here rather than only
+/// in a handler so that two users racing to publish a new name cannot
+/// both win. Records the first user of a new project as its owner.
+fn check_owner(
+    serial: Serial,
+    event: &Event,
+    trees: &ApplyTrees<'_>,
+    repo: &RepoName,
+    project: &str,
+    exists: bool,
+) -> TxResult<()> {
+    let Some(user) = &event.user else {
+        return Ok(());
+    };
+    let account = tx_get::<Users>(trees.users, Users::key(user))?;
+    let key = Owners::key(repo, project);
+    let owners = tx_get::<Owners>(trees.owners, &key)?;
+    match ownership(user, account.as_ref(), owners.as_ref(), project, exists) {
+        Ok(Ownership::Allowed) => Ok(()),
+        Ok(Ownership::Claims) => {
+            let state = OwnersState {
+                owners: vec![user.clone()],
+                changed: serial,
+            };
+            trees.owners.insert(key, Owners::encode(&state))?;
+            Ok(())
+        }
+        Err(r) => reject(r),
+    }
 }
 
 /// Creates a PyPI project on its first file.

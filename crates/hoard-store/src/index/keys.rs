@@ -11,7 +11,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::apply::{ApplyAbort, TxResult};
 use super::state::{
-    FileState, NpmPackageState, NpmVersionState, ProjectState, RepoState, Since, TokenState,
+    FileState, NpmPackageState, NpmVersionState, OwnersState, ProjectState, RepoState, Since,
+    TokenState, UserState,
 };
 use crate::StoreError;
 
@@ -42,6 +43,32 @@ pub(super) struct Tokens;
 pub(super) struct NpmPackages;
 /// npm versions by repository, package and version.
 pub(super) struct NpmVersions;
+/// User accounts by name.
+pub(super) struct Users;
+/// Owners of PyPI projects and npm packages, by repository and name.
+pub(super) struct Owners;
+
+impl KeySpace for Users {
+    const TREE: &'static str = "users";
+    type Value = UserState;
+}
+
+impl KeySpace for Owners {
+    const TREE: &'static str = "owners";
+    type Value = OwnersState;
+}
+
+impl Users {
+    pub(super) fn key(name: &str) -> &[u8] {
+        name.as_bytes()
+    }
+}
+
+impl Owners {
+    pub(super) fn key(repo: &RepoName, project: &str) -> Vec<u8> {
+        two_part_key(repo, project)
+    }
+}
 
 impl KeySpace for Repos {
     const TREE: &'static str = "repos";

@@ -24,8 +24,8 @@ use crate::StoreError;
 pub use changelog::ReceivedEvent;
 pub use state::{
     Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
-    NpmVersionState, ProjectState, Rejection, RepoState, TagChange, TarballState, TokenState,
-    YankChange,
+    NpmVersionState, OwnersState, ProjectState, Rejection, RepoState, TagChange, TarballState,
+    TokenState, UserState, YankChange,
 };
 
 use hoard_core::{Serial, Sha256};
@@ -59,6 +59,8 @@ pub struct Index {
     tokens: sled::Tree,
     npm_packages: sled::Tree,
     npm_versions: sled::Tree,
+    users: sled::Tree,
+    owners: sled::Tree,
 }
 
 impl Index {
@@ -83,6 +85,8 @@ impl Index {
             tokens: db.open_tree("tokens")?,
             npm_packages: db.open_tree("npm_packages")?,
             npm_versions: db.open_tree("npm_versions")?,
+            users: db.open_tree("users")?,
+            owners: db.open_tree("owners")?,
             db,
         };
         if index.meta.get(INSTALLING)?.is_some() {
@@ -206,6 +210,7 @@ mod tests {
         Event {
             actor: "a".into(),
             time_us: 1,
+            user: None,
             change: Change::TokenRevoked {
                 hash: hoard_core::Sha256::of(b"x"),
             },

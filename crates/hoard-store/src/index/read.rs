@@ -3,10 +3,12 @@
 use hoard_core::{RepoName, Serial, Sha256};
 
 use super::keys::{
-    get_at, scan_at, Files, KeySpace, NpmPackages, NpmVersions, Projects, Repos, Tokens,
+    get_at, scan_at, Files, KeySpace, NpmPackages, NpmVersions, Owners, Projects, Repos, Tokens,
+    Users,
 };
 use super::state::{
-    FileState, NpmPackageState, NpmVersionState, ProjectState, RepoState, TokenState,
+    ownership, FileState, NpmPackageState, NpmVersionState, ProjectState, Rejection, RepoState,
+    TokenState, UserState,
 };
 use super::Index;
 use crate::StoreError;
@@ -131,13 +133,85 @@ impl Index {
     }
 
     /// A live (not revoked) token by the hash of its secret.
+    /// The live token with this hash: not revoked, and if it belongs to a
+    /// user, that user's account exists and is older than the token (a
+    /// removed user's tokens die with the account, and do not come back
+    /// for a new account of the same name). Expiry is the caller's check:
+    /// it depends on the clock, not on the index.
     pub fn token(&self, hash: &Sha256) -> Result<Option<TokenState>, StoreError> {
-        match self.tokens.get(Tokens::key(hash))? {
-            Some(bytes) => {
-                let state = Tokens::decode(&bytes)?;
-                Ok(state.revoked.is_none().then_some(state))
+        let Some(bytes) = self.tokens.get(Tokens::key(hash))? else {
+            return Ok(None);
+        };
+        let state = Tokens::decode(&bytes)?;
+        if state.revoked.is_some() {
+            return Ok(None);
+        }
+        if let Some(user) = &state.record.user {
+            match self.user(user)? {
+                Some(account) if account.created < state.created => {}
+                _ => return Ok(None),
             }
+        }
+        Ok(Some(state))
+    }
+
+    /// Every live token (see [`Index::token`]), oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenState>, StoreError> {
+        let mut out = Vec::new();
+        for value in self.tokens.iter().values() {
+            let state = Tokens::decode(&value?)?;
+            if let Some(live) = self.token(&state.record.hash)? {
+                out.push(live);
+            }
+        }
+        out.sort_by_key(|t| t.created);
+        Ok(out)
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserState>, StoreError> {
+        match self.users.get(Users::key(name))? {
+            Some(bytes) => Users::decode(&bytes).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// Every user account, by name.
+    pub fn users(&self) -> Result<Vec<UserState>, StoreError> {
+        self.users
+            .iter()
+            .values()
+            .map(|v| Users::decode(&v?))
+            .collect()
+    }
+
+    /// Whether a change made as `user` to `project` would pass package
+    /// ownership now (see [`ownership`]). Handlers ask before they store
+    /// anything; `apply` asks again, and its answer is the one that holds.
+    pub fn check_owner(
+        &self,
+        user: &str,
+        repo: &RepoName,
+        project: &str,
+    ) -> Result<Result<(), Rejection>, StoreError> {
+        let account = self.user(user)?;
+        let owners = match self.owners.get(Owners::key(repo, project))? {
+            Some(bytes) => Some(Owners::decode(&bytes)?),
+            None => None,
+        };
+        let exists = self.projects.get(Projects::key(repo, project))?.is_some()
+            || self
+                .npm_packages
+                .get(NpmPackages::key(repo, project))?
+                .is_some();
+        Ok(ownership(user, account.as_ref(), owners.as_ref(), project, exists).map(|_| ()))
+    }
+
+    /// The owners of a PyPI project (normalized name) or an npm package;
+    /// empty when it has none.
+    pub fn owners(&self, repo: &RepoName, project: &str) -> Result<Vec<String>, StoreError> {
+        match self.owners.get(Owners::key(repo, project))? {
+            Some(bytes) => Ok(Owners::decode(&bytes)?.owners),
+            None => Ok(Vec::new()),
         }
     }
 }

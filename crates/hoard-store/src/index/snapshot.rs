@@ -20,6 +20,8 @@ pub(super) const STATE_TREES: &[&str] = &[
     "tokens",
     "npm_packages",
     "npm_versions",
+    "users",
+    "owners",
 ];
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"hoardsn1";

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use hoard_core::{FileRecord, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord};
+use hoard_core::{
+    FileRecord, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord, UserRecord,
+};
 use serde::{Deserialize, Serialize};
 
 /// Why an event could not be applied. Deterministic: every node rejects the
@@ -31,6 +33,83 @@ pub enum Rejection {
     /// A mirror cached bytes whose digest is not the one listed.
     #[error("{0}: the cached bytes are not the ones listed")]
     DigestMismatch(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("user {0} does not exist")]
+    UserMissing(String),
+    /// A user who neither owns a project nor is an admin tried to change it.
+    #[error("{}", not_owner_message(.user, .project, .owners))]
+    NotOwner {
+        user: String,
+        project: String,
+        owners: Vec<String>,
+    },
+    #[error("{0}")]
+    InvalidOwners(String),
+}
+
+fn not_owner_message(user: &str, project: &str, owners: &[String]) -> String {
+    if owners.is_empty() {
+        format!(
+            "user {user} may not change {project}: it has no owners, so only an admin may; \
+             ask an admin to add you (hoard owner add)"
+        )
+    } else {
+        format!(
+            "user {user} may not change {project}: it belongs to {}; ask one of them to add you as an owner",
+            owners.join(", ")
+        )
+    }
+}
+
+/// What package ownership says about a change made as a user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Allowed,
+    /// Allowed, and the user becomes the owner of the new project.
+    Claims,
+}
+
+/// Package ownership: a change made as `user` to `project` must come from
+/// one of its owners or from an admin. The first user to create a project
+/// (`exists == false`) owns it, unless owners were named for it before;
+/// a project with no owners (made by an admin or a service token) is
+/// changed only by admins until an admin names its owners.
+pub fn ownership(
+    user: &str,
+    account: Option<&UserState>,
+    owners: Option<&OwnersState>,
+    project: &str,
+    exists: bool,
+) -> Result<Ownership, Rejection> {
+    let Some(account) = account else {
+        return Err(Rejection::UserMissing(user.to_owned()));
+    };
+    match owners {
+        Some(o) if o.owners.iter().any(|u| u == user) => Ok(Ownership::Allowed),
+        None if !exists => Ok(Ownership::Claims),
+        _ if account.record.admin => Ok(Ownership::Allowed),
+        _ => Err(Rejection::NotOwner {
+            user: user.to_owned(),
+            project: project.to_owned(),
+            owners: owners.map(|o| o.owners.clone()).unwrap_or_default(),
+        }),
+    }
+}
+
+/// A user account, and the serial it was created at: tokens made before it
+/// (for an earlier account of the same name) do not work for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub record: UserRecord,
+    pub created: Serial,
+}
+
+/// Who owns a PyPI project or an npm package.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnersState {
+    pub owners: Vec<String>,
+    pub changed: Serial,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +344,8 @@ pub struct Counts {
     pub npm_packages: u64,
     #[serde(default)]
     pub npm_versions: u64,
+    #[serde(default)]
+    pub users: u64,
 }
 
 /// Index records that came into being at a serial, so that a view at an
