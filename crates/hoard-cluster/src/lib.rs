@@ -11,6 +11,7 @@ mod follower;
 pub mod net;
 mod raft;
 mod service;
+pub mod tls;
 mod writer;
 
 pub use epoch::{ClusterIdentity, Contact, Epoch, FencedBy, PendingStep};
@@ -21,6 +22,7 @@ pub use raft::{
     RaftTuning, TuningError,
 };
 pub use service::{serve_grpc, ReplicationSource};
+pub use tls::{ClusterTls, ClusterTlsFiles, PeerInfo};
 pub use writer::{WriteError, Writer};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,4 +41,6 @@ pub enum ClusterError {
     Raft(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cluster TLS: {0}")]
+    Tls(String),
 }

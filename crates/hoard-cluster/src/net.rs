@@ -1,5 +1,5 @@
 //! The one place where node-to-node connections are made and accepted.
-//! Mutual TLS (a later issue) and a simulated network for tests plug in
+//! Mutual TLS ([`crate::tls`]) and the fault layer for tests plug in
 //! here, and nowhere else.
 
 use std::collections::HashMap;
@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{ClusterTls, PeerStream};
 use crate::ClusterError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,11 +47,18 @@ struct NetInner {
     /// that an upload does not pay a TCP and HTTP/2 handshake per voter. A
     /// tonic channel reconnects by itself when its peer comes back.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Mutual TLS with the cluster CA; `None`: plaintext (loopback only,
+    /// unless the operator said `insecure_cluster`).
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl Net {
     /// The network of the node reached at `own_addr`.
-    pub fn new(own_addr: String, partition_file: Option<PathBuf>) -> Net {
+    pub fn new(
+        own_addr: String,
+        partition_file: Option<PathBuf>,
+        tls: Option<Arc<ClusterTls>>,
+    ) -> Net {
         if let Some(path) = &partition_file {
             tracing::warn!(path = %path.display(), "fault injection is on: node-to-node calls obey this partition file");
         }
@@ -60,8 +67,14 @@ impl Net {
                 own_addr,
                 partition_file,
                 channels: Mutex::new(HashMap::new()),
+                tls,
             }),
         }
+    }
+
+    /// The cluster TLS material, to reload it.
+    pub fn tls(&self) -> Option<&Arc<ClusterTls>> {
+        self.inner.tls.as_ref()
     }
 
     /// This node's gRPC address.
@@ -135,31 +148,88 @@ impl Net {
             addr: addr.to_owned(),
             message,
         };
-        Endpoint::from_shared(grpc_url(addr))
+        let url = grpc_url(addr);
+        let endpoint = Endpoint::from_shared(url.replacen("https://", "http://", 1))
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| err(format!("{e}: {}", source_chain(&e))))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let connected = match &self.inner.tls {
+            None => endpoint.connect().await,
+            // TLS is done here rather than by tonic, so that the same
+            // rustls configuration (and its reload) serves both sides.
+            Some(tls) => {
+                let tls = tls.clone();
+                let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let host = uri
+                            .host()
+                            .unwrap_or_default()
+                            .trim_matches(['[', ']'])
+                            .to_owned();
+                        let port = uri.port_u16().unwrap_or(443);
+                        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                        tcp.set_nodelay(true)?;
+                        let stream = tls.connect(&host, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                });
+                endpoint.connect_with_connector(connector).await
+            }
+        };
+        connected.map_err(|e| err(format!("{e}: {}", source_chain(&e))))
     }
 
     /// The incoming connections of a gRPC listener, with Nagle's
     /// algorithm off: a changelog stream sends small messages that must
     /// not wait for the peer's delayed ACK (it added ~100 ms of
-    /// replication lag).
+    /// replication lag). With TLS, each connection is handed over once
+    /// its handshake and the allow-list passed; a peer that fails them is
+    /// logged and dropped, and the others are not held up meanwhile.
     pub fn accept(
         &self,
         listener: TcpListener,
-    ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-        use futures_util::StreamExt;
-        TcpListenerStream::new(listener).map(|stream| {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        })
+    ) -> impl futures_util::Stream<Item = std::io::Result<PeerStream>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let tls = self.inner.tls.clone();
+        tokio::spawn(async move {
+            loop {
+                // The server stopped taking connections: free the port.
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = tx.closed() => return,
+                };
+                let (tcp, remote) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let Some(tls) = tls.clone() else {
+                    if tx.send(Ok(PeerStream::plain(tcp, remote))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tls.accept(tcp, remote).await {
+                        Ok(stream) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%remote, error = %e, "refused a node-to-node connection");
+                        }
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 

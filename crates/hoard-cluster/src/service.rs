@@ -101,7 +101,22 @@ impl Changelog for ReplicationSource {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         self.epoch
             .admit_subscriber(request.metadata(), request.get_ref().since_serial)?;
+        // With TLS the subscriber is who its certificate says, whatever
+        // the request claims.
+        let certified = request
+            .extensions()
+            .get::<crate::tls::PeerInfo>()
+            .and_then(|p| p.node_id.clone());
         let req = request.into_inner();
+        if let Some(id) = certified {
+            if req.subscriber_id != id {
+                tracing::warn!(certificate = %id, claimed = %req.subscriber_id, "refused a subscriber that names another node");
+                return Err(Status::permission_denied(format!(
+                    "the certificate is node {id:?}, but the subscription names {:?}",
+                    req.subscriber_id
+                )));
+            }
+        }
         let since = Serial(req.since_serial);
         tracing::info!(subscriber = %req.subscriber_id, %since, "follower subscribed");
         let (tx, rx) = mpsc::channel(1024);

@@ -171,7 +171,7 @@ fn start_replica(upstreams: Vec<String>) -> Replica {
         index.clone(),
         blobs.clone(),
         test_epoch(dir.path()),
-        hoard_cluster::Net::new("127.0.0.1:0".into(), None),
+        hoard_cluster::Net::new("127.0.0.1:0".into(), None, None),
     )
     .unwrap();
     let (stop, stopped) = watch::channel(false);
@@ -295,7 +295,7 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
             applied: writer.durable_serial(),
             primary_url,
             epoch: test_epoch(dir.path()),
-            net: hoard_cluster::Net::new(good.clone(), None),
+            net: hoard_cluster::Net::new(good.clone(), None, None),
         },
         None,
         listener,

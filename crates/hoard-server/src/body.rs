@@ -2,7 +2,7 @@
 //! and a deadline for each next chunk, so that a slow or truncated body
 //! cannot hold a task (or a temp file) forever.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -19,29 +19,73 @@ pub enum BodyError {
     Read(String),
 }
 
+/// How long a refused body is read and thrown away, at most.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// How much of a refused body is read and thrown away, at most.
+const LINGER_BYTES: u64 = 4 << 30;
+
+/// Reads and throws away the rest of a refused request's body, in the
+/// background and bounded (a lingering close, as nginx does it). A client
+/// that sends its whole body before it reads an answer, as npm does, then
+/// reads the refusal (413, 401) instead of a reset connection (`EPIPE`).
+/// The connection closes when the body ends or the bound is reached.
+pub fn discard_rest(mut body: Incoming, idle: Duration) {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut seen = 0u64;
+        while seen < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(idle.min(left), body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => break,
+            }
+        }
+        tracing::debug!(bytes = seen, "discarded the rest of a refused body");
+    });
+}
+
+/// [`discard_rest`] for a request refused before its body was read. A
+/// client that asked for `100 Continue` has not sent its body, and will
+/// not: polling the body would make hyper send the `100` it waits for, so
+/// the connection just closes after the answer.
+pub fn discard_refused(req: http::Request<Incoming>, idle: Duration) {
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if !expects_continue {
+        discard_rest(req.into_body(), idle);
+    }
+}
+
 /// Streams the data frames of `body`, failing once more than `limit` bytes
-/// arrive or when no frame arrives within `idle`.
+/// arrive or when no frame arrives within `idle`. Past the limit, the rest
+/// is discarded ([`discard_rest`]) so that the client reads the 413.
 pub fn bounded_stream(
     body: Incoming,
     limit: u64,
     idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
     struct State {
-        body: Incoming,
+        body: Option<Incoming>,
         seen: u64,
         done: bool,
     }
     let state = State {
-        body,
+        body: Some(body),
         seen: 0,
         done: false,
     };
     futures_util::stream::unfold(state, move |mut st| async move {
         loop {
-            if st.done {
-                return None;
-            }
-            let frame = match tokio::time::timeout(idle, st.body.frame()).await {
+            let body = st.body.as_mut().filter(|_| !st.done)?;
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
                     st.done = true;
                     return Some((Err(BodyError::TimedOut), st));
@@ -59,6 +103,9 @@ pub fn bounded_stream(
             st.seen += data.len() as u64;
             if st.seen > limit {
                 st.done = true;
+                if let Some(rest) = st.body.take() {
+                    discard_rest(rest, idle);
+                }
                 return Some((Err(BodyError::TooLarge { limit }), st));
             }
             return Some((Ok(data), st));

@@ -22,8 +22,25 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The largest upload body accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// The largest npm publish document accepted (the tarball inside is
+    /// base64, about 3/4 of it), in bytes.
+    pub max_npm_publish_bytes: u64,
     /// How long to wait for the next bytes of a request body, in seconds.
     pub body_timeout_secs: u64,
+    /// How long a request's headers may take to arrive, in seconds; a
+    /// client slower than that (slowloris) gets a 408 and is disconnected.
+    pub header_timeout_secs: u64,
+    /// The most bytes of request headers (431 beyond; at least 8192).
+    pub max_header_bytes: usize,
+    /// The most request header fields (431 beyond).
+    pub max_headers: usize,
+    /// The most open connections from one client address (429 beyond).
+    pub max_connections_per_ip: usize,
+    /// Requests per second per token or user, refilled continuously, with
+    /// bursts up to `token_burst` (429 with `Retry-After` beyond). 0: no
+    /// limit.
+    pub token_rate_per_sec: u32,
+    pub token_burst: u32,
     /// How long a request with `X-Hoard-Min-Serial` may wait, in seconds.
     pub min_serial_wait_secs: u64,
     /// `text` or `json`.
@@ -53,6 +70,15 @@ pub struct NodeConfig {
     pub grpc_public: Option<String>,
     /// Raft timing and log retention.
     pub raft: RaftTuning,
+    /// Node-to-node mutual TLS with the cluster CA (changelog, blobs,
+    /// Raft). Without it the gRPC listener must be on loopback, unless
+    /// `insecure_cluster` is set.
+    pub cluster_tls: Option<ClusterTlsConfig>,
+    /// Plaintext node-to-node traffic on a non-loopback address: only on a
+    /// network that is itself trusted.
+    pub insecure_cluster: bool,
+    /// HTTPS on the public listener.
+    pub tls: Option<HttpsConfig>,
     /// For fault tests only: a file listing the gRPC addresses this node
     /// must neither call nor answer (a simulated network partition).
     pub partition_file: Option<PathBuf>,
@@ -69,6 +95,30 @@ pub struct NodeConfig {
     /// Accounts that may `npm login` to get an upload token. There is no
     /// self-registration: a login for any other name is refused.
     pub users: Vec<UserConfig>,
+}
+
+/// `[cluster_tls]`: files from `hoard cert init` and `hoard cert issue`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// The cluster CA's certificate.
+    pub ca: PathBuf,
+    /// This node's certificate, whose common name is its node id.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// If not empty, only these node ids may connect or be connected to:
+    /// remove a node from it (and SIGHUP) to retire its certificate.
+    #[serde(default)]
+    pub allowed_nodes: Vec<String>,
+}
+
+/// `[tls]`: the public listener's certificate chain and key (PEM),
+/// re-read on SIGHUP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -107,7 +157,14 @@ impl Default for NodeConfig {
             public_url: None,
             data_dir: PathBuf::from("./hoard-data"),
             max_upload_bytes: 1 << 30,
+            max_npm_publish_bytes: 256 << 20,
             body_timeout_secs: 30,
+            header_timeout_secs: 30,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_connections_per_ip: 256,
+            token_rate_per_sec: 500,
+            token_burst: 1000,
             min_serial_wait_secs: 10,
             log_format: "text".into(),
             repos: RepoConfig::defaults(),
@@ -119,6 +176,9 @@ impl Default for NodeConfig {
             cluster_name: "hoard".into(),
             grpc_public: None,
             raft: RaftTuning::default(),
+            cluster_tls: None,
+            insecure_cluster: false,
+            tls: None,
             partition_file: None,
             upstreams: Vec::new(),
             primary_url: None,
@@ -237,6 +297,33 @@ impl NodeConfig {
         if self.max_upload_bytes == 0 || self.body_timeout_secs == 0 {
             return invalid("max_upload_bytes and body_timeout_secs must be positive".into());
         }
+        if self.max_npm_publish_bytes == 0
+            || self.header_timeout_secs == 0
+            || self.max_connections_per_ip == 0
+            || self.max_headers == 0
+        {
+            return invalid(
+                "max_npm_publish_bytes, header_timeout_secs, max_headers and max_connections_per_ip must be positive"
+                    .into(),
+            );
+        }
+        if self.cluster_tls.is_none()
+            && !self.insecure_cluster
+            && !self.grpc_listen.ip().is_loopback()
+        {
+            return invalid(format!(
+                "grpc_listen {} is not a loopback address, and node-to-node traffic has no TLS: \
+                 configure [cluster_tls] (see `hoard cert init` and `hoard cert issue`), or set \
+                 insecure_cluster = true on a network you trust",
+                self.grpc_listen
+            ));
+        }
+        if self.max_header_bytes < 8192 {
+            return invalid(format!(
+                "max_header_bytes is {}: it must be at least 8192",
+                self.max_header_bytes
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid(format!(
                 "log_format {:?}: use text or json",
@@ -282,7 +369,10 @@ impl NodeConfig {
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .unwrap_or_else(|| {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.http_listen)
+            })
             .trim_end_matches('/')
             .to_owned()
     }
@@ -296,6 +386,21 @@ impl NodeConfig {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn cluster_tls_files(&self) -> Option<hoard_cluster::ClusterTlsFiles> {
+        self.cluster_tls
+            .as_ref()
+            .map(|t| hoard_cluster::ClusterTlsFiles {
+                ca: t.ca.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                allowed_nodes: t.allowed_nodes.clone(),
+            })
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
     }
 
     pub fn min_serial_wait(&self) -> Duration {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::{admin, forward, npm, pypi};
+use crate::{admin, forward, limits, npm, pypi};
 
 pub type ResBody = BoxBody<Bytes, std::io::Error>;
 pub type HandlerResult = Result<Response<ResBody>, ApiError>;
@@ -85,19 +85,26 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let max_per_ip = node.config.max_connections_per_ip;
+                let Some(slot) = node.connections.admit(peer.ip(), max_per_ip) else {
+                    tracing::warn!(%peer, max_per_ip, "refused a connection: too many from this address");
+                    tokio::spawn(refuse_connection(stream, max_per_ip));
+                    continue;
+                };
                 let node = node.clone();
-                let service = service_fn(move |req| {
-                    let node = node.clone();
-                    async move { Ok::<_, Infallible>(handle(node, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let _slot = slot;
+                    match node.https.clone() {
+                        None => serve_connection(node, stream, peer, watcher).await,
+                        Some(https) => {
+                            let handshake = https.acceptor().accept(stream);
+                            match tokio::time::timeout(node.config.header_timeout(), handshake).await {
+                                Ok(Ok(tls)) => serve_connection(node, tls, peer, watcher).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
                     }
                 });
             }
@@ -115,13 +122,66 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves HTTP/1.1 on one accepted connection (plain or TLS) until it
+/// closes, with the header limits and timeout.
+async fn serve_connection<S>(
+    node: Arc<Node>,
+    stream: S,
+    peer: std::net::SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = node.config.header_timeout();
+    let (io, returned) = limits::track(stream);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(node.config.max_header_bytes)
+        .max_headers(node.config.max_headers)
+        .serve_connection(
+            TokioIo::new(io),
+            service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(handle(node, req).await) }
+            }),
+        );
+    match watcher.watch(conn).await {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            tracing::info!(%peer, "a request's headers took too long: 408");
+            returned.answer_header_timeout(header_timeout).await;
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// Answers a connection over its address's limit with a 429, and closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt as _;
+    let answer = limits::too_many_connections(max);
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
 async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = match wait_for_min_serial(&node, &req).await {
-        Ok(()) => route(&node, req).await,
+    let checked = match node.check_rate(req.headers()) {
+        Ok(()) => wait_for_min_serial(&node, &req).await,
         Err(e) => Err(e),
+    };
+    let mut response = match checked {
+        Ok(()) => route(&node, req).await,
+        Err(e) => {
+            // Refused before the body: let the client read why.
+            crate::body::discard_refused(req, node.config.body_timeout());
+            Err(e)
+        }
     }
     .unwrap_or_else(ApiError::into_response);
     response

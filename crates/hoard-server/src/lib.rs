@@ -13,7 +13,9 @@ mod download;
 mod error;
 mod forward;
 mod http;
+mod https;
 mod keyed_lock;
+mod limits;
 mod metrics;
 mod mirror;
 mod node;
@@ -24,6 +26,9 @@ mod range;
 mod virtual_repo;
 
 pub use crate::http::serve;
-pub use config::{ConfigError, NodeConfig, ReplicaWrites, RepoConfig, Role, UserConfig};
+pub use config::{
+    ClusterTlsConfig, ConfigError, HttpsConfig, NodeConfig, ReplicaWrites, RepoConfig, Role,
+    UserConfig,
+};
 pub use error::ApiError;
 pub use node::{generate_token, Node, NodeError, NodeRole, Principal, TokenScope};

@@ -23,6 +23,7 @@ use crate::config::{ConfigError, NodeConfig, Role};
 use crate::error::ApiError;
 use crate::forward::ProxyClient;
 use crate::keyed_lock::KeyedLocks;
+use crate::limits::{ConnectionLimits, RateLimiter};
 use crate::metrics::Metrics;
 use crate::page_cache::PageCache;
 
@@ -38,6 +39,8 @@ pub enum NodeError {
     Upstream(#[from] hoard_mirror::UpstreamError),
     #[error("recording the configured repositories: {0}")]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Https(#[from] crate::https::HttpsError),
 }
 
 /// How this node changes its index.
@@ -82,6 +85,12 @@ pub struct Node {
     restart: watch::Sender<bool>,
     /// Passwords checked since start (see [`PasswordCache`]).
     passwords: PasswordCache,
+    /// Open connections per client address.
+    pub connections: Arc<ConnectionLimits>,
+    /// The public listener's TLS, when configured.
+    pub https: Option<Arc<crate::https::Https>>,
+    /// Requests per second per token or user.
+    rate: RateLimiter,
     /// Users who signed in with a password that still has a legacy sha256
     /// hash, with that password: a task replaces the hash (on the leader).
     password_upgrades: tokio::sync::mpsc::UnboundedSender<(UserRecord, String)>,
@@ -115,7 +124,21 @@ impl Node {
         let blobs = BlobStore::open(&data)?;
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
-        let net = Net::new(config.grpc_public(), config.partition_file.clone());
+        let cluster_tls = match config.cluster_tls_files() {
+            Some(files) => Some(hoard_cluster::ClusterTls::load(files)?),
+            None => {
+                tracing::warn!(
+                    grpc = %config.grpc_listen,
+                    "node-to-node traffic is plaintext: configure [cluster_tls] for mutual TLS"
+                );
+                None
+            }
+        };
+        let net = Net::new(
+            config.grpc_public(),
+            config.partition_file.clone(),
+            cluster_tls,
+        );
         let epoch = Epoch::open(
             &data,
             Contact {
@@ -175,7 +198,13 @@ impl Node {
                 (NodeRole::Replica(follower.clone()), follower.applied(), url)
             }
         };
+        let https = config
+            .tls
+            .clone()
+            .map(crate::https::Https::load)
+            .transpose()?;
         let (password_upgrades, upgrades) = tokio::sync::mpsc::unbounded_channel();
+        let config_rate = (config.token_rate_per_sec, config.token_burst);
         let node = Arc::new(Node {
             config,
             index,
@@ -195,6 +224,9 @@ impl Node {
             mirror: crate::mirror::MirrorState::new()?,
             restart: watch::Sender::new(false),
             passwords: PasswordCache::default(),
+            connections: Arc::default(),
+            https,
+            rate: RateLimiter::new(config_rate.0, config_rate.1),
             password_upgrades,
         });
         tokio::spawn(upgrade_legacy_passwords(Arc::downgrade(&node), upgrades));
@@ -280,6 +312,21 @@ impl Node {
     pub fn request_restart(&self, why: &str) {
         tracing::warn!("restarting in place: {why}");
         self.restart.send_replace(true);
+    }
+
+    /// Reads the HTTPS and cluster TLS certificates again (SIGHUP). Open
+    /// connections keep going; on an error the old ones stay in use.
+    pub fn reload_tls(&self) {
+        if let Some(https) = &self.https {
+            if let Err(e) = https.reload() {
+                tracing::error!(error = %e, "kept the old HTTPS certificate");
+            }
+        }
+        if let Some(tls) = self.net.tls() {
+            if let Err(e) = tls.reload() {
+                tracing::error!(error = %e, "kept the old cluster TLS certificates");
+            }
+        }
     }
 
     /// Becomes true when a restart is requested.
@@ -478,6 +525,38 @@ impl Node {
     /// with credentials in the index URL). `Ok(None)` when the request
     /// carries none.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+        self.resolve_credentials(headers)
+    }
+
+    /// Counts a request against the rate of the credentials it carries
+    /// (whatever they turn out to be: guessing tokens is rate-limited
+    /// too). The node's own admin token is not limited.
+    pub fn check_rate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(());
+        };
+        let key = Sha256::of(value.as_bytes());
+        let bearer_admin = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .is_some_and(|t| Sha256::of(t.trim().as_bytes()) == self.admin_token_hash);
+        if bearer_admin {
+            return Ok(());
+        }
+        self.rate.check(&key.to_hex()).map_err(|wait| ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "more than {} requests per second with these credentials; retry in {wait} s",
+                    self.config.token_rate_per_sec
+                ),
+            )
+        })
+    }
+
+    fn resolve_credentials(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(None);
         };

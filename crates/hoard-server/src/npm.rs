@@ -20,7 +20,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
-use crate::body::read_small;
+use crate::body::{discard_refused, read_small};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{with_body, HandlerResult};
@@ -589,8 +589,15 @@ async fn virtual_tarball(
     )))
 }
 
-async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
-    let limit = node.config.max_upload_bytes;
+/// The bound on the small JSON bodies of logins, dist-tags and the like.
+const MAX_SMALL_BODY: u64 = 1 << 20;
+
+/// Reads a publish or revision document, within `max_npm_publish_bytes`.
+async fn read_document(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    read_body(node, req, node.config.max_npm_publish_bytes).await
+}
+
+async fn read_body(node: &Node, req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -604,6 +611,9 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiEr
         .closing()
     };
     if declared.is_some_and(|len| len > limit) {
+        // npm sends the whole document before it reads an answer: read and
+        // drop it, so that npm prints the 413 rather than EPIPE.
+        discard_refused(req, node.config.body_timeout());
         return Err(too_large(limit));
     }
     Ok(read_small(req.into_body(), limit, node.config.body_timeout()).await?)
@@ -618,10 +628,14 @@ async fn put_package(
     repo: &RepoState,
     name: &PackageName,
 ) -> HandlerResult {
-    let principal = node
-        .require(req.headers(), auth, Perm::Upload)
-        .map_err(ApiError::closing)?;
-    let body = read_body(node, req).await?;
+    let principal = match node.require(req.headers(), auth, Perm::Upload) {
+        Ok(p) => p,
+        Err(e) => {
+            discard_refused(req, node.config.body_timeout());
+            return Err(e.closing());
+        }
+    };
+    let body = read_document(node, req).await?;
     match parse_publish(&body, name).map_err(npm_error)? {
         PutDocument::Publish(publish) => publish_version(node, &principal, repo, *publish).await,
         PutDocument::Deprecate(deprecate) => {
@@ -755,7 +769,7 @@ async fn set_dist_tag(
         .require(req.headers(), auth, Perm::Upload)
         .map_err(ApiError::closing)?;
     let tag = validate_tag(tag).map_err(npm_error)?;
-    let body = read_body(node, req).await?;
+    let body = read_body(node, req, MAX_SMALL_BODY).await?;
     let version = parse_dist_tag_put(&body).map_err(npm_error)?;
     let full = name.full();
     node.may_write(&principal, &repo.name, &full)?;
@@ -878,7 +892,7 @@ async fn revision_put(
     let principal = node
         .require(req.headers(), auth, Perm::Upload)
         .map_err(ApiError::closing)?;
-    let body = read_body(node, req).await?;
+    let body = read_document(node, req).await?;
     let update = parse_revision_put(&body, name).map_err(npm_error)?;
     match update.maintainers {
         Some(maintainers) if update.versions.is_none() => {
@@ -1097,7 +1111,7 @@ fn search(
 /// `PUT /-/user/org.couchdb.user:{name}`: npm's legacy login. A configured
 /// user with the right password gets an upload token for this repository.
 async fn login(node: &Node, req: Request<Incoming>, repo: &RepoState, user: &str) -> HandlerResult {
-    let body = read_body(node, req).await?;
+    let body = read_body(node, req, MAX_SMALL_BODY).await?;
     let login = parse_login(&body, user).map_err(npm_error)?;
     if node.index.user(&login.name)?.is_none() {
         return Err(ApiError::forbidden(format!(

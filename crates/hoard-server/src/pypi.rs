@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::body::{pump, BodyCompletion, BodyError, BodyOutcome};
+use crate::body::{discard_refused, pump, BodyCompletion, BodyError, BodyOutcome};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{redirect, require_read_method, with_body, HandlerResult};
@@ -677,40 +677,51 @@ async fn upload(
     auth_repo: &RepoName,
     repo: &RepoState,
 ) -> HandlerResult {
-    let principal = node
-        .require(req.headers(), auth_repo, Perm::Upload)
-        .map_err(ApiError::closing)?;
+    // Refusals before the body is read let the client read them: the body
+    // is discarded meanwhile, rather than left to reset the connection.
+    let idle = node.config.body_timeout();
+    let refuse = |req: Request<Incoming>, e: ApiError| {
+        discard_refused(req, idle);
+        e.closing()
+    };
+    let principal = match node.require(req.headers(), auth_repo, Perm::Upload) {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(req, e)),
+    };
     if !matches!(repo.settings.kind, RepoKind::Hosted) {
-        return Err(
-            ApiError::bad_request(format!("{} does not accept uploads", repo.name)).closing(),
-        );
+        let e = ApiError::bad_request(format!("{} does not accept uploads", repo.name));
+        return Err(refuse(req, e));
     }
     let limit = node.config.max_upload_bytes;
     let declared = declared_length(req.headers());
     if let Some(len) = declared {
         if len > limit {
-            return Err(BodyError::TooLarge { limit }.into());
+            return Err(refuse(req, BodyError::TooLarge { limit }.into()));
         }
     }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+        .to_owned();
     if !content_type
         .trim_start()
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        return Err(ApiError::bad_request(format!(
-            "uploads must be multipart/form-data (as twine sends them), not {:?}",
-            content_type
-        ))
-        .closing());
+        let e = ApiError::bad_request(format!(
+            "uploads must be multipart/form-data (as twine sends them), not {content_type:?}"
+        ));
+        return Err(refuse(req, e));
     }
-    let boundary = multer::parse_boundary(content_type).map_err(|_| {
-        ApiError::bad_request("the multipart/form-data Content-Type has no boundary").closing()
-    })?;
+    let boundary = match multer::parse_boundary(&content_type) {
+        Ok(b) => b,
+        Err(_) => {
+            let e = ApiError::bad_request("the multipart/form-data Content-Type has no boundary");
+            return Err(refuse(req, e));
+        }
+    };
     let (stream, body_done) = pump(req.into_body(), limit, node.config.body_timeout());
     let mut multipart = multer::Multipart::new(stream, boundary);
 

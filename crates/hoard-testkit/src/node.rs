@@ -128,6 +128,13 @@ impl NodeOpts {
         self
     }
 
+    /// Add a top-level TOML key to the config, ahead of any table lines
+    /// that [`NodeOpts::config`] added (as `npm_opts` does).
+    pub fn top_level(mut self, line: impl Into<String>) -> Self {
+        self.extra_config.insert(0, line.into());
+        self
+    }
+
     /// Add a raw TOML line (a top-level key) to the config.
     pub fn config(mut self, line: impl Into<String>) -> Self {
         self.extra_config.push(line.into());

@@ -582,6 +582,7 @@ async fn serve(
     if let NodeRole::Replica(follower) = &node.role {
         tokio::spawn(follower.clone().run(stopped.clone()));
     }
+    tokio::spawn(reload_on_sighup(node.clone()));
     hoard_server::serve(node.clone(), listener, until_stopped(stopped)).await?;
     // Replication streams never end by themselves; give them a moment.
     if tokio::time::timeout(std::time::Duration::from_secs(2), grpc)
@@ -616,6 +617,18 @@ fn restart_in_place() -> anyhow::Error {
         .args(std::env::args_os().skip(1))
         .exec();
     anyhow::anyhow!("cannot restart {}: {e}", exe.display())
+}
+
+/// SIGHUP: read the TLS certificates again, without dropping connections.
+async fn reload_on_sighup(node: std::sync::Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading TLS certificates");
+        node.reload_tls();
+    }
 }
 
 async fn shutdown_signal() {

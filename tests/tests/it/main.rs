@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrent;
 mod downloads;
 mod durability;
+mod limits;
 mod mirror_npm;
 mod mirror_pypi;
 mod npm_bad_input;

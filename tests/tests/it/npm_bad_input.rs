@@ -24,7 +24,7 @@ const LIMIT: u64 = 128 * 1024;
 /// A node for hand-built requests (small `max_upload_bytes`) and an upload
 /// token for its npm repository.
 fn start() -> (Node, String) {
-    let node = Node::start(npm_opts(false).max_upload_bytes(LIMIT));
+    let node = Node::start(npm_opts(false).top_level(format!("max_npm_publish_bytes = {LIMIT}")));
     let token = node.create_token(NPM_REPO, "upload");
     (node, token)
 }
@@ -379,7 +379,7 @@ fn stream_put(node: &Node, path: &str, token: &str, max: u64) -> (RawResponse, u
 }
 
 #[test]
-fn npm_publish_over_max_upload_bytes_is_refused_with_413() {
+fn npm_publish_over_max_npm_publish_bytes_is_refused_with_413() {
     let (node, token) = start();
     let path = format!("/{NPM_REPO}/{PKG}");
     // A real document, over the limit (incompressible padding).
@@ -388,7 +388,7 @@ fn npm_publish_over_max_upload_bytes_is_refused_with_413() {
     assert!(big.len() as u64 > LIMIT);
     refused(
         &node,
-        "a document over max_upload_bytes",
+        "a document over max_npm_publish_bytes",
         &path,
         Some(&token),
         big.as_bytes(),

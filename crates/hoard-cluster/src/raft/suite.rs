@@ -29,7 +29,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let blobs = BlobStore::open(dir.path()).map_err(store)?;
         let log = LogStore::new(index.raft_log().map_err(store)?);
         let (_, sources) = watch::channel(Vec::new());
-        let net = crate::Net::new("127.0.0.1:0".into(), None);
+        let net = crate::Net::new("127.0.0.1:0".into(), None, None);
         let sm = StateMachine::new(index, blobs, dir.path().join("snapshots"), sources, net)
             .map_err(store)?;
         Ok((dir, log, sm))
