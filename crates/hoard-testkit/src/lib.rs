@@ -24,6 +24,7 @@
 //!   and exact request counters.
 //! - [`npm_upstream`]: its npm counterpart, a fixture registry serving
 //!   packuments and tarballs.
+//! - [`tls`]: a cluster CA and node certificates from `hoard cert`.
 
 pub mod artifacts;
 pub mod cluster;
@@ -32,6 +33,7 @@ pub mod node;
 pub mod npm;
 pub mod npm_upstream;
 pub mod simple;
+pub mod tls;
 pub mod tools;
 pub mod upstream;
 pub mod voters;

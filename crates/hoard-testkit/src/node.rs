@@ -96,6 +96,12 @@ pub struct NodeOpts {
     /// Raw TOML lines added to the config before the `[[repos]]` tables
     /// (e.g. `role = "replica"`).
     pub extra_config: Vec<String>,
+    /// HTTPS on the public listener with this certificate; the harness's
+    /// client and CLI runs then trust its CA.
+    pub https: Option<crate::tls::NodeCert>,
+    /// Node-to-node mutual TLS with this certificate, and the node ids
+    /// of `allowed_nodes` (empty: any from the CA).
+    pub cluster_tls: Option<(crate::tls::NodeCert, Vec<String>)>,
 }
 
 impl Default for NodeOpts {
@@ -108,6 +114,8 @@ impl Default for NodeOpts {
             log_format: None,
             env: Vec::new(),
             extra_config: Vec::new(),
+            https: None,
+            cluster_tls: None,
         }
     }
 }
@@ -125,6 +133,21 @@ impl NodeOpts {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Serve HTTPS with `cert`.
+    pub fn https(mut self, cert: &crate::tls::NodeCert) -> Self {
+        self.https = Some(cert.clone());
+        self
+    }
+
+    /// Node-to-node mutual TLS with `cert`; `allowed` node ids (empty: any).
+    pub fn cluster_tls(mut self, cert: &crate::tls::NodeCert, allowed: &[&str]) -> Self {
+        self.cluster_tls = Some((
+            cert.clone(),
+            allowed.iter().map(|s| s.to_string()).collect(),
+        ));
         self
     }
 
@@ -159,7 +182,17 @@ impl NodeOpts {
         writeln!(s, "node_id = {}", q(&self.node_id)).unwrap();
         writeln!(s, "http_listen = {}", q(&format!("127.0.0.1:{http}"))).unwrap();
         writeln!(s, "grpc_listen = {}", q(&format!("127.0.0.1:{grpc}"))).unwrap();
-        writeln!(s, "public_url = {}", q(&format!("http://127.0.0.1:{http}"))).unwrap();
+        let scheme = if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        writeln!(
+            s,
+            "public_url = {}",
+            q(&format!("{scheme}://127.0.0.1:{http}"))
+        )
+        .unwrap();
         writeln!(s, "data_dir = {}", q(&data_dir.to_string_lossy())).unwrap();
         if let Some(n) = self.max_upload_bytes {
             writeln!(s, "max_upload_bytes = {n}").unwrap();
@@ -172,6 +205,28 @@ impl NodeOpts {
         }
         for line in &self.extra_config {
             writeln!(s, "{line}").unwrap();
+        }
+        let path = |p: &Path| q(&p.to_string_lossy());
+        if let Some(c) = &self.https {
+            writeln!(
+                s,
+                "\n[tls]\ncert = {}\nkey = {}",
+                path(&c.cert),
+                path(&c.key)
+            )
+            .unwrap();
+        }
+        if let Some((c, allowed)) = &self.cluster_tls {
+            let list: Vec<String> = allowed.iter().map(|a| q(a)).collect();
+            writeln!(
+                s,
+                "\n[cluster_tls]\nca = {}\ncert = {}\nkey = {}\nallowed_nodes = [{}]",
+                path(&c.ca),
+                path(&c.cert),
+                path(&c.key),
+                list.join(", ")
+            )
+            .unwrap();
         }
         for r in &self.repos {
             writeln!(s, "\n[[repos]]").unwrap();
@@ -243,12 +298,16 @@ impl Node {
             .tempdir()
             .expect("temp dir");
         let root = dir.path().to_path_buf();
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("reqwest client");
+            .timeout(Duration::from_secs(120));
+        if let Some(c) = &opts.https {
+            let pem = fs::read(&c.ca).expect("read the CA certificate");
+            let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM CA certificate");
+            builder = builder.tls_certs_only([ca]);
+        }
+        let client = builder.build().expect("reqwest client");
         let (http_port, grpc_port) = free_ports();
         Node {
             opts,
@@ -349,9 +408,14 @@ impl Node {
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with [`NodeOpts::https`]).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.opts.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
     /// The gRPC listen address, `127.0.0.1:PORT` (what replicas list in
@@ -578,6 +642,10 @@ impl Node {
         let mut cmd = Command::new(hoard_bin());
         cmd.args(args).current_dir(&self.root).stdin(Stdio::null());
         clear_hoard_env(&mut cmd);
+        // The CLI trusts the system's roots, and SSL_CERT_FILE.
+        if let Some(c) = &self.opts.https {
+            cmd.env("SSL_CERT_FILE", &c.ca);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -614,6 +682,9 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         clear_hoard_env(&mut cmd);
+        if let Some(c) = &self.opts.https {
+            cmd.env("SSL_CERT_FILE", &c.ca);
+        }
         let mut child = cmd.spawn().expect("run hoard");
         child
             .stdin

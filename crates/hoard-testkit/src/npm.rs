@@ -198,7 +198,10 @@ impl Npm {
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::write(dir.path().join("globalconfig"), "").unwrap();
         let registry = registry.to_string();
-        let nerf = registry.trim_start_matches("http:").to_string();
+        let nerf = registry
+            .trim_start_matches("https:")
+            .trim_start_matches("http:")
+            .to_string();
         let npm = Npm {
             dir,
             registry,

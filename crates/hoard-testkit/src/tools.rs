@@ -111,7 +111,7 @@ pub fn py_tools() -> &'static PyTools {
 
 /// Remove from `cmd` every environment variable that could send a Python
 /// client anywhere but the node under test (package indexes, find-links,
-/// proxies, config files), and set a few that keep the clients quiet and
+/// proxies, config files, CA bundles), and set a few that keep the clients quiet and
 /// non-interactive.
 pub fn isolate_python_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
@@ -124,6 +124,10 @@ pub fn isolate_python_env(cmd: &mut Command) -> &mut Command {
             || upper.ends_with("_PROXY")
             || upper == "VIRTUAL_ENV"
             || upper == "CONDA_PREFIX"
+            // requests lets these override a client's own CA option
+            // (twine --cert), so a test could not choose its CA.
+            || upper == "REQUESTS_CA_BUNDLE"
+            || upper == "CURL_CA_BUNDLE"
         {
             cmd.env_remove(key);
         }

@@ -60,6 +60,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::accounts::OwnerCommand,
     },
+    /// Make the cluster CA and node certificates, for mutual TLS between
+    /// nodes ([cluster_tls]) and HTTPS ([tls]).
+    Cert {
+        #[command(subcommand)]
+        command: crate::cert::CertCommand,
+    },
     /// Yank (or with --undo, un-yank) a release or one file (PEP 592).
     Yank {
         #[command(flatten)]
@@ -393,6 +399,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => crate::accounts::token_revoke(&target, &id).await,
         Command::User { command } => crate::accounts::user(command).await,
         Command::Owner { command } => crate::accounts::owner(command).await,
+        Command::Cert { command } => crate::cert::run(command),
         Command::Prefetch {
             url,
             repo,

@@ -4,6 +4,7 @@
 //! stopped node open the data dir directly.
 
 mod accounts;
+mod cert;
 mod cli;
 mod demo;
 mod prefetch;

@@ -25,4 +25,5 @@ mod replication_faults;
 mod replication_npm;
 mod simple_api;
 mod store;
+mod tls;
 mod yank;

@@ -1,0 +1,242 @@
+//! TLS: node-to-node mutual TLS with a cluster CA made by `hoard cert`
+//! (peers without a certificate from it, with one from another CA, or
+//! one that `allowed_nodes` no longer lists, get nothing), the
+//! loopback-only default without it, and HTTPS for pip, uv, twine and npm
+//! with the cluster CA as their CA bundle.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hoard_testkit::cluster::{wait_applied, wait_for};
+use hoard_testkit::node::{describe_failure, run_ok};
+use hoard_testkit::npm::{Npm, NPM_REPO};
+use hoard_testkit::tls::TestCa;
+use hoard_testkit::tools::{hoard_bin, isolate_python_env, py_tools};
+use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec, Upload};
+
+/// A replica of `leader` with these TLS settings.
+fn replica(id: &str, leader: &Node, tls: Option<(&hoard_testkit::tls::NodeCert, &[&str])>) -> Node {
+    let mut opts = NodeOpts::replica(id, &[leader.grpc_addr()]);
+    if let Some((cert, allowed)) = tls {
+        opts = opts.cluster_tls(cert, allowed);
+    }
+    Node::start(opts)
+}
+
+/// How many times the leader's log says `what`.
+fn said(leader: &Node, what: &str) -> usize {
+    leader.log().matches(what).count()
+}
+
+/// The leader refuses `replica` (its log says `leader_says` more often
+/// than the `before` times it did), and the replica applies nothing.
+fn assert_refused(leader: &Node, replica: &Node, leader_says: &str, before: usize) {
+    wait_for(Duration::from_secs(20), leader_says, || {
+        (said(leader, leader_says) > before).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(replica.serial(), 0, "a refused replica applied events");
+    let status = replica.status();
+    assert_ne!(status["upstream_connected"], true, "{status}");
+}
+
+#[test]
+fn only_nodes_with_a_certificate_from_the_cluster_ca_replicate() {
+    let ca = TestCa::new();
+    let leader =
+        Node::start(NodeOpts::default().cluster_tls(&ca.issue("n1"), &["n1", "r1", "liar"]));
+    let token = leader.create_token("pypi", "upload");
+    let a = wheel("over-tls", "1.0");
+    leader.upload_ok("pypi", &token, &Upload::of(&a));
+
+    // A replica with its own certificate from the cluster CA: it
+    // subscribes, fetches the blob, and serves the file.
+    let good = replica("r1", &leader, Some((&ca.issue("r1"), &[])));
+    wait_applied(&good, leader.serial(), Duration::from_secs(30));
+    let page = good.get("/pypi/simple/over-tls/").text().unwrap();
+    assert!(page.contains(&a.filename), "{page}");
+
+    // No certificate at all: refused at the handshake.
+    let refused = "refused a node-to-node connection";
+    let before = said(&leader, refused);
+    let plain = replica("r2", &leader, None);
+    assert_refused(&leader, &plain, refused, before);
+    drop(plain);
+
+    // A certificate from another CA, in the name of an allowed node.
+    let other = TestCa::new();
+    let before = said(&leader, refused);
+    let forged = replica("r1", &leader, Some((&other.issue("r1"), &[])));
+    assert_refused(&leader, &forged, refused, before);
+    assert!(
+        forged.log().contains("invalid peer certificate"),
+        "{}",
+        forged.log_tail(20)
+    );
+    drop(forged);
+
+    // A valid certificate that allowed_nodes does not list (a removed node).
+    let removed = replica("r3", &leader, Some((&ca.issue("r3"), &[])));
+    assert_refused(&leader, &removed, "\"r3\" is not in allowed_nodes", 0);
+    drop(removed);
+
+    // A node that claims to be another one than its certificate says.
+    let liar_cert = ca.issue("liar");
+    let liar =
+        Node::start(NodeOpts::replica("r1", &[leader.grpc_addr()]).cluster_tls(&liar_cert, &[]));
+    assert_refused(
+        &leader,
+        &liar,
+        "refused a subscriber that names another node",
+        0,
+    );
+
+    // The good replica was never held up by the others.
+    let b = wheel("over-tls", "2.0");
+    leader.upload_ok("pypi", &token, &Upload::of(&b));
+    wait_applied(&good, leader.serial(), Duration::from_secs(30));
+}
+
+#[test]
+fn without_cluster_tls_grpc_stays_on_loopback_unless_insecure_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exposed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "grpc_listen = \"0.0.0.0:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg(hoard_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("HOARD_INSECURE_CLUSTER");
+    let out = cmd.output().expect("run hoard serve");
+    assert!(!out.status.success(), "{}", describe_failure(&cmd, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("insecure_cluster"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "it opened its data dir");
+
+    // Said explicitly, it runs, and says what it is doing.
+    let node = Node::start(
+        NodeOpts::default()
+            .env("HOARD_GRPC_LISTEN", "0.0.0.0:0")
+            .top_level("insecure_cluster = true"),
+    );
+    assert!(
+        node.log().contains("node-to-node traffic is plaintext"),
+        "{}",
+        node.log_tail(20)
+    );
+}
+
+#[test]
+fn pip_uv_twine_and_npm_work_over_https_with_the_cluster_ca() {
+    let ca = TestCa::new();
+    let cert = ca.issue("n1");
+    let ca_pem = ca.ca_pem();
+    let node = Node::start(
+        NodeOpts::default()
+            .repo(RepoSpec::pypi("pypi"))
+            .repo(RepoSpec::npm(NPM_REPO))
+            .https(&cert),
+    );
+    assert!(node.url().starts_with("https://"));
+    let token = node.create_token("pypi", "upload");
+    let a = wheel("secure-demo", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = a.write_to(dir.path());
+
+    let tools = py_tools();
+    let mut cmd = Command::new(&tools.twine);
+    isolate_python_env(&mut cmd)
+        .arg("upload")
+        .arg("--repository-url")
+        .arg(format!("{}/pypi/", node.url()))
+        .args(["-u", "__token__", "-p", &token])
+        .args(["--non-interactive", "--disable-progress-bar", "--cert"])
+        .arg(&ca_pem)
+        .arg(&path);
+    let out = cmd.output().expect("run twine");
+    assert!(out.status.success(), "{}", describe_failure(&cmd, &out));
+
+    let index = format!("{}/pypi/simple/", node.url());
+    let pip_dest = dir.path().join("pip");
+    let mut cmd = Command::new(tools.venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "--cert",
+        ])
+        .arg(&ca_pem)
+        .arg("--index-url")
+        .arg(&index)
+        .arg("--dest")
+        .arg(&pip_dest)
+        .arg("secure-demo==1.0.0");
+    run_ok(&mut cmd);
+    assert!(pip_dest.join(&a.filename).exists());
+
+    // uv reads the CA bundle from SSL_CERT_FILE.
+    let venv = dir.path().join("uv-venv");
+    let mut cmd = Command::new(&tools.uv);
+    isolate_python_env(&mut cmd).arg("venv").arg(&venv);
+    run_ok(&mut cmd);
+    let mut cmd = Command::new(&tools.uv);
+    isolate_python_env(&mut cmd)
+        .env("SSL_CERT_FILE", &ca_pem)
+        .env("VIRTUAL_ENV", &venv)
+        .args(["pip", "install", "--no-cache", "--index-url"])
+        .arg(&index)
+        .arg("secure-demo==1.0.0");
+    run_ok(&mut cmd);
+
+    // npm with --cafile: publish and install.
+    let npm_token = node.create_token(NPM_REPO, "upload");
+    let mut npm = Npm::with_token(&node, &npm_token);
+    let cafile = format!("--cafile={}", ca_pem.display());
+    let pkg = npm.package("hoard-secure-pkg", "1.0.0", &[], "");
+    let out = npm.run(&pkg, &["publish", &cafile]);
+    assert!(out.success(), "{out}");
+    let project = npm.project();
+    let out = npm.run(&project, &["install", "hoard-secure-pkg", &cafile]);
+    assert!(out.success(), "{out}");
+
+    // Without the CA, clients refuse the certificate.
+    let out = npm.run(
+        &project,
+        &[
+            "view",
+            "hoard-secure-pkg",
+            "version",
+            "--fetch-retries=0",
+            "--prefer-online",
+        ],
+    );
+    assert!(
+        !out.success(),
+        "npm trusted a certificate it had no CA for: {out}"
+    );
+
+    // SIGHUP reloads the certificate; connections keep being served.
+    let pid = node.pid().expect("running") as i32;
+    // SAFETY: kill(2) with a pid we started and a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_for(Duration::from_secs(10), "the reload", || {
+        node.log()
+            .contains("reloaded the HTTPS certificate")
+            .then_some(())
+    });
+    assert_eq!(node.get("/+status").status().as_u16(), 200);
+}
