@@ -29,6 +29,7 @@ fn event(change: Change) -> Event {
         actor: "test".into(),
         time_us: 1,
         user: None,
+        node: None,
         change,
     }
 }

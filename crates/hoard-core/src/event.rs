@@ -46,6 +46,10 @@ pub struct Event {
     /// cannot both own it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The node that committed the change (the leader then), for the
+    /// audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub change: Change,
 }
 
@@ -521,6 +525,7 @@ mod tests {
             actor: "ci".into(),
             time_us: 1_700_000_000_000_000,
             user: None,
+            node: None,
             change: Change::FileAdded {
                 repo: repo("pypi"),
                 project: "demo-pkg".into(),

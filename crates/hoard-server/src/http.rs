@@ -268,6 +268,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
     match seg_refs.as_slice() {
         [""] => admin::landing(node, &req),
         ["+status"] => admin::status(node),
+        ["+audit"] => crate::audit::handle(node, &req),
         ["+metrics"] => Ok(with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod admin;
+mod audit;
 mod auth;
 mod body;
 pub mod config;

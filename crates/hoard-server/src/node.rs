@@ -481,6 +481,7 @@ impl Node {
             actor: actor.to_owned(),
             time_us: now_us(),
             user,
+            node: Some(self.config.node_id.clone()),
             change,
         };
         match &self.role {

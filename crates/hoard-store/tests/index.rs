@@ -15,6 +15,7 @@ fn event(change: Change) -> Event {
         actor: "test".into(),
         time_us: 1_700_000_000_000_000,
         user: None,
+        node: None,
         change,
     }
 }

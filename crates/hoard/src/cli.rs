@@ -60,6 +60,27 @@ enum Command {
         #[command(subcommand)]
         command: crate::accounts::OwnerCommand,
     },
+    /// Show the audit trail: who changed what, when, as which user, with
+    /// which token label, on which node. Never secrets or their hashes.
+    #[command(after_help = "Examples:\n  \
+        hoard audit --since 24h\n  \
+        hoard audit --repo pypi-local --actor alice --since 2026-12-01")]
+    Audit {
+        #[command(flatten)]
+        target: Target,
+        /// Only this repository's changes.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only changes since: 90m, 24h, 7d, 2026-12-01 or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only changes by this token label or user.
+        #[arg(long)]
+        actor: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the cluster CA and node certificates, for mutual TLS between
     /// nodes ([cluster_tls]) and HTTPS ([tls]).
     Cert {
@@ -343,7 +364,7 @@ impl Target {
         }
     }
 
-    fn token(&self) -> anyhow::Result<String> {
+    pub(crate) fn token(&self) -> anyhow::Result<String> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }
@@ -400,6 +421,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { command } => crate::accounts::user(command).await,
         Command::Owner { command } => crate::accounts::owner(command).await,
         Command::Cert { command } => crate::cert::run(command),
+        Command::Audit {
+            target,
+            repo,
+            since,
+            actor,
+            json,
+        } => crate::audit::run(&target, repo, since, actor, json).await,
         Command::Prefetch {
             url,
             repo,

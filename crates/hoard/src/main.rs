@@ -4,6 +4,7 @@
 //! stopped node open the data dir directly.
 
 mod accounts;
+mod audit;
 mod cert;
 mod cli;
 mod demo;

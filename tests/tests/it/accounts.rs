@@ -413,3 +413,76 @@ fn tokens_scoped_to_projects_and_a_lifetime_and_a_removed_users_tokens() {
     );
     assert_eq!(resp.status().as_u16(), 403);
 }
+
+#[test]
+fn the_audit_trail_shows_who_did_what_without_secrets() {
+    let node = Node::start_default();
+    node.add_user(USER, PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let file = wheel("audited", "1.0").write_to(dir.path());
+    let out = twine_as(&node, USER, PASSWORD, &file);
+    assert!(out.status.success(), "{}", all(&out));
+    let secret = hoard_admin(
+        &node,
+        &[
+            "token", "create", "--repo", "pypi", "--perm", "upload", "--label", "ci-bot",
+        ],
+    );
+    let secret = secret.trim();
+    let id = token_id(&node, "ci-bot");
+    hoard_admin(&node, &["token", "revoke", &id]);
+
+    let trail = hoard_admin(&node, &["audit", "--since", "1h"]);
+    for want in [
+        "user alice added",
+        "audited-1.0-py3-none-any.whl",
+        "ci-bot",
+        "revoked",
+        "n1",
+    ] {
+        assert!(
+            trail.contains(want),
+            "the audit trail lacks {want:?}:\n{trail}"
+        );
+    }
+    let hash = hoard_testkit::sha256_hex(secret.as_bytes());
+    assert!(
+        !trail.contains(secret) && !trail.contains(&hash) && !trail.contains("argon2"),
+        "the audit trail shows a secret or a hash:\n{trail}"
+    );
+    // Filters: by actor (the user), by repository, and as JSON lines.
+    let mine = hoard_admin(&node, &["audit", "--actor", USER, "--json"]);
+    let entries: Vec<serde_json::Value> = mine
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(!entries.is_empty());
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["user"] == USER || e["actor"] == USER),
+        "{mine}"
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e["kind"] == "file_added" && e["repo"] == "pypi-local"));
+    let local = hoard_admin(&node, &["audit", "--repo", "pypi-local", "--json"]);
+    assert!(
+        local.lines().all(|l| l.contains("\"repo\":\"pypi-local\"")),
+        "{local}"
+    );
+    // A date in the future finds nothing.
+    let none = hoard_admin(&node, &["audit", "--since", "2999-01-01", "--json"]);
+    assert!(none.trim().is_empty(), "{none}");
+
+    // Only admins read it.
+    assert_eq!(node.get("/+audit").status().as_u16(), 401);
+    let reader = node.create_token("pypi", "read");
+    let resp = node
+        .http()
+        .get(format!("{}/+audit", node.url()))
+        .bearer_auth(&reader)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}

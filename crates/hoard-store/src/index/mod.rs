@@ -211,6 +211,7 @@ mod tests {
             actor: "a".into(),
             time_us: 1,
             user: None,
+            node: None,
             change: Change::TokenRevoked {
                 hash: hoard_core::Sha256::of(b"x"),
             },

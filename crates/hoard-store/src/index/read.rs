@@ -155,6 +155,18 @@ impl Index {
         Ok(Some(state))
     }
 
+    /// The token with this hash as recorded, live or not (for the audit
+    /// trail: a revocation names its token only by the hash).
+    pub fn token_record(
+        &self,
+        hash: &Sha256,
+    ) -> Result<Option<hoard_core::TokenRecord>, StoreError> {
+        match self.tokens.get(Tokens::key(hash))? {
+            Some(bytes) => Ok(Some(Tokens::decode(&bytes)?.record)),
+            None => Ok(None),
+        }
+    }
+
     /// Every live token (see [`Index::token`]), oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenState>, StoreError> {
         let mut out = Vec::new();
