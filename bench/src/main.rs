@@ -20,6 +20,7 @@ mod measure;
 mod mirror;
 mod npm;
 mod procs;
+mod publish_memory;
 mod pypi;
 mod replication;
 mod report;
@@ -167,6 +168,9 @@ enum Cmd {
     /// pages of a 3,000-file project through the virtual repository next to
     /// the hosted one.
     Mirror(mirror::MirrorArgs),
+    /// The node's extra peak memory during an `npm publish` of a big
+    /// tarball, side by side with a twine upload of the same size.
+    PublishMemory(publish_memory::PublishMemoryArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -226,6 +230,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Replication(a)) => replication::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Failover(a)) => failover::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Mirror(a)) => mirror::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::PublishMemory(a)) => publish_memory::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };

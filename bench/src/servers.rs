@@ -100,7 +100,7 @@ impl Hoard {
         let toml = format!(
             "node_id = {}\nhttp_listen = \"127.0.0.1:{http}\"\n\
              grpc_listen = \"127.0.0.1:{grpc}\"\npublic_url = \"http://127.0.0.1:{http}\"\n\
-             data_dir = {}\nmax_upload_bytes = 200000000\nmax_npm_publish_bytes = 400000000\n\
+             data_dir = {}\nmax_upload_bytes = 1000000000\nmax_npm_publish_bytes = 1000000000\n\
              token_rate_per_sec = 0\n{}",
             serde_json::to_string(spec.id)?,
             serde_json::to_string(&data.to_string_lossy())?,

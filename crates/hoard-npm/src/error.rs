@@ -30,6 +30,11 @@ pub enum NpmError {
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
 
+    /// The document, without its attachment data, is larger than the
+    /// server keeps.
+    #[error("the document is larger than the limit of {limit} bytes (not counting the tarball)")]
+    DocumentTooLarge { limit: usize },
+
     /// The body is JSON, but a field is missing or has the wrong shape.
     #[error("invalid document: {0}")]
     InvalidDocument(String),

@@ -5,7 +5,8 @@
 //! ([`validate_version`], [`validate_tag`], [`parse_dist_tag_put`]); tarball
 //! names and digests ([`tarball_basename`], [`verify_tarball`]); the
 //! documents that `npm publish` and `npm deprecate` `PUT`
-//! ([`parse_publish`]); packument rendering, full and abbreviated
+//! ([`parse_publish`]), and a publish split as it streams in, its tarball
+//! decoded out of it in bounded memory ([`PublishSplitter`]); packument rendering, full and abbreviated
 //! ([`render_full_packument`], [`render_abbreviated_packument`]); search
 //! ([`matches_search`], [`render_search`]); legacy login ([`parse_login`]);
 //! lockfiles and locked integrities, for prefetching
@@ -25,6 +26,7 @@ mod login;
 mod names;
 mod packument;
 mod publish;
+mod publish_stream;
 mod routes;
 mod search;
 mod tarball;
@@ -50,13 +52,15 @@ pub use publish::{
     dist_tags_after_publish, parse_publish, parse_revision_put, DeprecateRequest, PublishRequest,
     PutDocument, RevisionUpdate,
 };
+pub use publish_stream::{parse_split_publish, PublishSplitter, SplitPublish, StreamedAttachment};
 pub use routes::{parse_npm_path, NpmPath};
 pub use search::{
     matches_search, parse_search_query, render_search, search_score, SearchHit, SearchQuery,
     DEFAULT_SEARCH_SIZE, MAX_SEARCH_SIZE,
 };
 pub use tarball::{
-    parse_tarball_basename, tarball_basename, verify_integrity, verify_tarball, TarballDigests,
+    parse_tarball_basename, tarball_basename, verify_integrity, verify_integrity_hashes,
+    verify_tarball, verify_tarball_hashes, TarballDigests, TarballHasher, TarballHashes,
 };
 pub use upstream::{
     parse_upstream_packument, tarball_matches_declared, RefusedVersion, UpstreamPackument,

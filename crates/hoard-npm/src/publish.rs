@@ -19,7 +19,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::tarball::{tarball_basename, verify_tarball, TarballDigests};
+use crate::publish_stream::StreamedAttachment;
+use crate::tarball::{tarball_basename, verify_tarball_hashes, TarballDigests, TarballHashes};
 use crate::versions::{parse_version, validate_tag};
 use crate::{validate_new_package_name, NpmError, PackageName};
 
@@ -47,11 +48,13 @@ pub struct PublishRequest {
     /// (`latest` by default, or the `--tag`). May be empty; see
     /// [`dist_tags_after_publish`].
     pub dist_tags: Vec<(String, String)>,
-    /// The decoded tarball.
-    pub tarball: Vec<u8>,
+    /// The decoded tarball when it was in the document; `None` when it
+    /// was streamed out of it ([`crate::PublishSplitter`]), checked by its
+    /// hashes, and is the caller's to store.
+    pub tarball: Option<Vec<u8>>,
     /// `{name-without-scope}-{version}.tgz`.
     pub tarball_basename: String,
-    /// Digests of `tarball`, computed here (and checked against `dist`).
+    /// Digests of the tarball, computed here (and checked against `dist`).
     pub digests: TarballDigests,
     /// The top-level `readme`, else the manifest's.
     pub readme: Option<String>,
@@ -93,6 +96,16 @@ pub struct RevisionUpdate {
 /// URL. See [`PutDocument`]. The server limits the body's size before
 /// calling this (the decoded tarball is at most ¾ of the body).
 pub fn parse_publish(body: &[u8], url_name: &PackageName) -> Result<PutDocument, NpmError> {
+    parse_put_document(body, url_name, None)
+}
+
+/// [`parse_publish`] of a document whose attachment data may have been
+/// streamed out (`streamed`), to be checked by its hashes.
+pub(crate) fn parse_put_document(
+    body: &[u8],
+    url_name: &PackageName,
+    streamed: Option<&StreamedAttachment>,
+) -> Result<PutDocument, NpmError> {
     let doc = parse_object(body)?;
     check_document_name(&doc, url_name)?;
     match doc.get("_attachments") {
@@ -100,7 +113,9 @@ pub fn parse_publish(body: &[u8], url_name: &PackageName) -> Result<PutDocument,
         Some(Value::Object(a)) if a.is_empty() => {
             parse_deprecate(&doc, url_name).map(PutDocument::Deprecate)
         }
-        Some(_) => parse_new_version(doc, url_name).map(|p| PutDocument::Publish(Box::new(p))),
+        Some(_) => {
+            parse_new_version(doc, url_name, streamed).map(|p| PutDocument::Publish(Box::new(p)))
+        }
     }
 }
 
@@ -272,6 +287,7 @@ fn parse_deprecate(
 fn parse_new_version(
     mut doc: Map<String, Value>,
     url_name: &PackageName,
+    streamed: Option<&StreamedAttachment>,
 ) -> Result<PublishRequest, NpmError> {
     let name = validate_new_package_name(&url_name.full())?;
     let full = name.full();
@@ -355,20 +371,33 @@ fn parse_new_version(
         })?,
         _ => return Err(doc_err(format!("attachment '{key}' needs 'length'"))),
     };
-    let tarball = B64.decode(data).map_err(|e| NpmError::BadBase64 {
-        attachment: key.clone(),
-        reason: e.to_string(),
-    })?;
-    if tarball.len() as u64 != declared {
+    let (tarball, hashes, head) = match streamed {
+        Some(s) if s.key == key && data.is_empty() => (None, s.hashes.clone(), s.head.clone()),
+        Some(_) => {
+            return Err(doc_err(format!(
+                "attachment '{key}' is not the one whose data the document carries"
+            )))
+        }
+        None => {
+            let bytes = B64.decode(data).map_err(|e| NpmError::BadBase64 {
+                attachment: key.clone(),
+                reason: e.to_string(),
+            })?;
+            let hashes = TarballHashes::of(&bytes);
+            let head = bytes[..bytes.len().min(2)].to_vec();
+            (Some(bytes), hashes, head)
+        }
+    };
+    if hashes.size != declared {
         return Err(NpmError::LengthMismatch {
             declared,
-            actual: tarball.len() as u64,
+            actual: hashes.size,
         });
     }
-    if !tarball.starts_with(&[0x1f, 0x8b]) {
+    if !head.starts_with(&[0x1f, 0x8b]) {
         return Err(NpmError::NotGzip(key));
     }
-    let digests = verify_tarball(manifest.get("dist").unwrap_or(&Value::Null), &tarball)?;
+    let digests = verify_tarball_hashes(manifest.get("dist").unwrap_or(&Value::Null), &hashes)?;
 
     let mut dist_tags = Vec::new();
     for (tag, target) in parse_dist_tags(&doc)? {
@@ -453,7 +482,7 @@ mod tests {
         let p = publish(&doc("hoard-demo", "1.0.0", TGZ), "hoard-demo").unwrap();
         assert_eq!(p.name.full(), "hoard-demo");
         assert_eq!(p.version, "1.0.0");
-        assert_eq!(p.tarball, TGZ);
+        assert_eq!(p.tarball.as_deref(), Some(TGZ));
         assert_eq!(p.tarball_basename, "hoard-demo-1.0.0.tgz");
         assert_eq!(p.dist_tags, vec![("latest".to_owned(), "1.0.0".to_owned())]);
         assert_eq!(p.readme.as_deref(), Some("# readme"));

@@ -53,11 +53,75 @@ pub struct TarballDigests {
 impl TarballDigests {
     /// Hashes `bytes`.
     pub fn compute(bytes: &[u8]) -> TarballDigests {
+        TarballHashes::of(bytes).digests()
+    }
+}
+
+/// Every hash that `dist.shasum` and `dist.integrity` may name, of a
+/// tarball: computed in one pass as its bytes stream by
+/// ([`TarballHasher`]), so it can be checked without holding the tarball.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TarballHashes {
+    pub size: u64,
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+    pub sha384: [u8; 48],
+    pub sha512: [u8; 64],
+}
+
+impl std::fmt::Debug for TarballHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarballHashes")
+            .field("size", &self.size)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TarballHashes {
+    pub fn of(bytes: &[u8]) -> TarballHashes {
+        let mut hasher = TarballHasher::default();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+
+    /// The digests as npm writes them, and hoard's sha256.
+    pub fn digests(&self) -> TarballDigests {
         TarballDigests {
-            shasum: hex::encode(Sha1::digest(bytes)),
-            integrity: format!("sha512-{}", B64.encode(Sha512::digest(bytes))),
-            sha256: hex::encode(Sha256::digest(bytes)),
-            size: bytes.len() as u64,
+            shasum: hex::encode(self.sha1),
+            integrity: format!("sha512-{}", B64.encode(self.sha512)),
+            sha256: hex::encode(self.sha256),
+            size: self.size,
+        }
+    }
+}
+
+/// Computes [`TarballHashes`] incrementally.
+#[derive(Clone, Default)]
+pub struct TarballHasher {
+    size: u64,
+    sha1: Sha1,
+    sha256: Sha256,
+    sha384: Sha384,
+    sha512: Sha512,
+}
+
+impl TarballHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        self.sha1.update(bytes);
+        self.sha256.update(bytes);
+        self.sha384.update(bytes);
+        self.sha512.update(bytes);
+    }
+
+    pub fn finish(self) -> TarballHashes {
+        TarballHashes {
+            size: self.size,
+            sha1: self.sha1.finalize().into(),
+            sha256: self.sha256.finalize().into(),
+            sha384: self.sha384.finalize().into(),
+            sha512: self.sha512.finalize().into(),
         }
     }
 }
@@ -71,7 +135,15 @@ impl TarballDigests {
 /// missing `dist` or missing fields are accepted: hoard computes its own
 /// digests and serves those.
 pub fn verify_tarball(dist: &Value, bytes: &[u8]) -> Result<TarballDigests, NpmError> {
-    let digests = TarballDigests::compute(bytes);
+    verify_tarball_hashes(dist, &TarballHashes::of(bytes))
+}
+
+/// [`verify_tarball`] of a tarball that was hashed as it streamed by.
+pub fn verify_tarball_hashes(
+    dist: &Value,
+    hashes: &TarballHashes,
+) -> Result<TarballDigests, NpmError> {
+    let digests = hashes.digests();
     let dist = match dist {
         Value::Null => return Ok(digests),
         Value::Object(map) => map,
@@ -102,7 +174,7 @@ pub fn verify_tarball(dist: &Value, bytes: &[u8]) -> Result<TarballDigests, NpmE
     }
     match dist.get("integrity") {
         None | Some(Value::Null) => {}
-        Some(Value::String(sri)) => verify_integrity(sri, bytes)?,
+        Some(Value::String(sri)) => verify_integrity_hashes(sri, hashes)?,
         Some(_) => {
             return Err(NpmError::InvalidDigest {
                 field: "dist.integrity",
@@ -115,6 +187,11 @@ pub fn verify_tarball(dist: &Value, bytes: &[u8]) -> Result<TarballDigests, NpmE
 
 /// Checks an SRI string (see [`verify_tarball`]).
 pub fn verify_integrity(sri: &str, bytes: &[u8]) -> Result<(), NpmError> {
+    verify_integrity_hashes(sri, &TarballHashes::of(bytes))
+}
+
+/// [`verify_integrity`] against hashes computed as the bytes streamed by.
+pub fn verify_integrity_hashes(sri: &str, hashes: &TarballHashes) -> Result<(), NpmError> {
     let bad = |reason: String| NpmError::InvalidDigest {
         field: "dist.integrity",
         reason,
@@ -128,17 +205,17 @@ pub fn verify_integrity(sri: &str, bytes: &[u8]) -> Result<(), NpmError> {
                 short(entry)
             )));
         };
-        let (name, actual, len): (&'static str, Vec<u8>, usize) = match algorithm {
-            "sha512" => ("sha512", Sha512::digest(bytes).to_vec(), 64),
-            "sha384" => ("sha384", Sha384::digest(bytes).to_vec(), 48),
-            "sha256" => ("sha256", Sha256::digest(bytes).to_vec(), 32),
-            "sha1" => ("sha1", Sha1::digest(bytes).to_vec(), 20),
+        let (name, actual): (&'static str, &[u8]) = match algorithm {
+            "sha512" => ("sha512", &hashes.sha512),
+            "sha384" => ("sha384", &hashes.sha384),
+            "sha256" => ("sha256", &hashes.sha256),
+            "sha1" => ("sha1", &hashes.sha1),
             _ => continue,
         };
         let declared = B64
             .decode(b64)
             .map_err(|_| bad(format!("'{}' is not valid base64", short(entry))))?;
-        if declared.len() != len {
+        if declared.len() != actual.len() {
             return Err(bad(format!(
                 "'{}' has the wrong length for {name}",
                 short(entry)
@@ -148,7 +225,7 @@ pub fn verify_integrity(sri: &str, bytes: &[u8]) -> Result<(), NpmError> {
             return Err(NpmError::IntegrityMismatch {
                 algorithm: name,
                 declared: short(hash),
-                actual: format!("{name}-{}", B64.encode(&actual)),
+                actual: format!("{name}-{}", B64.encode(actual)),
             });
         }
         checked += 1;

@@ -84,7 +84,7 @@ pub struct ComputedDigests {
     pub blake2_256: String,
 }
 
-/// Computes [`ComputedDigests`] incrementally while the upload streams in.
+/// An upload whose form and file passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedUpload {
     /// PEP 503 normalized project name.

@@ -10,17 +10,20 @@ use crate::node::TokenScope;
 use hoard_core::{Change, NpmTarball, Perm, RepoKind, RepoName, Serial, VirtualSettings};
 use hoard_npm::{
     dist_tags_after_publish, login_ok_body, matches_search, parse_dist_tag_put, parse_login,
-    parse_npm_path, parse_publish, parse_revision_put, parse_search_query,
+    parse_npm_path, parse_revision_put, parse_search_query, parse_split_publish,
     render_abbreviated_packument, render_full_packument, render_search, search_score, user_doc,
     validate_tag, whoami_body, NpmError, NpmPath, PackageName, PackageView, PublishRequest,
-    PutDocument, RevisionUpdate, SearchHit, StoredVersion, ABBREVIATED_MEDIA_TYPE,
+    PublishSplitter, PutDocument, RevisionUpdate, SearchHit, SplitPublish, StoredVersion,
+    ABBREVIATED_MEDIA_TYPE,
 };
-use hoard_store::{ExtraDigests, NpmPackageState, NpmVersionState, RepoState};
+use hoard_store::{
+    BlobWriter, ExtraDigests, NpmPackageState, NpmVersionState, RepoState, StagedBlob,
+};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
-use crate::body::{discard_refused, read_small};
+use crate::body::{discard_refused, pump, read_small};
 use crate::download::serve_blob;
 use crate::error::ApiError;
 use crate::http::{with_body, HandlerResult};
@@ -40,6 +43,7 @@ pub async fn handle(
 fn npm_error(e: NpmError) -> ApiError {
     let status = match e {
         NpmError::UnknownPath(_) => StatusCode::NOT_FOUND,
+        NpmError::DocumentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, e.to_string())
@@ -592,31 +596,90 @@ async fn virtual_tarball(
 /// The bound on the small JSON bodies of logins, dist-tags and the like.
 const MAX_SMALL_BODY: u64 = 1 << 20;
 
-/// Reads a publish or revision document, within `max_npm_publish_bytes`.
+/// The most of a `PUT` document that is held in memory: all of a
+/// revision update, and all of a publish but its tarball, which streams
+/// to a temp blob. The largest such document is a packument that
+/// `npm deprecate` or `npm unpublish` sends back.
+const MAX_DOCUMENT_BYTES: u64 = 32 << 20;
+
+fn document_limit(node: &Node) -> u64 {
+    node.config.max_npm_publish_bytes.min(MAX_DOCUMENT_BYTES)
+}
+
+/// Reads a revision document, within [`document_limit`].
 async fn read_document(node: &Node, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
-    read_body(node, req, node.config.max_npm_publish_bytes).await
+    read_body(node, req, document_limit(node)).await
 }
 
 async fn read_body(node: &Node, req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let req = refuse_declared_over(node, req, limit)?;
+    Ok(read_small(req.into_body(), limit, node.config.body_timeout()).await?)
+}
+
+/// Refuses a body whose declared length is over `limit`, before reading
+/// it.
+fn refuse_declared_over(
+    node: &Node,
+    req: Request<Incoming>,
+    limit: u64,
+) -> Result<Request<Incoming>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = |limit| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the document is larger than the limit of {limit} bytes"),
-        )
-        .closing()
-    };
     if declared.is_some_and(|len| len > limit) {
         // npm sends the whole document before it reads an answer: read and
         // drop it, so that npm prints the 413 rather than EPIPE.
         discard_refused(req, node.config.body_timeout());
-        return Err(too_large(limit));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the document is larger than the limit of {limit} bytes"),
+        )
+        .closing());
     }
-    Ok(read_small(req.into_body(), limit, node.config.body_timeout()).await?)
+    Ok(req)
+}
+
+/// Reads a `PUT /{name}` body within `max_npm_publish_bytes`: the
+/// document is kept (within [`document_limit`]), and the tarball in it is
+/// decoded and hashed as it arrives, into a staged blob. So a publish
+/// holds its metadata in memory, never its tarball.
+async fn read_publish(
+    node: &Node,
+    req: Request<Incoming>,
+) -> Result<(SplitPublish, Option<StagedBlob>), ApiError> {
+    use futures_util::StreamExt;
+    let limit = node.config.max_npm_publish_bytes;
+    let req = refuse_declared_over(node, req, limit)?;
+    // The pump reads on (bounded) after a refusal, so that npm, which
+    // sends everything before it reads, gets the answer.
+    let (stream, body_done) = pump(req.into_body(), limit, node.config.body_timeout());
+    futures_util::pin_mut!(stream);
+    let kept = usize::try_from(document_limit(node)).unwrap_or(usize::MAX);
+    let mut splitter = PublishSplitter::new(kept);
+    let mut decoded = Vec::new();
+    let mut writer: Option<BlobWriter> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        decoded.clear();
+        splitter
+            .feed(&chunk, &mut decoded)
+            .map_err(|e| npm_error(e).closing())?;
+        if !decoded.is_empty() {
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(node.blobs.writer(ExtraDigests::default()).await?),
+            };
+            writer.write(&decoded).await?;
+        }
+    }
+    body_done.finished().await?;
+    let staged = match writer {
+        Some(w) => Some(w.finish().await?),
+        None => None,
+    };
+    Ok((splitter.finish(), staged))
 }
 
 /// `PUT /{name}`: `npm publish` (a new version with its tarball) or
@@ -635,9 +698,11 @@ async fn put_package(
             return Err(e.closing());
         }
     };
-    let body = read_document(node, req).await?;
-    match parse_publish(&body, name).map_err(npm_error)? {
-        PutDocument::Publish(publish) => publish_version(node, &principal, repo, *publish).await,
+    let (split, staged) = read_publish(node, req).await?;
+    match parse_split_publish(&split, name).map_err(npm_error)? {
+        PutDocument::Publish(publish) => {
+            publish_version(node, &principal, repo, *publish, staged).await
+        }
         PutDocument::Deprecate(deprecate) => {
             let _turn = node
                 .upload_locks
@@ -683,11 +748,14 @@ async fn put_package(
     }
 }
 
+/// Publishes a checked version; its tarball is `streamed`, or in the
+/// document.
 async fn publish_version(
     node: &Node,
     principal: &Principal,
     repo: &RepoState,
-    publish: PublishRequest,
+    mut publish: PublishRequest,
+    streamed: Option<StagedBlob>,
 ) -> HandlerResult {
     let full = publish.name.full();
     node.may_write(principal, &repo.name, &full)?;
@@ -717,10 +785,28 @@ async fn publish_version(
         .map(|(tag, _)| tag.clone())
         .collect();
 
-    let mut writer = node.blobs.writer(ExtraDigests::default()).await?;
-    writer.write(&publish.tarball).await?;
-    let staged = writer.finish().await?;
+    let staged = match (publish.tarball.take(), streamed) {
+        (Some(bytes), _) => {
+            let mut writer = node.blobs.writer(ExtraDigests::default()).await?;
+            writer.write(&bytes).await?;
+            writer.finish().await?
+        }
+        (None, Some(staged)) => staged,
+        (None, None) => {
+            return Err(ApiError::internal(
+                "a publish whose tarball was neither streamed nor inline",
+            ))
+        }
+    };
     let sha256 = staged.digests.sha256;
+    if sha256.to_hex() != publish.digests.sha256 {
+        // The splitter hashed what it decoded, the blob writer what it
+        // wrote: they are the same bytes, or something is badly wrong.
+        return Err(ApiError::internal(format!(
+            "the stored tarball's sha256 {sha256} is not the decoded one's {}",
+            publish.digests.sha256
+        )));
+    }
     let manifest = serde_json::to_string(&publish.manifest)
         .map_err(|e| ApiError::bad_request(format!("unserializable manifest: {e}")))?;
     let serial = node

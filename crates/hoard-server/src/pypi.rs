@@ -16,7 +16,7 @@ use hoard_pypi::{
     validate_upload, ComputedDigests, DistFilename, DistKind, FileLink, IndexPage, ProjectLink,
     ProjectPage, SimpleFormat, UploadForm, ZipLimits,
 };
-use hoard_store::{ExtraDigests, FileState, Rejection, RepoState, StagedBlob};
+use hoard_store::{BlobStore, ExtraDigests, FileState, Rejection, RepoState, StagedBlob};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -571,7 +571,7 @@ impl<E: Into<ApiError>> From<E> for FormError {
 /// Reads the fields of twine's form; the `content` file streams into a
 /// staged blob as it arrives.
 async fn read_upload_form(
-    node: &Node,
+    blobs: &BlobStore,
     multipart: &mut multer::Multipart<'static>,
 ) -> Result<(UploadForm, Option<(DistFilename, StagedBlob)>), FormError> {
     let mut form = UploadForm::default();
@@ -589,8 +589,7 @@ async fn read_upload_form(
             })?;
             // Refuse a bad name before storing a byte.
             let dist = parse_dist_filename(filename).map_err(|e| ApiError::from(e).closing())?;
-            let mut writer = node
-                .blobs
+            let mut writer = blobs
                 .writer(ExtraDigests {
                     md5: true,
                     blake2b_256: true,
@@ -725,7 +724,7 @@ async fn upload(
     let (stream, body_done) = pump(req.into_body(), limit, node.config.body_timeout());
     let mut multipart = multer::Multipart::new(stream, boundary);
 
-    let read = read_upload_form(node, &mut multipart).await;
+    let read = read_upload_form(&node.blobs, &mut multipart).await;
     drop(multipart);
     let (form, content) = match read {
         Ok(parts) => parts,
@@ -908,5 +907,85 @@ async fn commit_upload(
             same_or_conflict(&existing, sha256)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod form_fuzz {
+    //! The multipart upload under fuzzing: twine's form, mutated and cut
+    //! into chunks at random places. Whatever arrives, reading it gives a
+    //! form or an error, never a panic, and once the request is over no
+    //! temp file is left behind. Long with `HOARD_FUZZ_SECS` (see
+    //! `tests/fuzz-long.sh`).
+
+    use super::*;
+    use hoard_testkit::fuzz::{fuzz, mutated};
+    use hoard_testkit::{wheel, Upload};
+    use proptest::prelude::*;
+
+    /// `body` cut at the offsets in `cuts` (each taken modulo what is left).
+    fn chunks(body: Vec<u8>, cuts: Vec<usize>) -> Vec<Bytes> {
+        let mut rest = Bytes::from(body);
+        let mut out = Vec::new();
+        for cut in cuts {
+            if rest.is_empty() {
+                break;
+            }
+            out.push(rest.split_to(cut % rest.len() + 1));
+        }
+        if !rest.is_empty() {
+            out.push(rest);
+        }
+        out
+    }
+
+    #[test]
+    fn upload_forms_read_or_refuse_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let form = Upload::of(&wheel("fuzz-demo", "1.0")).multipart();
+        let boundary = form.boundary().to_owned();
+        let bodies = (
+            prop_oneof![
+                mutated(form.finish()),
+                mutated(form.unfinished()),
+                proptest::collection::vec(any::<u8>(), 0..512),
+            ],
+            proptest::collection::vec(any::<usize>(), 0..8),
+        );
+        fuzz(
+            env!("CARGO_MANIFEST_DIR"),
+            "multipart_upload",
+            bodies,
+            |(body, cuts)| {
+                let stream = futures_util::stream::iter(
+                    chunks(body, cuts).into_iter().map(Ok::<_, std::io::Error>),
+                );
+                let mut multipart = multer::Multipart::new(stream, boundary.clone());
+                let read = runtime.block_on(read_upload_form(&blobs, &mut multipart));
+                if let Ok((form, Some((dist, staged)))) = read {
+                    prop_assert_eq!(staged.path().parent(), Some(blobs.tmp_dir()));
+                    let digests = ComputedDigests {
+                        sha256: staged.digests.sha256.to_hex(),
+                        md5: staged.digests.md5.map(hex::encode).unwrap_or_default(),
+                        blake2_256: staged
+                            .digests
+                            .blake2b_256
+                            .map(hex::encode)
+                            .unwrap_or_default(),
+                    };
+                    if let Ok(upload) = validate_upload(&form, &dist, &digests) {
+                        prop_assert_eq!(&upload.filename, &dist.filename);
+                    }
+                }
+                let left = std::fs::read_dir(blobs.tmp_dir()).unwrap().count();
+                prop_assert_eq!(left, 0, "a temp file was left behind");
+                Ok(())
+            },
+        );
     }
 }

@@ -25,9 +25,12 @@
 //! - [`npm_upstream`]: its npm counterpart, a fixture registry serving
 //!   packuments and tarballs.
 //! - [`tls`]: a cluster CA and node certificates from `hoard cert`.
+//! - [`fuzz`]: property and fuzz tests with a time budget, and their
+//!   regression files.
 
 pub mod artifacts;
 pub mod cluster;
+pub mod fuzz;
 pub mod http;
 pub mod node;
 pub mod npm;

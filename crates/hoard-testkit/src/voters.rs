@@ -21,9 +21,15 @@ pub struct Voters {
 
 impl Voters {
     pub fn start(n: usize) -> Voters {
-        let mut nodes = vec![with_partition_file(voter_opts(1))];
+        Voters::start_with(n, |_, opts| opts)
+    }
+
+    /// [`Voters::start`], with the options of voter `i` (1…N) changed by
+    /// `tweak` (certificates, say).
+    pub fn start_with(n: usize, tweak: impl Fn(usize, NodeOpts) -> NodeOpts) -> Voters {
+        let mut nodes = vec![with_partition_file(tweak(1, voter_opts(1)))];
         for i in 2..=n {
-            let node = with_partition_file(voter_opts(i));
+            let node = with_partition_file(tweak(i, voter_opts(i)));
             let body = json!({
                 "id": i,
                 "grpc_addr": node.grpc_addr(),

@@ -1,17 +1,20 @@
 //! TLS: node-to-node mutual TLS with a cluster CA made by `hoard cert`
 //! (peers without a certificate from it, with one from another CA, or
-//! one that `allowed_nodes` no longer lists, get nothing), the
+//! one that `allowed_nodes` no longer lists, get nothing: no changelog,
+//! no blob, no Raft), three Raft voters over it, the
 //! loopback-only default without it, and HTTPS for pip, uv, twine and npm
 //! with the cluster CA as their CA bundle.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hoard_testkit::cluster::{wait_applied, wait_for};
+use hoard_testkit::cluster::{wait_applied, wait_converged, wait_for};
 use hoard_testkit::node::{describe_failure, run_ok};
 use hoard_testkit::npm::{Npm, NPM_REPO};
-use hoard_testkit::tls::TestCa;
+use hoard_testkit::tls::{NodeCert, TestCa};
 use hoard_testkit::tools::{hoard_bin, isolate_python_env, py_tools};
+use hoard_testkit::voters::Voters;
 use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec, Upload};
 
 /// A replica of `leader` with these TLS settings.
@@ -239,4 +242,110 @@ fn pip_uv_twine_and_npm_work_over_https_with_the_cluster_ca() {
             .then_some(())
     });
     assert_eq!(node.get("/+status").status().as_u16(), 200);
+}
+
+/// Calls `service/method` on a node's gRPC port with curl (a real TLS and
+/// HTTP/2 client) presenting `cert`, if any. `Ok(http status)` once the
+/// connection went through, `Err(curl's message)` when it was refused.
+fn grpc_call(
+    node: &Node,
+    ca: &Path,
+    cert: Option<&NodeCert>,
+    method: &str,
+) -> Result<String, String> {
+    let url = format!("https://{}/hoard.v1.{method}", node.grpc_addr());
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2", "--max-time", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_code}", "-X", "POST", "--data-binary", ""])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--cacert")
+        .arg(ca);
+    if let Some(cert) = cert {
+        cmd.arg("--cert")
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key);
+    }
+    let out = cmd.arg(&url).output().expect("run curl");
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && code != "000" {
+        Ok(code)
+    } else {
+        Err(format!(
+            "curl {url}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[test]
+fn raft_voters_talk_over_mutual_tls_and_refuse_peers_without_a_cluster_certificate() {
+    let _heavy = hoard_testkit::heavy_test();
+    let ca = TestCa::new();
+    // `probe` is this test, calling the voters' services as a member would.
+    let names = ["v1", "v2", "v3", "probe"];
+    let mut voters = Voters::start_with(3, |i, opts| {
+        opts.cluster_tls(&ca.issue(&format!("v{i}")), &names)
+    });
+    let leader = voters.wait_leader(Duration::from_secs(30), None);
+    let token = voters.nodes[leader].create_token("pypi", "upload");
+    let a = wheel("raft-over-tls", "1.0");
+    voters.nodes[leader].upload_ok("pypi", &token, &Upload::of(&a));
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    wait_converged(&nodes, Duration::from_secs(30));
+
+    // An election over TLS: kill -9 of the leader, a new one takes writes.
+    voters.nodes[leader].kill9();
+    let new_leader = voters.wait_leader(Duration::from_secs(30), Some(leader));
+    let b = wheel("raft-over-tls", "2.0");
+    voters.nodes[new_leader].upload_ok("pypi", &token, &Upload::of(&b));
+    voters.nodes[leader].restart();
+    let nodes: Vec<&Node> = voters.nodes.iter().collect();
+    wait_converged(&nodes, Duration::from_secs(60));
+    for node in &nodes {
+        let page = node.get("/pypi/simple/raft-over-tls/").text().unwrap();
+        assert!(page.contains(&b.filename), "{page}");
+    }
+
+    // Raft, changelog and blob RPCs, straight at a voter's gRPC port.
+    let voter = &voters.nodes[(new_leader + 1) % 3];
+    let member = ca.issue("probe");
+    let other_ca = TestCa::new();
+    let forged = other_ca.issue("v2");
+    let removed = ca.issue("v9");
+    for method in [
+        "Raft/Vote",
+        "Raft/AppendEntries",
+        "Changelog/Subscribe",
+        "Blobs/Get",
+    ] {
+        // The control: a member's certificate gets through to the service.
+        let through = grpc_call(voter, &ca.ca_pem(), Some(&member), method);
+        assert_eq!(
+            through.as_deref(),
+            Ok("200"),
+            "{method} with a member's certificate"
+        );
+        for (what, cert) in [
+            ("no certificate", None),
+            ("a certificate from another CA", Some(&forged)),
+            ("a certificate allowed_nodes does not list", Some(&removed)),
+        ] {
+            let refused = grpc_call(voter, &ca.ca_pem(), cert, method);
+            assert!(
+                refused.is_err(),
+                "{method} with {what} got through: {refused:?}"
+            );
+        }
+    }
+    assert!(
+        voter.log().contains("refused a node-to-node connection"),
+        "{}",
+        voter.log_tail(20)
+    );
+    // The group is unharmed.
+    let c = wheel("raft-over-tls", "3.0");
+    let leader = voters.wait_leader(Duration::from_secs(30), None);
+    voters.nodes[leader].upload_ok("pypi", &token, &Upload::of(&c));
 }

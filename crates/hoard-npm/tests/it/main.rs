@@ -2,6 +2,7 @@
 //! (`tests/fixtures/`, captured from the real client).
 
 mod fixtures;
+mod fuzz;
 mod packument;
 mod routes;
 mod search_login;
