@@ -23,18 +23,10 @@ targets=(
   "hoard-server|--lib|form_fuzz::"
 )
 
-cargo build --release --tests -p hoard-pypi -p hoard-npm -p hoard-cluster -p hoard-server
-status=0
-for t in "${targets[@]}"; do
-  IFS='|' read -r crate selection filter <<<"$t"
-  # shellcheck disable=SC2086
-  if ! HOARD_FUZZ_SECS="$secs" cargo test --release -q -p "$crate" $selection -- \
-      --test-threads=1 --nocapture $filter 2>&1 | tee -a "$log"; then
-    status=1
-  fi
-done
-
-{
+# The report so far: written after every crate, so that a run cut short
+# still says what it did.
+report() {
+  {
   echo "# Long fuzz run, $(date -u '+%F %H:%M') UTC, commit $commit"
   echo
   echo "\`tests/fuzz-long.sh $secs\` on $(nproc) cores (load $(cut -d' ' -f1-3 /proc/loadavg))."
@@ -44,15 +36,31 @@ done
   echo "|---|---|---|"
   sed -n 's/^fuzz \([a-z0-9_]*\): \([0-9]*\) cases in \([0-9.]*\) s$/| \1 | \2 | \3 |/p' "$log"
   echo
-  if [ "$status" = 0 ]; then
-    echo "Result: no failure."
-  else
+  if [ "$status" != 0 ]; then
     echo "Result: FAILED; see the regressions files and the output:"
     echo
     echo '```'
     grep -E "fuzz target .* failed|panicked" "$log" | head -40
     echo '```'
+  elif [ "$1" = done ]; then
+    echo "Result: no failure."
+  else
+    echo "Result so far: no failure (the run is not finished)."
   fi
-} >"$report"
+  } >"$report"
+}
+
+cargo build --release --tests -p hoard-pypi -p hoard-npm -p hoard-cluster -p hoard-server
+status=0
+for t in "${targets[@]}"; do
+  IFS='|' read -r crate selection filter <<<"$t"
+  # shellcheck disable=SC2086
+  if ! HOARD_FUZZ_SECS="$secs" cargo test --release -q -p "$crate" $selection -- \
+      --test-threads=1 --nocapture $filter 2>&1 | tee -a "$log"; then
+    status=1
+  fi
+  report running
+done
+report done
 echo "wrote $report"
 exit "$status"

@@ -69,19 +69,22 @@ async fn measured<F: std::future::Future<Output = Result<()>>>(
     })
 }
 
-async fn npm_publish(hoard: &Hoard, admin: &str, version: &str, mb: usize) -> Result<usize> {
-    let registry = format!("http://{}/npm", hoard.addr);
+/// The body of an `npm publish` of a tarball with an `mb` MB payload.
+fn npm_publish_body(hoard: &Hoard, version: &str, mb: usize) -> Result<Vec<u8>> {
     let tgz = npm_tarball("bench-big-publish", version, mb * 1_000_000);
     let doc = publish_doc_with(
-        &format!("{registry}/"),
+        &format!("http://{}/npm/", hoard.addr),
         "bench-big-publish",
         version,
         &tgz,
         &json!({ "description": "a big publish" }),
     );
-    let body = serde_json::to_vec(&doc)?;
-    drop(doc);
-    let len = body.len();
+    Ok(serde_json::to_vec(&doc)?)
+}
+
+async fn npm_publish(hoard: &Hoard, admin: &str, body: Vec<u8>) -> Result<()> {
+    let registry = format!("http://{}/npm", hoard.addr);
+    let mb = body.len() / 1_000_000;
     let resp = hoard
         .client
         .put(format!("{registry}/bench-big-publish"))
@@ -95,9 +98,9 @@ async fn npm_publish(hoard: &Hoard, admin: &str, version: &str, mb: usize) -> Re
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        bail!("npm publish of {mb} MB: {status}: {text}");
+        bail!("npm publish of a {mb} MB document: {status}: {text}");
     }
-    Ok(len)
+    Ok(())
 }
 
 pub async fn run(common: &Common, args: &PublishMemoryArgs, hoard_bin: PathBuf) -> Result<()> {
@@ -120,7 +123,7 @@ pub async fn run(common: &Common, args: &PublishMemoryArgs, hoard_bin: PathBuf) 
     let pid = hoard.proc.pid();
 
     // Warm up both paths, so that neither pays for first-use allocations.
-    npm_publish(&hoard, &admin, "0.0.1", 1).await?;
+    npm_publish(&hoard, &admin, npm_publish_body(&hoard, "0.0.1", 1)?).await?;
     let small = WheelSpec::new("bench-big-upload", "0.0.1").build();
     upload(
         &hoard.client,
@@ -137,14 +140,9 @@ pub async fn run(common: &Common, args: &PublishMemoryArgs, hoard_bin: PathBuf) 
     for round in 0..args.rounds {
         let version = format!("1.0.{round}");
         eprintln!("round {}: npm publish of {} MB", round + 1, args.mb);
-        let mut len = 0;
-        let sample = measured(pid, async {
-            len = npm_publish(&hoard, &admin, &version, args.mb).await?;
-            Ok(())
-        })
-        .await?;
-        body_len = len;
-        npm.push(sample);
+        let body = npm_publish_body(&hoard, &version, args.mb)?;
+        body_len = body.len();
+        npm.push(measured(pid, npm_publish(&hoard, &admin, body)).await?);
 
         eprintln!("round {}: twine upload of {} MB", round + 1, args.mb);
         let wheel = WheelSpec::new("bench-big-upload", &version)
@@ -173,7 +171,8 @@ pub async fn run(common: &Common, args: &PublishMemoryArgs, hoard_bin: PathBuf) 
         "- payload: {} MB incompressible (npm: a `.tgz` at gzip level 1, sent as a {:.1} MB JSON \
          document with the tarball in base64; PyPI: a stored wheel, sent as multipart)\n\
          - measure: the node's peak RSS during the request (`VmHWM`, after resetting it with \
-         `/proc/PID/clear_refs`) minus its RSS just before\n\n",
+         `/proc/PID/clear_refs`) minus its RSS just before; the time is from sending the \
+         request (built beforehand) to the end of the answer\n\n",
         args.mb,
         body_len as f64 / 1e6,
     ));
