@@ -210,6 +210,10 @@ struct AddMemberRequest {
     /// Add as a learner only: it follows the log but does not vote.
     #[serde(default)]
     learner: bool,
+    /// The member's `node_id`: with cluster TLS, the common name of its
+    /// certificate, which then alone may speak for this Raft id.
+    #[serde(default)]
+    node_id: Option<String>,
 }
 
 async fn add_member(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
@@ -227,6 +231,7 @@ async fn add_member(node: &Node, principal: &Principal, body: &[u8]) -> HandlerR
     let info = hoard_cluster::NodeInfo {
         grpc_addr: req.grpc_addr,
         http_url: req.http_url.trim_end_matches('/').to_owned(),
+        name: req.node_id.filter(|n| !n.is_empty()),
     };
     voter(node)?
         .add_member(req.id, info, req.learner)

@@ -162,6 +162,7 @@ impl Node {
                         info: NodeInfo {
                             grpc_addr: config.grpc_public(),
                             http_url: config.public_url(),
+                            name: Some(config.node_id.clone()),
                         },
                         cluster: config.cluster_name.clone(),
                         tuning: config.raft.clone(),

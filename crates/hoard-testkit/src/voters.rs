@@ -34,6 +34,7 @@ impl Voters {
                 "id": i,
                 "grpc_addr": node.grpc_addr(),
                 "http_url": node.url(),
+                "node_id": format!("v{i}"),
             });
             admin_post(&nodes[0], "members/add", &body)
                 .unwrap_or_else(|e| panic!("adding v{i}: {e}"));

@@ -306,6 +306,11 @@ enum MembersCommand {
         /// Keep it a learner (it follows the log, but does not vote).
         #[arg(long)]
         learner: bool,
+        /// Its `node_id`. With cluster TLS, the common name of its
+        /// certificate: only a peer with that certificate may then speak
+        /// for this Raft id.
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Remove a voter or learner.
     Remove {
@@ -489,9 +494,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     grpc,
                     http,
                     learner,
+                    node_id,
                 } => {
                     eprintln!("adding node {id}; it catches up before it votes");
-                    let body = json!({ "id": id, "grpc_addr": grpc, "http_url": http, "learner": learner });
+                    let body = json!({ "id": id, "grpc_addr": grpc, "http_url": http,
+                                       "learner": learner, "node_id": node_id });
                     admin_post(&target, "members/add", &body).await?
                 }
                 MembersCommand::Remove { target, id } => {

@@ -195,6 +195,7 @@ async fn add_voter(leader: &NodeEntry, raft_id: u64, node: &NodeEntry) -> anyhow
         "id": raft_id,
         "grpc_addr": node.grpc_addr,
         "http_url": node.http_url,
+        "node_id": node.id,
     });
     let response = reqwest::Client::new()
         .post(&url)

@@ -16,6 +16,7 @@ use hoard_testkit::tls::{NodeCert, TestCa};
 use hoard_testkit::tools::{hoard_bin, isolate_python_env, py_tools};
 use hoard_testkit::voters::Voters;
 use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec, Upload};
+use serde_json::json;
 
 /// A replica of `leader` with these TLS settings.
 fn replica(id: &str, leader: &Node, tls: Option<(&hoard_testkit::tls::NodeCert, &[&str])>) -> Node {
@@ -253,13 +254,53 @@ fn grpc_call(
     cert: Option<&NodeCert>,
     method: &str,
 ) -> Result<String, String> {
+    let empty = node.root().join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    grpc_call_with(node, ca, cert, method, &empty, &[])
+}
+
+/// The protobuf `RaftRequest { json }`.
+fn raft_request(json: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut len = json.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(json);
+    out
+}
+
+/// A gRPC message frame: uncompressed, length-prefixed.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// [`grpc_call`] with the request body in the file `body`, and `headers`
+/// (gRPC metadata, `name: value`).
+fn grpc_call_with(
+    node: &Node,
+    ca: &Path,
+    cert: Option<&NodeCert>,
+    method: &str,
+    body: &Path,
+    headers: &[String],
+) -> Result<String, String> {
     let url = format!("https://{}/hoard.v1.{method}", node.grpc_addr());
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--http2", "--max-time", "10", "-o", "/dev/null"])
-        .args(["-w", "%{http_code}", "-X", "POST", "--data-binary", ""])
+        .args(["-w", "%{http_code}", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", body.display()))
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
         .arg("--cacert")
         .arg(ca);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
     if let Some(cert) = cert {
         cmd.arg("--cert")
             .arg(&cert.cert)
@@ -344,6 +385,41 @@ fn raft_voters_talk_over_mutual_tls_and_refuse_peers_without_a_cluster_certifica
         "{}",
         voter.log_tail(20)
     );
+
+    // A member's certificate speaks only for that member: `probe`,
+    // appending entries as the leader, is refused.
+    let status = voters.nodes[new_leader].status();
+    let ae = json!({
+        "vote": {"leader_id": {"term": status["term"], "node_id": new_leader + 1}, "committed": true},
+        "prev_log_id": null, "entries": [], "leader_commit": null,
+    })
+    .to_string();
+    let frame = grpc_frame(&raft_request(ae.as_bytes()));
+    let body = voter.root().join("append-entries.bin");
+    std::fs::write(&body, frame).unwrap();
+    // The cluster's id and epoch, as members send them.
+    let identity = [
+        format!(
+            "x-hoard-cluster: {}",
+            status["cluster_id"].as_str().unwrap()
+        ),
+        format!("x-hoard-epoch: {}", status["epoch"]),
+    ];
+    let answer = grpc_call_with(
+        voter,
+        &ca.ca_pem(),
+        Some(&member),
+        "Raft/AppendEntries",
+        &body,
+        &identity,
+    );
+    assert_eq!(answer.as_deref(), Ok("200"));
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        voter
+            .log()
+            .contains("refused a Raft call from a node that speaks for another member")
+            .then_some(())
+    });
     // The group is unharmed.
     let c = wheel("raft-over-tls", "3.0");
     let leader = voters.wait_leader(Duration::from_secs(30), None);

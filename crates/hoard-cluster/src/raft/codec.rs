@@ -226,6 +226,7 @@ mod tests {
         let node = NodeInfo {
             grpc_addr: "127.0.0.1:1".into(),
             http_url: "http://127.0.0.1:2".into(),
+            name: Some("n1".into()),
         };
         let membership = Membership::new(
             vec![BTreeSet::from([1, 2])],

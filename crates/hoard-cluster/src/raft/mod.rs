@@ -31,6 +31,12 @@ pub struct NodeInfo {
     pub grpc_addr: String,
     /// The public HTTP URL: where writes are redirected.
     pub http_url: String,
+    /// The node's id (`node_id`), which with cluster TLS is its
+    /// certificate's common name: a peer whose certificate names another
+    /// node cannot speak for this member. `None` for a member added
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl fmt::Display for NodeInfo {

@@ -342,6 +342,15 @@ impl RaftNode {
         if id == self.id() {
             return Err(format!("raft id {id} is the leader's own"));
         }
+        if let Some(name) = &info.name {
+            if let Some((other, _)) = view
+                .nodes
+                .iter()
+                .find(|(other, n)| **other != id && n.name.as_ref() == Some(name))
+            {
+                return Err(format!("node {name:?} is already member {other}"));
+            }
+        }
         if let Some(existing) = view.nodes.get(&id) {
             if existing.grpc_addr != info.grpc_addr {
                 return Err(format!(

@@ -12,7 +12,7 @@ use hoard_proto::v1::raft_server::Raft as RaftService;
 use hoard_proto::v1::{
     FenceReply, FenceRequest, JoinReply, JoinRequest, RaftReply, RaftRequest, SnapshotChunk,
 };
-use openraft::raft::AppendEntriesRequest;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
@@ -46,12 +46,62 @@ impl RaftRpc {
         }
     }
 
+    /// Decodes a Raft call that speaks as the member `speaker(&call)`
+    /// (the leader or candidate its vote names), and lets it through only
+    /// if the caller may speak for that member ([`RaftRpc::check_speaker`]).
     #[allow(clippy::result_large_err)]
-    fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
+    fn decode<T: DeserializeOwned>(
+        &self,
+        req: Request<RaftRequest>,
+        speaker: impl Fn(&T) -> u64,
+    ) -> Result<T, Status> {
         self.admit(&req)?;
-        serde_json::from_slice(&req.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
+        let certified = certified_node(&req);
+        let call: T = serde_json::from_slice(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))?;
+        self.check_speaker(certified.as_deref(), speaker(&call))?;
+        Ok(call)
     }
+
+    /// With cluster TLS, a caller speaks only for the member recorded
+    /// under its certificate's name: a replica, which holds a cluster
+    /// certificate to follow the changelog, cannot vote or append entries
+    /// as a voter. A member recorded without a name, or not known here
+    /// yet (a new learner's first entries), is not checked.
+    #[allow(clippy::result_large_err)]
+    fn check_speaker(&self, certified: Option<&str>, raft_id: u64) -> Result<(), Status> {
+        let Some(caller) = certified else {
+            return Ok(());
+        };
+        let member = self
+            .node
+            .view()
+            .borrow()
+            .nodes
+            .get(&raft_id)
+            .and_then(|n| n.name.clone());
+        match member {
+            Some(member) if member != caller => {
+                tracing::warn!(
+                    caller,
+                    raft_id,
+                    member = %member,
+                    "refused a Raft call from a node that speaks for another member"
+                );
+                Err(Status::permission_denied(format!(
+                    "node {caller:?} speaks as Raft member {raft_id}, which is {member:?}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The caller's node id, from its certificate (with cluster TLS).
+fn certified_node<T>(req: &Request<T>) -> Option<String> {
+    req.extensions()
+        .get::<crate::tls::PeerInfo>()
+        .and_then(|p| p.node_id.clone())
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(
@@ -74,13 +124,16 @@ impl RaftService for RaftRpc {
         request: Request<Streaming<RaftRequest>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         self.admit(&request)?;
+        let certified = certified_node(&request);
         let from = request
             .metadata()
             .get(net::FROM_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let net = self.node.net().clone();
-        // An undecodable request ends the input, and with it the replies:
+        let rpc = self.clone();
+        // An undecodable request, or one that speaks for another member,
+        // ends the input, and with it the replies:
         // the leader sees the stream end early and sends again. So does a
         // partition of the fault layer, which is asked for every message.
         let input = tokio_stream::StreamExt::map_while(request.into_inner(), move |item| {
@@ -89,7 +142,10 @@ impl RaftService for RaftRpc {
             }
             let item = item.ok()?;
             match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&item.json) {
-                Ok(req) => Some(req),
+                Ok(req) => rpc
+                    .check_speaker(certified.as_deref(), req.vote.leader_id.node_id)
+                    .ok()
+                    .map(|()| req),
                 Err(e) => {
                     tracing::warn!(error = %e, "an undecodable streamed AppendEntries request");
                     None
@@ -109,26 +165,34 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.append_entries(self.decode(request)?).await)
+        let call = self.decode(request, |r: &AppendEntriesRequest<TypeConfig>| {
+            r.vote.leader_id.node_id
+        })?;
+        reply(self.raft.append_entries(call).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.vote(self.decode(request)?).await)
+        let call = self.decode(request, |r: &VoteRequest<TypeConfig>| {
+            r.vote.leader_id.node_id
+        })?;
+        reply(self.raft.vote(call).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        reply(self.raft.pre_vote(self.decode(request)?).await)
+        let call = self.decode(request, |r: &VoteRequest<TypeConfig>| {
+            r.vote.leader_id.node_id
+        })?;
+        reply(self.raft.pre_vote(call).await)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        reply(
-            self.raft
-                .handle_transfer_leader(self.decode(request)?)
-                .await,
-        )
+        let call = self.decode(request, |r: &TransferLeaderRequest<TypeConfig>| {
+            r.from_leader().leader_id.node_id
+        })?;
+        reply(self.raft.handle_transfer_leader(call).await)
     }
 
     async fn install_snapshot(
@@ -136,6 +200,7 @@ impl RaftService for RaftRpc {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
         self.admit(&request)?;
+        let certified = certified_node(&request);
         let mut stream = request.into_inner();
         let path = self
             .snapshot_dir
@@ -156,6 +221,7 @@ impl RaftService for RaftRpc {
         }
         let (vote, meta) =
             header.ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        self.check_speaker(certified.as_deref(), vote.leader_id.node_id)?;
         file.sync_all()
             .map_err(|e| Status::internal(format!("fsync {}: {e}", path.display())))?;
         let file = std::fs::File::open(&path)
@@ -192,10 +258,13 @@ impl RaftService for RaftRpc {
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         self.admit(&request)?;
+        // The joining node is who its certificate says.
+        let name = certified_node(&request);
         let req = request.into_inner();
         let info = NodeInfo {
             grpc_addr: req.grpc_addr,
             http_url: req.http_url,
+            name,
         };
         match self.node.accept_join(req.raft_id, info) {
             Ok(accepted) => Ok(Response::new(accepted)),
