@@ -621,6 +621,19 @@ async fn read_upload_form(
     Ok((form, content))
 }
 
+/// The digests of an uploaded file, as the form's checks compare them.
+fn computed_digests(staged: &StagedBlob) -> ComputedDigests {
+    ComputedDigests {
+        sha256: staged.digests.sha256.to_hex(),
+        md5: staged.digests.md5.map(hex::encode).unwrap_or_default(),
+        blake2_256: staged
+            .digests
+            .blake2b_256
+            .map(hex::encode)
+            .unwrap_or_default(),
+    }
+}
+
 /// A multipart error as the client should see it. When the form ended
 /// early, what the body did is the real cause: a read error or timeout is
 /// reported as such, and otherwise the answer says how much arrived.
@@ -737,16 +750,7 @@ async fn upload(
     body_done.finished().await?;
     let (dist, staged) =
         content.ok_or_else(|| ApiError::bad_request("the upload has no file (field 'content')"))?;
-    let digests = ComputedDigests {
-        sha256: staged.digests.sha256.to_hex(),
-        md5: staged.digests.md5.map(hex::encode).unwrap_or_default(),
-        blake2_256: staged
-            .digests
-            .blake2b_256
-            .map(hex::encode)
-            .unwrap_or_default(),
-    };
-    let upload = validate_upload(&form, &dist, &digests)?;
+    let upload = validate_upload(&form, &dist, &computed_digests(&staged))?;
     node.may_write(&principal, &repo.name, &upload.project)?;
     let metadata = inspect_distribution(&dist, &staged).await?;
     let requires_python = upload
@@ -969,16 +973,7 @@ mod form_fuzz {
                 let read = runtime.block_on(read_upload_form(&blobs, &mut multipart));
                 if let Ok((form, Some((dist, staged)))) = read {
                     prop_assert_eq!(staged.path().parent(), Some(blobs.tmp_dir()));
-                    let digests = ComputedDigests {
-                        sha256: staged.digests.sha256.to_hex(),
-                        md5: staged.digests.md5.map(hex::encode).unwrap_or_default(),
-                        blake2_256: staged
-                            .digests
-                            .blake2b_256
-                            .map(hex::encode)
-                            .unwrap_or_default(),
-                    };
-                    if let Ok(upload) = validate_upload(&form, &dist, &digests) {
+                    if let Ok(upload) = validate_upload(&form, &dist, &computed_digests(&staged)) {
                         prop_assert_eq!(&upload.filename, &dist.filename);
                     }
                 }
