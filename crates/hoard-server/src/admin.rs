@@ -228,10 +228,18 @@ async fn add_member(node: &Node, principal: &Principal, body: &[u8]) -> HandlerR
             req.http_url
         )));
     }
+    let name = req.node_id.filter(|n| !n.is_empty());
+    if name.is_none() && node.config.cluster_tls.is_some() {
+        // Unbound, any cluster certificate could speak for the member.
+        return Err(ApiError::bad_request(
+            "with cluster TLS, a member needs its node_id (hoard members add --node-id NAME), \
+             the common name of its certificate",
+        ));
+    }
     let info = hoard_cluster::NodeInfo {
         grpc_addr: req.grpc_addr,
         http_url: req.http_url.trim_end_matches('/').to_owned(),
-        name: req.node_id.filter(|n| !n.is_empty()),
+        name,
     };
     voter(node)?
         .add_member(req.id, info, req.learner)

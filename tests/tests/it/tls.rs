@@ -14,7 +14,7 @@ use hoard_testkit::node::{describe_failure, run_ok};
 use hoard_testkit::npm::{Npm, NPM_REPO};
 use hoard_testkit::tls::{NodeCert, TestCa};
 use hoard_testkit::tools::{hoard_bin, isolate_python_env, py_tools};
-use hoard_testkit::voters::Voters;
+use hoard_testkit::voters::{admin_post, Voters};
 use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec, Upload};
 use serde_json::json;
 
@@ -420,6 +420,16 @@ fn raft_voters_talk_over_mutual_tls_and_refuse_peers_without_a_cluster_certifica
             .contains("refused a Raft call from a node that speaks for another member")
             .then_some(())
     });
+    // With cluster TLS, a member cannot be added unbound.
+    let unbound = admin_post(
+        &voters.nodes[new_leader],
+        "members/add",
+        &json!({"id": 9, "grpc_addr": "127.0.0.1:1", "http_url": "http://127.0.0.1:1"}),
+    );
+    assert!(
+        unbound.as_ref().is_err_and(|e| e.contains("--node-id")),
+        "{unbound:?}"
+    );
     // The group is unharmed.
     let c = wheel("raft-over-tls", "3.0");
     let leader = voters.wait_leader(Duration::from_secs(30), None);
