@@ -895,11 +895,15 @@ async fn commit_upload(
             response
                 .headers_mut()
                 .insert("x-hoard-upload-serial", HeaderValue::from(serial.0));
-            // The term of the entry that committed it: fault tests check
-            // that no term has two acknowledging nodes.
+            // The term of the entry that committed it, and the node that
+            // acknowledged: fault tests check that no term has two
+            // acknowledging nodes.
             response
                 .headers_mut()
                 .insert("x-hoard-term", HeaderValue::from(term));
+            if let Ok(id) = HeaderValue::from_str(&node.config.node_id) {
+                response.headers_mut().insert("x-hoard-node", id);
+            }
             Ok(response)
         }
         // A concurrent upload of the same filename won the race.

@@ -188,7 +188,8 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
-    /// Print a node's status as JSON.
+    /// Print a node's status as JSON. Exits 1 when the node's health is
+    /// not `ok` (unhealthy or fenced), so it serves as a health check.
     Status {
         #[command(flatten)]
         target: Target,
@@ -539,7 +540,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot reach {url}"))?;
             let value: Value = response.json().await.context("status is not JSON")?;
             println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(ExitCode::SUCCESS)
+            match value.get("health").and_then(Value::as_str) {
+                Some("ok") => Ok(ExitCode::SUCCESS),
+                other => {
+                    let problem = value.get("problem").and_then(Value::as_str);
+                    eprintln!(
+                        "{url}: health is {}{}",
+                        other.unwrap_or("missing"),
+                        problem.map(|p| format!(": {p}")).unwrap_or_default()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()),
         Command::Demo {
