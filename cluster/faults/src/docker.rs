@@ -81,8 +81,17 @@ impl Compose {
     }
 
     pub fn compose(&self, args: &[&str]) -> Result<String> {
-        let file = self.file.to_string_lossy().into_owned();
-        let mut full = vec!["-p", PROJECT, "-f", file.as_str()];
+        self.compose_with(&[], args)
+    }
+
+    /// `docker-compose` with override files after the cluster's own.
+    pub fn compose_with(&self, overrides: &[&Path], args: &[&str]) -> Result<String> {
+        let mut files = vec![self.file.to_string_lossy().into_owned()];
+        files.extend(overrides.iter().map(|p| p.to_string_lossy().into_owned()));
+        let mut full = vec!["-p", PROJECT];
+        for file in &files {
+            full.extend(["-f", file.as_str()]);
+        }
         full.extend_from_slice(args);
         run("docker-compose", &full, &self.env)
     }

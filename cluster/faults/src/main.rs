@@ -148,7 +148,13 @@ fn run_suite(
         token,
     );
     let smoke = twine_and_pip_through_replicas(&shared)?;
-    preload(&shared, if quick { 150 } else { 600 })?;
+    // Enough for a fresh replica to take a moment over: the
+    // kill-replica-catching-up scenario kills it halfway.
+    if quick {
+        preload(&shared, 150, 64 << 10)?;
+    } else {
+        preload(&shared, 600, 256 << 10)?;
+    }
 
     let mut reports = Vec::new();
     for (tag, scenario) in scenarios.iter().enumerate() {
@@ -163,7 +169,8 @@ fn run_suite(
         refresh_urls(&suite.compose, &shared)?;
         reports.push(suite.run(scenario, tag as u32 + 1, shared)?);
     }
-    let mut table = results_table(&reports, quick);
+    let mut table = run_header(&suite.image);
+    table.push_str(&results_table(&reports, quick));
     table.push_str(&format!("\nBefore the scenarios: {smoke}.\n"));
     println!("{table}");
     if let Some(path) = results {
@@ -282,14 +289,14 @@ fn twine_and_pip_through_replicas(shared: &Shared) -> Result<String> {
 }
 
 /// Fills the index so that a fresh replica has something to catch up on.
-fn preload(shared: &Shared, files: u32) -> Result<()> {
-    eprintln!("preloading {files} files of 64 KiB");
+fn preload(shared: &Shared, files: u32, size: usize) -> Result<()> {
+    eprintln!("preloading {files} files of {} KiB", size >> 10);
     let http = http_client(Duration::from_secs(30));
     let leader = scenarios::leader(shared)?;
     let base = shared.url(leader).context("no leader address")?;
     for n in 0..files {
         let a = hoard_testkit::artifacts::WheelSpec::new("fault-preload", &format!("0.{n}"))
-            .padding(64 * 1024, u64::from(n))
+            .padding(size, u64::from(n))
             .build();
         let mp = hoard_testkit::http::Upload::of(&a).multipart();
         let response = http
@@ -309,14 +316,50 @@ fn preload(shared: &Shared, files: u32) -> Result<()> {
     Ok(())
 }
 
+/// What the run ran on: the date, the commit, the image, the machine.
+fn run_header(image: &str) -> String {
+    let out = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    let date = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_default();
+    let size: u64 = out(
+        "docker",
+        &["image", "inspect", "--format", "{{.Size}}", image],
+    )
+    .parse()
+    .unwrap_or_default();
+    format!(
+        "# Fault suite results\n\n{date}, commit {}, image {image} ({} MiB), {} cores, load {}.\n\n",
+        out("git", &["describe", "--always", "--dirty"]),
+        size >> 20,
+        out("nproc", &[]),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 fn results_table(reports: &[Report], quick: bool) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | fault | operations | acknowledged | lost | unknown | refused | time to recover | verdict |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | fault | operations | acknowledged | lost | unknown | refused | new leader after | time to recover | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.notes,
             r.verdict.operations,
@@ -324,6 +367,7 @@ fn results_table(reports: &[Report], quick: bool) -> String {
             r.verdict.lost,
             r.unknown,
             r.refused,
+            r.new_leader.map_or("-".into(), |s| format!("{s:.1} s")),
             r.recovery.map_or("-".into(), |s| format!("{s:.1} s")),
             if r.verdict.passed() {
                 "pass"
@@ -332,7 +376,13 @@ fn results_table(reports: &[Report], quick: bool) -> String {
             }
         ));
     }
-    out.push('\n');
+    out.push_str(
+        "\nOperations are uploads and reads. *Unknown*: an upload with no answer within 5 s (it may or \
+         may not have happened; the checker allows either). *Refused*: an upload answered with an error \
+         (a 503 without a leader, a 502 from a replica whose leader is unreachable). *New leader after*: \
+         from the fault to the first voter reporting a newer term as leader. *Time to recover*: from \
+         the fault to the first acknowledged upload that started after it.\n\n",
+    );
     for r in reports {
         out.push_str(&format!("- **{}**: {}.\n", r.name, r.what));
     }

@@ -57,6 +57,11 @@ pub fn all() -> Vec<Scenario> {
             inject: slow_wan,
         },
         Scenario {
+            name: "clock-jump",
+            what: "a follower voter's wall clock jumps a day ahead, then back (libfaketime)",
+            inject: clock_jump,
+        },
+        Scenario {
             name: "replica-disk-full",
             what: "fill replica3's data volume (a tmpfs), then free it",
             inject: replica_disk_full,
@@ -74,6 +79,8 @@ pub struct Report {
     pub refused: usize,
     /// From the fault to the first write acknowledged after it.
     pub recovery: Option<f64>,
+    /// From the fault to the first leader of a newer term, if one came.
+    pub new_leader: Option<f64>,
     pub failure_detail: Option<String>,
 }
 
@@ -90,7 +97,15 @@ impl Suite {
         let injected = (scenario.inject)(self, &shared);
         let fault_at = shared.fault_at().unwrap_or_else(|| shared.now());
         refresh_urls(&self.compose, &shared)?;
-        let notes = injected?;
+        // A fault step that went wrong fails the scenario; the cluster
+        // is still checked.
+        let (notes, step_failed) = match injected {
+            Ok(notes) => (notes, None),
+            Err(e) => (
+                "the fault step failed".to_owned(),
+                Some(format!("the fault step failed: {e:#}")),
+            ),
+        };
         // Writes must come back, then run a little longer on the healed cluster.
         let recovered = wait_until(Duration::from_secs_f64(RECOVERY_BOUND), || {
             shared.first_ack_after(fault_at)
@@ -106,9 +121,19 @@ impl Suite {
             })
             .max()
             .unwrap_or_default();
-        let healed = converge(&shared, max_acked)?;
+        let (healed, unconverged) = match converge(&shared, max_acked) {
+            Ok(healed) => (healed, None),
+            Err(e) => (
+                BTreeMap::new(),
+                Some(format!("the healed cluster cannot be read: {e:#}")),
+            ),
+        };
         let mut verdict = check(&history, &healed);
+        // With no healed state, nothing could be checked as present.
+        verdict.violations.extend(unconverged);
+        verdict.violations.extend(step_failed);
         let recovery = recovered.map(|at| at - fault_at);
+        let new_leader = new_leader_after(&history, fault_at);
         if recovery.is_none() {
             verdict.violations.push(format!(
                 "no write was acknowledged within {RECOVERY_BOUND} s of the fault"
@@ -162,9 +187,28 @@ impl Suite {
             unknown,
             refused,
             recovery,
+            new_leader,
             failure_detail,
         })
     }
+}
+
+/// When, after `fault_at`, a voter first reported leading a term newer
+/// than every term seen before the fault: seconds after the fault.
+fn new_leader_after(history: &crate::history::History, fault_at: f64) -> Option<f64> {
+    let before = history
+        .observations
+        .iter()
+        .filter(|o| o.at < fault_at)
+        .map(|o| o.term)
+        .max()
+        .unwrap_or_default();
+    history
+        .observations
+        .iter()
+        .filter(|o| o.at >= fault_at && o.role == "leader" && o.term > before)
+        .map(|o| o.at - fault_at)
+        .min_by(f64::total_cmp)
 }
 
 pub fn wait_until<T>(bound: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -274,13 +318,23 @@ fn kill_replica_catching_up(suite: &Suite, shared: &Shared) -> Result<String> {
     suite.compose.compose(&["up", "-d", "--no-deps", replica])?;
     refresh_urls(&suite.compose, shared)?;
     let http = http_client(Duration::from_millis(500));
-    // Kill it once it has applied something but not everything.
-    let caught = wait_until(Duration::from_secs(30), || {
-        let s = status(&http, &shared.url(replica)?)?;
-        let applied = s["applied_serial"].as_u64()?;
-        let upstream = s["upstream_serial"].as_u64()?;
-        (applied > 0).then_some((applied, upstream))
-    });
+    // Kill it once it has applied something but not everything: poll
+    // tightly, a release build catches up in a second or two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let caught = loop {
+        let seen = shared.url(replica).and_then(|url| {
+            let s = status(&http, &url)?;
+            Some((
+                s["applied_serial"].as_u64()?,
+                s["upstream_serial"].as_u64()?,
+            ))
+        });
+        match seen {
+            Some((applied, upstream)) if applied > 0 => break Some((applied, upstream)),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
     suite.compose.kill(replica)?;
     std::thread::sleep(suite.hold / 2);
     suite.compose.start(replica)?;
@@ -448,4 +502,96 @@ fn replica_disk_full(suite: &Suite, shared: &Shared) -> Result<String> {
         )),
         None => bail!("{replica} never reported its full disk as unhealthy"),
     }
+}
+
+/// Debian's libfaketime (`apt-get install libfaketime`): its libraries
+/// link only what the hoard image has already.
+const FAKETIME_DIR: &str = "/usr/lib/x86_64-linux-gnu/faketime";
+
+fn clock_jump(suite: &Suite, shared: &Shared) -> Result<String> {
+    let lib = std::path::Path::new(FAKETIME_DIR).join("libfaketimeMT.so.1");
+    if !lib.is_file() {
+        bail!(
+            "{} is missing: install Debian's libfaketime (cluster/faults/run does)",
+            lib.display()
+        );
+    }
+    let leader = leader(shared)?;
+    let voter = ["voter3", "voter2", "voter1"]
+        .into_iter()
+        .find(|v| *v != leader)
+        .context("no follower")?;
+    // The node reads its offset from this file (at most a second old):
+    // writing it moves the node's wall clock, and only its wall clock.
+    let dir = tempfile::tempdir()?;
+    let offset = dir.path().join("offset");
+    std::fs::write(&offset, "+0\n")?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&offset, std::fs::Permissions::from_mode(0o644))?;
+    let overrides = dir.path().join("clock.yaml");
+    std::fs::write(
+        &overrides,
+        format!(
+            "services:\n  {voter}:\n    environment:\n      LD_PRELOAD: /faketime/libfaketimeMT.so.1\n      \
+             FAKETIME_TIMESTAMP_FILE: /faketime-clock/offset\n      FAKETIME_CACHE_DURATION: \"1\"\n      \
+             DONT_FAKE_MONOTONIC: \"1\"\n    volumes:\n      - {FAKETIME_DIR}:/faketime:ro\n      \
+             - {}:/faketime-clock:ro\n",
+            dir.path().display()
+        ),
+    )?;
+    // The voter restarts with the library preloaded and its clock still
+    // true, and catches up before its clock moves.
+    suite
+        .compose
+        .compose_with(&[&overrides], &["up", "-d", "--no-deps", voter])?;
+    refresh_urls(&suite.compose, shared)?;
+    let http = http_client(Duration::from_secs(1));
+    wait_until(Duration::from_secs(60), || {
+        let s = status(&http, &shared.url(voter)?)?;
+        (s["health"].as_str() == Some("ok") && s["role"].as_str() == Some("follower")).then_some(())
+    })
+    .with_context(|| format!("{voter} did not come back as a follower"))?;
+    // The node's clock, as the timestamp of its latest log line (the
+    // readers make one every 50 ms). Not its Date header: hyper caches
+    // that until a wall-clock deadline, so after a jump back it stays
+    // ahead for as long as the jump.
+    let container = suite.compose.container(voter)?;
+    let skew = || -> Option<f64> {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", "--tail", "3", &container])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned()
+            + &String::from_utf8_lossy(&logs.stderr);
+        let line = text.lines().rev().find(|l| l.contains("\"timestamp\""))?;
+        let stamp: serde_json::Value = serde_json::from_str(line).ok()?;
+        let at = time::OffsetDateTime::parse(
+            stamp["timestamp"].as_str()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
+        Some((at - time::OffsetDateTime::now_utc()).as_seconds_f64())
+    };
+    let jumped = (|| -> Result<f64> {
+        std::fs::write(&offset, "+1d\n")?;
+        let ahead = wait_until(Duration::from_secs(10), || skew().filter(|s| *s > 80_000.0))
+            .with_context(|| format!("{voter}'s clock did not move ahead"))?;
+        shared.mark_fault();
+        std::thread::sleep(suite.hold);
+        std::fs::write(&offset, "+0\n")?;
+        wait_until(Duration::from_secs(10), || {
+            skew().filter(|s| s.abs() < 60.0)
+        })
+        .with_context(|| format!("{voter}'s clock did not come back"))?;
+        std::thread::sleep(suite.hold);
+        Ok(ahead)
+    })();
+    // Heal, whatever happened: the voter again as compose.yaml describes it.
+    suite.compose.compose(&["up", "-d", "--no-deps", voter])?;
+    Ok(format!(
+        "{voter}'s clock {:.1} h ahead for {} s, then back",
+        jumped? / 3600.0,
+        suite.hold.as_secs()
+    ))
 }
