@@ -32,6 +32,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
     pub node_id: String,
+    /// This node's public HTTP URL, told to upstreams for their status.
+    pub http_url: String,
     /// gRPC addresses to follow, in order of preference.
     pub upstreams: Vec<String>,
     /// How many events may have blob fetches in flight at once.
@@ -214,6 +216,7 @@ impl Follower {
         let mut request = tonic::Request::new(SubscribeRequest {
             since_serial: since.0,
             subscriber_id: self.config.node_id.clone(),
+            subscriber_url: self.config.http_url.clone(),
         });
         self.epoch.attach(request.metadata_mut());
         let stream = client

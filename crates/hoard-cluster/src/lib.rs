@@ -11,6 +11,7 @@ mod follower;
 pub mod net;
 mod raft;
 mod service;
+mod subscribers;
 pub mod tls;
 mod writer;
 
@@ -22,6 +23,7 @@ pub use raft::{
     RaftTuning, TuningError,
 };
 pub use service::{serve_grpc, ReplicationSource};
+pub use subscribers::{Subscriber, Subscribers};
 pub use tls::{ClusterTls, ClusterTlsFiles, PeerInfo};
 pub use writer::{WriteError, Writer};
 

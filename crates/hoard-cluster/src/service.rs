@@ -42,6 +42,8 @@ pub struct ReplicationSource {
     /// The cluster id and epoch of what this node holds.
     pub epoch: Arc<Epoch>,
     pub net: Net,
+    /// Who follows this node, for its status.
+    pub subscribers: Arc<crate::Subscribers>,
 }
 
 impl ReplicationSource {
@@ -121,8 +123,11 @@ impl Changelog for ReplicationSource {
         tracing::info!(subscriber = %req.subscriber_id, %since, "follower subscribed");
         let (tx, rx) = mpsc::channel(1024);
         let source = self.clone();
+        let subscription = self
+            .subscribers
+            .connect(&req.subscriber_id, &req.subscriber_url, since);
         tokio::spawn(async move {
-            if let Err(e) = stream_changelog(source, since, &tx).await {
+            if let Err(e) = stream_changelog(source, since, &tx, &subscription).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -136,6 +141,7 @@ async fn stream_changelog(
     source: ReplicationSource,
     since: Serial,
     tx: &mpsc::Sender<Result<ChangelogMessage, Status>>,
+    subscription: &crate::subscribers::Subscription,
 ) -> Result<(), Status> {
     let mut applied = source.applied.clone();
     let mut sent = since;
@@ -168,6 +174,7 @@ async fn stream_changelog(
                 }
                 sent = serial;
             }
+            subscription.sent(sent);
         }
         tokio::select! {
             changed = applied.changed() => {

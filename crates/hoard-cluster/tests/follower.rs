@@ -166,6 +166,7 @@ fn start_replica(upstreams: Vec<String>) -> Replica {
     let follower = Follower::new(
         FollowerConfig {
             node_id: "replica".into(),
+            http_url: String::new(),
             upstreams,
             fetch_concurrency: 4,
         },
@@ -297,6 +298,7 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
             primary_url,
             epoch: test_epoch(dir.path()),
             net: hoard_cluster::Net::new(good.clone(), None, None),
+            subscribers: Default::default(),
         },
         None,
         listener,

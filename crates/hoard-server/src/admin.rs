@@ -7,7 +7,7 @@ use hoard_core::{Change, Perm, RepoFormat, RepoKind, RepoName, RepoSettings};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::body::read_small;
 use crate::error::ApiError;
@@ -71,6 +71,14 @@ pub fn status(node: &Node) -> HandlerResult {
                 "commit_index": view.commit_index,
                 "voters": view.voters,
                 "learners": view.learners,
+                // Where each member is, so that a status table can ask it.
+                "members": view.nodes.iter().map(|(id, info)| json!({
+                    "raft_id": id,
+                    "node_id": info.name,
+                    "http_url": info.http_url,
+                    "grpc_addr": info.grpc_addr,
+                    "voter": view.voters.contains(id),
+                })).collect::<Vec<_>>(),
                 "snapshots_installed": raft.snapshots_installed(),
                 "health": if problem.is_some() { "unhealthy" } else { "ok" },
                 "problem": problem,
@@ -97,6 +105,22 @@ pub fn status(node: &Node) -> HandlerResult {
     };
     if let (Some(status), Some(fields)) = (status.as_object_mut(), fields.as_object()) {
         status.extend(fields.clone());
+        let followers: Vec<Value> = node
+            .subscribers
+            .list()
+            .into_iter()
+            .map(|f| {
+                json!({
+                    "node_id": f.node_id,
+                    "http_url": f.http_url,
+                    "connected": f.connected,
+                    "for_secs": f.for_secs,
+                    "since_serial": f.since.0,
+                    "sent_serial": f.sent.0,
+                })
+            })
+            .collect();
+        status.insert("followers".into(), json!(followers));
         let identity = node.epoch.known_identity();
         status.insert(
             "epoch".into(),

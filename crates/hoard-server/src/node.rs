@@ -78,6 +78,8 @@ pub struct Node {
     pub epoch: Arc<Epoch>,
     /// The node-to-node network (connections, the fault layer).
     pub net: Net,
+    /// The followers of this node's changelog.
+    pub subscribers: Arc<hoard_cluster::Subscribers>,
     /// Mirror repositories' upstream client, freshness and fills.
     pub mirror: crate::mirror::MirrorState,
     /// Set when this node must restart in place: a forced promotion or a
@@ -184,6 +186,7 @@ impl Node {
                 let follower = Follower::new(
                     FollowerConfig {
                         node_id: config.node_id.clone(),
+                        http_url: config.public_url(),
                         upstreams: config.upstreams.clone(),
                         fetch_concurrency: config.fetch_concurrency,
                     },
@@ -222,6 +225,7 @@ impl Node {
             proxy_client: std::sync::OnceLock::new(),
             epoch,
             net,
+            subscribers: Arc::default(),
             mirror: crate::mirror::MirrorState::new()?,
             restart: watch::Sender::new(false),
             passwords: PasswordCache::default(),
@@ -345,6 +349,7 @@ impl Node {
             primary_url: self.primary_url.clone(),
             epoch: self.epoch.clone(),
             net: self.net.clone(),
+            subscribers: self.subscribers.clone(),
         }
     }
 

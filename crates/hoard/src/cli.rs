@@ -188,11 +188,23 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
-    /// Print a node's status as JSON. Exits 1 when the node's health is
-    /// not `ok` (unhealthy or fenced), so it serves as a health check.
+    /// The whole cluster as a table: every voter and replica that the
+    /// node at --url knows of, with role, leader, term, serials, lag and
+    /// health. Exits 1 if a node is unreachable or unhealthy, or no node
+    /// leads.
     Status {
         #[command(flatten)]
         target: Target,
+        /// The table as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECS seconds.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+        /// Only this node: its /+status as JSON, exiting 1 unless its health
+        /// is ok (a container health check).
+        #[arg(long, conflicts_with_all = ["json", "watch"])]
+        node: bool,
     },
     /// Start a local cluster (a primary and replicas) as child processes on
     /// loopback ports, and describe it in DIR/cluster.json.
@@ -533,24 +545,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             leader: None,
             wait,
         } => crate::promotion::rejoin(&target, wait).await,
-        Command::Status { target } => {
-            let url = format!("{}/+status", target.url()?);
-            let response = reqwest::get(&url)
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let value: Value = response.json().await.context("status is not JSON")?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            match value.get("health").and_then(Value::as_str) {
-                Some("ok") => Ok(ExitCode::SUCCESS),
-                other => {
-                    let problem = value.get("problem").and_then(Value::as_str);
-                    eprintln!(
-                        "{url}: health is {}{}",
-                        other.unwrap_or("missing"),
-                        problem.map(|p| format!(": {p}")).unwrap_or_default()
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
+        Command::Status {
+            target,
+            json,
+            watch,
+            node,
+        } => {
+            let url = target.url()?;
+            if node {
+                crate::status::node(&url).await
+            } else {
+                crate::status::cluster(&url, json, watch).await
             }
         }
         Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()),

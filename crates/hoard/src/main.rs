@@ -11,6 +11,7 @@ mod demo;
 mod prefetch;
 mod promotion;
 mod settings;
+mod status;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod bad_input;
+mod cluster_status;
 mod concurrent;
 mod downloads;
 mod durability;

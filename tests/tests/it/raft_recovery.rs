@@ -131,7 +131,8 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
     wait_fenced(&voters.nodes[survivor], 2);
     // `hoard status` is the container health check: non-zero on the fenced
     // node, zero on the new leader.
-    let fenced = voters.nodes[survivor].cli(&["status", "--url", &voters.nodes[survivor].url()]);
+    let fenced =
+        voters.nodes[survivor].cli(&["status", "--node", "--url", &voters.nodes[survivor].url()]);
     assert_eq!(
         fenced.status.code(),
         Some(1),
@@ -141,7 +142,7 @@ fn a_replica_promoted_by_force_writes_and_the_old_voters_rejoin_after_hoard_rejo
         String::from_utf8_lossy(&fenced.stderr).contains("health is fenced"),
         "hoard status of a fenced node: {fenced:?}"
     );
-    replica.cli_ok(&["status", "--url", &replica.url()]);
+    replica.cli_ok(&["status", "--node", "--url", &replica.url()]);
     let redirected = wheel("dr-pkg", "9.9");
     let up = upload(&http, &voters.nodes[survivor].url(), &token, &redirected).unwrap();
     assert_eq!(up.status, 307, "a fenced voter answered {up:?}");

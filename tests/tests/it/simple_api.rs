@@ -436,7 +436,7 @@ fn status_and_serial_header() {
     assert_eq!(serial_header(&resp).unwrap(), serial + 2, "on a 401");
 
     // The CLI prints the same status.
-    let out = node.cli_ok(&["status", "--url", &node.url()]);
+    let out = node.cli_ok(&["status", "--node", "--url", &node.url()]);
     let v: Value = serde_json::from_str(out.trim()).expect("hoard status prints JSON");
     assert_eq!(v["node_id"], "status-node");
     assert_eq!(v["applied_serial"], serial + 2);
