@@ -151,7 +151,7 @@ fn run_suite(
     // Enough for a fresh replica to take a moment over: the
     // kill-replica-catching-up scenario kills it halfway.
     if quick {
-        preload(&shared, 150, 64 << 10)?;
+        preload(&shared, 400, 32 << 10)?;
     } else {
         preload(&shared, 600, 256 << 10)?;
     }
@@ -380,7 +380,8 @@ fn results_table(reports: &[Report], quick: bool) -> String {
         "\nOperations are uploads and reads. *Unknown*: an upload with no answer within 5 s (it may or \
          may not have happened; the checker allows either). *Refused*: an upload answered with an error \
          (a 503 without a leader, a 502 from a replica whose leader is unreachable). *New leader after*: \
-         from the fault to the first voter reporting a newer term as leader. *Time to recover*: from \
+         from the fault to the first voter reporting a newer term as leader, as the status poller saw it \
+         (every 200 ms, waiting up to 0.5 s on a node that does not answer). *Time to recover*: from \
          the fault to the first acknowledged upload that started after it.\n\n",
     );
     for r in reports {

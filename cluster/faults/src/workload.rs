@@ -414,7 +414,15 @@ pub fn status(client: &Client, base: &str) -> Option<Value> {
 }
 
 fn poll_status(shared: &Shared) {
-    let http = http_client(Duration::from_secs(1));
+    // Short: one round asks every voter in turn, and a dead one must not
+    // hide a new leader for long.
+    let http = Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .expect("an HTTP client");
     while !shared.stopped() {
         // A cut-off leader goes on saying it leads: the newest term wins.
         let mut newest: Option<(u64, &str)> = None;
