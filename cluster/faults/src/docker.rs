@@ -121,7 +121,13 @@ impl Compose {
     /// The node's address on its datacenter network, which this machine
     /// (the bridge's host) reaches directly.
     pub fn address(&self, service: &str) -> Result<String> {
-        let networks = self.networks_of(service)?;
+        self.address_of(&self.container(service)?, service)
+    }
+
+    /// [`Compose::address`] of a container already looked up (each lookup
+    /// is a `docker-compose` run, which takes a while).
+    pub fn address_of(&self, id: &str, service: &str) -> Result<String> {
+        let networks = networks_of(id)?;
         let dc = format!("{PROJECT}_{}", datacenter(service));
         networks
             .get(&dc)
@@ -129,21 +135,6 @@ impl Compose {
             .filter(|ip| !ip.is_empty())
             .map(str::to_owned)
             .with_context(|| format!("{service} has no address on {dc}"))
-    }
-
-    fn networks_of(&self, service: &str) -> Result<serde_json::Map<String, Value>> {
-        let id = self.container(service)?;
-        let out = docker(&[
-            "inspect",
-            "--format",
-            "{{json .NetworkSettings.Networks}}",
-            &id,
-        ])?;
-        let value: Value = serde_json::from_str(out.trim()).context("docker inspect")?;
-        value
-            .as_object()
-            .cloned()
-            .context("docker inspect: no networks")
     }
 
     /// SIGKILL: the process dies with no chance to flush anything.
@@ -190,4 +181,18 @@ impl Compose {
         self.compose(&["logs", "--no-color", "--tail", &tail, service])
             .unwrap_or_else(|e| format!("(no logs: {e:#})"))
     }
+}
+
+fn networks_of(id: &str) -> Result<serde_json::Map<String, Value>> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{json .NetworkSettings.Networks}}",
+        id,
+    ])?;
+    let value: Value = serde_json::from_str(out.trim()).context("docker inspect")?;
+    value
+        .as_object()
+        .cloned()
+        .context("docker inspect: no networks")
 }

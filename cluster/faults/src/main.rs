@@ -139,14 +139,12 @@ fn run_suite(
     refresh_urls(&suite.compose, &shared)?;
     wait_for_cluster(&shared)?;
     let token = upload_token(&shared, &admin_token(&suite.compose)?)?;
-    let shared = Shared::new(
-        shared
-            .urls
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        token,
-    );
+    let urls = shared
+        .urls
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let shared = Shared::new(urls, token);
     let smoke = twine_and_pip_through_replicas(&shared)?;
     // Enough for a fresh replica to take a moment over: the
     // kill-replica-catching-up scenario kills it halfway.
@@ -158,14 +156,7 @@ fn run_suite(
 
     let mut reports = Vec::new();
     for (tag, scenario) in scenarios.iter().enumerate() {
-        let shared = Shared::new(
-            shared
-                .urls
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            shared.token.clone(),
-        );
+        let shared = shared.fresh();
         refresh_urls(&suite.compose, &shared)?;
         reports.push(suite.run(scenario, tag as u32 + 1, shared)?);
     }

@@ -94,6 +94,34 @@ impl Shared {
         f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// Records one upload of `a`, ending now.
+    fn record_write(
+        &self,
+        client: &str,
+        sent_to: &str,
+        a: &Artifact,
+        started: f64,
+        outcome: Outcome,
+    ) {
+        let write = Write {
+            client: client.to_owned(),
+            sent_to: sent_to.to_owned(),
+            project: a.name.clone(),
+            filename: a.filename.clone(),
+            sha256: a.sha256(),
+            started,
+            ended: self.now(),
+            outcome,
+        };
+        self.record(|h| h.writes.push(write));
+    }
+
+    /// The same addresses and token, with a history of its own.
+    pub fn fresh(&self) -> Arc<Shared> {
+        let urls = self.urls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Shared::new(urls, self.token.clone())
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -289,20 +317,13 @@ fn write_through_leader(shared: &Shared, tag: u32, client: u32) {
                 break Outcome::Refused { status: retry };
             }
         };
-        let ended = shared.now();
-        let sent_to = target.clone();
-        shared.record(|h| {
-            h.writes.push(Write {
-                client: format!("leader-writer-{client}"),
-                sent_to,
-                project: a.name.clone(),
-                filename: a.filename.clone(),
-                sha256: a.sha256(),
-                started,
-                ended,
-                outcome,
-            })
-        });
+        shared.record_write(
+            &format!("leader-writer-{client}"),
+            &target,
+            &a,
+            started,
+            outcome,
+        );
         std::thread::sleep(Duration::from_millis(30));
     }
 }
@@ -327,19 +348,7 @@ fn write_through_replicas(shared: &Shared, tag: u32, client: u32) {
                 Answer::Status(status) => Outcome::Refused { status },
             },
         };
-        let ended = shared.now();
-        shared.record(|h| {
-            h.writes.push(Write {
-                client: "replica-writer".into(),
-                sent_to: replica.into(),
-                project: a.name.clone(),
-                filename: a.filename.clone(),
-                sha256: a.sha256(),
-                started,
-                ended,
-                outcome,
-            })
-        });
+        shared.record_write("replica-writer", replica, &a, started, outcome);
         std::thread::sleep(Duration::from_millis(60));
     }
 }
