@@ -92,6 +92,7 @@ const CONVERGE_BOUND: Duration = Duration::from_secs(120);
 impl Suite {
     pub fn run(&self, scenario: &Scenario, tag: u32, shared: Arc<Shared>) -> Result<Report> {
         eprintln!("== {}: {}", scenario.name, scenario.what);
+        reconnect_all(&self.compose);
         let workload = Workload::start(shared.clone(), tag);
         std::thread::sleep(Duration::from_secs(2));
         let injected = (scenario.inject)(self, &shared);
@@ -224,6 +225,16 @@ pub fn wait_until<T>(bound: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// Puts every node back on the WAN, as compose.yaml has them: the heal of
+/// every partition, and a reset before each scenario, so that one that
+/// failed halfway does not leave a node cut off for the next.
+pub fn reconnect_all(compose: &Compose) {
+    for node in nodes() {
+        // "already exists in network" is the usual answer, and fine.
+        let _ = compose.connect("wan", node);
+    }
+}
+
 /// Node addresses change when a container restarts or reconnects.
 pub fn refresh_urls(compose: &Compose, shared: &Shared) -> Result<()> {
     let mut urls = BTreeMap::new();
@@ -321,6 +332,16 @@ fn kill_replica_catching_up(suite: &Suite, shared: &Shared) -> Result<String> {
         .compose
         .compose(&["up", "--no-start", "--no-deps", replica])?;
     let id = suite.compose.container(replica)?;
+    // `docker-compose start` would attach the service's other networks;
+    // `docker start` leaves the container on its first one only.
+    let _ = docker(&[
+        "network",
+        "connect",
+        "--alias",
+        replica,
+        &format!("{PROJECT}_wan"),
+        &id,
+    ]);
     docker(&["start", &id])?;
     let ip = suite.compose.address_of(&id, replica)?;
     shared
@@ -367,14 +388,16 @@ fn partition_leader_dc(suite: &Suite, shared: &Shared) -> Result<String> {
         .into_iter()
         .filter(|n| datacenter(n) == dc)
         .collect();
-    for node in &cut {
-        suite.compose.disconnect("wan", node)?;
+    let cutting = cut
+        .iter()
+        .try_for_each(|node| suite.compose.disconnect("wan", node));
+    if cutting.is_ok() {
+        shared.mark_fault();
+        std::thread::sleep(suite.hold);
     }
-    shared.mark_fault();
-    std::thread::sleep(suite.hold);
-    for node in &cut {
-        suite.compose.connect("wan", node)?;
-    }
+    // Heal whatever was cut, even if the cut failed halfway.
+    reconnect_all(&suite.compose);
+    cutting?;
     Ok(format!("cut {dc} ({}) off the WAN", cut.join(", ")))
 }
 
@@ -384,10 +407,13 @@ fn partition_voter(suite: &Suite, shared: &Shared) -> Result<String> {
         .iter()
         .find(|v| **v != leader)
         .context("no follower")?;
-    suite.compose.disconnect("wan", voter)?;
-    shared.mark_fault();
-    std::thread::sleep(suite.hold);
-    suite.compose.connect("wan", voter)?;
+    let cutting = suite.compose.disconnect("wan", voter);
+    if cutting.is_ok() {
+        shared.mark_fault();
+        std::thread::sleep(suite.hold);
+    }
+    reconnect_all(&suite.compose);
+    cutting?;
     Ok(format!("cut {voter} off the WAN"))
 }
 
@@ -419,7 +445,7 @@ fn slow_wan(suite: &Suite, shared: &Shared) -> Result<String> {
     for proxy in &proxies {
         let _ = docker(&["rm", "--force", proxy]);
     }
-    suite.compose.connect("wan", slow)?;
+    reconnect_all(&suite.compose);
     result?;
     Ok(format!(
         "{SLOW_WAN_DELAY_MS} ms each way between {slow} ({dc}) and the other voters"
