@@ -127,14 +127,12 @@ impl Compose {
     /// [`Compose::address`] of a container already looked up (each lookup
     /// is a `docker-compose` run, which takes a while).
     pub fn address_of(&self, id: &str, service: &str) -> Result<String> {
-        let networks = networks_of(id)?;
-        let dc = format!("{PROJECT}_{}", datacenter(service));
-        networks
-            .get(&dc)
-            .and_then(|n| n["IPAddress"].as_str())
-            .filter(|ip| !ip.is_empty())
-            .map(str::to_owned)
-            .with_context(|| format!("{service} has no address on {dc}"))
+        address_on(id, service, &datacenter(service))
+    }
+
+    /// The service's address on `network` (`wan`, `dc2`, …).
+    pub fn address_on(&self, service: &str, network: &str) -> Result<String> {
+        address_on(&self.container(service)?, service, network)
     }
 
     /// SIGKILL: the process dies with no chance to flush anything.
@@ -195,4 +193,14 @@ fn networks_of(id: &str) -> Result<serde_json::Map<String, Value>> {
         .as_object()
         .cloned()
         .context("docker inspect: no networks")
+}
+
+fn address_on(id: &str, service: &str, network: &str) -> Result<String> {
+    let net = format!("{PROJECT}_{network}");
+    networks_of(id)?
+        .get(&net)
+        .and_then(|n| n["IPAddress"].as_str())
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("{service} has no address on {net}"))
 }

@@ -426,7 +426,7 @@ fn slow_wan(suite: &Suite, shared: &Shared) -> Result<String> {
     let others: Vec<(&str, String)> = VOTERS
         .iter()
         .filter(|v| **v != slow)
-        .map(|v| Ok((*v, wan_address(&suite.compose, v)?)))
+        .map(|v| Ok((*v, suite.compose.address_on(v, "wan")?)))
         .collect::<Result<_>>()?;
     // The slow voter leaves the WAN; in its place, under its name, a proxy
     // that reaches it through its datacenter. In its datacenter, under the
@@ -450,21 +450,6 @@ fn slow_wan(suite: &Suite, shared: &Shared) -> Result<String> {
     Ok(format!(
         "{SLOW_WAN_DELAY_MS} ms each way between {slow} ({dc}) and the other voters"
     ))
-}
-
-fn wan_address(compose: &Compose, service: &str) -> Result<String> {
-    let id = compose.container(service)?;
-    let out = docker(&[
-        "inspect",
-        "--format",
-        &format!("{{{{(index .NetworkSettings.Networks \"{PROJECT}_wan\").IPAddress}}}}"),
-        &id,
-    ])?;
-    let ip = out.trim();
-    if ip.is_empty() || ip == "<no value>" {
-        bail!("{service} has no WAN address");
-    }
-    Ok(ip.to_owned())
 }
 
 /// A delaying proxy named `alias` on `network`, also attached to `via`,

@@ -140,11 +140,15 @@ impl Shared {
 }
 
 pub fn http_client(timeout: Duration) -> Client {
+    http_client_connecting_within(timeout, Duration::from_secs(1))
+}
+
+fn http_client_connecting_within(timeout: Duration, connect: Duration) -> Client {
     Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
-        .connect_timeout(Duration::from_secs(1))
+        .connect_timeout(connect)
         .build()
         .expect("an HTTP client")
 }
@@ -425,13 +429,8 @@ pub fn status(client: &Client, base: &str) -> Option<Value> {
 fn poll_status(shared: &Shared) {
     // Short: one round asks every voter in turn, and a dead one must not
     // hide a new leader for long.
-    let http = Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(300))
-        .build()
-        .expect("an HTTP client");
+    let http =
+        http_client_connecting_within(Duration::from_millis(500), Duration::from_millis(300));
     while !shared.stopped() {
         // A cut-off leader goes on saying it leads: the newest term wins.
         let mut newest: Option<(u64, &str)> = None;
