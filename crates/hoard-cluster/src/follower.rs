@@ -28,6 +28,12 @@ const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
 /// streams in without pause.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Room the index's disk must have before a replica whose index stopped
+/// taking writes restarts: a few of sled's log segments, so that the
+/// restart does not fail the same way at once.
+const ROOM_TO_RESTART: usize = 8 << 20;
+/// How often a replica whose index stopped taking writes looks for room.
+const ROOM_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
@@ -79,6 +85,9 @@ pub struct Follower {
     /// Learns the cluster id and epoch from the upstream's heartbeats.
     epoch: Arc<Epoch>,
     net: Net,
+    /// Set, with the reason, once the index must be opened again before
+    /// this replica can apply anything more.
+    reopen: watch::Sender<Option<String>>,
 }
 
 enum Item {
@@ -115,6 +124,7 @@ impl Follower {
             catching_up: std::sync::atomic::AtomicBool::new(false),
             epoch,
             net,
+            reopen: watch::Sender::new(None),
         }))
     }
 
@@ -126,6 +136,13 @@ impl Follower {
     /// The primary's public URL, learned from upstream heartbeats.
     pub fn primary_url(&self) -> watch::Receiver<Option<String>> {
         self.primary_url.subscribe()
+    }
+
+    /// Becomes `Some(reason)` when the index has stopped taking writes and
+    /// its disk takes them again: the node must open the index anew (restart)
+    /// to go on. [`Follower::run`] has returned by then.
+    pub fn reopen_needed(&self) -> watch::Receiver<Option<String>> {
+        self.reopen.subscribe()
     }
 
     pub fn status(&self) -> FollowerStatus {
@@ -160,6 +177,12 @@ impl Follower {
                 let mut status = self.lock_status();
                 status.connected = false;
                 match &result {
+                    Err(ClusterError::Store(e)) if e.needs_reopen() => {
+                        status.problem = Some(format!(
+                            "the index stopped taking writes ({e}); \
+                             restarting once its disk takes writes again"
+                        ));
+                    }
                     Err(ClusterError::Store(e)) if e.is_disk_full() => {
                         status.problem = Some(format!("disk full, not applying: {e}"));
                     }
@@ -193,6 +216,15 @@ impl Follower {
             }
             match result {
                 Ok(()) => tracing::info!(upstream = %addr, "upstream ended the stream"),
+                Err(ClusterError::Store(e)) if e.needs_reopen() => {
+                    tracing::error!(error = %e, "the index stopped taking writes; waiting for room on its disk to restart");
+                    if self.wait_for_room(&mut shutdown).await {
+                        self.reopen.send_replace(Some(format!(
+                            "the index stopped taking writes ({e}), and its disk takes writes again"
+                        )));
+                    }
+                    return;
+                }
                 Err(e) => tracing::warn!(upstream = %addr, error = %e, "following stopped"),
             }
             if *self.applied.borrow() > before {
@@ -205,6 +237,25 @@ impl Follower {
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Waits until the index's disk takes [`ROOM_TO_RESTART`] more bytes:
+    /// true then, false on shutdown.
+    async fn wait_for_room(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            let dir = self.index.dir().to_owned();
+            let room =
+                tokio::task::spawn_blocking(move || hoard_store::has_room(&dir, ROOM_TO_RESTART))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if room {
+                return true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ROOM_POLL) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return false,
             }
         }
     }

@@ -235,6 +235,12 @@ impl Node {
             password_upgrades,
         });
         tokio::spawn(upgrade_legacy_passwords(Arc::downgrade(&node), upgrades));
+        if let NodeRole::Replica(follower) = &node.role {
+            tokio::spawn(restart_when_index_reopens(
+                Arc::downgrade(&node),
+                follower.reopen_needed(),
+            ));
+        }
         Ok(node)
     }
 
@@ -720,6 +726,22 @@ pub struct TokenScope {
     pub user: Option<String>,
     pub projects: Option<Vec<String>>,
     pub expires_us: Option<i64>,
+}
+
+/// A replica whose index stopped taking writes (sled keeps a failed
+/// write's error until it is opened again) restarts in place once its
+/// follower sees room on the disk: the restart reopens the index from its
+/// last flush and follows on from there.
+async fn restart_when_index_reopens(
+    node: std::sync::Weak<Node>,
+    mut reopen: watch::Receiver<Option<String>>,
+) {
+    let Ok(why) = reopen.wait_for(Option::is_some).await.map(|w| w.clone()) else {
+        return;
+    };
+    if let (Some(node), Some(why)) = (node.upgrade(), why) {
+        node.request_restart(&why);
+    }
 }
 
 /// Replaces legacy password hashes that Basic sign-ins proved, one at a

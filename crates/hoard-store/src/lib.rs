@@ -18,7 +18,7 @@ mod raft_log;
 mod writer;
 
 pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
-pub use durable::write_file_durable;
+pub use durable::{has_room, write_file_durable};
 pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
@@ -62,6 +62,15 @@ impl StoreError {
             StoreError::Sled(sled::Error::Io(io)) => io.raw_os_error() == Some(libc_enospc()),
             _ => false,
         }
+    }
+
+    /// Whether the index will take no more writes in this process. sled
+    /// 0.34 keeps the first I/O error it meets while writing its log (a
+    /// full disk, say) and returns it from every later write and flush of
+    /// that database, even once the cause is gone: only opening the index
+    /// again, which recovers from the last flush, clears it.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(_)))
     }
 }
 

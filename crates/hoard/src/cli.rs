@@ -653,8 +653,13 @@ async fn serve(
     if let Some(raft) = node.raft() {
         raft.shutdown().await;
     }
-    node.index.flush()?;
-    if *node.restart_requested().borrow() {
+    let restarting = *node.restart_requested().borrow();
+    match node.index.flush() {
+        // The restart reopens the index from its last good flush.
+        Err(e) if restarting => tracing::warn!(error = %e, "the index could not be flushed"),
+        result => result?,
+    }
+    if restarting {
         return Err(restart_in_place());
     }
     tracing::info!("stopped");

@@ -272,3 +272,88 @@ fn a_replica_with_a_full_disk_reports_it_keeps_serving_and_resumes() {
     );
     fsck_ok(&r, "after its disk filled up and it resumed");
 }
+
+/// A replica's index meets a full disk: sled keeps that write error for as
+/// long as the database stays open, so the replica says so, keeps serving
+/// what it has, and restarts in place (same pid) once the disk takes
+/// writes again; it then follows on from its last flush and converges.
+/// Only blob-less events are sent (yank and unyank with a long reason), so
+/// that sled, not a blob, is what meets the full disk.
+#[test]
+fn a_replica_whose_index_meets_a_full_disk_restarts_in_place_once_there_is_room() {
+    let p = primary();
+    let token = p.create_token("pypi", "upload");
+    let name = "sled-full";
+    let http = cluster::client();
+    let first = wheel(name, "1.0");
+    let first_serial = upload_ok(&http, &p.url(), &token, &first);
+
+    let mut r = Node::prepare(NodeOpts::replica("r", &[p.grpc_addr()]));
+    r.mount_tmpfs_data_dir("64m");
+    r.launch();
+    wait_applied(&r, first_serial, CONVERGE);
+    let pid = r.pid();
+
+    let filler = r.data_dir().join("filler");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let admin = p.admin_token();
+    let reason = "r".repeat(4096);
+    let mut last = first_serial;
+    for i in 0..300 {
+        let body = serde_json::json!({
+            "repo": "pypi", "project": name, "version": "1.0",
+            "reason": reason, "undo": i % 2 == 1,
+        });
+        let resp = http
+            .post(format!("{}/+admin/yank", p.url()))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().unwrap());
+        last = p.serial();
+    }
+    let s = cluster::wait_for(CONVERGE, "the replica reports its index stopped", || {
+        status_of(&r).ok().filter(|s| {
+            s["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("stopped taking writes"))
+        })
+    });
+    eprintln!("unhealthy: {s:#}");
+    assert_eq!(s["health"], "unhealthy", "{s:#}");
+    assert!(s["applied_serial"].as_u64().unwrap() < last, "{s:#}");
+    // It still serves what it has, and stays put while the disk is full.
+    let files = listed(r.http(), &r.url(), name).unwrap();
+    assert_eq!(files.len(), 1);
+    let bytes = download(r.http(), &files[0].url).unwrap();
+    assert_eq!(sha256_hex(&bytes), first.sha256());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(r.pid(), pid);
+    assert_eq!(r.status()["health"], "unhealthy");
+
+    std::fs::remove_file(&filler).unwrap();
+    let t = Instant::now();
+    wait_converged(&[&p, &r], CONVERGE);
+    eprintln!("converged {:?} after the disk was freed", t.elapsed());
+    assert!(r.is_running() && r.pid() == pid, "it restarts in place");
+    assert!(
+        r.log().contains("restarting in place"),
+        "{}",
+        r.log_tail(30)
+    );
+    let s = r.status();
+    assert_eq!(s["health"], "ok", "{s:#}");
+    let (by_itself, exit) = r.stop();
+    assert!(
+        by_itself && exit.success(),
+        "the replica's SIGTERM exit: {exit}"
+    );
+    fsck_ok(&r, "after its index met a full disk and it restarted");
+}

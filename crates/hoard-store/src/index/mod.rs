@@ -15,7 +15,7 @@ mod read;
 mod snapshot;
 mod state;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::flusher::Flusher;
 use crate::raft_log::RaftLog;
@@ -49,6 +49,7 @@ pub struct StoredRaftPosition {
 }
 
 pub struct Index {
+    dir: PathBuf,
     db: sled::Db,
     flusher: Flusher,
     changelog: sled::Tree,
@@ -88,6 +89,7 @@ impl Index {
             users: db.open_tree("users")?,
             owners: db.open_tree("owners")?,
             db,
+            dir: dir.to_owned(),
         };
         if index.meta.get(INSTALLING)?.is_some() {
             // A crash in the middle of installing a snapshot: what is
@@ -102,6 +104,11 @@ impl Index {
             index.db.flush()?;
         }
         Ok(index)
+    }
+
+    /// The directory the index lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The Raft log kept in this database.
