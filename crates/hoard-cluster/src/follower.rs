@@ -56,6 +56,8 @@ pub struct FollowerStatus {
     pub applied_time_us: i64,
     pub pending_blobs: u64,
     pub blob_bytes_fetched: u64,
+    /// Subscriptions to an upstream after the first.
+    pub reconnects: u64,
     /// Set while something stops the replica from applying (a full disk).
     pub problem: Option<String>,
 }
@@ -166,7 +168,10 @@ impl Follower {
         }
         let mut turn = 0usize;
         let mut backoff = Duration::from_millis(100);
-        loop {
+        for attempt in 0u64.. {
+            if attempt > 0 {
+                self.lock_status().reconnects += 1;
+            }
             let addr = &upstreams[turn % upstreams.len()];
             let before = *self.applied.borrow();
             let result = tokio::select! {

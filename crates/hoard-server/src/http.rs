@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hoard_core::{RepoFormat, RepoName, Serial};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -171,6 +171,12 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let request_bytes = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let checked = match node.check_rate(req.headers()) {
         Ok(()) => wait_for_min_serial(&node, &req).await,
         Err(e) => Err(e),
@@ -192,10 +198,20 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    node.metrics.record(
-        response.status().as_u16(),
-        started.elapsed().as_micros() as u64,
-    );
+    node.metrics.record(crate::metrics::Exchange {
+        route: crate::metrics::Route::of(&method, &path),
+        method: method.clone(),
+        status: response.status().as_u16(),
+        seconds: started.elapsed().as_secs_f64(),
+        request_bytes,
+        // A streamed file's body has no exact size; its header says it.
+        response_bytes: response.body().size_hint().exact().or_else(|| {
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        }),
+    });
     tracing::info!(
         %method,
         path = %path,

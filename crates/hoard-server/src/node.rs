@@ -235,6 +235,9 @@ impl Node {
             password_upgrades,
         });
         tokio::spawn(upgrade_legacy_passwords(Arc::downgrade(&node), upgrades));
+        if let NodeRole::Voter { raft, .. } = &node.role {
+            tokio::spawn(count_term_changes(Arc::downgrade(&node), raft.view()));
+        }
         if let NodeRole::Replica(follower) = &node.role {
             tokio::spawn(restart_when_index_reopens(
                 Arc::downgrade(&node),
@@ -497,7 +500,17 @@ impl Node {
             change,
         };
         match &self.role {
-            NodeRole::Voter { writer, .. } => writer.commit(blobs, event).await,
+            NodeRole::Voter { writer, .. } => {
+                let result = writer.commit(blobs, event).await;
+                self.metrics.record_proposal(match &result {
+                    Ok(_) => "committed",
+                    Err(WriteError::Rejected(_)) => "rejected",
+                    Err(WriteError::NotLeader { .. }) => "not_leader",
+                    Err(WriteError::Unavailable { .. }) => "unavailable",
+                    Err(WriteError::Store(_)) => "failed",
+                });
+                result
+            }
             NodeRole::Replica(_) => Err(WriteError::NotLeader {
                 leader_url: self.primary_url(),
             }),
@@ -726,6 +739,23 @@ pub struct TokenScope {
     pub user: Option<String>,
     pub projects: Option<Vec<String>>,
     pub expires_us: Option<i64>,
+}
+
+/// Counts the Raft terms this node sees begin, for `/+metrics`.
+async fn count_term_changes(
+    node: std::sync::Weak<Node>,
+    mut view: watch::Receiver<hoard_cluster::ClusterView>,
+) {
+    let mut term = view.borrow_and_update().term;
+    while view.changed().await.is_ok() {
+        // Cloned out at once: holding the borrow can deadlock openraft.
+        let now = view.borrow_and_update().term;
+        if now > term {
+            let Some(node) = node.upgrade() else { return };
+            node.metrics.record_term_change();
+            term = now;
+        }
+    }
 }
 
 /// A replica whose index stopped taking writes (sled keeps a failed

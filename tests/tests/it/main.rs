@@ -13,6 +13,7 @@ mod concurrent;
 mod downloads;
 mod durability;
 mod limits;
+mod metrics;
 mod mirror_npm;
 mod mirror_pypi;
 mod npm_bad_input;
