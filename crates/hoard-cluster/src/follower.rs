@@ -27,7 +27,6 @@ const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
 /// The longest applied events stay unflushed (invisible) while a catch-up
 /// streams in without pause.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Room the index's disk must have before a replica whose index stopped
 /// taking writes restarts: a few of sled's log segments, so that the
 /// restart does not fail the same way at once.
@@ -44,6 +43,8 @@ pub struct FollowerConfig {
     pub upstreams: Vec<String>,
     /// How many events may have blob fetches in flight at once.
     pub fetch_concurrency: usize,
+    /// How often a catch-up logs its progress.
+    pub progress_every: Duration,
 }
 
 /// What `/+status` shows about a replica's replication.
@@ -82,14 +83,31 @@ pub struct Follower {
     status: Mutex<FollowerStatus>,
     pending_blobs: AtomicU64,
     bytes_fetched: AtomicU64,
-    /// Set while far enough behind to log progress.
-    catching_up: std::sync::atomic::AtomicBool,
+    /// Set while catching up: where it started, for the progress lines.
+    catch_up: Mutex<Option<CatchUp>>,
     /// Learns the cluster id and epoch from the upstream's heartbeats.
     epoch: Arc<Epoch>,
     net: Net,
     /// Set, with the reason, once the index must be opened again before
     /// this replica can apply anything more.
     reopen: watch::Sender<Option<String>>,
+}
+
+/// A catch-up in progress: where it started and where it was at the last
+/// progress line, to tell the rate and the time left.
+struct CatchUp {
+    started: Instant,
+    from_serial: u64,
+    from_bytes: u64,
+    mark: Instant,
+    mark_serial: u64,
+    mark_bytes: u64,
+}
+
+/// Events per second and MB/s between two points.
+fn rates(events: u64, bytes: u64, elapsed: Duration) -> (f64, f64) {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    (events as f64 / secs, bytes as f64 / 1e6 / secs)
 }
 
 enum Item {
@@ -123,7 +141,7 @@ impl Follower {
             }),
             pending_blobs: AtomicU64::new(0),
             bytes_fetched: AtomicU64::new(0),
-            catching_up: std::sync::atomic::AtomicBool::new(false),
+            catch_up: Mutex::new(None),
             epoch,
             net,
             reopen: watch::Sender::new(None),
@@ -388,7 +406,7 @@ impl Follower {
                 *unflushed = 0;
                 last_flush = Instant::now();
             }
-            if last_progress.elapsed() >= PROGRESS_EVERY {
+            if last_progress.elapsed() >= self.config.progress_every {
                 self.log_progress();
                 last_progress = Instant::now();
             }
@@ -429,13 +447,27 @@ impl Follower {
         status.upstream_time_us = hb.latest_time_us;
         drop(status);
         let applied = self.applied.borrow().0;
-        if hb.latest_serial > applied && !self.catching_up.swap(true, Ordering::Relaxed) {
-            tracing::info!(
-                applied,
-                total = hb.latest_serial,
-                upstream = %hb.node_id,
-                "catching up"
-            );
+        if hb.latest_serial > applied {
+            let mut catch_up = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+            if catch_up.is_none() {
+                let now = Instant::now();
+                let bytes = self.bytes_fetched.load(Ordering::Relaxed);
+                *catch_up = Some(CatchUp {
+                    started: now,
+                    from_serial: applied,
+                    from_bytes: bytes,
+                    mark: now,
+                    mark_serial: applied,
+                    mark_bytes: bytes,
+                });
+                tracing::info!(
+                    applied,
+                    total = hb.latest_serial,
+                    upstream = %hb.node_id,
+                    "catching up: serial {applied} of {}",
+                    hb.latest_serial
+                );
+            }
         }
         if !hb.cluster_id.is_empty() {
             self.epoch.observe(ClusterIdentity {
@@ -456,18 +488,41 @@ impl Follower {
         }
     }
 
+    /// One progress line of a catch-up: the serial, the rate since the
+    /// last line, and the time left at that rate.
     fn log_progress(&self) {
         let status = self.status();
-        let applied = *self.applied.borrow();
-        if applied.0 < status.upstream_serial {
-            tracing::info!(
-                applied = applied.0,
-                total = status.upstream_serial,
-                bytes_fetched = status.blob_bytes_fetched,
-                pending_blobs = status.pending_blobs,
-                "catching up"
-            );
-        }
+        // Applied, flushed or not: flushes come in steps, progress does not.
+        let applied = self
+            .index
+            .applied_serial()
+            .map_or(self.applied.borrow().0, |s| s.0);
+        let total = status.upstream_serial;
+        let mut catch_up = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = catch_up.as_mut().filter(|_| applied < total) else {
+            return;
+        };
+        let now = Instant::now();
+        let (events_per_sec, mb_per_sec) = rates(
+            applied.saturating_sub(c.mark_serial),
+            status.blob_bytes_fetched.saturating_sub(c.mark_bytes),
+            now - c.mark,
+        );
+        let eta = if events_per_sec > 0.0 {
+            format!("{:.0} s", (total - applied) as f64 / events_per_sec)
+        } else {
+            "unknown".to_owned()
+        };
+        (c.mark, c.mark_serial, c.mark_bytes) = (now, applied, status.blob_bytes_fetched);
+        tracing::info!(
+            applied,
+            total,
+            events_per_sec = events_per_sec.round(),
+            mb_per_sec = (mb_per_sec * 10.0).round() / 10.0,
+            bytes_fetched = status.blob_bytes_fetched,
+            pending_blobs = status.pending_blobs,
+            "catching up: serial {applied} of {total}, {events_per_sec:.0} events/s, {mb_per_sec:.1} MB/s, ETA {eta}"
+        );
     }
 
     /// Flushes the index and publishes the applied serial.
@@ -488,12 +543,28 @@ impl Follower {
             status.problem = None;
             status.upstream_serial
         };
-        if serial.0 >= upstream_serial && self.catching_up.swap(false, Ordering::Relaxed) {
-            tracing::info!(
-                %serial,
-                bytes_fetched = self.bytes_fetched.load(Ordering::Relaxed),
-                "caught up"
-            );
+        if serial.0 >= upstream_serial {
+            let done = self
+                .catch_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(c) = done {
+                let bytes = self.bytes_fetched.load(Ordering::Relaxed);
+                let elapsed = c.started.elapsed();
+                let (events_per_sec, mb_per_sec) = rates(
+                    serial.0.saturating_sub(c.from_serial),
+                    bytes.saturating_sub(c.from_bytes),
+                    elapsed,
+                );
+                tracing::info!(
+                    %serial,
+                    bytes_fetched = bytes,
+                    secs = elapsed.as_secs_f64(),
+                    "caught up: serial {serial} in {:.1} s, {events_per_sec:.0} events/s, {mb_per_sec:.1} MB/s",
+                    elapsed.as_secs_f64()
+                );
+            }
         }
         Ok(())
     }

@@ -169,6 +169,7 @@ fn start_replica(upstreams: Vec<String>) -> Replica {
             http_url: String::new(),
             upstreams,
             fetch_concurrency: 4,
+            progress_every: std::time::Duration::from_secs(5),
         },
         index.clone(),
         blobs.clone(),

@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub replica_writes: ReplicaWrites,
     /// For a replica: how many events may fetch blobs at once.
     pub fetch_concurrency: usize,
+    /// For a replica: seconds between two progress lines of a catch-up.
+    pub catch_up_log_secs: f64,
     /// Accounts that may `npm login` to get an upload token. There is no
     /// self-registration: a login for any other name is refused.
     pub users: Vec<UserConfig>,
@@ -184,6 +186,7 @@ impl Default for NodeConfig {
             primary_url: None,
             replica_writes: ReplicaWrites::Redirect,
             fetch_concurrency: 8,
+            catch_up_log_secs: 5.0,
             users: Vec::new(),
         }
     }
@@ -343,6 +346,9 @@ impl NodeConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.raft_id == 0 {
             return invalid("raft_id must be positive".into());
+        }
+        if !(self.catch_up_log_secs.is_finite() && self.catch_up_log_secs > 0.0) {
+            return invalid("catch_up_log_secs must be a positive number of seconds".into());
         }
         if self.fetch_concurrency == 0 {
             return invalid("fetch_concurrency must be positive".into());

@@ -189,6 +189,9 @@ impl Node {
                         http_url: config.public_url(),
                         upstreams: config.upstreams.clone(),
                         fetch_concurrency: config.fetch_concurrency,
+                        progress_every: std::time::Duration::from_secs_f64(
+                            config.catch_up_log_secs,
+                        ),
                     },
                     index.clone(),
                     blobs.clone(),

@@ -60,6 +60,21 @@ pub fn hoard_bin() -> &'static Path {
     })
 }
 
+/// `promtool` (Debian's `prometheus` package), installed once by
+/// `tests/tools/promtool.sh` where it is missing.
+pub fn promtool() -> &'static Path {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    PROMTOOL.get_or_init(|| {
+        let script = workspace_root().join("tests/tools/promtool.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run tests/tools/promtool.sh");
+        assert!(status.success(), "{} failed", script.display());
+        PathBuf::from("promtool")
+    })
+}
+
 /// Paths to the Python tools used by the tests.
 #[derive(Debug)]
 pub struct PyTools {

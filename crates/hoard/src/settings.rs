@@ -23,6 +23,7 @@ const ENV_KEYS: &[&str] = &[
     "primary_url",
     "replica_writes",
     "fetch_concurrency",
+    "catch_up_log_secs",
     "pypi_upstream",
     "npm_upstream",
 ];

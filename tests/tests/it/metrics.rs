@@ -27,6 +27,34 @@ fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
+/// Prometheus's own linter (`promtool check metrics`, from Debian's
+/// `prometheus`, installed on first use) finds nothing to say: names,
+/// units, `_total` suffixes, help texts.
+fn assert_promtool_lints_clean(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(hoard_testkit::tools::promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics ({}):\n{}{}\non:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every family is declared with its type, as Prometheus expects.
 fn assert_family(text: &str, name: &str, kind: &str) {
     let line = format!("# TYPE {name} {kind}");
@@ -80,6 +108,7 @@ fn metrics_families_are_present_and_move_with_uploads_and_downloads() {
     assert!(bad.status().is_client_error(), "{}", bad.status());
 
     let after = scrape(&p);
+    assert_promtool_lints_clean(&after);
     assert_eq!(value(&after, stored) - stored_before, 2.0, "{after}");
     assert_eq!(value(&after, refused), 1.0, "{after}");
     assert_eq!(value(&after, upload_200), 2.0, "{after}");
@@ -110,6 +139,7 @@ fn metrics_families_are_present_and_move_with_uploads_and_downloads() {
         served += download(r.http(), &f.url).unwrap().len();
     }
     let replica = scrape(&r);
+    assert_promtool_lints_clean(&replica);
     for (name, kind) in [
         ("hoard_replica_upstream_serial", "gauge"),
         ("hoard_replica_lag_events", "gauge"),

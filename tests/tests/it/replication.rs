@@ -16,7 +16,7 @@ use hoard_testkit::cluster::{
 };
 use hoard_testkit::node::{describe_failure, run_ok};
 use hoard_testkit::tools::isolate_python_env;
-use hoard_testkit::{sha256_hex, wheel, Artifact, Cluster, NodeOpts};
+use hoard_testkit::{sha256_hex, wheel, Artifact, Cluster, Node, NodeOpts};
 
 use crate::pypi_clients::{fresh_venv, imported_version, twine_upload};
 
@@ -630,5 +630,85 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
         Duration::from_secs(10),
         "every node of the demo is gone after SIGTERM",
         || pids.iter().all(|&p| pid_gone(p)).then_some(()),
+    );
+}
+
+/// A fresh replica that catches up on 5,000 events logs progress lines
+/// with the serial, the total, the rate and the time left, then one line
+/// when it has caught up.
+#[test]
+fn a_catch_up_of_5000_events_logs_progress_with_the_serial_and_the_rate() {
+    const EVENTS: u64 = 5_000;
+    const WRITERS: usize = 4;
+    let p = Node::start(NodeOpts {
+        node_id: "progress-p".into(),
+        ..NodeOpts::default()
+    });
+    let token = p.create_token("pypi", "upload");
+    let http = cluster::client();
+    for w in 0..WRITERS {
+        upload_ok(
+            &http,
+            &p.url(),
+            &token,
+            &wheel(&format!("progress-{w}"), "1.0"),
+        );
+    }
+    // Blob-less events, four writers at once: yank and unyank in turn.
+    let admin = p.admin_token();
+    let start = p.serial();
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (http, admin, url) = (http.clone(), admin.clone(), p.url());
+            s.spawn(move || {
+                for i in 0..EVENTS / WRITERS as u64 {
+                    let body = serde_json::json!({
+                        "repo": "pypi", "project": format!("progress-{w}"),
+                        "version": "1.0", "undo": i % 2 == 1,
+                    });
+                    let resp = http
+                        .post(format!("{url}/+admin/yank"))
+                        .bearer_auth(&admin)
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    assert_eq!(resp.status().as_u16(), 200);
+                }
+            });
+        }
+    });
+    let total = p.serial();
+    assert_eq!(total - start, EVENTS);
+
+    let r = Node::start(
+        NodeOpts::replica("progress-r", &[p.grpc_addr()]).env("HOARD_CATCH_UP_LOG_SECS", "0.05"),
+    );
+    wait_applied(&r, total, Duration::from_secs(120));
+    let log = r.log();
+    let progress: Vec<(u64, u64, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("catching up: serial ")? + "catching up: serial ".len()..];
+            let (serial, rest) = rest.split_once(" of ")?;
+            let (of, rest) = rest.split_once(", ")?;
+            let rate = rest.split_once(" events/s")?.0;
+            rest.contains("MB/s, ETA ").then_some(())?;
+            Some((serial.parse().ok()?, of.parse().ok()?, rate.parse().ok()?))
+        })
+        .collect();
+    eprintln!("{progress:?}");
+    assert!(
+        progress
+            .iter()
+            .any(|&(serial, of, rate)| serial > 0 && serial < of && of == total && rate > 0.0),
+        "no progress line with a serial part-way, the total {total} and a rate:\n{log}"
+    );
+    let serials: Vec<u64> = progress.iter().map(|p| p.0).collect();
+    assert!(serials.is_sorted(), "progress goes forward: {serials:?}");
+    assert!(
+        log.lines().any(
+            |l| l.contains(&format!("caught up: serial {total} in ")) && l.contains("events/s")
+        ),
+        "no caught-up line:\n{log}"
     );
 }
