@@ -285,6 +285,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
         [""] => admin::landing(node, &req),
         ["+status"] => admin::status(node),
         ["+audit"] => crate::audit::handle(node, &req),
+        ["+ui", rest @ ..] => crate::ui::handle(node, &req, rest),
         ["+metrics"] => Ok(with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4",

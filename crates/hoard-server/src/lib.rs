@@ -24,6 +24,7 @@ mod npm;
 mod page_cache;
 mod pypi;
 mod range;
+mod ui;
 mod virtual_repo;
 
 pub use crate::http::serve;

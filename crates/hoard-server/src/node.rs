@@ -346,6 +346,15 @@ impl Node {
         }
     }
 
+    /// What keeps this node from being healthy, as `/+status` says it:
+    /// the Raft core stopped, or the replica cannot apply.
+    pub fn health_problem(&self) -> Option<String> {
+        match &self.role {
+            NodeRole::Voter { raft, .. } => raft.problem(),
+            NodeRole::Replica(follower) => follower.status().problem,
+        }
+    }
+
     /// Becomes true when a restart is requested.
     pub fn restart_requested(&self) -> watch::Receiver<bool> {
         self.restart.subscribe()

@@ -114,7 +114,7 @@ pub async fn handle(
     }
 }
 
-fn parse_at(node: &Node, serial: &str) -> Result<Serial, ApiError> {
+pub(crate) fn parse_at(node: &Node, serial: &str) -> Result<Serial, ApiError> {
     let serial = serial
         .parse::<u64>()
         .map(Serial)

@@ -60,19 +60,35 @@ pub fn hoard_bin() -> &'static Path {
     })
 }
 
-/// `promtool` (Debian's `prometheus` package), installed once by
-/// `tests/tools/promtool.sh` where it is missing.
+/// `promtool` (Debian's `prometheus` package), installed on first use
+/// where it is missing.
 pub fn promtool() -> &'static Path {
     static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
-    PROMTOOL.get_or_init(|| {
-        let script = workspace_root().join("tests/tools/promtool.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run tests/tools/promtool.sh");
-        assert!(status.success(), "{} failed", script.display());
-        PathBuf::from("promtool")
-    })
+    PROMTOOL.get_or_init(|| apt_tool("promtool", "prometheus"))
+}
+
+/// Headless `chromium` (Debian's package), installed on first use where
+/// it is missing.
+pub fn chromium() -> &'static Path {
+    static CHROMIUM: OnceLock<PathBuf> = OnceLock::new();
+    CHROMIUM.get_or_init(|| apt_tool("chromium", "chromium"))
+}
+
+/// `tests/tools/apt-tool.sh COMMAND PACKAGE`: the command, from Debian's
+/// package where it is missing.
+fn apt_tool(command: &str, package: &str) -> PathBuf {
+    let script = workspace_root().join("tests/tools/apt-tool.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .args([command, package])
+        .status()
+        .expect("run tests/tools/apt-tool.sh");
+    assert!(
+        status.success(),
+        "{} {command} {package} failed",
+        script.display()
+    );
+    PathBuf::from(command)
 }
 
 /// Paths to the Python tools used by the tests.

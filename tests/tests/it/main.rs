@@ -28,4 +28,5 @@ mod replication_npm;
 mod simple_api;
 mod store;
 mod tls;
+mod web_ui;
 mod yank;

@@ -1,0 +1,451 @@
+//! The web UI under `/+ui/`: repositories, search, and project pages,
+//! rendered on the server from the index (no build step, no CDN). A page
+//! reads the index as of one serial (the node's, or `/+ui/+at/{serial}/…`)
+//! and lists only the repositories the request may read.
+
+mod pages;
+
+use std::collections::BTreeMap;
+
+use hoard_core::{Perm, RepoFormat, RepoKind, RepoName, Serial};
+use hoard_store::RepoState;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use percent_encoding::utf8_percent_encode;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::http::{require_read_method, with_body, HandlerResult};
+use crate::node::Node;
+use pages::{Chrome, FileView, ProjectView, RepoRow, SearchHit, VersionView};
+
+/// Most search results on one page.
+const MAX_HITS: usize = 200;
+
+const PATH_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+
+/// One UI request: who asks, and as of which serial.
+struct View<'a> {
+    node: &'a Node,
+    principal: Option<Principal>,
+    at: Option<Serial>,
+    chrome: Chrome,
+}
+
+impl View<'_> {
+    fn readable(&self, repo: &RepoState) -> bool {
+        repo.settings.anonymous_read
+            || self
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.allows(&repo.name, Perm::Read))
+    }
+
+    fn repos(&self) -> Result<Vec<RepoState>, ApiError> {
+        let at = self.at.unwrap_or(Serial(u64::MAX));
+        Ok(self
+            .node
+            .index
+            .repos()?
+            .into_iter()
+            .filter(|r| r.created <= at && self.readable(r))
+            .collect())
+    }
+
+    fn repo(&self, name: &str) -> Result<RepoState, ApiError> {
+        let missing = || ApiError::not_found(format!("no repository named {name}"));
+        let name: RepoName = name.parse().map_err(|_| missing())?;
+        self.repos()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(missing)
+    }
+
+    fn page(&self, markup: maud::Markup) -> HandlerResult {
+        Ok(html(StatusCode::OK, markup))
+    }
+}
+
+fn html(status: StatusCode, markup: maud::Markup) -> http::Response<crate::http::ResBody> {
+    with_body(status, "text/html; charset=utf-8", markup.into_string())
+}
+
+pub fn handle(node: &Node, req: &Request<Incoming>, rest: &[&str]) -> HandlerResult {
+    require_read_method(req.method())?;
+    let (at, rest) = match rest {
+        ["+at", serial, rest @ ..] => (Some(crate::pypi::parse_at(node, serial)?), rest),
+        _ => (None, rest),
+    };
+    let applied = node.applied_serial();
+    let chrome = Chrome {
+        node_id: node.config.node_id.clone(),
+        serial: at.unwrap_or(applied).0,
+        at: at.map(|s| s.0),
+        banner: node.health_problem(),
+        base: match at {
+            Some(s) => format!("/+ui/+at/{s}"),
+            None => "/+ui".to_owned(),
+        },
+    };
+    let view = View {
+        node,
+        principal: node.authenticate(req.headers())?,
+        at,
+        chrome,
+    };
+    let result = match rest {
+        [] | [""] => home(&view),
+        ["search"] => search(&view, &query_param(req, "q").unwrap_or_default()),
+        [repo] | [repo, ""] => repo_page(&view, repo),
+        [repo, scope, name] | [repo, scope, name, ""] if scope.starts_with('@') => {
+            project_page(&view, repo, &format!("{scope}/{name}"))
+        }
+        [repo, project] | [repo, project, ""] => project_page(&view, repo, project),
+        _ => Err(ApiError::not_found("no such page")),
+    };
+    // A missing page is a page too, with the search box.
+    result.or_else(|e| match e.status {
+        StatusCode::NOT_FOUND => Ok(html(
+            StatusCode::NOT_FOUND,
+            pages::not_found(&view.chrome, &e.message),
+        )),
+        _ => Err(e),
+    })
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+fn format_name(format: RepoFormat) -> &'static str {
+    match format {
+        RepoFormat::Pypi => "pypi",
+        RepoFormat::Npm => "npm",
+    }
+}
+
+/// The projects (PyPI) or packages (npm) of a hosted or mirror repository,
+/// by display name.
+fn project_names(view: &View, repo: &RepoState) -> Result<Vec<String>, ApiError> {
+    let index = &view.node.index;
+    Ok(match repo.settings.format {
+        RepoFormat::Pypi => index
+            .projects(&repo.name, view.at)?
+            .into_iter()
+            .map(|p| p.display_name)
+            .collect(),
+        RepoFormat::Npm => index
+            .npm_packages(&repo.name, view.at)?
+            .into_iter()
+            .map(|p| p.name)
+            .collect(),
+    })
+}
+
+fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
+    let (kind, detail, projects) = match &repo.settings.kind {
+        RepoKind::Hosted => (
+            "hosted",
+            String::new(),
+            Some(project_names(view, repo)?.len()),
+        ),
+        RepoKind::Mirror(m) => (
+            "mirror",
+            format!("upstream {}", m.upstreams.join(", ")),
+            Some(project_names(view, repo)?.len()),
+        ),
+        RepoKind::Virtual(v) => (
+            "virtual",
+            format!(
+                "over {}",
+                v.members
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None,
+        ),
+    };
+    Ok(RepoRow {
+        name: repo.name.to_string(),
+        format: format_name(repo.settings.format),
+        kind,
+        detail,
+        projects,
+        private: !repo.settings.anonymous_read,
+    })
+}
+
+fn home(view: &View) -> HandlerResult {
+    let rows = view
+        .repos()?
+        .iter()
+        .map(|r| repo_row(view, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    view.page(pages::home(&view.chrome, &rows))
+}
+
+fn project_href(view: &View, repo: &RepoName, name: &str) -> String {
+    format!(
+        "{}/{repo}/{}",
+        view.chrome.base,
+        utf8_percent_encode(name, PATH_SAFE)
+            .to_string()
+            .replace("%2F", "/")
+    )
+}
+
+/// The repositories whose projects a repository shows: itself, or a
+/// virtual repository's members (that the request may read).
+fn sources(view: &View, repo: &RepoState) -> Result<Vec<RepoState>, ApiError> {
+    match &repo.settings.kind {
+        RepoKind::Virtual(v) => {
+            let readable = view.repos()?;
+            Ok(v.members
+                .iter()
+                .filter_map(|m| readable.iter().find(|r| &r.name == m).cloned())
+                .collect())
+        }
+        _ => Ok(vec![repo.clone()]),
+    }
+}
+
+fn repo_page(view: &View, name: &str) -> HandlerResult {
+    let repo = view.repo(name)?;
+    let mut names = BTreeMap::new();
+    for source in sources(view, &repo)? {
+        for project in project_names(view, &source)? {
+            names.entry(project.to_lowercase()).or_insert(project);
+        }
+    }
+    let hits: Vec<SearchHit> = names
+        .into_values()
+        .map(|project| SearchHit {
+            href: project_href(view, &repo.name, &project),
+            repo: repo.name.to_string(),
+            format: format_name(repo.settings.format),
+            name: project,
+        })
+        .collect();
+    view.page(pages::repo(&view.chrome, &repo_row(view, &repo)?, &hits))
+}
+
+/// Case, `-`, `_` and `.` do not matter (PEP 503's normalization).
+fn search_key(name: &str) -> String {
+    hoard_pypi::normalize_project_name(name)
+}
+
+fn search(view: &View, query: &str) -> HandlerResult {
+    let key = search_key(query);
+    let mut hits = Vec::new();
+    let mut truncated = false;
+    if !key.is_empty() {
+        let mut scored = Vec::new();
+        for repo in view.repos()? {
+            if matches!(repo.settings.kind, RepoKind::Virtual(_)) {
+                continue;
+            }
+            for project in project_names(view, &repo)? {
+                let name = search_key(&project);
+                // Exact names first, then prefixes, then the rest.
+                let rank = if name == key {
+                    0
+                } else if name.starts_with(&key) {
+                    1
+                } else if name.contains(&key) {
+                    2
+                } else {
+                    continue;
+                };
+                scored.push((rank, name, repo.clone(), project));
+            }
+        }
+        scored.sort_by(|a, b| (a.0, &a.1, &a.2.name).cmp(&(b.0, &b.1, &b.2.name)));
+        truncated = scored.len() > MAX_HITS;
+        hits = scored
+            .into_iter()
+            .take(MAX_HITS)
+            .map(|(_, _, repo, project)| SearchHit {
+                href: project_href(view, &repo.name, &project),
+                repo: repo.name.to_string(),
+                format: format_name(repo.settings.format),
+                name: project,
+            })
+            .collect();
+    }
+    view.page(pages::search(&view.chrome, query, &hits, truncated))
+}
+
+fn time_text(us: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn project_page(view: &View, repo_name: &str, project: &str) -> HandlerResult {
+    let repo = view.repo(repo_name)?;
+    let public = view.node.config.public_url();
+    for source in sources(view, &repo)? {
+        let from_member = (source.name != repo.name).then(|| source.name.to_string());
+        let page = match repo.settings.format {
+            RepoFormat::Pypi => pypi_project(view, &repo, &source, project, &public)?,
+            RepoFormat::Npm => npm_package(view, &repo, &source, project, &public)?,
+        };
+        if let Some(mut page) = page {
+            page.from_member = from_member;
+            return view.page(pages::project(&view.chrome, &page));
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "{repo_name} has no project {project}"
+    )))
+}
+
+fn pypi_project(
+    view: &View,
+    repo: &RepoState,
+    source: &RepoState,
+    project: &str,
+    public: &str,
+) -> Result<Option<ProjectView>, ApiError> {
+    let normalized = hoard_pypi::normalize_project_name(project);
+    let index = &view.node.index;
+    let Some(state) = index.project(&source.name, &normalized, view.at)? else {
+        return Ok(None);
+    };
+    let files = index.files(&source.name, &normalized, view.at)?;
+    let mut by_version: BTreeMap<String, Vec<&hoard_store::FileState>> = BTreeMap::new();
+    for f in &files {
+        by_version
+            .entry(f.record.version.clone())
+            .or_default()
+            .push(f);
+    }
+    let mut order: Vec<String> = by_version.keys().cloned().collect();
+    hoard_pypi::sort_versions(&mut order);
+    let versions = order
+        .iter()
+        .rev()
+        .map(|version| {
+            let files = &by_version[version];
+            // A version is yanked when every file of it is (PEP 592).
+            let yanked = files
+                .iter()
+                .map(|f| f.yanked_at(view.at))
+                .collect::<Option<Vec<_>>>()
+                .map(|reasons| reasons.first().copied().unwrap_or_default().to_owned());
+            VersionView {
+                version: version.clone(),
+                yanked,
+                deprecated: None,
+                files: files
+                    .iter()
+                    .map(|f| FileView {
+                        href: format!(
+                            "/{}/files/{normalized}/{}",
+                            repo.name,
+                            utf8_percent_encode(&f.record.filename, PATH_SAFE)
+                        ),
+                        filename: f.record.filename.clone(),
+                        size: f.record.size,
+                        sha256: f.record.sha256.to_hex(),
+                        uploaded: time_text(f.upload_time_us),
+                        uploader: f.uploader.clone(),
+                        requires_python: f.record.requires_python.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let index_url = format!("{public}/{}/simple/", repo.name);
+    Ok(Some(ProjectView {
+        repo: repo.name.to_string(),
+        from_member: None,
+        format: "pypi",
+        install: vec![
+            (
+                "pip",
+                format!("pip install --index-url {index_url} {}", state.display_name),
+            ),
+            (
+                "uv",
+                format!(
+                    "uv pip install --index-url {index_url} {}",
+                    state.display_name
+                ),
+            ),
+        ],
+        name: state.display_name,
+        versions,
+        dist_tags: Vec::new(),
+    }))
+}
+
+fn npm_package(
+    view: &View,
+    repo: &RepoState,
+    source: &RepoState,
+    name: &str,
+    public: &str,
+) -> Result<Option<ProjectView>, ApiError> {
+    let index = &view.node.index;
+    let Some(package) = index.npm_package(&source.name, name, view.at)? else {
+        return Ok(None);
+    };
+    let mut versions: Vec<_> = index
+        .npm_versions(&source.name, name, view.at)?
+        .into_iter()
+        .filter(|v| v.live_at(view.at))
+        .collect();
+    versions.sort_by(|a, b| hoard_npm::compare_versions(&b.version, &a.version));
+    let unscoped = name.rsplit('/').next().unwrap_or(name);
+    let versions = versions
+        .iter()
+        .map(|v| {
+            let basename = format!("{unscoped}-{}.tgz", v.version);
+            VersionView {
+                version: v.version.clone(),
+                yanked: None,
+                deprecated: v.deprecated_at(view.at).map(str::to_owned),
+                files: vec![FileView {
+                    href: format!("/{}/{name}/-/{basename}", repo.name),
+                    filename: basename,
+                    size: v.tarball.size,
+                    sha256: v
+                        .tarball
+                        .sha256
+                        .map(|s| s.to_hex())
+                        .unwrap_or_else(|| "not fetched yet".to_owned()),
+                    uploaded: time_text(v.time_us),
+                    uploader: v.publisher.clone(),
+                    requires_python: None,
+                }],
+            }
+        })
+        .collect();
+    Ok(Some(ProjectView {
+        repo: repo.name.to_string(),
+        from_member: None,
+        format: "npm",
+        name: package.name.clone(),
+        dist_tags: package.tags_at(view.at).into_iter().collect(),
+        install: vec![(
+            "npm",
+            format!(
+                "npm install --registry {public}/{}/ {}",
+                repo.name, package.name
+            ),
+        )],
+        versions,
+    }))
+}

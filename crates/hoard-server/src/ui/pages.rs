@@ -1,0 +1,332 @@
+//! The web UI's pages: pure functions from plain view data to HTML, with
+//! maud templates checked at compile time and escaped by construction.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+const STYLE: &str = include_str!("style.css");
+
+/// Copies a `data-copy` button's value to the clipboard: the only script
+/// the pages have, and the pages work without it.
+const COPY_SCRIPT: &str = "document.addEventListener('click',function(e){var b=e.target.closest('[data-copy]');if(!b||!navigator.clipboard)return;navigator.clipboard.writeText(b.dataset.copy).then(function(){b.textContent='copied';setTimeout(function(){b.textContent='copy'},1500)})});";
+
+/// What every page shows around its content.
+pub struct Chrome {
+    pub node_id: String,
+    /// The serial the page shows: the node's applied serial, or `at`.
+    pub serial: u64,
+    /// Set when the page is a point-in-time view.
+    pub at: Option<u64>,
+    /// A warning for the whole page (this node is unhealthy or behind).
+    pub banner: Option<String>,
+    /// Where the UI is rooted, with the point-in-time prefix if any
+    /// (`/+ui` or `/+ui/+at/12`).
+    pub base: String,
+}
+
+pub struct RepoRow {
+    pub name: String,
+    pub format: &'static str,
+    /// hosted, mirror or virtual.
+    pub kind: &'static str,
+    /// The upstreams of a mirror, the members of a virtual repository.
+    pub detail: String,
+    /// Projects (PyPI) or packages (npm); `None` for a virtual repository.
+    pub projects: Option<usize>,
+    pub private: bool,
+}
+
+pub struct SearchHit {
+    pub repo: String,
+    pub format: &'static str,
+    pub name: String,
+    pub href: String,
+}
+
+pub struct FileView {
+    pub filename: String,
+    pub href: String,
+    pub size: u64,
+    pub sha256: String,
+    pub uploaded: String,
+    pub uploader: String,
+    pub requires_python: Option<String>,
+}
+
+pub struct VersionView {
+    pub version: String,
+    /// `Some(reason)` when yanked (PyPI).
+    pub yanked: Option<String>,
+    /// `Some(message)` when deprecated (npm).
+    pub deprecated: Option<String>,
+    pub files: Vec<FileView>,
+}
+
+pub struct ProjectView {
+    pub repo: String,
+    /// The repository the files come from, when `repo` is virtual.
+    pub from_member: Option<String>,
+    pub format: &'static str,
+    pub name: String,
+    /// Newest first.
+    pub versions: Vec<VersionView>,
+    /// npm dist-tags, by tag.
+    pub dist_tags: Vec<(String, String)>,
+    /// Install commands, labelled by client.
+    pub install: Vec<(&'static str, String)>,
+}
+
+fn layout(chrome: &Chrome, title: &str, query: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hoard" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a.brand href={ (chrome.base) "/" } { "hoard" }
+                    nav aria-label="main" {
+                        a href={ (chrome.base) "/" } { "Repositories" }
+                    }
+                    form role="search" action={ (chrome.base) "/search" } method="get" {
+                        label for="q" class="muted" { "Search " }
+                        input #q type="search" name="q" value=(query) placeholder="project name";
+                        " "
+                        button type="submit" { "Search" }
+                    }
+                }
+                main {
+                    @if let Some(banner) = &chrome.banner {
+                        p.banner role="alert" { (banner) }
+                    }
+                    @if let Some(at) = chrome.at {
+                        p.banner role="note" { "A point-in-time view: as of serial " (at) ". " a href="/+ui/" { "See the present" } }
+                    }
+                    (content)
+                }
+                footer {
+                    "node " (chrome.node_id) " · serial " span #serial { (chrome.serial) }
+                }
+                script { (PreEscaped(COPY_SCRIPT)) }
+            }
+        }
+    }
+}
+
+pub fn home(chrome: &Chrome, repos: &[RepoRow]) -> Markup {
+    let content = html! {
+        h1 { "Repositories" }
+        @if repos.is_empty() {
+            p.muted { "No repository you may read." }
+        } @else {
+            table {
+                caption.muted { (repos.len()) " repositories" }
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Format" } th scope="col" { "Kind" }
+                    th scope="col" class="num" { "Projects" } th scope="col" { "Details" }
+                } }
+                tbody {
+                    @for r in repos {
+                        tr {
+                            td { a href={ (chrome.base) "/" (r.name) "/" } { (r.name) }
+                                @if r.private { " " span.badge { "private" } } }
+                            td { (r.format) }
+                            td { (r.kind) }
+                            td.num { @if let Some(n) = r.projects { (n) } @else { "—" } }
+                            td.muted { (r.detail) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(chrome, "Repositories", "", content)
+}
+
+pub fn repo(chrome: &Chrome, repo: &RepoRow, projects: &[SearchHit]) -> Markup {
+    let content = html! {
+        h1 { (repo.name) " " span.badge { (repo.format) } " " span.badge { (repo.kind) } }
+        @if !repo.detail.is_empty() { p.muted { (repo.detail) } }
+        @if projects.is_empty() {
+            p.muted { "No projects." }
+        } @else {
+            ul { @for p in projects { li { a href=(p.href) { (p.name) } } } }
+        }
+    };
+    layout(chrome, &repo.name, "", content)
+}
+
+pub fn search(chrome: &Chrome, query: &str, hits: &[SearchHit], truncated: bool) -> Markup {
+    let content = html! {
+        h1 { "Search" }
+        @if query.is_empty() {
+            p.muted { "Type a project name, or part of one." }
+        } @else if hits.is_empty() {
+            p { "No project matches " code { (query) } "." }
+        } @else {
+            p.muted { (hits.len()) @if truncated { "+" } " projects match " code { (query) } "." }
+            table {
+                thead { tr { th scope="col" { "Project" } th scope="col" { "Repository" } th scope="col" { "Format" } } }
+                tbody {
+                    @for h in hits {
+                        tr { td { a href=(h.href) { (h.name) } } td { (h.repo) } td { (h.format) } }
+                    }
+                }
+            }
+        }
+    };
+    layout(chrome, "Search", query, content)
+}
+
+pub fn project(chrome: &Chrome, p: &ProjectView) -> Markup {
+    let content = html! {
+        h1 { (p.name) " " span.badge { (p.format) } }
+        p.muted {
+            "in " a href={ (chrome.base) "/" (p.repo) "/" } { (p.repo) }
+            @if let Some(member) = &p.from_member { " (from its member " (member) ")" }
+            " · " (p.versions.len()) " versions"
+        }
+        h2 { "Install" }
+        @for (client, command) in &p.install {
+            p.muted { (client) }
+            pre.install { code { (command) } }
+        }
+        @if !p.dist_tags.is_empty() {
+            h2 { "Dist-tags" }
+            table {
+                thead { tr { th scope="col" { "Tag" } th scope="col" { "Version" } } }
+                tbody { @for (tag, version) in &p.dist_tags { tr { td { (tag) } td { (version) } } } }
+            }
+        }
+        h2 { "Versions" }
+        @for v in &p.versions {
+            section aria-label={ "version " (v.version) } {
+                h3 #{ "v-" (v.version) } {
+                    (v.version)
+                    @if let Some(reason) = &v.yanked {
+                        " " span.badge.yanked title=(reason) { "yanked" }
+                        @if !reason.is_empty() { " " span.muted { (reason) } }
+                    }
+                    @if let Some(message) = &v.deprecated {
+                        " " span.badge.deprecated { "deprecated" } " " span.muted { (message) }
+                    }
+                }
+                table {
+                    thead { tr {
+                        th scope="col" { "File" } th scope="col" class="num" { "Size" } th scope="col" { "sha256" }
+                        th scope="col" { "Uploaded" } th scope="col" { "By" }
+                        @if p.format == "pypi" { th scope="col" { "Requires-Python" } }
+                    } }
+                    tbody {
+                        @for f in &v.files {
+                            tr {
+                                td { a href=(f.href) { (f.filename) } }
+                                td.num { (human_size(f.size)) }
+                                td { span.hash { (f.sha256) } " " button type="button" data-copy=(f.sha256) aria-label={ "copy the sha256 of " (f.filename) } { "copy" } }
+                                td { (f.uploaded) }
+                                td { (f.uploader) }
+                                @if p.format == "pypi" {
+                                    td { @if let Some(r) = &f.requires_python { code { (r) } } @else { span.muted { "—" } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(chrome, &p.name, "", content)
+}
+
+pub fn not_found(chrome: &Chrome, message: &str) -> Markup {
+    layout(
+        chrome,
+        "Not found",
+        "",
+        html! { h1 { "Not found" } p { (message) } },
+    )
+}
+
+/// 1536 -> "1.5 KiB".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chrome() -> Chrome {
+        Chrome {
+            node_id: "n1".into(),
+            serial: 7,
+            at: None,
+            banner: None,
+            base: "/+ui".into(),
+        }
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(50 << 20), "50.0 MiB");
+    }
+
+    #[test]
+    fn names_and_reasons_are_escaped() {
+        let page = project(
+            &chrome(),
+            &ProjectView {
+                repo: "pypi".into(),
+                from_member: None,
+                format: "pypi",
+                name: "<script>x</script>".into(),
+                versions: vec![VersionView {
+                    version: "1.0".into(),
+                    yanked: Some("\"broken\" & <b>".into()),
+                    deprecated: None,
+                    files: vec![],
+                }],
+                dist_tags: vec![],
+                install: vec![("pip", "pip install x".into())],
+            },
+        )
+        .into_string();
+        assert!(!page.contains("<script>x</script>"));
+        assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(page.contains("&quot;broken&quot; &amp; &lt;b&gt;"));
+        assert!(page.contains("yanked"));
+    }
+
+    #[test]
+    fn every_page_shows_its_serial_and_a_point_in_time_view_says_so() {
+        let page = home(&chrome(), &[]).into_string();
+        assert!(page.contains(r#"<span id="serial">7</span>"#), "{page}");
+        assert!(!page.contains("point-in-time"));
+        let at = Chrome {
+            at: Some(3),
+            serial: 3,
+            base: "/+ui/+at/3".into(),
+            ..chrome()
+        };
+        let page = home(&at, &[]).into_string();
+        assert!(page.contains("as of serial 3"), "{page}");
+        assert!(page.contains(r#"href="/+ui/+at/3/""#), "{page}");
+    }
+}
