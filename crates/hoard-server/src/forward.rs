@@ -91,6 +91,27 @@ async fn proxy(node: &Node, req: Request<Incoming>, target: &str) -> HandlerResu
             )
         })?;
     let (mut parts, body) = response.into_parts();
+    if parts.status.is_redirection() {
+        // The node this replica knew as the primary no longer leads (or
+        // primary_url names a follower). The body has been sent on and
+        // cannot be sent again, and clients do not replay a POST or PUT
+        // to a redirect: answer as any node does while the leader changes.
+        let location = parts
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("elsewhere");
+        return Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{target} is not the leader (it sends writes to {location}): \
+                     the leader changed, or primary_url names a follower; retry shortly"
+                ),
+            )
+        });
+    }
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }

@@ -176,6 +176,36 @@ fn replicas_reconnect_after_the_primary_restarts() {
     }
 }
 
+/// A proxying replica whose primary answers a write with a redirect (it no
+/// longer leads, or `primary_url` names a follower) cannot send the body
+/// again: it answers 503 with Retry-After and says why, instead of passing
+/// on a 307 that twine and npm do not follow for an upload. Here its
+/// `primary_url` names a redirecting replica, which answers every write so.
+#[test]
+fn a_proxied_write_that_meets_a_redirect_is_503_and_stores_nothing() {
+    let p = Node::start(NodeOpts {
+        node_id: "proxy-p".into(),
+        ..NodeOpts::default()
+    });
+    let redirecting = Node::start(NodeOpts::replica("proxy-r1", &[p.grpc_addr()]));
+    let proxying = Node::start(
+        NodeOpts::replica("proxy-r2", &[p.grpc_addr()])
+            .config("replica_writes = \"proxy\"")
+            .config(format!("primary_url = {:?}", redirecting.url())),
+    );
+    let token = p.create_token("pypi", "upload");
+    let before = p.serial();
+    let http = cluster::client();
+    let up = cluster::upload(&http, &proxying.url(), &token, &wheel("bounced", "1.0")).unwrap();
+    assert_eq!(up.status, 503, "{}", up.body);
+    assert!(
+        up.body.contains("is not the leader") && up.body.contains("retry"),
+        "{}",
+        up.body
+    );
+    assert_eq!(p.serial(), before, "nothing was stored");
+}
+
 /// Done when: a write sent to a replica reaches the primary: `307` to the
 /// primary's URL (the same path and query) that a client can re-send; and
 /// twine through a replica in proxy mode, after which that replica lists the
