@@ -35,6 +35,7 @@ pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
             repo.name
         ));
     }
+    text.push_str(&format!("\nweb UI: {}/+ui/\n", node.config.public_url()));
     Ok(with_body(StatusCode::OK, "text/plain; charset=utf-8", text))
 }
 

@@ -164,6 +164,13 @@ fn the_web_ui_shows_repositories_search_projects_and_past_serials_in_chromium() 
         assert!(out.success(), "{}", out.all());
     }
 
+    // The node's landing text points people at the UI.
+    let landing = http.get(format!("{url}/")).send().unwrap().text().unwrap();
+    assert!(
+        landing.contains(&format!("web UI: {url}/+ui/")),
+        "{landing}"
+    );
+
     let b = Browser::new();
     // Home: every readable repository, its kind and counts; no private one.
     let home = b.dom(&format!("{url}/+ui/"));
