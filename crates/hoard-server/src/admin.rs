@@ -40,10 +40,27 @@ pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
 }
 
 pub fn status(node: &Node) -> HandlerResult {
+    Ok(json(StatusCode::OK, &status_value(node)?))
+}
+
+/// `GET /+status/cluster`: every node this one finds (see
+/// [`crate::survey`]), as `hoard status --json` prints it.
+pub async fn cluster_status(node: &Node) -> HandlerResult {
+    Ok(json(StatusCode::OK, &cluster_survey(node).await?.to_json()))
+}
+
+pub async fn cluster_survey(node: &Node) -> Result<crate::survey::Survey, ApiError> {
+    let own = status_value(node)?;
+    Ok(node.survey.get(&node.config.public_url(), own).await)
+}
+
+/// This node's `/+status` document.
+pub fn status_value(node: &Node) -> Result<Value, ApiError> {
     let counts = node.index.counts()?;
     let applied = node.applied_serial();
     let mut status = json!({
         "node_id": node.config.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
         "public_url": node.config.public_url(),
         "grpc_addr": node.config.grpc_public(),
         "applied_serial": applied.0,
@@ -151,7 +168,7 @@ pub fn status(node: &Node) -> HandlerResult {
             status.insert("pending".into(), json!(step));
         }
     }
-    Ok(json(StatusCode::OK, &status))
+    Ok(status)
 }
 
 pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -> HandlerResult {

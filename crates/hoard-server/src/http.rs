@@ -284,6 +284,11 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
     match seg_refs.as_slice() {
         [""] => admin::landing(node, &req),
         ["+status"] => admin::status(node),
+        ["+status", "cluster"] => {
+            require_read_method(req.method())?;
+            admin::cluster_status(node).await
+        }
+        ["+ui", "cluster"] => crate::ui::cluster_page(node, &req).await,
         ["+audit"] => crate::audit::handle(node, &req),
         ["+ui", rest @ ..] => crate::ui::handle(node, &req, rest),
         ["+metrics"] => Ok(with_body(

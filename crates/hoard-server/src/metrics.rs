@@ -88,7 +88,7 @@ impl Route {
         };
         match segs.as_slice() {
             [""] => Route::Landing,
-            ["+status"] => Route::Status,
+            ["+status"] | ["+status", "cluster"] => Route::Status,
             ["+metrics"] => Route::Metrics,
             ["+audit"] => Route::Audit,
             ["+admin", ..] => Route::Admin,

@@ -73,6 +73,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// For a replica in proxy mode: connections to the primary.
     pub proxy_client: std::sync::OnceLock<ProxyClient>,
+    /// The cluster as this node last surveyed it (`/+status/cluster`).
+    pub survey: crate::survey::SurveyCache,
     /// The cluster id and epoch of this node's history, and whether a
     /// newer epoch fenced it.
     pub epoch: Arc<Epoch>,
@@ -226,6 +228,7 @@ impl Node {
             page_cache: PageCache::default(),
             metrics: Metrics::default(),
             proxy_client: std::sync::OnceLock::new(),
+            survey: Default::default(),
             epoch,
             net,
             subscribers: Arc::default(),

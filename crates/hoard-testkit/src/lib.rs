@@ -14,6 +14,7 @@
 //!   and ports.
 //! - [`cluster`]: a primary and replicas ([`cluster::Cluster`]), waiting
 //!   for nodes to agree, uploads that report their serial.
+//! - [`demo`]: `hoard demo`, a local cluster of child processes.
 //! - [`voters`]: Raft voters, partitions and a background uploader.
 //! - [`artifacts`]: building wheels, sdists and broken/hostile files.
 //! - [`npm`]: npm tarballs, publish documents, and the real npm client.
@@ -30,6 +31,7 @@
 
 pub mod artifacts;
 pub mod cluster;
+pub mod demo;
 pub mod fuzz;
 pub mod http;
 pub mod node;

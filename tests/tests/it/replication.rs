@@ -14,6 +14,7 @@ use hoard_testkit::artifacts::{module_name, normalize, WheelSpec};
 use hoard_testkit::cluster::{
     self, assert_serves_exactly, listed, status_of, upload_ok, wait_applied, wait_for,
 };
+use hoard_testkit::demo::{pid_gone, Demo};
 use hoard_testkit::node::{describe_failure, run_ok};
 use hoard_testkit::tools::isolate_python_env;
 use hoard_testkit::{sha256_hex, wheel, Artifact, Cluster, Node, NodeOpts};
@@ -109,17 +110,6 @@ fn chained_replicas_serve_200_uploads_and_pip_installs_from_the_second() {
     assert_eq!(imported_version(&venv, &module_name(name)), "1.0.199");
     // pip's reads changed nothing anywhere.
     assert_eq!(c.wait_converged(CONVERGE), (serial, digest));
-}
-
-/// Whether `pid` is gone (no such process, or a zombie waiting for reaping).
-fn pid_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // `pid (comm) STATE …`: the state follows the last `)`.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
 }
 
 /// Done when: a restart of the primary (graceful, then kill -9, on the same
@@ -495,95 +485,16 @@ fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
     c.wait_converged(CONVERGE);
 }
 
-/// Kills whatever is left of a `hoard demo` on drop (a failing test).
-struct Demo {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    pids: Vec<u32>,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for &pid in &self.pids {
-            if !pid_gone(pid) {
-                // SAFETY: signalling a process that this test started.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
-            }
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("demo.log")).unwrap_or_default();
-            eprintln!("----- hoard demo output -----\n{log}\n-----");
-            for entry in std::fs::read_dir(self.dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let node_log = entry.path().join("hoard.log");
-                if let Ok(text) = std::fs::read_to_string(&node_log) {
-                    let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                    eprintln!("----- {} (tail) -----", node_log.display());
-                    for line in tail.into_iter().rev() {
-                        eprintln!("{line}");
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// `hoard demo --voters 1 --replicas 2 --dir D`: cluster.json with three
 /// working nodes, an upload to the primary reaches both replicas, and
 /// SIGTERM stops every child.
 #[test]
 fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
-    let dir = tempfile::Builder::new()
-        .prefix("hoard-demo-")
-        .tempdir()
-        .unwrap();
-    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
-    let mut cmd = Command::new(hoard_testkit::tools::hoard_bin());
-    cmd.args(["demo", "--voters", "1", "--replicas", "2", "--dir"])
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HOARD_") {
-            cmd.env_remove(key);
-        }
-    }
-    let child = cmd.spawn().expect("spawn hoard demo");
-    let mut demo = Demo {
-        child,
-        dir,
-        pids: Vec::new(),
-    };
-    let cluster_json = demo.dir.path().join("cluster.json");
-    let t = Instant::now();
-    let cluster: serde_json::Value = wait_for(
-        Duration::from_secs(60),
-        "hoard demo writes cluster.json",
-        || {
-            if let Ok(Some(status)) = demo.child.try_wait() {
-                panic!("hoard demo exited with {status} before writing cluster.json");
-            }
-            let text = std::fs::read_to_string(&cluster_json).ok()?;
-            serde_json::from_str(&text).ok()
-        },
-    );
-    eprintln!("cluster.json after {:?}", t.elapsed());
-    let nodes = cluster["nodes"].as_array().expect("nodes array").clone();
-    assert_eq!(nodes.len(), 3, "{cluster:#}");
-    demo.pids = nodes
-        .iter()
-        .map(|n| n["pid"].as_u64().expect("pid") as u32)
-        .collect();
+    let mut demo = Demo::start(1, 2);
+    let nodes = demo.nodes.clone();
+    assert_eq!(nodes.len(), 3, "{nodes:#?}");
     let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["voter", "replica", "replica"], "{cluster:#}");
+    assert_eq!(roles, ["voter", "replica", "replica"], "{nodes:#?}");
     let http = cluster::client();
     for n in &nodes {
         for key in ["id", "http_url", "grpc_addr", "data_dir", "admin_token"] {
@@ -655,7 +566,7 @@ fn hoard_demo_starts_a_primary_and_two_replicas_and_stops_them() {
         || demo.child.try_wait().unwrap(),
     );
     eprintln!("hoard demo exited with {status}");
-    let pids = demo.pids.clone();
+    let pids = demo.pids();
     wait_for(
         Duration::from_secs(10),
         "every node of the demo is gone after SIGTERM",

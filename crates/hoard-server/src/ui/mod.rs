@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::{require_read_method, with_body, HandlerResult};
 use crate::node::Node;
-use pages::{Chrome, FileView, ProjectView, RepoRow, SearchHit, VersionView};
+use pages::{Chrome, ClusterRow, FileView, ProjectView, RepoRow, SearchHit, VersionView};
 
 /// Most search results on one page.
 const MAX_HITS: usize = 200;
@@ -81,22 +81,11 @@ pub fn handle(node: &Node, req: &Request<Incoming>, rest: &[&str]) -> HandlerRes
         ["+at", serial, rest @ ..] => (Some(crate::pypi::parse_at(node, serial)?), rest),
         _ => (None, rest),
     };
-    let applied = node.applied_serial();
-    let chrome = Chrome {
-        node_id: node.config.node_id.clone(),
-        serial: at.unwrap_or(applied).0,
-        at: at.map(|s| s.0),
-        banner: node.health_problem(),
-        base: match at {
-            Some(s) => format!("/+ui/+at/{s}"),
-            None => "/+ui".to_owned(),
-        },
-    };
     let view = View {
         node,
         principal: node.authenticate(req.headers())?,
         at,
-        chrome,
+        chrome: chrome(node, at),
     };
     let result = match rest {
         [] | [""] => home(&view),
@@ -116,6 +105,125 @@ pub fn handle(node: &Node, req: &Request<Incoming>, rest: &[&str]) -> HandlerRes
         )),
         _ => Err(e),
     })
+}
+
+fn chrome(node: &Node, at: Option<Serial>) -> Chrome {
+    Chrome {
+        node_id: node.config.node_id.clone(),
+        serial: at.unwrap_or(node.applied_serial()).0,
+        at: at.map(|s| s.0),
+        banner: node.health_problem(),
+        base: match at {
+            Some(s) => format!("/+ui/+at/{s}"),
+            None => "/+ui".to_owned(),
+        },
+    }
+}
+
+/// `/+ui/cluster`: every node this one finds, refreshed in place by the
+/// page's script from `/+ui/cluster?fragment` (the same table, rendered
+/// here, so there is one template for both).
+pub async fn cluster_page(node: &Node, req: &Request<Incoming>) -> HandlerResult {
+    require_read_method(req.method())?;
+    let survey = crate::admin::cluster_survey(node).await?;
+    let own = survey
+        .nodes
+        .iter()
+        .find(|n| n.node_id() == node.config.node_id);
+    let mut chrome = chrome(node, None);
+    chrome.banner = chrome.banner.or_else(|| cluster_warning(&survey, own));
+    let rows: Vec<ClusterRow> = survey
+        .nodes
+        .iter()
+        .map(|n| cluster_row(&survey, n, &node.config.node_id))
+        .collect();
+    let table = pages::cluster_table(&rows, &survey.summary(), survey.healthy());
+    if query_param(req, "fragment").is_some() {
+        return Ok(html(StatusCode::OK, table));
+    }
+    Ok(html(StatusCode::OK, pages::cluster(&chrome, table)))
+}
+
+/// A replica this far behind, or a node left in an old epoch, is worth
+/// a banner even when it calls itself healthy.
+const BEHIND_EVENTS: u64 = 1000;
+const BEHIND_SECONDS: f64 = 30.0;
+
+fn cluster_warning(
+    survey: &crate::survey::Survey,
+    own: Option<&crate::survey::NodeReport>,
+) -> Option<String> {
+    let own = own?;
+    let status = own.status.as_ref().ok()?;
+    let epoch = status["epoch"].as_u64().unwrap_or(0);
+    let newest = survey.newest_epoch();
+    if epoch < newest {
+        return Some(format!(
+            "this node is in epoch {epoch}, but the cluster has moved on to epoch {newest}: it serves an old history"
+        ));
+    }
+    match survey.lag(own) {
+        Some((events, seconds))
+            if events >= BEHIND_EVENTS || seconds.is_some_and(|s| s >= BEHIND_SECONDS) =>
+        {
+            Some(match seconds {
+                Some(s) => format!("this node is {events} events ({s:.0} s) behind its upstream"),
+                None => format!("this node is {events} events behind the leader"),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn cluster_row(
+    survey: &crate::survey::Survey,
+    report: &crate::survey::NodeReport,
+    own_id: &str,
+) -> ClusterRow {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) if s.is_empty() => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let node_id = report.node_id();
+    let this = node_id == own_id;
+    match &report.status {
+        Ok(s) => ClusterRow {
+            node_id,
+            this,
+            url: report.url.clone(),
+            role: text(&s["role"]),
+            leader: s["role"] == "leader",
+            term: text(&s["term"]),
+            epoch: text(&s["epoch"]),
+            applied: text(&s["applied_serial"]),
+            commit: text(&s["commit_serial"]),
+            lag: survey.lag_text(report),
+            health: text(&s["health"]),
+            problem: s["problem"].as_str().map(str::to_owned),
+            version: text(&s["version"]),
+            upstream: text(&s["upstream"]),
+            reachable: true,
+        },
+        Err(e) => ClusterRow {
+            node_id,
+            this,
+            url: report.url.clone(),
+            role: "-".into(),
+            leader: false,
+            term: "-".into(),
+            epoch: "-".into(),
+            applied: "-".into(),
+            commit: "-".into(),
+            lag: "-".into(),
+            health: "unreachable".into(),
+            problem: Some(e.strip_prefix("unreachable: ").unwrap_or(e).to_owned()),
+            version: "-".into(),
+            upstream: "-".into(),
+            reachable: false,
+        },
+    }
 }
 
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {

@@ -75,6 +75,31 @@ pub struct ProjectView {
     pub install: Vec<(&'static str, String)>,
 }
 
+/// One node on the cluster page; `-` where the node does not say.
+pub struct ClusterRow {
+    pub node_id: String,
+    /// The node that renders the page.
+    pub this: bool,
+    pub url: String,
+    pub role: String,
+    pub leader: bool,
+    pub term: String,
+    pub epoch: String,
+    pub applied: String,
+    pub commit: String,
+    pub lag: String,
+    /// ok, unhealthy, fenced, or unreachable.
+    pub health: String,
+    pub problem: Option<String>,
+    pub version: String,
+    pub upstream: String,
+    pub reachable: bool,
+}
+
+/// Replaces the cluster table with a fresh one every 2 s; the page is
+/// whole without it, and says when it last changed.
+const CLUSTER_SCRIPT: &str = "(function(){var box=document.getElementById('cluster'),stamp=document.getElementById('refreshed'),n=0;function tick(){fetch(location.pathname+'?fragment',{cache:'no-store'}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.text()}).then(function(t){box.innerHTML=t;n+=1;box.dataset.refreshes=n;stamp.textContent='updated '+new Date().toLocaleTimeString()}).catch(function(e){stamp.textContent='could not refresh: '+e.message}).finally(function(){setTimeout(tick,2000)})}setTimeout(tick,2000)})();";
+
 fn layout(chrome: &Chrome, title: &str, query: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -90,6 +115,8 @@ fn layout(chrome: &Chrome, title: &str, query: &str, content: Markup) -> Markup 
                     a.brand href={ (chrome.base) "/" } { "hoard" }
                     nav aria-label="main" {
                         a href={ (chrome.base) "/" } { "Repositories" }
+                        a href="/+ui/changelog" { "Changelog" }
+                        a href="/+ui/cluster" { "Cluster" }
                     }
                     form role="search" action={ (chrome.base) "/search" } method="get" {
                         label for="q" class="muted" { "Search " }
@@ -239,6 +266,55 @@ pub fn project(chrome: &Chrome, p: &ProjectView) -> Markup {
         }
     };
     layout(chrome, &p.name, "", content)
+}
+
+/// The cluster table: the part of the cluster page that refreshes.
+pub fn cluster_table(rows: &[ClusterRow], summary: &str, healthy: bool) -> Markup {
+    html! {
+        p.summary.ok[healthy].bad[!healthy] role="status" { (summary) }
+        table {
+            thead { tr {
+                th scope="col" { "Node" } th scope="col" { "Role" } th scope="col" { "Term" }
+                th scope="col" { "Epoch" } th scope="col" class="num" { "Applied" }
+                th scope="col" class="num" { "Commit" } th scope="col" class="num" { "Lag" }
+                th scope="col" { "Health" } th scope="col" { "Version" } th scope="col" { "Upstream" }
+            } }
+            tbody {
+                @for r in rows {
+                    tr.down[!r.reachable] data-node=(r.node_id) {
+                        td {
+                            @if r.reachable { a href={ (r.url) "/+ui/cluster" } { (r.node_id) } } @else { (r.node_id) }
+                            @if r.this { " " span.badge { "this node" } }
+                            br; span.muted { (r.url) }
+                        }
+                        td { @if r.leader { strong title="the Raft leader: it takes every write" { (r.role) } } @else { (r.role) } }
+                        td { (r.term) }
+                        td { (r.epoch) }
+                        td.num { (r.applied) }
+                        td.num { (r.commit) }
+                        td.num { (r.lag) }
+                        td {
+                            span.health.ok[r.health == "ok"].bad[r.health != "ok"] { (r.health) }
+                            @if let Some(p) = &r.problem { br; span.muted { (p) } }
+                        }
+                        td { (r.version) }
+                        td.muted { (r.upstream) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn cluster(chrome: &Chrome, table: Markup) -> Markup {
+    let content = html! {
+        h1 { "Cluster" }
+        p.muted { "Every node that this node finds through the members and followers it knows. "
+            span #refreshed aria-live="polite" { "Refreshes every 2 s." } }
+        div #cluster data-refreshes="0" { (table) }
+        script { (PreEscaped(CLUSTER_SCRIPT)) }
+    };
+    layout(chrome, "Cluster", "", content)
 }
 
 pub fn not_found(chrome: &Chrome, message: &str) -> Markup {
