@@ -276,6 +276,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
         && req.method() != Method::GET
         && req.method() != Method::HEAD
         && !req.uri().path().starts_with("/+admin/local/")
+        && !is_ui_session_path(req.uri().path())
     {
         return forward::forward_write(node, req).await;
     }
@@ -288,7 +289,9 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
             require_read_method(req.method())?;
             admin::cluster_status(node).await
         }
-        ["+ui", "cluster"] => crate::ui::cluster_page(node, &req).await,
+        ["+ui", "+cluster"] => crate::ui::cluster_page(node, &req).await,
+        ["+ui", "+login"] => crate::ui::login(node, req).await,
+        ["+ui", "+logout"] => crate::ui::logout(node, &req),
         ["+audit"] => crate::audit::handle(node, &req),
         ["+ui", rest @ ..] => crate::ui::handle(node, &req, rest),
         ["+metrics"] => Ok(with_body(
@@ -328,6 +331,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
         }
         [] => Err(ApiError::not_found("not found")),
     }
+}
+
+/// Signing in and out of the web UI is this node's own business (its
+/// sessions are sealed with its key), on a replica too.
+fn is_ui_session_path(path: &str) -> bool {
+    matches!(path, "/+ui/+login" | "/+ui/+logout")
 }
 
 /// Only these methods are served on read paths.

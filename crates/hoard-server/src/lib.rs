@@ -24,6 +24,7 @@ mod npm;
 mod page_cache;
 mod pypi;
 mod range;
+mod session;
 pub mod survey;
 mod ui;
 mod virtual_repo;

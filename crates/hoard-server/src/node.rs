@@ -625,18 +625,8 @@ impl Node {
         if secret.is_empty() {
             return Ok(None);
         }
-        let hash = Sha256::of(secret.as_bytes());
-        if hash == self.admin_token_hash {
-            return Ok(Some(Principal::NodeAdmin));
-        }
-        if let Some(state) = self.index.token(&hash)? {
-            if state.record.expired(now_us()) {
-                return Err(ApiError::unauthorized(format!(
-                    "the token {:?} has expired; ask for a new one",
-                    state.record.label
-                )));
-            }
-            return Ok(Some(Principal::Token(state.record)));
+        if let Some(principal) = self.token_principal(&secret)? {
+            return Ok(Some(principal));
         }
         match user.filter(|u| !u.is_empty() && u != "__token__") {
             Some(name) => match self.index.user(&name)? {
@@ -652,6 +642,95 @@ impl Node {
             },
             None => Err(ApiError::forbidden("invalid or revoked token")),
         }
+    }
+
+    /// The key that seals this node's web UI sessions: derived from its
+    /// admin token, so a new admin token ends every session.
+    fn session_key(&self) -> Sha256 {
+        let mut key = b"hoard web UI sessions\0".to_vec();
+        key.extend_from_slice(self.admin_token_hash.as_bytes());
+        Sha256::of(&key)
+    }
+
+    /// A web UI request's principal: its credentials, or its session
+    /// cookie. A session whose user or token is gone is no session.
+    pub fn authenticate_ui(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+        if headers.contains_key(http::header::AUTHORIZATION) {
+            return self.authenticate(headers);
+        }
+        let Some(value) = crate::session::cookie(headers) else {
+            return Ok(None);
+        };
+        let mut found = None;
+        let subject = crate::session::open(
+            self.session_key().as_bytes(),
+            value,
+            now_us() / 1_000_000,
+            |subject| match subject {
+                crate::session::Subject::User(name) => {
+                    let user = self.index.user(name).ok()??.record;
+                    let credential = user.password_hash.clone().into_bytes();
+                    found = Some(Principal::User(user));
+                    Some(credential)
+                }
+                crate::session::Subject::NodeAdmin => {
+                    found = Some(Principal::NodeAdmin);
+                    Some(Vec::new())
+                }
+                crate::session::Subject::Token(hex) => {
+                    let hash: Sha256 = hex.parse().ok()?;
+                    let token = self.index.token(&hash).ok()??.record;
+                    if token.expired(now_us()) {
+                        return None;
+                    }
+                    found = Some(Principal::Token(token));
+                    Some(hash.as_bytes().to_vec())
+                }
+            },
+        );
+        Ok(subject.and(found))
+    }
+
+    /// A session cookie value for `principal`.
+    pub fn seal_session(&self, principal: &Principal) -> String {
+        let (subject, credential) = match principal {
+            Principal::User(u) => (
+                crate::session::Subject::User(u.name.clone()),
+                u.password_hash.clone().into_bytes(),
+            ),
+            Principal::Token(t) => (
+                crate::session::Subject::Token(t.hash.to_hex()),
+                t.hash.as_bytes().to_vec(),
+            ),
+            // The key already changes with the admin token.
+            Principal::NodeAdmin => (crate::session::Subject::NodeAdmin, Vec::new()),
+        };
+        let expires = now_us() / 1_000_000 + crate::session::LIFETIME_SECS;
+        crate::session::seal(
+            self.session_key().as_bytes(),
+            &subject,
+            expires,
+            &credential,
+        )
+    }
+
+    /// Whom a token stands for: this node's admin token, or a live access
+    /// token. `None`: no such token (or a revoked one).
+    pub fn token_principal(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
+        let hash = Sha256::of(secret.as_bytes());
+        if hash == self.admin_token_hash {
+            return Ok(Some(Principal::NodeAdmin));
+        }
+        let Some(state) = self.index.token(&hash)? else {
+            return Ok(None);
+        };
+        if state.record.expired(now_us()) {
+            return Err(ApiError::unauthorized(format!(
+                "the token {:?} has expired; ask for a new one",
+                state.record.label
+            )));
+        }
+        Ok(Some(Principal::Token(state.record)))
     }
 
     /// Checks a user's password, as a sign-in (npm login) does: replaces

@@ -9,11 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use hoard_testkit::artifacts::WheelSpec;
-use hoard_testkit::cluster::{client, upload_ok};
+use hoard_testkit::cluster::{client, upload_ok, wait_for};
+use hoard_testkit::demo::Demo;
 use hoard_testkit::node::describe_failure;
 use hoard_testkit::npm::Npm;
 use hoard_testkit::tools::{chromium, target_dir, workspace_root};
 use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec, Upload};
+use serde_json::{json, Value};
 
 /// Chromium with what a headless run as root in a container needs, and
 /// a throwaway profile.
@@ -185,12 +187,12 @@ fn the_web_ui_shows_repositories_search_projects_and_past_serials_in_chromium() 
     b.screenshot(&format!("{url}/+ui/"), "home");
 
     // Search: normalized names, prefixes and substrings, across formats.
-    let found = b.dom(&format!("{url}/+ui/search?q=DEMO.pkg"));
+    let found = b.dom(&format!("{url}/+ui/+search?q=DEMO.pkg"));
     assert_says(&found, "Demo_Pkg", "a search for DEMO.pkg");
     assert!(found.contains(r#"href="/+ui/pypi/Demo_Pkg""#), "{found}");
-    let found = b.dom(&format!("{url}/+ui/search?q=widg"));
+    let found = b.dom(&format!("{url}/+ui/+search?q=widg"));
     assert_says(&found, "@acme/widget", "a search for widg");
-    let none = b.dom(&format!("{url}/+ui/search?q=hidden"));
+    let none = b.dom(&format!("{url}/+ui/+search?q=hidden"));
     assert_says(
         &none,
         "No project matches",
@@ -257,4 +259,276 @@ fn the_web_ui_shows_repositories_search_projects_and_past_serials_in_chromium() 
         .unwrap();
     assert_eq!(with_token.status().as_u16(), 200);
     assert!(with_token.text().unwrap().contains("hidden-thing"));
+}
+
+/// An admin API call on a demo node, with its admin token.
+fn admin(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> Value {
+    let resp = http
+        .post(format!("{url}/+admin/{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .unwrap_or_else(|e| panic!("POST /+admin/{path}: {e}"));
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    assert!(status.is_success(), "POST /+admin/{path}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// A page that posts a sign-in form to `url` as soon as it loads: the
+/// browser then follows the redirect with its new session cookie.
+fn sign_in_page(
+    dir: &std::path::Path,
+    url: &str,
+    user: &str,
+    password: &str,
+    next: &str,
+) -> String {
+    let path = dir.join(format!("sign-in-{}.html", hoard_testkit::unique("p")));
+    let page = format!(
+        r#"<!doctype html><form method="post" action="{url}/+ui/+login"><input name="user" value="{user}"><input name="password" value="{password}"><input name="next" value="{next}"></form><script>document.forms[0].submit()</script>"#
+    );
+    std::fs::write(&path, page).unwrap();
+    format!("file://{}", path.display())
+}
+
+/// Done when: every page on a demo cluster (3 voters and a replica), read
+/// from the replica, including the cluster page with a killed node shown
+/// unreachable; `hoard status` against the same cluster; and signing in
+/// for a private repository.
+#[test]
+fn every_page_of_a_demo_cluster_in_chromium_and_a_killed_node_on_the_cluster_page() {
+    let demo = Demo::start(3, 1);
+    let http = client();
+    let status = |i: usize| -> Value {
+        http.get(format!("{}/+status", demo.url(i)))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null)
+    };
+    let leader = wait_for(Duration::from_secs(30), "a demo leader", || {
+        (0..3).find(|&i| status(i)["role"] == "leader")
+    });
+    let (lurl, ltoken) = (demo.url(leader), demo.admin_token(leader));
+    let replica = demo.url(3);
+
+    admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "repos",
+        json!({"name": "secret", "format": "pypi", "anonymous_read": false}),
+    );
+    admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "users/add",
+        json!({"name": "carol", "password": "correct horse battery"}),
+    );
+    let token = admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "tokens/create",
+        json!({"repo": "pypi", "perm": "upload", "label": "ci"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_token = admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "tokens/create",
+        json!({"repo": "secret", "perm": "upload", "label": "secret-ci"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = upload_ok(&http, &lurl, &token, &wheel("Demo_Pkg", "1.0"));
+    // Enough events for a second changelog page.
+    for i in 0..55 {
+        upload_ok(&http, &lurl, &token, &wheel("bulk", &format!("0.{i}")));
+    }
+    let new = wheel("Demo_Pkg", "2.0");
+    upload_ok(&http, &lurl, &token, &new);
+    let hidden = upload_ok(
+        &http,
+        &format!("{lurl}/secret/"),
+        &secret_token,
+        &wheel("hidden-thing", "1.0"),
+    );
+    let last = admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "yank",
+        json!({"repo": "pypi", "project": "demo-pkg", "version": "1.0", "reason": "broken"}),
+    );
+    eprintln!("yank: {last}");
+    let head = status(leader)["applied_serial"].as_u64().unwrap();
+    assert!(head > hidden);
+    wait_for(Duration::from_secs(30), "the replica catches up", || {
+        (status(3)["applied_serial"].as_u64()? >= head).then_some(())
+    });
+
+    let b = Browser::new();
+    // Home, search, a project, a point-in-time view: from the replica.
+    let home = b.dom(&format!("{replica}/+ui/"));
+    for says in ["pypi", "hosted", "Cluster", "Changelog", "Sign in"] {
+        assert_says(&home, says, "the replica's home page");
+    }
+    assert!(!text(&home).contains("secret"), "{home}");
+    let found = b.dom(&format!("{replica}/+ui/+search?q=demo"));
+    assert!(found.contains(r#"/Demo_Pkg""#), "{found}");
+    let page = b.dom(&format!("{replica}/+ui/pypi/demo-pkg"));
+    for says in [new.sha256().as_str(), "yanked", "broken", "uv pip install"] {
+        assert_says(&page, says, "the project page on the replica");
+    }
+    let past = text(&b.dom(&format!("{replica}/+ui/+at/{first}/pypi/demo-pkg")));
+    assert!(
+        past.contains(&format!("as of serial {first}")) && !past.contains("2.0"),
+        "{past}"
+    );
+
+    // The changelog: newest first, paged by serial, filtered (by the
+    // virtual repository `pypi`, whose events are its members'); the private
+    // repository's events only for who may read it.
+    let log = b.dom(&format!("{replica}/+ui/+changelog"));
+    let t = text(&log);
+    assert!(t.contains("files yanked") && t.contains("broken"), "{t}");
+    assert!(
+        log.contains(&format!(r#"data-serial="{head}""#)),
+        "the newest event first: {log}"
+    );
+    assert!(!t.contains("hidden-thing") && !t.contains("carol"), "{t}");
+    let older = log
+        .split(r#"rel="next""#)
+        .next()
+        .and_then(|s| s.rsplit("href=\"").next())
+        .and_then(|s| s.split('"').next())
+        .expect("an Older events link")
+        .replace("&amp;", "&");
+    assert!(older.contains("upto="), "{older}");
+    let page2 = b.dom(&format!("{replica}{older}"));
+    let serials: Vec<u64> = page2
+        .split(r#"data-serial=""#)
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse().ok())
+        .collect();
+    assert!(
+        !serials.is_empty() && serials.windows(2).all(|w| w[0] > w[1]),
+        "{serials:?}"
+    );
+    assert!(serials[0] < head - 49, "{serials:?}");
+    let filtered = text(&b.dom(&format!(
+        "{replica}/+ui/+changelog?repo=pypi&project=Demo.Pkg"
+    )));
+    assert!(
+        filtered.contains(&new.filename) && !filtered.contains("bulk"),
+        "{filtered}"
+    );
+    b.screenshot(&format!("{replica}/+ui/+changelog"), "changelog");
+
+    // Signing in: a wrong password is refused on the form; the right one
+    // opens the private repository and its events, on the replica.
+    let wrong = b.dom(&sign_in_page(
+        b.profile.path(),
+        &replica,
+        "carol",
+        "not her password",
+        "/+ui/secret/hidden-thing",
+    ));
+    assert_says(&wrong, "Wrong user name or password", "a failed sign-in");
+    let signed_in = b.dom(&sign_in_page(
+        b.profile.path(),
+        &replica,
+        "carol",
+        "correct horse battery",
+        "/+ui/secret/hidden-thing",
+    ));
+    assert_says(
+        &signed_in,
+        "signed in as carol",
+        "the page after signing in",
+    );
+    assert_says(&signed_in, "hidden-thing", "the private project");
+    let log = text(&b.dom(&format!("{replica}/+ui/+changelog?repo=secret")));
+    assert!(log.contains("hidden-thing"), "{log}");
+    b.screenshot(&format!("{replica}/+ui/"), "home-signed-in");
+    // Signed out (a new profile has no cookie), the page is not there.
+    let anonymous = http
+        .get(format!("{replica}/+ui/secret/hidden-thing"))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 404);
+
+    // The cluster page: four nodes, the leader marked, refreshed by its
+    // script; `hoard status` agrees.
+    let cluster = b.dom(&format!("{replica}/+ui/+cluster"));
+    let t = text(&cluster);
+    assert!(t.contains("4 nodes, all healthy"), "{t}");
+    for n in &demo.nodes {
+        let id = n["id"].as_str().unwrap();
+        assert!(
+            cluster.contains(&format!(r#"data-node="{id}""#)),
+            "no {id}: {t}"
+        );
+    }
+    assert!(
+        t.contains("this node") && t.contains("leader") && t.contains("replica"),
+        "{t}"
+    );
+    let refreshes: u64 = cluster
+        .split(r#"data-refreshes=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(refreshes >= 1, "the page never refreshed itself: {cluster}");
+    let cli = |url: &str| {
+        let out = Command::new(hoard_testkit::tools::hoard_bin())
+            .args(["status", "--url", url])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, table) = cli(&replica);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(
+        table.trim_end().ends_with("4 nodes, all healthy"),
+        "{table}"
+    );
+
+    // A voter dies: the page and the table say so.
+    let victim = (leader + 1) % 3;
+    let victim_id = demo.nodes[victim]["id"].as_str().unwrap().to_owned();
+    demo.kill9(victim);
+    let cluster = wait_for(
+        Duration::from_secs(30),
+        "the cluster page shows the dead node",
+        || {
+            let dom = b.dom(&format!("{replica}/+ui/+cluster"));
+            text(&dom).contains("4 nodes, 1 not healthy").then_some(dom)
+        },
+    );
+    let row = cluster
+        .split(&format!(r#"data-node="{victim_id}""#))
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for {victim_id}: {cluster}"));
+    assert!(row.contains("unreachable"), "{row}");
+    b.screenshot(&format!("{replica}/+ui/+cluster"), "cluster");
+    let (code, table) = cli(&replica);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(table.contains("unreachable"), "{table}");
 }

@@ -17,7 +17,9 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::{require_read_method, with_body, HandlerResult};
 use crate::node::Node;
-use pages::{Chrome, ClusterRow, FileView, ProjectView, RepoRow, SearchHit, VersionView};
+use pages::{
+    ChangeRow, Chrome, ClusterRow, FileView, ProjectView, RepoRow, SearchHit, VersionView,
+};
 
 /// Most search results on one page.
 const MAX_HITS: usize = 200;
@@ -81,15 +83,19 @@ pub fn handle(node: &Node, req: &Request<Incoming>, rest: &[&str]) -> HandlerRes
         ["+at", serial, rest @ ..] => (Some(crate::pypi::parse_at(node, serial)?), rest),
         _ => (None, rest),
     };
+    let principal = node.authenticate_ui(req.headers())?;
+    let mut chrome = chrome(node, at);
+    chrome.who = principal.as_ref().map(Principal::actor);
     let view = View {
         node,
-        principal: node.authenticate(req.headers())?,
+        principal,
         at,
-        chrome: chrome(node, at),
+        chrome,
     };
     let result = match rest {
         [] | [""] => home(&view),
-        ["search"] => search(&view, &query_param(req, "q").unwrap_or_default()),
+        ["+search"] => search(&view, &query_param(req, "q").unwrap_or_default()),
+        ["+changelog"] => changelog(&view, req),
         [repo] | [repo, ""] => repo_page(&view, repo),
         [repo, scope, name] | [repo, scope, name, ""] if scope.starts_with('@') => {
             project_page(&view, repo, &format!("{scope}/{name}"))
@@ -113,6 +119,7 @@ fn chrome(node: &Node, at: Option<Serial>) -> Chrome {
         serial: at.unwrap_or(node.applied_serial()).0,
         at: at.map(|s| s.0),
         banner: node.health_problem(),
+        who: None,
         base: match at {
             Some(s) => format!("/+ui/+at/{s}"),
             None => "/+ui".to_owned(),
@@ -120,8 +127,8 @@ fn chrome(node: &Node, at: Option<Serial>) -> Chrome {
     }
 }
 
-/// `/+ui/cluster`: every node this one finds, refreshed in place by the
-/// page's script from `/+ui/cluster?fragment` (the same table, rendered
+/// `/+ui/+cluster`: every node this one finds, refreshed in place by the
+/// page's script from `/+ui/+cluster?fragment` (the same table, rendered
 /// here, so there is one template for both).
 pub async fn cluster_page(node: &Node, req: &Request<Incoming>) -> HandlerResult {
     require_read_method(req.method())?;
@@ -131,6 +138,11 @@ pub async fn cluster_page(node: &Node, req: &Request<Incoming>) -> HandlerResult
         .iter()
         .find(|n| n.node_id() == node.config.node_id);
     let mut chrome = chrome(node, None);
+    chrome.who = node
+        .authenticate_ui(req.headers())
+        .ok()
+        .flatten()
+        .map(|p| p.actor());
     chrome.banner = chrome.banner.or_else(|| cluster_warning(&survey, own));
     let rows: Vec<ClusterRow> = survey
         .nodes
@@ -142,6 +154,112 @@ pub async fn cluster_page(node: &Node, req: &Request<Incoming>) -> HandlerResult
         return Ok(html(StatusCode::OK, table));
     }
     Ok(html(StatusCode::OK, pages::cluster(&chrome, table)))
+}
+
+/// The most a sign-in form may carry.
+const MAX_LOGIN_BODY: u64 = 16 * 1024;
+
+/// `GET /+ui/+login` shows the sign-in form; `POST` checks a user's
+/// password (or a token, with the user name `__token__` or none) and
+/// starts a session. Every node answers it itself: the session is sealed
+/// with this node's key.
+pub async fn login(node: &Node, req: Request<Incoming>) -> HandlerResult {
+    let next = query_param(&req, "next")
+        .filter(|n| safe_next(n))
+        .unwrap_or_else(|| "/+ui/".to_owned());
+    let chrome = chrome(node, None);
+    if req.method() != http::Method::POST {
+        require_read_method(req.method())?;
+        return Ok(html(StatusCode::OK, pages::login(&chrome, &next, "", None)));
+    }
+    let body = crate::body::read_small(req.into_body(), MAX_LOGIN_BODY, node.config.body_timeout())
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let user = form.get("user").map(|u| u.trim()).unwrap_or_default();
+    let password = form.get("password").map(String::as_str).unwrap_or_default();
+    let next = form
+        .get("next")
+        .filter(|n| safe_next(n))
+        .cloned()
+        .unwrap_or(next);
+    let principal = if user.is_empty() || user == "__token__" {
+        match node.token_principal(password.trim()) {
+            Ok(principal) => principal,
+            // Expired: the form says so, as for a wrong one.
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        node.sign_in(user, password).await?.map(Principal::User)
+    };
+    let Some(principal) = principal else {
+        tracing::info!(user, "a web UI sign-in was refused");
+        return Ok(html(
+            StatusCode::UNAUTHORIZED,
+            pages::login(
+                &chrome,
+                &next,
+                user,
+                Some("Wrong user name or password (or an invalid, expired or revoked token)."),
+            ),
+        ));
+    };
+    let sealed = node.seal_session(&principal);
+    tracing::info!(who = %principal.actor(), "signed in to the web UI");
+    let mut response = with_body(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        "signed in\n",
+    );
+    set_header(&mut response, http::header::LOCATION, &next)?;
+    set_header(
+        &mut response,
+        http::header::SET_COOKIE,
+        &crate::session::set_cookie(Some(&sealed), node.https.is_some()),
+    )?;
+    Ok(response)
+}
+
+/// `POST /+ui/+logout`: ends the session.
+pub fn logout(node: &Node, req: &Request<Incoming>) -> HandlerResult {
+    if req.method() != http::Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "sign out with POST",
+        ));
+    }
+    let mut response = with_body(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        "signed out\n",
+    );
+    set_header(&mut response, http::header::LOCATION, "/+ui/")?;
+    set_header(
+        &mut response,
+        http::header::SET_COOKIE,
+        &crate::session::set_cookie(None, node.https.is_some()),
+    )?;
+    Ok(response)
+}
+
+fn set_header(
+    response: &mut http::Response<crate::http::ResBody>,
+    name: http::HeaderName,
+    value: &str,
+) -> Result<(), ApiError> {
+    let value = http::HeaderValue::from_str(value)
+        .map_err(|_| ApiError::bad_request("a header value that HTTP cannot carry"))?;
+    response.headers_mut().insert(name, value);
+    Ok(())
+}
+
+/// Where a sign-in may send the browser on: a UI page of this node, not
+/// another site (`//host`, `/\\host`).
+fn safe_next(next: &str) -> bool {
+    next.starts_with("/+ui/") && !next.contains("//") && !next.contains('\\')
 }
 
 /// A replica this far behind, or a node left in an old epoch, is worth
@@ -266,7 +384,11 @@ fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
         ),
         RepoKind::Mirror(m) => (
             "mirror",
-            format!("upstream {}", m.upstreams.join(", ")),
+            if m.upstreams.is_empty() {
+                "no upstream configured".to_owned()
+            } else {
+                format!("upstream {}", m.upstreams.join(", "))
+            },
             Some(project_names(view, repo)?.len()),
         ),
         RepoKind::Virtual(v) => (
@@ -390,6 +512,144 @@ fn search(view: &View, query: &str) -> HandlerResult {
             .collect();
     }
     view.page(pages::search(&view.chrome, query, &hits, truncated))
+}
+
+/// Events on one changelog page.
+const CHANGELOG_PAGE: usize = 50;
+/// Events one changelog page reads at most while filtering, so that a
+/// rare filter over a long history answers quickly; the page then links
+/// on from where it stopped.
+const CHANGELOG_SCAN: usize = 20_000;
+
+/// Events about users and tokens are for admins; the rest for whoever
+/// may read their repository.
+fn may_see(
+    view: &View,
+    event: &hoard_core::Event,
+    repo: Option<&str>,
+    readable: &[RepoState],
+) -> bool {
+    use hoard_core::Change;
+    let admin = view.principal.as_ref().is_some_and(|p| p.is_global_admin());
+    match &event.change {
+        Change::TokenCreated { .. }
+        | Change::TokenRevoked { .. }
+        | Change::UserAdded { .. }
+        | Change::UserChanged { .. }
+        | Change::UserRemoved { .. } => admin,
+        _ => match repo {
+            Some(repo) => readable.iter().any(|r| r.name.as_str() == repo),
+            None => admin,
+        },
+    }
+}
+
+/// `/+ui/+changelog?repo=R&project=P&upto=N`: events newest first, a
+/// page of them at a time, paged by serial.
+fn changelog(view: &View, req: &Request<Incoming>) -> HandlerResult {
+    let repo = query_param(req, "repo").filter(|r| !r.is_empty());
+    let project = query_param(req, "project").filter(|p| !p.is_empty());
+    let newest = view.at.unwrap_or(view.node.applied_serial());
+    let upto = match query_param(req, "upto") {
+        Some(b) => Serial(
+            b.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("upto={b:?} is not a serial")))?
+                .min(newest.0),
+        ),
+        None => newest,
+    };
+    let readable = view.repos()?;
+    // A virtual repository's events are its members'.
+    let repo_names: Option<Vec<String>> = match &repo {
+        Some(name) => Some(match readable.iter().find(|r| r.name.as_str() == name) {
+            Some(state) => sources(view, state)?
+                .iter()
+                .map(|r| r.name.to_string())
+                .chain([name.clone()])
+                .collect(),
+            None => vec![name.clone()],
+        }),
+        None => None,
+    };
+    let project_key = project.as_deref().map(search_key);
+    let mut rows = Vec::new();
+    let mut older = None;
+    for (scanned, item) in view.node.index.events_back_from(upto).enumerate() {
+        let (serial, event) = item?;
+        if rows.len() == CHANGELOG_PAGE || scanned == CHANGELOG_SCAN {
+            older = Some(serial.0);
+            break;
+        }
+        let revoked = match &event.change {
+            hoard_core::Change::TokenRevoked { hash } => view
+                .node
+                .index
+                .token_record(hash)?
+                .map(|t| (t.handle(), t.label)),
+            _ => None,
+        };
+        let entry = crate::audit::describe(serial, &event, revoked);
+        let entry_repo = entry["repo"].as_str();
+        if !may_see(view, &event, entry_repo, &readable) {
+            continue;
+        }
+        let entry_project = entry["project"].as_str();
+        if repo_names
+            .as_ref()
+            .is_some_and(|names| !entry_repo.is_some_and(|r| names.iter().any(|n| n == r)))
+            || project_key
+                .as_ref()
+                .is_some_and(|p| entry_project.map(search_key).as_ref() != Some(p))
+        {
+            continue;
+        }
+        let text = |key: &str| entry[key].as_str().unwrap_or_default().to_owned();
+        rows.push(ChangeRow {
+            serial: serial.0,
+            time: time_text(event.time_us),
+            actor: match entry["user"].as_str() {
+                Some(user) if user != event.actor => format!("{} ({user})", event.actor),
+                _ => event.actor.clone(),
+            },
+            node: text("node"),
+            kind: text("kind").replace('_', " "),
+            repo: text("repo"),
+            project_href: match (entry_repo, entry_project) {
+                (Some(r), Some(p)) => Some(format!(
+                    "/+ui/+at/{serial}/{r}/{}",
+                    utf8_percent_encode(p, PATH_SAFE)
+                        .to_string()
+                        .replace("%2F", "/")
+                )),
+                _ => None,
+            },
+            project: text("project"),
+            detail: text("detail"),
+        });
+    }
+    let link = |upto: Option<u64>| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(r) = &repo {
+            query.append_pair("repo", r);
+        }
+        if let Some(p) = &project {
+            query.append_pair("project", p);
+        }
+        if let Some(b) = upto {
+            query.append_pair("upto", &b.to_string());
+        }
+        format!("{}/+changelog?{}", view.chrome.base, query.finish())
+    };
+    let page = pages::ChangelogView {
+        repo: repo.clone().unwrap_or_default(),
+        project: project.clone().unwrap_or_default(),
+        repos: readable.iter().map(|r| r.name.to_string()).collect(),
+        upto: upto.0,
+        older: older.map(|s| link(Some(s))),
+        newest: (upto < newest).then(|| link(None)),
+        rows,
+    };
+    view.page(pages::changelog(&view.chrome, &page))
 }
 
 fn time_text(us: i64) -> String {

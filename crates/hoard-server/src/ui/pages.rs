@@ -18,6 +18,8 @@ pub struct Chrome {
     pub at: Option<u64>,
     /// A warning for the whole page (this node is unhealthy or behind).
     pub banner: Option<String>,
+    /// Who is signed in (or sends credentials), if anyone.
+    pub who: Option<String>,
     /// Where the UI is rooted, with the point-in-time prefix if any
     /// (`/+ui` or `/+ui/+at/12`).
     pub base: String,
@@ -75,6 +77,37 @@ pub struct ProjectView {
     pub install: Vec<(&'static str, String)>,
 }
 
+/// One event on the changelog page.
+pub struct ChangeRow {
+    pub serial: u64,
+    pub time: String,
+    /// Who: the actor, and the user it acted for when that differs.
+    pub actor: String,
+    pub node: String,
+    pub kind: String,
+    pub repo: String,
+    pub project: String,
+    /// The project's page as of this event.
+    pub project_href: Option<String>,
+    pub detail: String,
+}
+
+pub struct ChangelogView {
+    /// The filters, empty when unset.
+    pub repo: String,
+    pub project: String,
+    /// The repositories to filter by.
+    pub repos: Vec<String>,
+    /// The newest serial this page may show.
+    pub upto: u64,
+    /// Newest first.
+    pub rows: Vec<ChangeRow>,
+    /// The next page back, when there is one.
+    pub older: Option<String>,
+    /// Back to the newest events, when this page is not showing them.
+    pub newest: Option<String>,
+}
+
 /// One node on the cluster page; `-` where the node does not say.
 pub struct ClusterRow {
     pub node_id: String,
@@ -115,14 +148,22 @@ fn layout(chrome: &Chrome, title: &str, query: &str, content: Markup) -> Markup 
                     a.brand href={ (chrome.base) "/" } { "hoard" }
                     nav aria-label="main" {
                         a href={ (chrome.base) "/" } { "Repositories" }
-                        a href="/+ui/changelog" { "Changelog" }
-                        a href="/+ui/cluster" { "Cluster" }
+                        a href="/+ui/+changelog" { "Changelog" }
+                        a href="/+ui/+cluster" { "Cluster" }
                     }
-                    form role="search" action={ (chrome.base) "/search" } method="get" {
+                    form role="search" action={ (chrome.base) "/+search" } method="get" {
                         label for="q" class="muted" { "Search " }
                         input #q type="search" name="q" value=(query) placeholder="project name";
                         " "
                         button type="submit" { "Search" }
+                    }
+                    @if let Some(who) = &chrome.who {
+                        form.session method="post" action="/+ui/+logout" {
+                            span.muted { "signed in as " strong #who { (who) } } " "
+                            button type="submit" { "Sign out" }
+                        }
+                    } @else {
+                        a href="/+ui/+login" { "Sign in" }
                     }
                 }
                 main {
@@ -268,6 +309,55 @@ pub fn project(chrome: &Chrome, p: &ProjectView) -> Markup {
     layout(chrome, &p.name, "", content)
 }
 
+pub fn changelog(chrome: &Chrome, c: &ChangelogView) -> Markup {
+    let content = html! {
+        h1 { "Changelog" }
+        form.filters method="get" action={ (chrome.base) "/+changelog" } {
+            label for="repo" { "Repository " }
+            select #repo name="repo" {
+                option value="" selected[c.repo.is_empty()] { "all" }
+                @for r in &c.repos { option value=(r) selected[*r == c.repo] { (r) } }
+            }
+            " "
+            label for="project" { "Project " }
+            input #project type="text" name="project" value=(c.project) placeholder="any";
+            " "
+            button type="submit" { "Filter" }
+        }
+        p.muted { "Events at or before serial " (c.upto) ", newest first." }
+        @if c.rows.is_empty() {
+            p.muted { "No events." }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" class="num" { "Serial" } th scope="col" { "Time" } th scope="col" { "Who" }
+                    th scope="col" { "Kind" } th scope="col" { "Repository" } th scope="col" { "Project" }
+                    th scope="col" { "What" } th scope="col" { "Node" }
+                } }
+                tbody {
+                    @for r in &c.rows {
+                        tr data-serial=(r.serial) {
+                            td.num { a href={ "/+ui/+at/" (r.serial) "/" } title="the repositories as of this serial" { (r.serial) } }
+                            td { (r.time) }
+                            td { (r.actor) }
+                            td { (r.kind) }
+                            td { (r.repo) }
+                            td { @if let Some(href) = &r.project_href { a href=(href) { (r.project) } } @else { (r.project) } }
+                            td { (r.detail) }
+                            td.muted { (r.node) }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="pages" {
+            @if let Some(href) = &c.newest { a href=(href) { "Newest events" } " " }
+            @if let Some(href) = &c.older { a href=(href) rel="next" { "Older events" } }
+        }
+    };
+    layout(chrome, "Changelog", "", content)
+}
+
 /// The cluster table: the part of the cluster page that refreshes.
 pub fn cluster_table(rows: &[ClusterRow], summary: &str, healthy: bool) -> Markup {
     html! {
@@ -283,7 +373,7 @@ pub fn cluster_table(rows: &[ClusterRow], summary: &str, healthy: bool) -> Marku
                 @for r in rows {
                     tr.down[!r.reachable] data-node=(r.node_id) {
                         td {
-                            @if r.reachable { a href={ (r.url) "/+ui/cluster" } { (r.node_id) } } @else { (r.node_id) }
+                            @if r.reachable { a href={ (r.url) "/+ui/+cluster" } { (r.node_id) } } @else { (r.node_id) }
                             @if r.this { " " span.badge { "this node" } }
                             br; span.muted { (r.url) }
                         }
@@ -317,12 +407,33 @@ pub fn cluster(chrome: &Chrome, table: Markup) -> Markup {
     layout(chrome, "Cluster", "", content)
 }
 
+pub fn login(chrome: &Chrome, next: &str, user: &str, error: Option<&str>) -> Markup {
+    let content = html! {
+        h1 { "Sign in" }
+        p.muted { "Private repositories show once you sign in with your user name and password, or with a token (leave the user name empty)." }
+        @if let Some(error) = error { p.banner role="alert" { (error) } }
+        form.login method="post" action="/+ui/+login" {
+            input type="hidden" name="next" value=(next);
+            p { label for="user" { "User name" } br; input #user type="text" name="user" value=(user) autocomplete="username"; }
+            p { label for="password" { "Password or token" } br; input #password type="password" name="password" autocomplete="current-password" required; }
+            p { button type="submit" { "Sign in" } }
+        }
+    };
+    layout(chrome, "Sign in", "", content)
+}
+
 pub fn not_found(chrome: &Chrome, message: &str) -> Markup {
     layout(
         chrome,
         "Not found",
         "",
-        html! { h1 { "Not found" } p { (message) } },
+        html! {
+            h1 { "Not found" }
+            p { (message) }
+            @if chrome.who.is_none() {
+                p.muted { "Private repositories show once you " a href="/+ui/+login" { "sign in" } "." }
+            }
+        },
     )
 }
 
@@ -352,6 +463,7 @@ mod tests {
             serial: 7,
             at: None,
             banner: None,
+            who: None,
             base: "/+ui".into(),
         }
     }

@@ -129,6 +129,21 @@ impl Index {
             })
     }
 
+    /// Events at or before `upto`, newest first.
+    pub fn events_back_from(
+        &self,
+        upto: Serial,
+    ) -> impl Iterator<Item = Result<(Serial, Event), StoreError>> + '_ {
+        self.changelog
+            .range(..=upto.0.to_be_bytes())
+            .rev()
+            .map(|item| {
+                let (key, value) = item?;
+                let serial = serial_from(Some(key))?;
+                Ok((serial, decode("changelog", &value)?))
+            })
+    }
+
     /// Walks the changelog: serials must be dense from 1 to the applied
     /// serial, every event must decode, and the chained digest must match.
     /// Returns the number of events and the problems found.
