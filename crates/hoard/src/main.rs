@@ -9,6 +9,7 @@ mod cert;
 mod cli;
 mod demo;
 mod prefetch;
+mod progress;
 mod promotion;
 mod settings;
 mod status;

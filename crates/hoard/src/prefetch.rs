@@ -16,6 +16,8 @@ use hoard_npm::{
 };
 use hoard_pypi::{parse_dist_filename, parse_requirements, PinnedRequirement};
 
+use crate::progress::Progress;
+
 const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 
 /// Prefetches what `file` names: an npm lockfile (`.json`, or text that
@@ -157,17 +159,28 @@ fn error_message(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_owned())
 }
 
-/// What became of the files of one run, reported as it goes.
-#[derive(Default)]
+/// What became of the files of one run, reported as it goes: a line per
+/// item and file, and on a terminal a bar under them.
 struct Summary {
     fetched: usize,
     cached: usize,
     failed: Vec<String>,
+    progress: Progress,
 }
 
 impl Summary {
-    fn progress(i: usize, n: usize, item: impl Display) {
-        eprintln!("[{}/{n}] {item}", i + 1);
+    fn new(items: usize) -> Summary {
+        Summary {
+            fetched: 0,
+            cached: 0,
+            failed: Vec::new(),
+            progress: Progress::new("prefetch", Some(items as u64)),
+        }
+    }
+
+    fn item(&mut self, i: usize, n: usize, item: impl Display) {
+        self.progress.println(&format!("[{}/{n}] {item}", i + 1));
+        self.progress.set_bar(i as u64, &item.to_string());
     }
 
     /// One file's outcome ([`Node::ensure_cached`]'s answer).
@@ -175,14 +188,17 @@ impl Summary {
         match got {
             Ok(true) => {
                 self.cached += 1;
-                eprintln!("      already cached  {label}");
+                self.progress
+                    .println(&format!("      already cached  {label}"));
             }
             Ok(false) => {
                 self.fetched += 1;
-                eprintln!("      fetched         {label}");
+                self.progress
+                    .println(&format!("      fetched         {label}"));
             }
             Err(e) => {
-                eprintln!("      FAILED          {label}: {e:#}");
+                self.progress
+                    .println(&format!("      FAILED          {label}: {e:#}"));
                 self.failed.push(format!("{label}: {e:#}"));
             }
         }
@@ -190,12 +206,13 @@ impl Summary {
 
     /// A failure of a whole item, before any of its files.
     fn item_failed(&mut self, item: impl Display, e: &anyhow::Error) {
-        eprintln!("      FAILED: {e:#}");
+        self.progress.println(&format!("      FAILED: {e:#}"));
         self.failed.push(format!("{item}: {e:#}"));
     }
 
     /// Prints the totals; failure when anything failed.
     fn finish(self, items: usize, noun: &str, repo: &str) -> ExitCode {
+        self.progress.finish();
         println!(
             "prefetched {items} {noun}(s) into {repo}: {} file(s) fetched, {} already cached, {} failed",
             self.fetched,
@@ -215,7 +232,7 @@ impl Summary {
 
 async fn prefetch_pypi(node: &Node<'_>, file: &Path, text: &str) -> anyhow::Result<ExitCode> {
     let (pins, problems) = parse_requirements(text);
-    let mut summary = Summary::default();
+    let mut summary = Summary::new(pins.len());
     for p in problems {
         summary.failed.push(format!(
             "{}:{}: {} ({})",
@@ -228,7 +245,7 @@ async fn prefetch_pypi(node: &Node<'_>, file: &Path, text: &str) -> anyhow::Resu
     let index = format!("{}/simple/", node.root);
     for (i, pin) in pins.iter().enumerate() {
         let item = format!("{}=={}", pin.project, pin.version);
-        Summary::progress(i, pins.len(), &item);
+        summary.item(i, pins.len(), &item);
         let files = match files_of(node, &index, pin).await {
             Ok(files) => files,
             Err(e) => {
@@ -311,7 +328,7 @@ async fn files_of(
 
 async fn prefetch_npm(node: &Node<'_>, file: &Path, text: &str) -> anyhow::Result<ExitCode> {
     let lock = parse_package_lock(text).with_context(|| format!("reading {}", file.display()))?;
-    let mut summary = Summary::default();
+    let mut summary = Summary::new(lock.packages.len());
     for p in &lock.problems {
         summary
             .failed
@@ -326,7 +343,7 @@ async fn prefetch_npm(node: &Node<'_>, file: &Path, text: &str) -> anyhow::Resul
     let n = lock.packages.len();
     for (i, package) in lock.packages.iter().enumerate() {
         let item = format!("{}@{}", package.name, package.version);
-        Summary::progress(i, n, &item);
+        summary.item(i, n, &item);
         let got = match tarball_of(node, package).await {
             Ok(tarball) => node.ensure_cached(&tarball).await,
             Err(e) => Err(e),

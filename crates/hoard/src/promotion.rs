@@ -16,11 +16,10 @@ use hoard_server::Role;
 use hoard_store::Index;
 
 use crate::cli::{admin_post, AdminRefusal, Target};
+use crate::progress::Progress;
 
 /// How often the node's status is read while waiting.
 const POLL: Duration = Duration::from_millis(250);
-/// How often progress is printed while a rejoining node catches up.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 async fn status(url: &str) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
@@ -212,7 +211,7 @@ async fn wait_until_caught_up_voter(
     wait: u64,
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(wait);
-    let mut last_progress = Instant::now();
+    let mut progress = Progress::new("catching up: serial", None);
     loop {
         if let Ok(s) = status(url).await {
             let leader = s["leader_url"]
@@ -235,18 +234,18 @@ async fn wait_until_caught_up_voter(
                 && is_voter
                 && caught_up
             {
+                progress.finish();
+                eprintln!("caught up: serial {serial}, a voter");
                 return Ok(serial);
             }
-            if last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                eprintln!(
-                    "catching up: serial {serial} of {}{}",
-                    target_serial.map_or("?".into(), |t| t.to_string()),
-                    if is_voter { "" } else { " (not a voter yet)" }
-                );
-            }
+            progress.update(
+                serial,
+                target_serial,
+                if is_voter { "" } else { "(not a voter yet)" },
+            );
         }
         if Instant::now() > deadline {
+            progress.finish();
             bail!("{url} did not catch up as voter {id} within {wait}s; see its log and `hoard status --url {url}`");
         }
         tokio::time::sleep(POLL).await;

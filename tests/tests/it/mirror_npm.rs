@@ -17,6 +17,7 @@ use hoard_testkit::npm::{node_eval, sri_sha512, Npm};
 use hoard_testkit::npm_upstream::{
     DeclaredDigests, Fault, NpmFixtureUpstream, NpmPackageFault, NpmVersionOpts, BAD_VERSION,
 };
+use hoard_testkit::node::describe_failure;
 use hoard_testkit::{sha256_hex, Node, NodeOpts, RepoSpec};
 use serde_json::Value;
 
@@ -519,6 +520,23 @@ fn prefetch_of_a_package_lock_lets_npm_ci_run_with_the_upstream_down() {
         again.contains("0 file(s) fetched, 3 already cached"),
         "{again}"
     );
+    // On a terminal (a pty from script(1)), a progress bar as well.
+    let on_tty = run_on_tty(
+        &node,
+        &[
+            "prefetch",
+            "--url",
+            &node.url(),
+            "--repo",
+            "npm-remote",
+            lock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        on_tty.contains("prefetch [") && on_tty.contains("/3"),
+        "no progress bar on a terminal: {on_tty:?}"
+    );
+    assert!(on_tty.contains("3 already cached"), "{on_tty:?}");
 
     // The upstream is gone: `npm ci`, checking every integrity, installs.
     up.stop();
@@ -546,4 +564,25 @@ fn prefetch_of_a_package_lock_lets_npm_ci_run_with_the_upstream_down() {
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("1 failed"), "{stdout}");
     assert!(stdout.contains("dep-a@1.4.0"), "{stdout}");
+}
+
+/// `hoard ARGS` on a pseudo-terminal (script(1)), as a person at a
+/// terminal runs it: everything it wrote, escape sequences and all.
+fn run_on_tty(node: &Node, args: &[&str]) -> String {
+    let mut line = hoard_testkit::tools::hoard_bin().display().to_string();
+    for a in args {
+        line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+    }
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .current_dir(node.root())
+        .stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HOARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().expect("run script(1)");
+    assert!(out.status.success(), "{}", describe_failure(&cmd, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
