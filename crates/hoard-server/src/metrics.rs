@@ -355,6 +355,20 @@ pub fn render(node: &Node) -> String {
             counts.npm_packages as f64,
         );
     }
+    if let Some((count, bytes)) = node.blobs.stats() {
+        gauge(
+            &mut out,
+            "hoard_store_blobs",
+            "Blobs (files, tarballs, metadata) in this node's blob store.",
+            count as f64,
+        );
+        gauge(
+            &mut out,
+            "hoard_store_blob_bytes",
+            "Bytes of the blobs in this node's blob store.",
+            bytes as f64,
+        );
+    }
     if let Some((free, size)) = disk_space(node.data_dir()) {
         gauge(
             &mut out,

@@ -126,6 +126,13 @@ impl Node {
         })?;
         let index = Arc::new(Index::open(&data.join("index"))?);
         let blobs = BlobStore::open(&data)?;
+        // For the store metrics: a walk of the blob dir, off the start-up
+        // path (it is long on a large store).
+        let counting = blobs.clone();
+        tokio::task::spawn_blocking(move || match counting.count() {
+            Ok((count, bytes)) => tracing::info!(count, bytes, "counted the blob store"),
+            Err(e) => tracing::warn!(error = %e, "could not count the blob store"),
+        });
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;
         let cluster_tls = match config.cluster_tls_files() {

@@ -7,6 +7,8 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use blake2::digest::consts::U32;
 use blake2::Blake2b;
@@ -44,6 +46,17 @@ pub struct BlobDigests {
 pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    stats: Arc<BlobStats>,
+}
+
+/// How many blobs the store holds and their bytes: counted once by
+/// [`BlobStore::count`] (a walk of `blobs/`), and kept up to date by
+/// every commit. Blobs are never deleted.
+#[derive(Debug, Default)]
+struct BlobStats {
+    count: AtomicU64,
+    bytes: AtomicU64,
+    counted: AtomicBool,
 }
 
 impl BlobStore {
@@ -62,7 +75,52 @@ impl BlobStore {
             tracing::info!(path = %path.display(), "removing temp file left by an earlier run");
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
         }
-        Ok(BlobStore { blobs, tmp })
+        Ok(BlobStore {
+            blobs,
+            tmp,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The blobs held and their bytes, once [`BlobStore::count`] has run.
+    pub fn stats(&self) -> Option<(u64, u64)> {
+        let s = &self.stats;
+        s.counted.load(Ordering::Acquire).then(|| {
+            (
+                s.count.load(Ordering::Relaxed),
+                s.bytes.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Walks `blobs/` once to count what it holds (a blocking walk: run
+    /// it off the async threads). Commits count themselves meanwhile; a
+    /// blob renamed into place during the walk has a newer ctime (rename
+    /// sets it), and the walk leaves it to the commit's count.
+    pub fn count(&self) -> Result<(u64, u64), StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for (path, sha) in self.list()? {
+            if sha.is_none() {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if meta.ctime() > started {
+                continue;
+            }
+            count += 1;
+            bytes += meta.len();
+        }
+        let s = &self.stats;
+        s.count.fetch_add(count, Ordering::Relaxed);
+        s.bytes.fetch_add(bytes, Ordering::Relaxed);
+        s.counted.store(true, Ordering::Release);
+        Ok((count, bytes))
     }
 
     pub fn path_of(&self, sha: &Sha256) -> PathBuf {
@@ -120,6 +178,7 @@ impl BlobStore {
         let sha = staged.digests.sha256;
         let dest = self.path_of(&sha);
         let blobs = self.blobs.clone();
+        let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             if dest.is_file() {
                 return Ok(()); // content-addressed: same address, same bytes
@@ -130,6 +189,8 @@ impl BlobStore {
             fs::rename(src, &dest).map_err(io_err("rename", &dest))?;
             fsync_dir(dir)?;
             staged.guard.disarm();
+            stats.count.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(staged.size, Ordering::Relaxed);
             Ok(())
         })
         .await

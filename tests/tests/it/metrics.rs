@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hoard_testkit::cluster::{client, download, listed, upload_ok, wait_applied};
+use hoard_testkit::cluster::{client, download, listed, upload_ok, wait_applied, wait_for};
 use hoard_testkit::{wheel, Auth, Node, NodeOpts, Upload};
 
 /// The scraped text of `node`'s `/+metrics`.
@@ -63,18 +63,24 @@ fn assert_family(text: &str, name: &str, kind: &str) {
 
 #[test]
 fn metrics_families_are_present_and_move_with_uploads_and_downloads() {
-    let p = Node::start(NodeOpts {
+    let mut p = Node::start(NodeOpts {
         node_id: "metrics-p".into(),
         ..NodeOpts::default()
     });
     let token = p.create_token("pypi", "upload");
-    let before = scrape(&p);
+    // The blob store is counted by a walk just after start.
+    let before = wait_for(Duration::from_secs(10), "the blob store counted", || {
+        let text = scrape(&p);
+        sample(&text, "hoard_store_blobs").is_some().then_some(text)
+    });
     for (name, kind) in [
         ("hoard_http_requests_total", "counter"),
         ("hoard_http_request_duration_seconds", "histogram"),
         ("hoard_applied_serial", "gauge"),
         ("hoard_files", "gauge"),
         ("hoard_data_dir_free_bytes", "gauge"),
+        ("hoard_store_blobs", "gauge"),
+        ("hoard_store_blob_bytes", "gauge"),
         ("hoard_raft_term", "gauge"),
         ("hoard_raft_is_leader", "gauge"),
         ("hoard_raft_commit_index", "gauge"),
@@ -118,8 +124,19 @@ fn metrics_families_are_present_and_move_with_uploads_and_downloads() {
     );
     assert!(value(&after, "hoard_applied_serial") > value(&before, "hoard_applied_serial"));
     assert_eq!(value(&after, "hoard_files"), 2.0);
+    // Each wheel, and its core metadata, is a blob.
+    assert_eq!(
+        value(&after, "hoard_store_blobs") - value(&before, "hoard_store_blobs"),
+        4.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, "hoard_store_blob_bytes") - value(&before, "hoard_store_blob_bytes")
+            > sent_bytes(&wheels),
+        "{after}"
+    );
     let body_bytes = r#"hoard_http_request_body_bytes_total{route="pypi_upload"}"#;
-    let sent: usize = wheels.iter().map(|w| w.bytes.len()).sum();
+    let sent = wheels.iter().map(|w| w.bytes.len()).sum::<usize>();
     assert!(value(&after, body_bytes) >= sent as f64, "{after}");
     assert_eq!(
         value(
@@ -170,4 +187,23 @@ fn metrics_families_are_present_and_move_with_uploads_and_downloads() {
         sample(&replica, "hoard_raft_term").is_none(),
         "a replica is not in the Raft group"
     );
+    assert_eq!(
+        value(&replica, "hoard_store_blobs"),
+        value(&after, "hoard_store_blobs"),
+        "{replica}"
+    );
+
+    // After a restart the walk finds what the commits counted.
+    p.restart();
+    let again = wait_for(Duration::from_secs(10), "the blob store counted", || {
+        let text = scrape(&p);
+        sample(&text, "hoard_store_blobs").is_some().then_some(text)
+    });
+    for name in ["hoard_store_blobs", "hoard_store_blob_bytes"] {
+        assert_eq!(value(&again, name), value(&after, name), "{name}");
+    }
+}
+
+fn sent_bytes(wheels: &[hoard_testkit::Artifact]) -> f64 {
+    wheels.iter().map(|w| w.bytes.len() as f64).sum()
 }

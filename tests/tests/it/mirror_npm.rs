@@ -13,11 +13,11 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use hoard_testkit::cluster::wait_applied;
+use hoard_testkit::node::describe_failure;
 use hoard_testkit::npm::{node_eval, sri_sha512, Npm};
 use hoard_testkit::npm_upstream::{
     DeclaredDigests, Fault, NpmFixtureUpstream, NpmPackageFault, NpmVersionOpts, BAD_VERSION,
 };
-use hoard_testkit::node::describe_failure;
 use hoard_testkit::{sha256_hex, Node, NodeOpts, RepoSpec};
 use serde_json::Value;
 
