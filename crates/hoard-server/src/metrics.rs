@@ -16,6 +16,11 @@ use prometheus::{
 
 use crate::node::{Node, NodeRole};
 
+/// Upstream answers come from across a WAN, and files take a while.
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Request latency buckets, in seconds: from a cached page to a large
 /// upload.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -144,6 +149,7 @@ pub struct Metrics {
     uploads: IntCounterVec,
     proposals: IntCounterVec,
     elections: IntCounter,
+    upstream_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -202,6 +208,15 @@ impl Metrics {
             "hoard_raft_term_changes_total",
             "Raft terms this node has seen begin since it started (elections).",
         )?;
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "hoard_mirror_upstream_request_duration_seconds",
+                "Time an upstream took to answer a mirror's request (a page, or a whole file), by kind and outcome.",
+            )
+            .buckets(UPSTREAM_BUCKETS.to_vec()),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(upstream_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(request_bytes.clone()))?;
@@ -221,6 +236,7 @@ impl Metrics {
             uploads,
             proposals,
             elections,
+            upstream_seconds,
         })
     }
 
@@ -256,6 +272,14 @@ impl Metrics {
     /// `not_leader`, `unavailable` or `failed`.
     pub fn record_proposal(&self, result: &str) {
         self.proposals.with_label_values(&[result]).inc();
+    }
+
+    /// Times one upstream request of a mirror: `kind` is `page` or
+    /// `file`, `ok` whether it succeeded (a 404 or a 304 is an answer).
+    pub fn record_upstream(&self, kind: &str, ok: bool, seconds: f64) {
+        self.upstream_seconds
+            .with_label_values(&[kind, if ok { "ok" } else { "error" }])
+            .observe(seconds);
     }
 
     /// Counts a new Raft term seen by this node.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoard_core::{Change, MirrorPart, MirrorSettings, MirroredNpmVersion, NpmTarball, Serial};
@@ -293,11 +293,14 @@ where
     let mut failures = Vec::new();
     for upstream in &settings.upstreams {
         let url = url_of(upstream);
+        let started = Instant::now();
         let response = node
             .mirror
             .client
             .page(&url, accept, validators.as_ref(), timeout)
             .await;
+        node.metrics
+            .record_upstream("page", response.is_ok(), started.elapsed().as_secs_f64());
         let page = match response {
             Ok(PageResponse::NotModified) => {
                 count(&node.mirror.counters.pages_not_modified);
@@ -770,12 +773,15 @@ async fn download_checked(
 ) -> Result<StagedBlob, ApiError> {
     let timeout = Duration::from_secs(settings.timeout_secs);
     let mut writer = node.blobs.writer(extra).await?;
-    if let Err(e) = node
+    let started = Instant::now();
+    let downloaded = node
         .mirror
         .client
         .download(url, timeout, limit, &mut writer)
-        .await
-    {
+        .await;
+    node.metrics
+        .record_upstream("file", downloaded.is_ok(), started.elapsed().as_secs_f64());
+    if let Err(e) = downloaded {
         count(&node.mirror.counters.upstream_errors);
         tracing::warn!(%url, error = %e, "upstream file fetch failed");
         return Err(upstream_error(&e));

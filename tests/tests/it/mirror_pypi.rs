@@ -312,6 +312,9 @@ fn upstream_bytes_that_do_not_match_the_listed_digest_are_502_and_store_nothing(
         "hoard_mirror_digest_mismatches_total 1",
         "hoard_mirror_files_cached_total 1",
         "hoard_mirror_pages_fetched_total 1",
+        // Both downloads were answered; the first one's bytes were wrong.
+        r#"hoard_mirror_upstream_request_duration_seconds_count{kind="file",result="ok"} 2"#,
+        r#"hoard_mirror_upstream_request_duration_seconds_count{kind="page",result="ok"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
