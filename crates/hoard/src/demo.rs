@@ -167,9 +167,17 @@ pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> any
         "cluster described in {}; Ctrl-C stops it",
         cluster_file.display()
     );
+    let first_url = format!("http://127.0.0.1:{}", plan[0].http);
+    eprintln!("web UI: {first_url}/+ui/  (the cluster: {first_url}/+ui/+cluster)");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut catch_up = CatchUpReport::default();
+    let replica_urls: Vec<(String, String)> = plan
+        .iter()
+        .filter(|p| p.role == "replica")
+        .map(|p| (p.id.clone(), format!("http://127.0.0.1:{}", p.http)))
+        .collect();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -180,12 +188,76 @@ pub async fn run(voters: usize, replicas: usize, chain: bool, dir: &Path) -> any
                         eprintln!("{} exited ({status}); see {}", node.id, node.dir.join("hoard.log").display());
                     }
                 }
+                catch_up.poll(&replica_urls).await;
             }
         }
     }
     eprintln!("stopping the cluster");
     stop_all(&mut children);
     Ok(())
+}
+
+/// Replicas that fall behind (a burst of uploads, a restart) show their
+/// catch-up here too, every few seconds: the serial, the rate, the time
+/// left; and a line once they have caught up.
+#[derive(Default)]
+struct CatchUpReport {
+    last: Option<Instant>,
+    /// Per replica: the serial and time of the last report, while behind.
+    behind: std::collections::HashMap<String, (u64, Instant)>,
+}
+
+impl CatchUpReport {
+    const EVERY: Duration = Duration::from_secs(5);
+    /// Fewer events behind than this is ordinary replication lag.
+    const BEHIND: u64 = 100;
+
+    async fn poll(&mut self, replicas: &[(String, String)]) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let client = reqwest::Client::new();
+        for (id, url) in replicas {
+            let Ok(response) = client
+                .get(format!("{url}/+status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(status) = response.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let applied = status["applied_serial"].as_u64().unwrap_or(0);
+            let lag = status["lag_events"].as_u64().unwrap_or(0);
+            let upstream = applied + lag;
+            match self.behind.get(id).copied() {
+                None if lag >= Self::BEHIND => {
+                    eprintln!("{id:<8} catching up: serial {applied} of {upstream}");
+                    self.behind.insert(id.clone(), (applied, Instant::now()));
+                }
+                Some(_) if lag == 0 => {
+                    eprintln!("{id:<8} caught up: serial {applied}");
+                    self.behind.remove(id);
+                }
+                Some((before, at)) => {
+                    let rate = (applied.saturating_sub(before)) as f64 / at.elapsed().as_secs_f64();
+                    let eta = if rate > 0.0 {
+                        format!("{:.0} s", lag as f64 / rate)
+                    } else {
+                        "unknown".to_owned()
+                    };
+                    eprintln!(
+                        "{id:<8} catching up: serial {applied} of {upstream}, {rate:.0} events/s, ETA {eta}"
+                    );
+                    self.behind.insert(id.clone(), (applied, Instant::now()));
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// Asks the first voter (the leader of a new cluster) to add `node`.
