@@ -13,6 +13,8 @@
 //! - `mirror`: a PyPI mirror of a local fixture upstream: cold against warm
 //!   pages and files, and warm pages of a 3,000-file project through the
 //!   virtual repository next to the hosted one.
+//! - `ui`: the web UI's pages on a 10,000-project index, one request at a
+//!   time, next to nginx serving the same bytes.
 
 mod failover;
 mod load;
@@ -25,6 +27,7 @@ mod pypi;
 mod replication;
 mod report;
 mod servers;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -171,6 +174,9 @@ enum Cmd {
     /// The node's extra peak memory during an `npm publish` of a big
     /// tarball, side by side with a twine upload of the same size.
     PublishMemory(publish_memory::PublishMemoryArgs),
+    /// The web UI's pages on an index of 10,000 projects, one request at
+    /// a time, side by side with nginx serving the same bytes.
+    Ui(ui::UiArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -231,6 +237,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Failover(a)) => failover::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Mirror(a)) => mirror::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::PublishMemory(a)) => publish_memory::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Ui(a)) => ui::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };

@@ -234,6 +234,32 @@ impl Change {
         }
     }
 
+    /// The repository and the project (or npm package) a change is about,
+    /// where it is about one.
+    pub fn subject(&self) -> (Option<&RepoName>, Option<&str>) {
+        match self {
+            Change::RepoCreated { repo, .. } | Change::RepoSettingsChanged { repo, .. } => {
+                (Some(repo), None)
+            }
+            Change::FileAdded { repo, project, .. }
+            | Change::FilesYanked { repo, project, .. }
+            | Change::OwnersChanged { repo, project, .. }
+            | Change::MirrorFilesListed { repo, project, .. }
+            | Change::MirrorFileCached { repo, project, .. } => (Some(repo), Some(project)),
+            Change::NpmPublished { repo, package, .. }
+            | Change::NpmDistTagChanged { repo, package, .. }
+            | Change::NpmDeprecated { repo, package, .. }
+            | Change::NpmUnpublished { repo, package, .. }
+            | Change::NpmMirrorListed { repo, package, .. }
+            | Change::NpmMirrorTarballCached { repo, package, .. } => (Some(repo), Some(package)),
+            Change::TokenCreated { token } => (token.repo.as_ref(), None),
+            Change::TokenRevoked { .. }
+            | Change::UserAdded { .. }
+            | Change::UserChanged { .. }
+            | Change::UserRemoved { .. } => (None, None),
+        }
+    }
+
     /// A short name of the change kind, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -21,46 +21,29 @@ pub fn describe(serial: Serial, event: &Event, revoked: Option<(String, String)>
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(event.time_us) * 1000)
         .map(hoard_npm::format_npm_time)
         .unwrap_or_default();
-    let (repo, project, detail): (Option<&RepoName>, Option<&str>, String) = match &event.change {
-        Change::RepoCreated { repo, settings } | Change::RepoSettingsChanged { repo, settings } => {
-            (
-                Some(repo),
-                None,
-                format!(
-                    "{:?} {}, anonymous reads {}",
-                    settings.format,
-                    match &settings.kind {
-                        hoard_core::RepoKind::Hosted => "hosted",
-                        hoard_core::RepoKind::Mirror(_) => "mirror",
-                        hoard_core::RepoKind::Virtual(_) => "virtual",
-                    },
-                    if settings.anonymous_read { "on" } else { "off" }
-                )
-                .to_lowercase(),
+    let (repo, project) = event.change.subject();
+    let detail = match &event.change {
+        Change::RepoCreated { settings, .. } | Change::RepoSettingsChanged { settings, .. } => {
+            format!(
+                "{:?} {}, anonymous reads {}",
+                settings.format,
+                match &settings.kind {
+                    hoard_core::RepoKind::Hosted => "hosted",
+                    hoard_core::RepoKind::Mirror(_) => "mirror",
+                    hoard_core::RepoKind::Virtual(_) => "virtual",
+                },
+                if settings.anonymous_read { "on" } else { "off" }
             )
+            .to_lowercase()
         }
-        Change::FileAdded {
-            repo,
-            project,
-            file,
-            ..
-        } => (Some(repo), Some(project), file.filename.clone()),
+        Change::FileAdded { file, .. } => file.filename.clone(),
         Change::FilesYanked {
-            repo,
-            project,
-            filenames,
-            reason,
-        } => (
-            Some(repo),
-            Some(project),
-            match reason {
-                Some(r) => format!("yanked {} ({r})", filenames.join(", ")),
-                None => format!("un-yanked {}", filenames.join(", ")),
-            },
-        ),
-        Change::TokenCreated { token } => (
-            token.repo.as_ref(),
-            None,
+            filenames, reason, ..
+        } => match reason {
+            Some(r) => format!("yanked {} ({r})", filenames.join(", ")),
+            None => format!("un-yanked {}", filenames.join(", ")),
+        },
+        Change::TokenCreated { token } => {
             format!(
                 "token {} {:?}: {} on {}{}{}{}",
                 token.handle(),
@@ -82,125 +65,60 @@ pub fn describe(serial: Serial, event: &Event, revoked: Option<(String, String)>
                     ", expires at {} s",
                     e / 1_000_000
                 )),
-            ),
-        ),
-        Change::TokenRevoked { .. } => (
-            None,
-            None,
-            match revoked {
-                Some((handle, label)) => format!("token {handle} {label:?} revoked"),
-                None => "a token revoked".to_owned(),
-            },
-        ),
-        Change::UserAdded { user } => (
-            None,
-            None,
+            )
+        }
+        Change::TokenRevoked { .. } => match revoked {
+            Some((handle, label)) => format!("token {handle} {label:?} revoked"),
+            None => "a token revoked".to_owned(),
+        },
+        Change::UserAdded { user } => {
             format!(
                 "user {} added{}",
                 user.name,
                 if user.admin { " (admin)" } else { "" }
-            ),
-        ),
-        Change::UserChanged { user } => (
-            None,
-            None,
+            )
+        }
+        Change::UserChanged { user } => {
             format!(
                 "user {} changed (password, email or admin flag){}",
                 user.name,
                 if user.admin { "; admin" } else { "" }
-            ),
-        ),
-        Change::UserRemoved { name } => (None, None, format!("user {name} removed")),
-        Change::OwnersChanged {
-            repo,
-            project,
-            owners,
-        } => (
-            Some(repo),
-            Some(project),
-            format!("owners: {}", owners.join(", ")),
-        ),
+            )
+        }
+        Change::UserRemoved { name } => format!("user {name} removed"),
+        Change::OwnersChanged { owners, .. } => {
+            format!("owners: {}", owners.join(", "))
+        }
         Change::NpmPublished {
-            repo,
-            package,
-            version,
-            ..
-        } => (Some(repo), Some(package), format!("{package}@{version}")),
-        Change::NpmDistTagChanged {
-            repo,
-            package,
-            tag,
-            version,
-        } => (
-            Some(repo),
-            Some(package),
-            match version {
-                Some(v) => format!("dist-tag {tag} -> {v}"),
-                None => format!("dist-tag {tag} removed"),
-            },
-        ),
-        Change::NpmDeprecated {
-            repo,
-            package,
-            changes,
-        } => (
-            Some(repo),
-            Some(package),
-            changes
-                .iter()
-                .map(|(v, m)| match m {
-                    Some(m) => format!("{v} deprecated ({m})"),
-                    None => format!("{v} un-deprecated"),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        Change::NpmUnpublished {
-            repo,
-            package,
-            versions,
-            ..
-        } => (
-            Some(repo),
-            Some(package),
-            format!("unpublished {}", versions.join(", ")),
-        ),
-        Change::MirrorFilesListed {
-            repo,
-            project,
-            files,
-            ..
-        } => (
-            Some(repo),
-            Some(project),
-            format!("{} file(s) listed from upstream", files.len()),
-        ),
-        Change::MirrorFileCached {
-            repo,
-            project,
-            filename,
-            ..
-        } => (Some(repo), Some(project), format!("{filename} cached")),
-        Change::NpmMirrorListed {
-            repo,
-            package,
-            versions,
-            ..
-        } => (
-            Some(repo),
-            Some(package),
-            format!("{} version(s) listed from upstream", versions.len()),
-        ),
+            package, version, ..
+        } => format!("{package}@{version}"),
+        Change::NpmDistTagChanged { tag, version, .. } => match version {
+            Some(v) => format!("dist-tag {tag} -> {v}"),
+            None => format!("dist-tag {tag} removed"),
+        },
+        Change::NpmDeprecated { changes, .. } => changes
+            .iter()
+            .map(|(v, m)| match m {
+                Some(m) => format!("{v} deprecated ({m})"),
+                None => format!("{v} un-deprecated"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Change::NpmUnpublished { versions, .. } => {
+            format!("unpublished {}", versions.join(", "))
+        }
+        Change::MirrorFilesListed { files, .. } => {
+            format!("{} file(s) listed from upstream", files.len())
+        }
+        Change::MirrorFileCached { filename, .. } => format!("{filename} cached"),
+        Change::NpmMirrorListed { versions, .. } => {
+            format!("{} version(s) listed from upstream", versions.len())
+        }
         Change::NpmMirrorTarballCached {
-            repo,
-            package,
-            version,
-            ..
-        } => (
-            Some(repo),
-            Some(package),
-            format!("{package}@{version} cached"),
-        ),
+            package, version, ..
+        } => {
+            format!("{package}@{version} cached")
+        }
     };
     json!({
         "serial": serial.0,

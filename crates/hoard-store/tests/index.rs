@@ -151,6 +151,15 @@ fn changelog_and_digest_survive_reopen() {
         .unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].1, added("demo-1.0.whl", "1.0"));
+    // Newest first, from a serial on (past the end is the end).
+    let back: Vec<Serial> = index
+        .events_back_from(Serial(9))
+        .map(|e| e.map(|(s, _)| s))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(back, [Serial(2), Serial(1)]);
+    assert_eq!(index.events_back_from(Serial(1)).count(), 1);
+    assert_eq!(index.events_back_from(Serial(0)).count(), 0);
 
     // Another index that applies the same events has the same digest.
     let other_dir = tempfile::tempdir().unwrap();

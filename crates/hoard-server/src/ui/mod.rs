@@ -1,7 +1,9 @@
-//! The web UI under `/+ui/`: repositories, search, and project pages,
-//! rendered on the server from the index (no build step, no CDN). A page
-//! reads the index as of one serial (the node's, or `/+ui/+at/{serial}/…`)
-//! and lists only the repositories the request may read.
+//! The web UI under `/+ui/`: repositories, search, project pages, the
+//! changelog, the cluster, and signing in, rendered on the server from the
+//! index (no build step, no CDN). A page reads the index as of one serial
+//! (the node's, or `/+ui/+at/{serial}/…`) and lists only the repositories
+//! the request may read: with a token, or a session from `/+ui/+login`.
+//! The UI's own pages start with `+`, which no repository name can.
 
 mod pages;
 
@@ -580,6 +582,19 @@ fn changelog(view: &View, req: &Request<Incoming>) -> HandlerResult {
             older = Some(serial.0);
             break;
         }
+        // Filtered on the event itself: describing it costs more.
+        let (entry_repo, entry_project) = event.change.subject();
+        let entry_repo = entry_repo.map(RepoName::as_str);
+        if !may_see(view, &event, entry_repo, &readable)
+            || repo_names
+                .as_ref()
+                .is_some_and(|names| !entry_repo.is_some_and(|r| names.iter().any(|n| n == r)))
+            || project_key
+                .as_ref()
+                .is_some_and(|p| entry_project.map(search_key).as_ref() != Some(p))
+        {
+            continue;
+        }
         let revoked = match &event.change {
             hoard_core::Change::TokenRevoked { hash } => view
                 .node
@@ -589,20 +604,6 @@ fn changelog(view: &View, req: &Request<Incoming>) -> HandlerResult {
             _ => None,
         };
         let entry = crate::audit::describe(serial, &event, revoked);
-        let entry_repo = entry["repo"].as_str();
-        if !may_see(view, &event, entry_repo, &readable) {
-            continue;
-        }
-        let entry_project = entry["project"].as_str();
-        if repo_names
-            .as_ref()
-            .is_some_and(|names| !entry_repo.is_some_and(|r| names.iter().any(|n| n == r)))
-            || project_key
-                .as_ref()
-                .is_some_and(|p| entry_project.map(search_key).as_ref() != Some(p))
-        {
-            continue;
-        }
         let text = |key: &str| entry[key].as_str().unwrap_or_default().to_owned();
         rows.push(ChangeRow {
             serial: serial.0,

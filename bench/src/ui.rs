@@ -1,0 +1,275 @@
+//! `hoard-bench ui`: the web UI's pages on an index of 10,000 projects (a
+//! wheel each), one request at a time on one keep-alive connection: p50,
+//! p99 and max per page, side by side with nginx serving the same bytes
+//! (each page saved from hoard). The issue's target is every page under
+//! 50 ms; the nginx column shows what the network and client cost alone.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use hoard_testkit::{wheel, Artifact};
+
+use crate::report;
+use crate::servers::{self, Hoard, NodeSpec, StaticFiles};
+use crate::Common;
+
+const HOSTED: &str = "pypi-local";
+const PREFIX: &str = "bench-ui";
+/// The target of issue 11, per page.
+const TARGET_MS: f64 = 50.0;
+
+#[derive(Args, Debug, Clone)]
+pub struct UiArgs {
+    /// Projects in the index, one wheel each.
+    #[arg(long, default_value_t = 10_000)]
+    pub projects: usize,
+    /// Timed requests per page (after 10 untimed ones).
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Concurrent uploads while filling the index (not measured).
+    #[arg(long, default_value_t = 8)]
+    pub upload_concurrency: usize,
+}
+
+/// The pages measured: a name, and the path on hoard.
+fn pages(projects: usize) -> Vec<(&'static str, String)> {
+    let middle = format!("{PREFIX}-{:05}", projects / 2);
+    let prefix = format!("{PREFIX}-{:04}", projects / 20);
+    vec![
+        ("home (repositories and counts)", "/+ui/".into()),
+        (
+            "search, a prefix (10 hits)",
+            format!("/+ui/+search?q={prefix}"),
+        ),
+        (
+            "search, a substring (every project; 200 shown)",
+            "/+ui/+search?q=ui-".into(),
+        ),
+        (
+            "project page, through the virtual repository",
+            format!("/+ui/pypi/{middle}"),
+        ),
+        ("changelog, newest 50", "/+ui/+changelog".into()),
+        (
+            "changelog, filtered by a project (scans back)",
+            format!("/+ui/+changelog?project={middle}"),
+        ),
+        ("cluster", "/+ui/+cluster".into()),
+        (
+            "repository page (every project listed)",
+            format!("/+ui/{HOSTED}/"),
+        ),
+    ]
+}
+
+struct Dist {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Dist {
+    fn of(mut v: Vec<Duration>) -> Dist {
+        v.sort();
+        let q = |q: f64| {
+            v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        Dist {
+            p50: q(0.5),
+            p99: q(0.99),
+            max: q(1.0),
+        }
+    }
+}
+
+fn ms(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// `samples` sequential GETs of `path` (after 10 untimed), each to the
+/// end of its body.
+async fn sample(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    samples: usize,
+) -> Result<Dist> {
+    let url = format!("http://{addr}{path}");
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + 10 {
+        let t = Instant::now();
+        let response = client.get(&url).send().await?;
+        if !response.status().is_success() {
+            bail!("GET {url}: {}", response.status());
+        }
+        response.bytes().await?;
+        if i >= 10 {
+            times.push(t.elapsed());
+        }
+    }
+    Ok(Dist::of(times))
+}
+
+async fn fill(hoard: &Hoard, wheels: Arc<Vec<Artifact>>, concurrency: usize) -> Result<Duration> {
+    let url = format!("http://{}/{HOSTED}/", hoard.addr);
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, wheels, client, token, url) = (
+            next.clone(),
+            wheels.clone(),
+            hoard.client.clone(),
+            hoard.token.clone(),
+            url.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(w) = wheels.get(i) else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                servers::upload(&client, &url, "__token__", &token, w).await?;
+                if (i + 1).is_multiple_of(1000) {
+                    eprintln!("  {} uploads", i + 1);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("upload task")??;
+    }
+    Ok(t0.elapsed())
+}
+
+pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<()> {
+    let work = common.work_dir()?;
+    let dir = work.path().to_path_buf();
+    eprintln!("starting {}", hoard_bin.display());
+    let hoard = Hoard::start_node(
+        &hoard_bin,
+        &NodeSpec {
+            id: "bench-ui-1",
+            dir: &dir,
+            extra_toml: "",
+            token_repo: Some(HOSTED),
+        },
+    )
+    .await?;
+    eprintln!(
+        "uploading {} projects, {} at a time",
+        args.projects, args.upload_concurrency
+    );
+    let wheels: Arc<Vec<Artifact>> = Arc::new(
+        (0..args.projects)
+            .map(|i| wheel(&format!("{PREFIX}-{i:05}"), "1.0"))
+            .collect(),
+    );
+    let filled = fill(&hoard, wheels, args.upload_concurrency).await?;
+
+    // The same bytes for nginx: each page as hoard rendered it.
+    let pages = pages(args.projects);
+    let mut bodies = Vec::new();
+    for (i, (name, path)) in pages.iter().enumerate() {
+        let body = hoard.get(path, "text/html").await?;
+        if !std::str::from_utf8(&body).unwrap_or("").contains("</html>") {
+            bail!("{name}: {path} is not a whole page");
+        }
+        bodies.push((format!("/page{i}.html"), body));
+    }
+    let nginx = match servers::find_nginx(common.nginx.as_deref()) {
+        Some(bin) if common.wants("nginx") => {
+            let files: Vec<(&str, &[u8])> = bodies
+                .iter()
+                .map(|(p, b)| (p.as_str(), b.as_ref()))
+                .collect();
+            let files = StaticFiles::write(&dir, &files)?;
+            let (proc, addr) =
+                servers::start_nginx(&bin, &dir, &files, common.server_threads()).await?;
+            Some((proc, addr, servers::nginx_version(&bin)))
+        }
+        _ => None,
+    };
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()?;
+    let mut rows = Vec::new();
+    for (i, (name, path)) in pages.iter().enumerate() {
+        eprintln!("measuring {name}: {path}");
+        let ours = sample(&client, hoard.addr, path, args.samples).await?;
+        let theirs = match &nginx {
+            Some((_, addr, _)) => Some(sample(&client, *addr, &bodies[i].0, args.samples).await?),
+            None => None,
+        };
+        rows.push((*name, path.clone(), bodies[i].1.len(), ours, theirs));
+    }
+
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(
+        w,
+        "# Web UI pages on a {}-project index ({})\n",
+        args.projects,
+        report::now_utc()
+    );
+    w.push_str(&report::how_run(
+        &crate::command_line(),
+        &crate::git_description(),
+        &hoard_bin,
+    ));
+    let _ = writeln!(
+        w,
+        "- one node, fresh data dir; {} projects `{PREFIX}-00000` … in `{HOSTED}` (a wheel each), uploaded {} at a time in {:.1} s (informative)",
+        args.projects,
+        args.upload_concurrency,
+        filled.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "- each page: {} timed GETs after 10 untimed ones, one at a time on one keep-alive connection, to the end of the body; then the same from {} serving each page's bytes as hoard rendered them",
+        args.samples,
+        nginx
+            .as_ref()
+            .map_or("no baseline (nginx not found or not asked for)".to_owned(), |n| format!("nginx {}", n.2))
+    );
+    let _ = writeln!(w, "- the target: every page under {TARGET_MS} ms (p99)\n");
+    let _ = writeln!(
+        w,
+        "| page | path | bytes | hoard p50 ms | hoard p99 ms | hoard max ms | nginx p50 ms | nginx p99 ms | hoard / nginx p50 | p99 under {TARGET_MS} ms |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|");
+    for (name, path, bytes, ours, theirs) in &rows {
+        let (tp50, tp99, ratio) = match theirs {
+            Some(t) => (ms(t.p50), ms(t.p99), format!("{:.1}×", ours.p50 / t.p50)),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            w,
+            "| {name} | `{path}` | {bytes} | {} | {} | {} | {tp50} | {tp99} | {ratio} | {} |",
+            ms(ours.p50),
+            ms(ours.p99),
+            ms(ours.max),
+            if ours.p99 < TARGET_MS {
+                "yes"
+            } else {
+                "**no**"
+            }
+        );
+    }
+    common.publish(&md, "ui")
+}
