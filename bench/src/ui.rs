@@ -241,11 +241,11 @@ pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<(
     );
     let _ = writeln!(
         w,
-        "- each page: {} timed GETs after 10 untimed ones, one at a time on one keep-alive connection, to the end of the body; then the same from {} serving each page's bytes as hoard rendered them",
+        "- each page: {} timed GETs after 10 untimed ones, one at a time on one keep-alive connection, to the end of the body; then the same from {}, serving each page's bytes as hoard rendered them",
         args.samples,
         nginx
             .as_ref()
-            .map_or("no baseline (nginx not found or not asked for)".to_owned(), |n| format!("nginx {}", n.2))
+            .map_or("no baseline (nginx not found or not asked for)".to_owned(), |n| n.2.clone())
     );
     let _ = writeln!(w, "- the target: every page under {TARGET_MS} ms (p99)\n");
     let _ = writeln!(
