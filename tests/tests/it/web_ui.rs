@@ -373,6 +373,20 @@ fn every_page_of_a_demo_cluster_in_chromium_and_a_killed_node_on_the_cluster_pag
         json!({"repo": "pypi", "project": "demo-pkg", "version": "1.0", "reason": "broken"}),
     );
     eprintln!("yank: {last}");
+    // An npm package, published with the real npm client.
+    let npm_token = admin(
+        &http,
+        &lurl,
+        &ltoken,
+        "tokens/create",
+        json!({"repo": "npm-local", "perm": "upload", "label": "npm-ci"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let npm = Npm::for_registry(&format!("{lurl}/npm-local/"));
+    npm.write_userconfig(Some(&npm_token));
+    npm.publish("@acme/widget", "1.0.0", &["ui"]);
     let head = status(leader)["applied_serial"].as_u64().unwrap();
     assert!(head > hidden);
     wait_for(Duration::from_secs(30), "the replica catches up", || {
@@ -391,6 +405,10 @@ fn every_page_of_a_demo_cluster_in_chromium_and_a_killed_node_on_the_cluster_pag
     let page = b.dom(&format!("{replica}/+ui/pypi/demo-pkg"));
     for says in [new.sha256().as_str(), "yanked", "broken", "uv pip install"] {
         assert_says(&page, says, "the project page on the replica");
+    }
+    let package = b.dom(&format!("{replica}/+ui/npm/@acme/widget"));
+    for says in ["latest 1.0.0", "widget-1.0.0.tgz", "npm install --registry"] {
+        assert_says(&package, says, "the npm package page on the replica");
     }
     let past = text(&b.dom(&format!("{replica}/+ui/+at/{first}/pypi/demo-pkg")));
     assert!(
