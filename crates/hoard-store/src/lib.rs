@@ -24,7 +24,7 @@ pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, DeprecationChange, FileState, Index, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
     NpmVersionState, OwnersState, ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState,
-    StoredRaftPosition, TagChange, TarballState, TokenState, UserState, YankChange,
+    RepoUsage, StoredRaftPosition, TagChange, TarballState, TokenState, UserState, YankChange,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

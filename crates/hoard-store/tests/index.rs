@@ -160,6 +160,11 @@ fn changelog_and_digest_survive_reopen() {
     assert_eq!(back, [Serial(2), Serial(1)]);
     assert_eq!(index.events_back_from(Serial(1)).count(), 1);
     assert_eq!(index.events_back_from(Serial(0)).count(), 0);
+    // What the repository holds, now and as of serial 1.
+    let usage = index.repo_usage(&repo(), None).unwrap();
+    assert_eq!((usage.files, usage.bytes), (1, 3));
+    let before = index.repo_usage(&repo(), Some(Serial(1))).unwrap();
+    assert_eq!((before.files, before.bytes), (0, 0));
 
     // Another index that applies the same events has the same digest.
     let other_dir = tempfile::tempdir().unwrap();

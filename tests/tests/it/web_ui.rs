@@ -184,6 +184,24 @@ fn the_web_ui_shows_repositories_search_projects_and_past_serials_in_chromium() 
         "a private repository is listed: {home}"
     );
     assert!(home.contains(r#"href="/+ui/pypi/""#), "{home}");
+    // Its row: 1 project, 2 files, and their bytes.
+    let row = home
+        .split(r#"href="/+ui/pypi/""#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    let bytes = old.bytes.len() + new.bytes.len();
+    let size = if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    };
+    for cell in ["1", "2", size.as_str()] {
+        assert!(
+            row.contains(&format!(r#"<td class="num">{cell}</td>"#)),
+            "no {cell} in the pypi row: {row}"
+        );
+    }
     b.screenshot(&format!("{url}/+ui/"), "home");
 
     // Search: normalized names, prefixes and substrings, across formats.

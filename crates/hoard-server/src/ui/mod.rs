@@ -378,12 +378,8 @@ fn project_names(view: &View, repo: &RepoState) -> Result<Vec<String>, ApiError>
 }
 
 fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
-    let (kind, detail, projects) = match &repo.settings.kind {
-        RepoKind::Hosted => (
-            "hosted",
-            String::new(),
-            Some(project_names(view, repo)?.len()),
-        ),
+    let (kind, detail) = match &repo.settings.kind {
+        RepoKind::Hosted => ("hosted", String::new()),
         RepoKind::Mirror(m) => (
             "mirror",
             if m.upstreams.is_empty() {
@@ -391,7 +387,6 @@ fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
             } else {
                 format!("upstream {}", m.upstreams.join(", "))
             },
-            Some(project_names(view, repo)?.len()),
         ),
         RepoKind::Virtual(v) => (
             "virtual",
@@ -403,15 +398,24 @@ fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            None,
         ),
+    };
+    // A virtual repository holds nothing of its own.
+    let held = match kind {
+        "virtual" => None,
+        _ => Some((
+            project_names(view, repo)?.len(),
+            view.node.index.repo_usage(&repo.name, view.at)?,
+        )),
     };
     Ok(RepoRow {
         name: repo.name.to_string(),
         format: format_name(repo.settings.format),
         kind,
         detail,
-        projects,
+        projects: held.map(|(projects, _)| projects),
+        files: held.map(|(_, usage)| usage.files),
+        bytes: held.map(|(_, usage)| usage.bytes),
         private: !repo.settings.anonymous_read,
     })
 }

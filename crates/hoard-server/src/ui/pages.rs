@@ -34,6 +34,10 @@ pub struct RepoRow {
     pub detail: String,
     /// Projects (PyPI) or packages (npm); `None` for a virtual repository.
     pub projects: Option<usize>,
+    /// Files (PyPI) or versions (npm) whose bytes this node holds, and
+    /// those bytes; `None` for a virtual repository.
+    pub files: Option<u64>,
+    pub bytes: Option<u64>,
     pub private: bool,
 }
 
@@ -194,7 +198,8 @@ pub fn home(chrome: &Chrome, repos: &[RepoRow]) -> Markup {
                 caption.muted { (repos.len()) " repositories" }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Format" } th scope="col" { "Kind" }
-                    th scope="col" class="num" { "Projects" } th scope="col" { "Details" }
+                    th scope="col" class="num" { "Projects" } th scope="col" class="num" { "Files" }
+                    th scope="col" class="num" { "Size" } th scope="col" { "Details" }
                 } }
                 tbody {
                     @for r in repos {
@@ -204,6 +209,8 @@ pub fn home(chrome: &Chrome, repos: &[RepoRow]) -> Markup {
                             td { (r.format) }
                             td { (r.kind) }
                             td.num { @if let Some(n) = r.projects { (n) } @else { "—" } }
+                            td.num { @if let Some(n) = r.files { (n) } @else { "—" } }
+                            td.num { @if let Some(b) = r.bytes { (human_size(b)) } @else { "—" } }
                             td.muted { (r.detail) }
                         }
                     }

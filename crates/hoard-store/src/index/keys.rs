@@ -126,6 +126,11 @@ impl Files {
         three_part_key(repo, project, filename)
     }
 
+    /// Every file of every project of `repo`.
+    pub(super) fn repo_prefix(repo: &RepoName) -> Vec<u8> {
+        repo_prefix(repo)
+    }
+
     /// Every file of one project.
     pub(super) fn prefix(repo: &RepoName, project: &str) -> Vec<u8> {
         let mut prefix = two_part_key(repo, project);
@@ -154,6 +159,11 @@ impl NpmPackages {
 impl NpmVersions {
     pub(super) fn key(repo: &RepoName, package: &str, version: &str) -> Vec<u8> {
         three_part_key(repo, package, version)
+    }
+
+    /// Every version of every package of `repo`.
+    pub(super) fn repo_prefix(repo: &RepoName) -> Vec<u8> {
+        repo_prefix(repo)
     }
 
     /// Every version of one package.

@@ -22,6 +22,7 @@ use crate::raft_log::RaftLog;
 use crate::StoreError;
 
 pub use changelog::ReceivedEvent;
+pub use read::RepoUsage;
 pub use state::{
     Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
     NpmVersionState, OwnersState, ProjectState, Rejection, RepoState, TagChange, TarballState,

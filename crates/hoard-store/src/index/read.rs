@@ -13,6 +13,13 @@ use super::state::{
 use super::Index;
 use crate::StoreError;
 
+/// What a repository holds: see [`Index::repo_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepoUsage {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 impl Index {
     pub fn repo(&self, name: &RepoName) -> Result<Option<RepoState>, StoreError> {
         match self.repos.get(Repos::key(name))? {
@@ -65,6 +72,30 @@ impl Index {
         at: Option<Serial>,
     ) -> Result<Option<FileState>, StoreError> {
         get_at::<Files>(&self.files, &Files::key(repo, project, filename), at)
+    }
+
+    /// What `repo` holds at `at` (`None`: now): its files (PyPI) or live
+    /// versions (npm) whose bytes this node stores, and their bytes. A
+    /// mirror's listed but unfetched files are not counted. One scan of
+    /// the repository: for pages that show it, not for hot paths.
+    pub fn repo_usage(&self, repo: &RepoName, at: Option<Serial>) -> Result<RepoUsage, StoreError> {
+        let mut usage = RepoUsage::default();
+        let held = |cached: Option<Serial>| cached.is_some_and(|c| at.is_none_or(|at| c <= at));
+        for file in scan_at::<Files>(&self.files, Files::repo_prefix(repo), at)? {
+            if file.mirror.as_ref().is_none_or(|m| held(m.cached)) {
+                usage.files += 1;
+                usage.bytes += file.record.size;
+            }
+        }
+        for version in
+            scan_at::<NpmVersions>(&self.npm_versions, NpmVersions::repo_prefix(repo), at)?
+        {
+            if version.live_at(at) && version.tarball.sha256.is_some() {
+                usage.files += 1;
+                usage.bytes += version.tarball.size;
+            }
+        }
+        Ok(usage)
     }
 
     /// Every file of every repository, for fsck.
