@@ -70,6 +70,8 @@ pub struct Node {
     pub upload_locks: KeyedLocks,
     /// Rendered simple pages by serial.
     pub page_cache: PageCache,
+    /// The web UI's repository counts and sizes, by serial.
+    pub repo_stats: crate::ui::RepoStatsCache,
     pub metrics: Metrics,
     /// For a replica in proxy mode: connections to the primary.
     pub proxy_client: std::sync::OnceLock<ProxyClient>,
@@ -233,6 +235,7 @@ impl Node {
             started: Instant::now(),
             upload_locks: KeyedLocks::default(),
             page_cache: PageCache::default(),
+            repo_stats: Default::default(),
             metrics: Metrics::default(),
             proxy_client: std::sync::OnceLock::new(),
             survey: Default::default(),

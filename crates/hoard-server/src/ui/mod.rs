@@ -359,6 +359,43 @@ fn format_name(format: RepoFormat) -> &'static str {
     }
 }
 
+/// A repository's project count and usage as of one serial. Each is a
+/// scan of the repository, so the latest are kept until the next event:
+/// home pages between two writes cost a lookup.
+#[derive(Default)]
+pub struct RepoStatsCache {
+    entries: std::sync::Mutex<std::collections::HashMap<RepoName, (Serial, RepoStats)>>,
+}
+
+type RepoStats = (usize, hoard_store::RepoUsage);
+
+fn repo_stats(view: &View, repo: &RepoState) -> Result<RepoStats, ApiError> {
+    let serial = view.at.unwrap_or(view.node.applied_serial());
+    let cache = &view.node.repo_stats;
+    let cached = cache.entries.lock().ok().and_then(|e| {
+        e.get(&repo.name)
+            .filter(|(s, _)| *s == serial)
+            .map(|(_, v)| *v)
+    });
+    if let Some(stats) = cached {
+        return Ok(stats);
+    }
+    // Read as of `serial`, so that what is cached matches its key even if
+    // an event is applied meanwhile.
+    let at = Some(serial);
+    let projects = match repo.settings.format {
+        RepoFormat::Pypi => view.node.index.projects(&repo.name, at)?.len(),
+        RepoFormat::Npm => view.node.index.npm_packages(&repo.name, at)?.len(),
+    };
+    let stats = (projects, view.node.index.repo_usage(&repo.name, at)?);
+    if view.at.is_none() {
+        if let Ok(mut entries) = cache.entries.lock() {
+            entries.insert(repo.name.clone(), (serial, stats));
+        }
+    }
+    Ok(stats)
+}
+
 /// The projects (PyPI) or packages (npm) of a hosted or mirror repository,
 /// by display name.
 fn project_names(view: &View, repo: &RepoState) -> Result<Vec<String>, ApiError> {
@@ -403,10 +440,7 @@ fn repo_row(view: &View, repo: &RepoState) -> Result<RepoRow, ApiError> {
     // A virtual repository holds nothing of its own.
     let held = match kind {
         "virtual" => None,
-        _ => Some((
-            project_names(view, repo)?.len(),
-            view.node.index.repo_usage(&repo.name, view.at)?,
-        )),
+        _ => Some(repo_stats(view, repo)?),
     };
     Ok(RepoRow {
         name: repo.name.to_string(),
