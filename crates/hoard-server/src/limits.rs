@@ -217,6 +217,14 @@ impl RateLimiter {
         }
     }
 
+    /// A slower limiter: `per_minute` a minute, bursts up to `burst`.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(per_minute) / 60.0,
+            ..RateLimiter::new(0, burst)
+        }
+    }
+
     /// Takes one request from `key`'s bucket; `Err(secs)` is how long to
     /// wait for the next one. A rate of 0 means no limit.
     pub fn check(&self, key: &str) -> Result<(), u64> {
@@ -258,6 +266,10 @@ mod tests {
         // Another credential has its own bucket.
         assert_eq!(limiter.check("u"), Ok(()));
         assert_eq!(RateLimiter::new(0, 1).check("t"), Ok(()));
+        let slow = RateLimiter::per_minute(6, 2);
+        assert_eq!(slow.check("t"), Ok(()));
+        assert_eq!(slow.check("t"), Ok(()));
+        assert_eq!(slow.check("t"), Err(10));
     }
 
     #[test]

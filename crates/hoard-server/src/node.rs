@@ -97,10 +97,16 @@ pub struct Node {
     pub https: Option<Arc<crate::https::Https>>,
     /// Requests per second per token or user.
     rate: RateLimiter,
+    /// Web UI sign-ins per user name: password guessing is slow work.
+    pub sign_in_rate: RateLimiter,
     /// Users who signed in with a password that still has a legacy sha256
     /// hash, with that password: a task replaces the hash (on the leader).
     password_upgrades: tokio::sync::mpsc::UnboundedSender<(UserRecord, String)>,
 }
+
+/// Web UI sign-in attempts per user name: a burst, then one every 10 s.
+const SIGN_IN_BURST: u32 = 10;
+const SIGN_INS_PER_MINUTE: u32 = 6;
 
 /// A new random secret token. Only its hash is ever stored.
 pub fn generate_token() -> String {
@@ -248,6 +254,7 @@ impl Node {
             connections: Arc::default(),
             https,
             rate: RateLimiter::new(config_rate.0, config_rate.1),
+            sign_in_rate: RateLimiter::per_minute(SIGN_INS_PER_MINUTE, SIGN_IN_BURST),
             password_upgrades,
         });
         tokio::spawn(upgrade_legacy_passwords(Arc::downgrade(&node), upgrades));

@@ -499,6 +499,27 @@ fn every_page_of_a_demo_cluster_in_chromium_and_a_killed_node_on_the_cluster_pag
     let log = text(&b.dom(&format!("{replica}/+ui/+changelog?repo=secret")));
     assert!(log.contains("hidden-thing"), "{log}");
     b.screenshot(&format!("{replica}/+ui/"), "home-signed-in");
+    // Guessing is slowed down: after a burst, a 429 that says when to
+    // retry, even for the right password.
+    let attempt = |password: &str| {
+        http.post(format!("{replica}/+ui/+login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user=carol&password={password}"))
+            .send()
+            .unwrap()
+    };
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| attempt("guess").status().as_u16())
+        .collect();
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let refused = attempt("correct+horse+battery");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused
+        .text()
+        .unwrap()
+        .contains("Too many sign-in attempts"));
     // Signed out (a new profile has no cookie), the page is not there.
     let anonymous = http
         .get(format!("{replica}/+ui/secret/hidden-thing"))

@@ -187,6 +187,23 @@ pub async fn login(node: &Node, req: Request<Incoming>) -> HandlerResult {
         .filter(|n| safe_next(n))
         .cloned()
         .unwrap_or(next);
+    // Counted per user name, tokens together under one.
+    if let Err(wait) = node.sign_in_rate.check(&format!("ui-sign-in:{user}")) {
+        tracing::warn!(user, "web UI sign-ins refused: too many attempts");
+        let mut response = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(
+                &chrome,
+                &next,
+                user,
+                Some(&format!(
+                    "Too many sign-in attempts for this name; try again in {wait} s."
+                )),
+            ),
+        );
+        set_header(&mut response, http::header::RETRY_AFTER, &wait.to_string())?;
+        return Ok(response);
+    }
     let principal = if user.is_empty() || user == "__token__" {
         match node.token_principal(password.trim()) {
             Ok(principal) => principal,
