@@ -143,6 +143,35 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Write a PyPI repository, as of one serial, to a directory that any
+    /// static file server serves as an index pip installs from: the files,
+    /// PEP 503 and PEP 691 pages with relative links, and a manifest
+    /// (`hoard-export.json`). Files already there with the right sha256
+    /// are kept, so a second run, or one after an interruption, resumes.
+    #[command(after_help = "Example:\n  \
+        hoard export --url http://node:4040 --repo pypi-local --to ./pypi-export\n  \
+        python3 -m http.server --directory ./pypi-export 8000   # pip install --index-url http://host:8000/simple/ …")]
+    Export {
+        /// The node's URL (any node: a replica exports as well); default:
+        /// the local node's configured address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The repository (PyPI: hosted, mirror or virtual).
+        #[arg(long)]
+        repo: String,
+        /// The directory to write (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// The serial to export as of; default: the node's, when it starts.
+        #[arg(long)]
+        at: Option<u64>,
+        /// A read token, for a repository without anonymous reads.
+        #[arg(long, env = "HOARD_TOKEN")]
+        token: Option<String>,
+        /// The local node's configuration (for its address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Create a repository.
     Repo {
         #[command(subcommand)]
@@ -462,6 +491,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("name a lockfile or a requirements file (-r FILE)");
             };
             crate::prefetch::prefetch(&url, repo.as_deref(), &file, token.as_deref()).await
+        }
+        Command::Export {
+            url,
+            repo,
+            to,
+            at,
+            token,
+            config,
+        } => {
+            let url = match url {
+                Some(url) => url,
+                None => settings::load(config.as_deref())?.public_url(),
+            };
+            crate::export::export(&url, &repo, &to, at, token.as_deref()).await
         }
         Command::Yank {
             target,

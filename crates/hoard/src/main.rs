@@ -8,6 +8,7 @@ mod audit;
 mod cert;
 mod cli;
 mod demo;
+mod export;
 mod prefetch;
 mod progress;
 mod promotion;

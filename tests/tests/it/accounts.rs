@@ -41,7 +41,7 @@ fn twine_as(node: &Node, user: &str, password: &str, file: &Path) -> Output {
 
 /// `pip download` of `requirement` (no dependencies, no cache) from
 /// `index_url` into `dest`.
-fn pip_download(index_url: &str, requirement: &str, dest: &Path) -> Output {
+pub(crate) fn pip_download(index_url: &str, requirement: &str, dest: &Path) -> Output {
     let mut cmd = Command::new(py_tools().venv.join("bin").join("python"));
     isolate_python_env(&mut cmd)
         .args(["-m", "pip", "download", "--no-deps", "--no-cache-dir"])

@@ -12,6 +12,7 @@ mod cluster_status;
 mod concurrent;
 mod downloads;
 mod durability;
+mod export;
 mod limits;
 mod metrics;
 mod mirror_npm;

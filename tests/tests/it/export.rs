@@ -1,0 +1,167 @@
+//! `hoard export`: a PyPI repository as a static index and a manifest,
+//! served by `python3 -m http.server` to pip.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hoard_testkit::cluster::{client, upload_ok, wait_for};
+use hoard_testkit::tools::py_tools;
+use hoard_testkit::{sdist, sha256_hex, wheel, Node};
+use serde_json::Value;
+
+use crate::accounts::pip_download;
+
+/// `python3 -m http.server` over a directory, stopped on drop.
+struct StaticServer(Child);
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_dir(dir: &std::path::Path) -> (StaticServer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let child = Command::new(&py_tools().python3)
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start python3 -m http.server");
+    let server = StaticServer(child);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(20), "http.server answers", || {
+        client().get(format!("{url}/simple/")).send().ok()?;
+        Some(())
+    });
+    (server, url)
+}
+
+#[test]
+fn an_export_is_a_static_index_pip_installs_from_and_a_rerun_keeps_what_is_there() {
+    let node = Node::start_default();
+    let url = node.url();
+    let http = client();
+    let token = node.create_token("pypi", "upload");
+    let old = wheel("alpha", "1.0");
+    let new = wheel("alpha", "2.0");
+    let beta = sdist("beta", "0.1");
+    for a in [&old, &new, &beta] {
+        upload_ok(&http, &url, &token, a);
+    }
+    node.cli_ok(&[
+        "yank",
+        "--repo",
+        "pypi",
+        "--project",
+        "alpha",
+        "--version",
+        "2.0",
+        "--reason",
+        "broken",
+        "--url",
+        &url,
+        "--token",
+        &node.admin_token(),
+    ]);
+    let serial = node.serial();
+    // Later than the export's serial: not in it.
+    upload_ok(&http, &url, &token, &wheel("gamma", "1.0"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("export");
+    let export = || {
+        node.cli_ok(&[
+            "export",
+            "--url",
+            &url,
+            "--repo",
+            "pypi",
+            "--to",
+            to.to_str().unwrap(),
+            "--at",
+            &serial.to_string(),
+        ])
+    };
+    let out = export();
+    assert!(
+        out.contains("3 file(s) written") && out.contains(&format!("serial {serial}")),
+        "{out}"
+    );
+
+    // The manifest: every file with its sha256, upload time and yank.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(to.join("hoard-export.json")).unwrap()).unwrap();
+    assert_eq!(manifest["serial"], serial, "{manifest:#}");
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{manifest:#}");
+    for a in [&old, &new, &beta] {
+        let entry = files
+            .iter()
+            .find(|f| f["filename"] == a.filename.as_str())
+            .unwrap_or_else(|| panic!("{} not in the manifest", a.filename));
+        assert_eq!(entry["sha256"], a.sha256().as_str());
+        assert!(entry["upload_time"].as_str().is_some(), "{entry}");
+        let on_disk = std::fs::read(to.join(entry["path"].as_str().unwrap())).unwrap();
+        assert_eq!(sha256_hex(&on_disk), a.sha256());
+        let yanked = entry["yanked"].as_str();
+        assert_eq!(yanked, (a.filename == new.filename).then_some("broken"));
+    }
+    assert!(!to.join("files/gamma").exists());
+
+    // Any static file server is an index: pip skips the yanked 2.0.
+    let (_server, static_url) = serve_dir(&to);
+    let got = tempfile::tempdir().unwrap();
+    let out = pip_download(&format!("{static_url}/simple/"), "alpha", got.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fetched = std::fs::read(got.path().join(&old.filename)).unwrap();
+    assert_eq!(fetched, old.bytes);
+    // The sdist (pip would build it): its link, relative, with its hash.
+    let page = http
+        .get(format!("{static_url}/simple/beta/"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let href = format!(
+        "../../files/beta/{}#sha256={}",
+        beta.filename,
+        beta.sha256()
+    );
+    assert!(page.contains(&href), "{page}");
+    let file = http
+        .get(format!("{static_url}/files/beta/{}", beta.filename))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(file.as_ref(), beta.bytes.as_slice());
+
+    // Again: nothing to write; a damaged file is written anew.
+    let out = export();
+    assert!(
+        out.contains("0 file(s) written") && out.contains("3 already there"),
+        "{out}"
+    );
+    let damaged = to.join("files/beta").join(&beta.filename);
+    std::fs::write(&damaged, b"not the sdist").unwrap();
+    let out = export();
+    assert!(out.contains("1 file(s) written"), "{out}");
+    assert_eq!(std::fs::read(&damaged).unwrap(), beta.bytes);
+}
