@@ -172,6 +172,32 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Upload every wheel and sdist under a directory (CI output, or a
+    /// `hoard export` tree) to a PyPI repository, several at a time, each
+    /// checked as a twine upload is. Files the repository already lists
+    /// with the same sha256 are skipped, so a second run imports nothing.
+    #[command(after_help = "Example:\n  \
+        hoard import --url http://node:4040 --repo pypi-local ./dist")]
+    Import {
+        /// The node's URL (writes go to the leader); default: the local
+        /// node's configured address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The PyPI repository to import into.
+        #[arg(long)]
+        repo: String,
+        /// The directory to import, searched recursively.
+        dir: PathBuf,
+        /// Files in flight at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// An upload token for the repository.
+        #[arg(long, env = "HOARD_TOKEN")]
+        token: Option<String>,
+        /// The local node's configuration (for its address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Create a repository.
     Repo {
         #[command(subcommand)]
@@ -491,6 +517,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("name a lockfile or a requirements file (-r FILE)");
             };
             crate::prefetch::prefetch(&url, repo.as_deref(), &file, token.as_deref()).await
+        }
+        Command::Import {
+            url,
+            repo,
+            dir,
+            jobs,
+            token,
+            config,
+        } => {
+            let url = match url {
+                Some(url) => url,
+                None => settings::load(config.as_deref())?.public_url(),
+            };
+            crate::import::import(&url, &repo, &dir, jobs, token).await
         }
         Command::Export {
             url,

@@ -9,6 +9,7 @@ mod cert;
 mod cli;
 mod demo;
 mod export;
+mod import;
 mod prefetch;
 mod progress;
 mod promotion;

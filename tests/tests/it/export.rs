@@ -1,10 +1,12 @@
 //! `hoard export`: a PyPI repository as a static index and a manifest,
-//! served by `python3 -m http.server` to pip.
+//! served by `python3 -m http.server` to pip; and `hoard import` of a
+//! directory, an export's included.
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hoard_testkit::cluster::{client, upload_ok, wait_for};
+use hoard_testkit::cluster::{client, served, upload_ok, wait_for};
 use hoard_testkit::tools::py_tools;
 use hoard_testkit::{sdist, sha256_hex, wheel, Node};
 use serde_json::Value;
@@ -164,4 +166,90 @@ fn an_export_is_a_static_index_pip_installs_from_and_a_rerun_keeps_what_is_there
     let out = export();
     assert!(out.contains("1 file(s) written"), "{out}");
     assert_eq!(std::fs::read(&damaged).unwrap(), beta.bytes);
+}
+
+/// `hoard import` of a directory: every wheel and sdist, nested or not,
+/// uploaded and checked as twine's are; a second run imports nothing; and
+/// an export imported into a fresh node serves the same files.
+#[test]
+fn a_directory_imports_once_and_an_export_imports_into_a_fresh_node_with_the_same_files() {
+    let node = Node::start_default();
+    let url = node.url();
+    let token = node.create_token("pypi", "upload");
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for i in 0..30 {
+        let project = format!("imp-{}", i % 6);
+        let a = if i % 5 == 0 {
+            sdist(&project, &format!("1.{i}"))
+        } else {
+            wheel(&project, &format!("1.{i}"))
+        };
+        let sub = dir.path().join(format!("build-{}", i % 3)).join("dist");
+        std::fs::create_dir_all(&sub).unwrap();
+        a.write_to(&sub);
+        expected
+            .entry(project)
+            .or_default()
+            .insert(a.filename.clone(), a.sha256());
+    }
+    // Named like a wheel but not one; not a distribution name at all.
+    std::fs::write(dir.path().join("broken-1.0-py3-none-any.whl"), b"not a zip").unwrap();
+    std::fs::write(dir.path().join("notes.whl"), b"?").unwrap();
+    std::fs::write(dir.path().join("README.txt"), b"ignored").unwrap();
+    let import = |node: &Node, token: &str, from: &std::path::Path| {
+        let out = node.cli(&[
+            "import",
+            "--url",
+            &node.url(),
+            "--repo",
+            "pypi",
+            "--token",
+            token,
+            from.to_str().unwrap(),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    let (code, out) = import(&node, &token, dir.path());
+    assert_eq!(code, Some(1), "refusals exit 1: {out}");
+    assert!(
+        out.contains("30 file(s)") && out.contains("0 already present, 2 refused"),
+        "{out}"
+    );
+    assert!(out.contains("broken-1.0-py3-none-any.whl: 400"), "{out}");
+    assert!(out.contains("notes.whl"), "{out}");
+    for (project, files) in &expected {
+        assert_eq!(&served(&node, project), files, "{project}");
+    }
+    assert!(served(&node, "broken").is_empty());
+
+    let (_, again) = import(&node, &token, dir.path());
+    assert!(
+        again.contains("0 file(s)") && again.contains("30 already present"),
+        "{again}"
+    );
+
+    // Out through an export, into a fresh node: the same files and hashes.
+    let exported = tempfile::tempdir().unwrap();
+    node.cli_ok(&[
+        "export",
+        "--url",
+        &url,
+        "--repo",
+        "pypi",
+        "--to",
+        exported.path().to_str().unwrap(),
+    ]);
+    let fresh = Node::start_default();
+    let fresh_token = fresh.create_token("pypi", "upload");
+    let (code, out) = import(&fresh, &fresh_token, exported.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("30 file(s)"), "{out}");
+    for (project, files) in &expected {
+        assert_eq!(&served(&fresh, project), files, "{project}");
+    }
 }

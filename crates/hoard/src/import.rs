@@ -1,0 +1,305 @@
+//! `hoard import --repo R DIR`: every wheel and sdist under a directory
+//! (a CI output dir, or a `hoard export` tree), uploaded through the
+//! node's own upload API, so each file is checked exactly as a twine
+//! upload is and the leader writes it. Files are hashed off the async
+//! threads, several at a time, and streamed, not read into memory.
+//!
+//! A file the repository already lists with the same sha256 is skipped
+//! before it is sent, so a second run, or one after an interruption,
+//! uploads nothing twice. The summary counts imported, already present
+//! and refused files, with the node's reasons; refusals exit 1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hoard_core::Sha256Hasher;
+use hoard_pypi::{normalize_project_name, parse_dist_filename, DistFilename, DistKind};
+use tokio::sync::Mutex;
+
+use crate::progress::Progress;
+
+const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
+
+/// What became of one file.
+enum Outcome {
+    Imported(u64),
+    Present,
+    Refused(String),
+}
+
+/// What a directory holds: distributions, and files named like one that
+/// do not parse as one (refused up front, with why).
+#[derive(Default)]
+struct Found {
+    dists: Vec<(PathBuf, DistFilename)>,
+    bad: Vec<(PathBuf, String)>,
+}
+
+fn walk(dir: &Path) -> anyhow::Result<Found> {
+    let mut found = Found::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            // Temp files of an export, pages and metadata: not artifacts.
+            if name.starts_with('.')
+                || !(name.ends_with(".whl") || name.ends_with(".tar.gz") || name.ends_with(".zip"))
+            {
+                continue;
+            }
+            match parse_dist_filename(name) {
+                Ok(dist) => found.dists.push((path, dist)),
+                Err(e) => found.bad.push((path, e.to_string())),
+            }
+        }
+    }
+    found.dists.sort_by(|a, b| a.1.filename.cmp(&b.1.filename));
+    Ok(found)
+}
+
+/// The counts of one run.
+#[derive(Default)]
+struct Summary {
+    imported: usize,
+    present: usize,
+    bytes: u64,
+    refused: Vec<String>,
+}
+
+impl Summary {
+    fn done(&self) -> usize {
+        self.imported + self.present + self.refused.len()
+    }
+
+    fn add(
+        &mut self,
+        path: &Path,
+        outcome: anyhow::Result<Outcome>,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        match outcome? {
+            Outcome::Imported(len) => {
+                self.imported += 1;
+                self.bytes += len;
+            }
+            Outcome::Present => self.present += 1,
+            Outcome::Refused(why) => {
+                progress.println(&format!("refused {}: {why}", path.display()));
+                self.refused.push(format!("{}: {why}", path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finish().to_hex());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// One repository of a node, as an uploader sees it.
+struct Target {
+    client: reqwest::Client,
+    root: String,
+    token: Option<String>,
+    /// Each project's listed files (filename → sha256), asked once.
+    listed: Mutex<HashMap<String, Arc<BTreeMap<String, String>>>>,
+}
+
+impl Target {
+    fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => request.basic_auth("__token__", Some(t)),
+            None => request,
+        }
+    }
+
+    async fn listed(&self, project: &str) -> anyhow::Result<Arc<BTreeMap<String, String>>> {
+        let mut cache = self.listed.lock().await;
+        if let Some(files) = cache.get(project) {
+            return Ok(files.clone());
+        }
+        let url = format!("{}/simple/{project}/", self.root);
+        let response = self
+            .auth(self.client.get(&url).header("accept", JSON_ACCEPT))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let mut files = BTreeMap::new();
+        if response.status().is_success() {
+            let page: serde_json::Value = response.json().await?;
+            for f in page["files"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(sha)) =
+                    (f["filename"].as_str(), f["hashes"]["sha256"].as_str())
+                {
+                    files.insert(name.to_owned(), sha.to_owned());
+                }
+            }
+        } else if response.status() != reqwest::StatusCode::NOT_FOUND {
+            anyhow::bail!("{url} answered {}", response.status());
+        }
+        let files = Arc::new(files);
+        cache.insert(project.to_owned(), files.clone());
+        Ok(files)
+    }
+
+    /// twine's upload form, with the file streamed from disk.
+    async fn form(
+        &self,
+        path: &Path,
+        dist: &DistFilename,
+        sha256: &str,
+    ) -> anyhow::Result<reqwest::multipart::Form> {
+        let file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let content = reqwest::multipart::Part::stream_with_length(body, len)
+            .file_name(dist.filename.clone())
+            .mime_str("application/octet-stream")?;
+        let (filetype, pyversion) = match dist.kind {
+            DistKind::Sdist => ("sdist", "source"),
+            DistKind::Wheel => ("bdist_wheel", "py3"),
+        };
+        Ok(reqwest::multipart::Form::new()
+            .text(":action", "file_upload")
+            .text("protocol_version", "1")
+            .text("metadata_version", "2.1")
+            .text("name", dist.name.clone())
+            .text("version", dist.version.clone())
+            .text("filetype", filetype)
+            .text("pyversion", pyversion)
+            .text("sha256_digest", sha256.to_owned())
+            .part("content", content))
+    }
+
+    async fn import(&self, path: &Path, dist: &DistFilename) -> anyhow::Result<Outcome> {
+        let hashed = path.to_path_buf();
+        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&hashed))
+            .await?
+            .with_context(|| format!("read {}", path.display()))?;
+        let project = normalize_project_name(&dist.name);
+        if let Some(listed) = self.listed(&project).await?.get(&dist.filename) {
+            return Ok(if *listed == sha256 {
+                Outcome::Present
+            } else {
+                Outcome::Refused(format!(
+                    "the repository has another file of this name (sha256 {listed})"
+                ))
+            });
+        }
+        let url = format!("{}/", self.root);
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let response = self
+                .auth(
+                    self.client
+                        .post(&url)
+                        .multipart(self.form(path, dist, &sha256).await?),
+                )
+                .send()
+                .await;
+            match response {
+                // A leader change, or a replica between leaders: the
+                // upload was not taken; it is safe to send again.
+                Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && attempt < 5 => {}
+                Err(e) if e.is_connect() && attempt < 5 => {}
+                other => break other.with_context(|| format!("cannot reach {url}"))?,
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        };
+        let len = tokio::fs::metadata(path).await?.len();
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Outcome::Imported(len));
+        }
+        let text = response.text().await.unwrap_or_default();
+        if status.is_client_error() {
+            Ok(Outcome::Refused(format!("{status}: {}", text.trim())))
+        } else {
+            anyhow::bail!("{url} answered {status}: {}", text.trim())
+        }
+    }
+}
+
+pub async fn import(
+    url: &str,
+    repo: &str,
+    dir: &Path,
+    jobs: usize,
+    token: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let found = walk(dir)?;
+    let target = Arc::new(Target {
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+        root: format!("{}/{repo}", url.trim_end_matches('/')),
+        token,
+        listed: Mutex::default(),
+    });
+    let total = (found.dists.len() + found.bad.len()) as u64;
+    let mut progress = Progress::new("import", Some(total));
+    let mut summary = Summary::default();
+    for (path, why) in found.bad {
+        summary.add(&path, Ok(Outcome::Refused(why)), &progress)?;
+    }
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (path, dist) in found.dists {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let target = target.clone();
+        tasks.spawn(async move {
+            let outcome = target.import(&path, &dist).await;
+            drop(permit);
+            (path, outcome)
+        });
+        // Count what is done, so the bar moves while files go out.
+        while let Some(done) = tasks.try_join_next() {
+            let (path, outcome) = done?;
+            summary.add(&path, outcome, &progress)?;
+        }
+        progress.update(summary.done() as u64, Some(total), "");
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (path, outcome) = done?;
+        summary.add(&path, outcome, &progress)?;
+        progress.update(summary.done() as u64, Some(total), "");
+    }
+    progress.finish();
+    println!(
+        "imported into {repo}: {} file(s) ({} bytes), {} already present, {} refused",
+        summary.imported,
+        summary.bytes,
+        summary.present,
+        summary.refused.len()
+    );
+    for r in &summary.refused {
+        println!("  refused: {r}");
+    }
+    Ok(if summary.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
