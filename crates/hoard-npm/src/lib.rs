@@ -13,7 +13,8 @@
 //! ([`parse_package_lock`], [`check_locked_integrity`], failing with a
 //! [`LockfileError`]); what a mirror reads from an upstream's packument
 //! ([`parse_upstream_packument`]); and which registry endpoint a path names
-//! ([`parse_npm_path`]). No network
+//! ([`parse_npm_path`]); and a packed tarball's manifest and publish
+//! document, for imports ([`manifest_from_tarball`], [`publish_document`]). No network
 //! or file-system I/O: the server feeds it data, and every error is an
 //! [`NpmError`] whose message npm prints verbatim (send [`error_body`]).
 //!
@@ -24,6 +25,7 @@ mod error;
 mod lockfile;
 mod login;
 mod names;
+mod pack;
 mod packument;
 mod publish;
 mod publish_stream;
@@ -44,6 +46,7 @@ pub use login::{
     AUDIT_NOT_SUPPORTED_STATUS, MAX_USERNAME_LEN, WEB_LOGIN_FALLBACK_STATUS,
 };
 pub use names::{validate_new_package_name, PackageName, MAX_NAME_LEN};
+pub use pack::{manifest_from_tarball, publish_document};
 pub use packument::{
     format_npm_time, render_abbreviated_packument, render_full_packument, PackageView,
     StoredVersion, ABBREVIATED_FIELDS, ABBREVIATED_MEDIA_TYPE,

@@ -173,9 +173,10 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Upload every wheel and sdist under a directory (CI output, or a
-    /// `hoard export` tree) to a PyPI repository, several at a time, each
-    /// checked as a twine upload is. Files the repository already lists
-    /// with the same sha256 are skipped, so a second run imports nothing.
+    /// `hoard export` tree) to a PyPI repository, or publish every npm
+    /// tarball (`.tgz`) to an npm one, several at a time, each checked as
+    /// an upload or a publish is. What the repository already holds with
+    /// the same digest is skipped, so a second run imports nothing.
     #[command(after_help = "Example:\n  \
         hoard import --url http://node:4040 --repo pypi-local ./dist")]
     Import {
@@ -183,7 +184,7 @@ enum Command {
         /// node's configured address.
         #[arg(long)]
         url: Option<String>,
-        /// The PyPI repository to import into.
+        /// The repository to import into (PyPI, or npm for `.tgz` files).
         #[arg(long)]
         repo: String,
         /// The directory to import, searched recursively.

@@ -2,7 +2,9 @@
 //! (a CI output dir, or a `hoard export` tree), uploaded through the
 //! node's own upload API, so each file is checked exactly as a twine
 //! upload is and the leader writes it. Files are hashed off the async
-//! threads, several at a time, and streamed, not read into memory.
+//! threads, several at a time, and streamed, not read into memory. npm
+//! tarballs (`.tgz`) are published as `npm publish` would, each package's
+//! versions oldest first, so `latest` ends on the newest.
 //!
 //! A file the repository already lists with the same sha256 is skipped
 //! before it is sent, so a second run, or one after an interruption,
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use hoard_core::Sha256Hasher;
 use hoard_pypi::{normalize_project_name, parse_dist_filename, DistFilename, DistKind};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::progress::Progress;
@@ -35,6 +38,8 @@ enum Outcome {
 #[derive(Default)]
 struct Found {
     dists: Vec<(PathBuf, DistFilename)>,
+    /// npm package tarballs.
+    tarballs: Vec<PathBuf>,
     bad: Vec<(PathBuf, String)>,
 }
 
@@ -53,9 +58,14 @@ fn walk(dir: &Path) -> anyhow::Result<Found> {
                 continue;
             };
             // Temp files of an export, pages and metadata: not artifacts.
-            if name.starts_with('.')
-                || !(name.ends_with(".whl") || name.ends_with(".tar.gz") || name.ends_with(".zip"))
-            {
+            if name.starts_with('.') {
+                continue;
+            }
+            if name.ends_with(".tgz") {
+                found.tarballs.push(path);
+                continue;
+            }
+            if !(name.ends_with(".whl") || name.ends_with(".tar.gz") || name.ends_with(".zip")) {
                 continue;
             }
             match parse_dist_filename(name) {
@@ -65,6 +75,7 @@ fn walk(dir: &Path) -> anyhow::Result<Found> {
         }
     }
     found.dists.sort_by(|a, b| a.1.filename.cmp(&b.1.filename));
+    found.tarballs.sort();
     Ok(found)
 }
 
@@ -163,6 +174,85 @@ impl Target {
         Ok(files)
     }
 
+    /// Publishes one package's tarballs (read and parsed), oldest version
+    /// first; each version already there with the same shasum is skipped.
+    async fn publish_package(
+        &self,
+        mut versions: Vec<(PathBuf, String, Value, Vec<u8>)>,
+    ) -> Vec<(PathBuf, anyhow::Result<Outcome>)> {
+        versions.sort_by(|a, b| hoard_npm::compare_versions(&a.1, &b.1));
+        let mut outcomes = Vec::new();
+        let mut listed: Option<Value> = None;
+        for (path, version, document, tarball) in versions {
+            let name = document["name"].as_str().unwrap_or_default().to_owned();
+            let outcome = self
+                .publish_version(&name, &version, &document, &tarball, &mut listed)
+                .await;
+            outcomes.push((path, outcome));
+        }
+        outcomes
+    }
+
+    async fn publish_version(
+        &self,
+        name: &str,
+        version: &str,
+        document: &Value,
+        tarball: &[u8],
+        listed: &mut Option<Value>,
+    ) -> anyhow::Result<Outcome> {
+        // npm's escaping of a scoped name in a path: `@scope%2fname`.
+        let url = format!("{}/{}", self.root, name.replace('/', "%2f"));
+        if listed.is_none() {
+            let response = self.bearer(self.client.get(&url)).send().await?;
+            *listed = Some(if response.status().is_success() {
+                response.json().await?
+            } else {
+                Value::Null
+            });
+        }
+        let ours = &document["versions"][version]["dist"]["shasum"];
+        match listed
+            .as_ref()
+            .map(|p| &p["versions"][version]["dist"]["shasum"])
+        {
+            Some(Value::String(theirs)) if Some(theirs.as_str()) == ours.as_str() => {
+                return Ok(Outcome::Present)
+            }
+            Some(Value::String(theirs)) => {
+                return Ok(Outcome::Refused(format!(
+                    "the repository has another {name}@{version} (shasum {theirs})"
+                )))
+            }
+            _ => {}
+        }
+        let response = self
+            .bearer(self.client.put(&url).json(document))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(Outcome::Imported(tarball.len() as u64))
+        } else if status.is_client_error() {
+            let why = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            Ok(Outcome::Refused(format!("{status}: {}", why.trim())))
+        } else {
+            anyhow::bail!("{url} answered {status}: {}", text.trim())
+        }
+    }
+
+    fn bearer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    }
+
     /// twine's upload form, with the file streamed from disk.
     async fn form(
         &self,
@@ -258,7 +348,7 @@ pub async fn import(
         token,
         listed: Mutex::default(),
     });
-    let total = (found.dists.len() + found.bad.len()) as u64;
+    let total = (found.dists.len() + found.tarballs.len() + found.bad.len()) as u64;
     let mut progress = Progress::new("import", Some(total));
     let mut summary = Summary::default();
     for (path, why) in found.bad {
@@ -284,6 +374,41 @@ pub async fn import(
     while let Some(done) = tasks.join_next().await {
         let (path, outcome) = done?;
         summary.add(&path, outcome, &progress)?;
+        progress.update(summary.done() as u64, Some(total), "");
+    }
+    // npm: read every tarball, then publish each package's versions in
+    // order, packages side by side.
+    let registry = format!("{}/", target.root);
+    let mut packages: BTreeMap<String, Vec<(PathBuf, String, Value, Vec<u8>)>> = BTreeMap::new();
+    for path in found.tarballs {
+        let read = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(read))
+            .await?
+            .with_context(|| format!("read {}", path.display()))?;
+        let parsed = hoard_npm::manifest_from_tarball(&bytes)
+            .and_then(|m| hoard_npm::publish_document(&m, &bytes, &registry));
+        match parsed {
+            Ok((package, version, document)) => packages
+                .entry(package.full())
+                .or_default()
+                .push((path, version, document, bytes)),
+            Err(e) => summary.add(&path, Ok(Outcome::Refused(e.to_string())), &progress)?,
+        }
+    }
+    let mut publishing = tokio::task::JoinSet::new();
+    for versions in packages.into_values() {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let target = target.clone();
+        publishing.spawn(async move {
+            let outcomes = target.publish_package(versions).await;
+            drop(permit);
+            outcomes
+        });
+    }
+    while let Some(done) = publishing.join_next().await {
+        for (path, outcome) in done? {
+            summary.add(&path, outcome, &progress)?;
+        }
         progress.update(summary.done() as u64, Some(total), "");
     }
     progress.finish();

@@ -1,12 +1,13 @@
 //! `hoard export`: a PyPI repository as a static index and a manifest,
 //! served by `python3 -m http.server` to pip; and `hoard import` of a
-//! directory, an export's included.
+//! directory (an export's included) and of npm tarballs.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hoard_testkit::cluster::{client, served, upload_ok, wait_for};
+use hoard_testkit::npm::{node_eval, npm_opts, npm_tarball, Npm, NPM_REPO};
 use hoard_testkit::tools::py_tools;
 use hoard_testkit::{sdist, sha256_hex, wheel, Node};
 use serde_json::Value;
@@ -252,4 +253,72 @@ fn a_directory_imports_once_and_an_export_imports_into_a_fresh_node_with_the_sam
     for (project, files) in &expected {
         assert_eq!(&served(&fresh, project), files, "{project}");
     }
+}
+
+/// `hoard import` of 100 npm tarballs (20 packages, 5 versions each, one
+/// scoped): each published as npm would, oldest first, so npm installs
+/// the newest; a second run publishes nothing.
+#[test]
+fn a_hundred_npm_tarballs_import_and_npm_installs_them() {
+    let node = Node::start(npm_opts(false));
+    let token = node.create_token(NPM_REPO, "upload");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for p in 0..20 {
+        let name = if p == 0 {
+            "@acme/imported".to_owned()
+        } else {
+            format!("imported-{p:02}")
+        };
+        // Written newest first: the import orders them itself.
+        for v in (0..5).rev() {
+            let file = format!("{}-1.{v}.0.tgz", name.replace('/', "-"));
+            std::fs::write(
+                dir.path().join(file),
+                npm_tarball(&name, &format!("1.{v}.0"), 0),
+            )
+            .unwrap();
+        }
+        names.push(name);
+    }
+    std::fs::write(dir.path().join("broken-1.0.0.tgz"), b"not a tarball").unwrap();
+    let import = || {
+        let out = node.cli(&[
+            "import",
+            "--url",
+            &node.url(),
+            "--repo",
+            NPM_REPO,
+            "--token",
+            &token,
+            dir.path().to_str().unwrap(),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = import();
+    assert_eq!(code, Some(1), "the broken tarball is refused: {out}");
+    assert!(
+        out.contains("100 file(s)") && out.contains("1 refused"),
+        "{out}"
+    );
+    assert!(out.contains("broken-1.0.0.tgz"), "{out}");
+
+    let mut npm = Npm::new(&node);
+    let project = npm.project();
+    npm.ok(&project, &["install", "@acme/imported", "imported-07"]);
+    let versions = node_eval(
+        &project,
+        "[require('@acme/imported/package.json').version, require('imported-07/package.json').version].join(' ')",
+    );
+    assert_eq!(versions, "1.4.0 1.4.0");
+    npm.ok(&project, &["install", "imported-03@1.1.0"]);
+
+    let (_, again) = import();
+    assert!(
+        again.contains("0 file(s)") && again.contains("100 already present"),
+        "{again}"
+    );
 }
