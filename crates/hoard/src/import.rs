@@ -79,6 +79,14 @@ fn walk(dir: &Path) -> anyhow::Result<Found> {
     Ok(found)
 }
 
+/// One npm tarball, read and turned into its publish document.
+struct PackedVersion {
+    path: PathBuf,
+    version: String,
+    document: Value,
+    tarball: Vec<u8>,
+}
+
 /// The counts of one run.
 #[derive(Default)]
 struct Summary {
@@ -178,17 +186,17 @@ impl Target {
     /// first; each version already there with the same shasum is skipped.
     async fn publish_package(
         &self,
-        mut versions: Vec<(PathBuf, String, Value, Vec<u8>)>,
+        mut versions: Vec<PackedVersion>,
     ) -> Vec<(PathBuf, anyhow::Result<Outcome>)> {
-        versions.sort_by(|a, b| hoard_npm::compare_versions(&a.1, &b.1));
+        versions.sort_by(|a, b| hoard_npm::compare_versions(&a.version, &b.version));
         let mut outcomes = Vec::new();
         let mut listed: Option<Value> = None;
-        for (path, version, document, tarball) in versions {
-            let name = document["name"].as_str().unwrap_or_default().to_owned();
+        for v in versions {
+            let name = v.document["name"].as_str().unwrap_or_default().to_owned();
             let outcome = self
-                .publish_version(&name, &version, &document, &tarball, &mut listed)
+                .publish_version(&name, &v.version, &v.document, &v.tarball, &mut listed)
                 .await;
-            outcomes.push((path, outcome));
+            outcomes.push((v.path, outcome));
         }
         outcomes
     }
@@ -379,7 +387,7 @@ pub async fn import(
     // npm: read every tarball, then publish each package's versions in
     // order, packages side by side.
     let registry = format!("{}/", target.root);
-    let mut packages: BTreeMap<String, Vec<(PathBuf, String, Value, Vec<u8>)>> = BTreeMap::new();
+    let mut packages: BTreeMap<String, Vec<PackedVersion>> = BTreeMap::new();
     for path in found.tarballs {
         let read = path.clone();
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(read))
@@ -388,10 +396,17 @@ pub async fn import(
         let parsed = hoard_npm::manifest_from_tarball(&bytes)
             .and_then(|m| hoard_npm::publish_document(&m, &bytes, &registry));
         match parsed {
-            Ok((package, version, document)) => packages
-                .entry(package.full())
-                .or_default()
-                .push((path, version, document, bytes)),
+            Ok((package, version, document)) => {
+                packages
+                    .entry(package.full())
+                    .or_default()
+                    .push(PackedVersion {
+                        path,
+                        version,
+                        document,
+                        tarball: bytes,
+                    })
+            }
             Err(e) => summary.add(&path, Ok(Outcome::Refused(e.to_string())), &progress)?,
         }
     }
