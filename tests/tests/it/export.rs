@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hoard_testkit::cluster::{client, served, upload_ok, wait_for};
+use hoard_testkit::cluster::{client, served, status_of, upload_ok, wait_for};
 use hoard_testkit::npm::{node_eval, npm_opts, npm_tarball, Npm, NPM_REPO};
 use hoard_testkit::tools::py_tools;
 use hoard_testkit::{sdist, sha256_hex, wheel, Node};
@@ -321,4 +321,113 @@ fn a_hundred_npm_tarballs_import_and_npm_installs_them() {
         again.contains("0 file(s)") && again.contains("100 already present"),
         "{again}"
     );
+}
+
+/// Done when: 2,000 generated wheels and sdists import and pip installs
+/// from them; the node killed with kill -9 mid-import, then a re-run,
+/// ends complete, and fsck finds the data dir clean.
+#[test]
+fn an_import_of_2000_files_killed_mid_way_completes_on_a_rerun_with_a_clean_fsck() {
+    let _heavy = hoard_testkit::heavy_test();
+    let mut node = Node::start_default();
+    let token = node.create_token("pypi", "upload");
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for i in 0..2000 {
+        let project = format!("bulk-{}", i % 100);
+        let version = format!("{}.{}", i / 100, i % 7);
+        let a = if i % 5 == 0 {
+            sdist(&project, &version)
+        } else {
+            wheel(&project, &version)
+        };
+        let sub = dir.path().join(format!("part-{}", i % 10));
+        std::fs::create_dir_all(&sub).unwrap();
+        a.write_to(&sub);
+        expected
+            .entry(project)
+            .or_default()
+            .insert(a.filename.clone(), a.sha256());
+    }
+    let import_cmd = |node: &Node| {
+        let mut cmd = Command::new(hoard_testkit::tools::hoard_bin());
+        cmd.args([
+            "import",
+            "--url",
+            &node.url(),
+            "--repo",
+            "pypi",
+            "--jobs",
+            "8",
+        ])
+        .args(["--token", &token])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .env_remove("HOARD_TOKEN");
+        cmd
+    };
+
+    // Killed while files go in: the import fails, and the node keeps what
+    // it acknowledged.
+    let start = node.serial();
+    let mut running = import_cmd(&node)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(120), "the import under way", || {
+        let applied = status_of(&node).ok()?["applied_serial"].as_u64()?;
+        (applied >= start + 300).then_some(())
+    });
+    node.kill9();
+    let interrupted = running.wait_with_output().unwrap();
+    assert!(
+        !interrupted.status.success(),
+        "the import should fail with its node gone: {}",
+        String::from_utf8_lossy(&interrupted.stdout)
+    );
+    node.restart();
+
+    let out = import_cmd(&node).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = [" file(s) (", " already present"].map(|label| count_before(&stdout, label));
+    assert_eq!(counts[0] + counts[1], 2000, "{stdout}");
+    assert!(counts[1] >= 300, "the first run's files are kept: {stdout}");
+    for (project, files) in expected.iter().step_by(9) {
+        assert_eq!(&served(&node, project), files, "{project}");
+    }
+    let got = tempfile::tempdir().unwrap();
+    let out = pip_download(
+        &format!("{}/pypi/simple/", node.url()),
+        "bulk-42==3.6",
+        got.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    node.stop();
+    let fsck = node.fsck();
+    assert!(
+        fsck.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}
+
+/// The number just before `label` in a summary line.
+fn count_before(text: &str, label: &str) -> usize {
+    text.split(label)
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {label:?}: {text}"))
 }
