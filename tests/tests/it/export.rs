@@ -370,7 +370,7 @@ fn an_import_of_2000_files_killed_mid_way_completes_on_a_rerun_with_a_clean_fsck
     // Killed while files go in: the import fails, and the node keeps what
     // it acknowledged.
     let start = node.serial();
-    let mut running = import_cmd(&node)
+    let running = import_cmd(&node)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
