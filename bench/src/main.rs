@@ -13,10 +13,13 @@
 //! - `mirror`: a PyPI mirror of a local fixture upstream: cold against warm
 //!   pages and files, and warm pages of a 3,000-file project through the
 //!   virtual repository next to the hosted one.
+//! - `import`: `hoard import` of 10,000 wheels next to `sha256sum` of the
+//!   same files on every core.
 //! - `ui`: the web UI's pages on a 10,000-project index, one request at a
 //!   time, next to nginx serving the same bytes.
 
 mod failover;
+mod import;
 mod load;
 mod measure;
 mod mirror;
@@ -174,6 +177,9 @@ enum Cmd {
     /// The node's extra peak memory during an `npm publish` of a big
     /// tarball, side by side with a twine upload of the same size.
     PublishMemory(publish_memory::PublishMemoryArgs),
+    /// `hoard import` of a directory of 10,000 wheels into a fresh node,
+    /// next to `sha256sum` of the same files on every core.
+    Import(import::ImportArgs),
     /// The web UI's pages on an index of 10,000 projects, one request at
     /// a time, side by side with nginx serving the same bytes.
     Ui(ui::UiArgs),
@@ -238,6 +244,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Mirror(a)) => mirror::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::PublishMemory(a)) => publish_memory::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Ui(a)) => ui::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Import(a)) => import::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };
