@@ -55,6 +55,7 @@ fn file_added(name: &str, content: &[u8]) -> Event {
             requires_python: None,
             core_metadata: None,
         },
+        upload_time_us: None,
     })
 }
 

@@ -73,6 +73,12 @@ pub enum Change {
         /// The project name as the uploader spelled it.
         display_name: String,
         file: FileRecord,
+        /// When the file was first uploaded, elsewhere: an import keeps its
+        /// source's time (PEP 700's `upload-time`). `None`: this event's
+        /// time. Absent from events that do not set it, so their bytes,
+        /// and the changelog digest, are what they were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_time_us: Option<i64>,
     },
     /// PEP 592: files were yanked (`reason` is `Some`) or un-yanked (`None`).
     FilesYanked {
@@ -565,6 +571,7 @@ mod tests {
                     requires_python: Some(">=3.8".into()),
                     core_metadata: Some(Sha256::of(b"meta")),
                 },
+                upload_time_us: None,
             },
         };
         let json = serde_json::to_vec(&ev).unwrap();
@@ -573,6 +580,15 @@ mod tests {
             ev.change.blobs(),
             vec![Sha256::of(b"wheel"), Sha256::of(b"meta")]
         );
+        // Without an imported upload time the bytes are what they were
+        // before the field existed; with one, it round-trips.
+        assert!(!String::from_utf8_lossy(&json).contains("upload_time_us"));
+        let mut imported = ev.clone();
+        if let Change::FileAdded { upload_time_us, .. } = &mut imported.change {
+            *upload_time_us = Some(1_500_000_000_000_000);
+        }
+        let json = serde_json::to_vec(&imported).unwrap();
+        assert_eq!(serde_json::from_slice::<Event>(&json).unwrap(), imported);
     }
 
     #[test]

@@ -36,3 +36,4 @@ pub use config::{
 };
 pub use error::ApiError;
 pub use node::{generate_token, Node, NodeError, NodeRole, Principal, TokenScope};
+pub use pypi::UPLOAD_TIME_HEADER;

@@ -700,6 +700,10 @@ async fn upload(
         Ok(p) => p,
         Err(e) => return Err(refuse(req, e)),
     };
+    let upload_time_us = match imported_upload_time(req.headers(), &principal, &repo.name) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(req, e)),
+    };
     if !matches!(repo.settings.kind, RepoKind::Hosted) {
         let e = ApiError::bad_request(format!("{} does not accept uploads", repo.name));
         return Err(refuse(req, e));
@@ -794,8 +798,44 @@ async fn upload(
         record,
         staged,
         metadata.map(|(bytes, _)| bytes),
+        upload_time_us,
     )
     .await
+}
+
+/// The header with which an import keeps its source's upload time.
+pub const UPLOAD_TIME_HEADER: &str = "x-hoard-upload-time";
+
+/// An import's upload time (`X-Hoard-Upload-Time`, RFC 3339): only a
+/// repository's admins may set one, since it rewrites history as pip and
+/// the UI show it, and never later than now.
+fn imported_upload_time(
+    headers: &http::HeaderMap,
+    principal: &Principal,
+    repo: &RepoName,
+) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(UPLOAD_TIME_HEADER) else {
+        return Ok(None);
+    };
+    if !principal.allows(repo, Perm::Admin) {
+        return Err(ApiError::forbidden(format!(
+            "setting an upload time ({UPLOAD_TIME_HEADER}) needs an admin token for {repo}"
+        )));
+    }
+    let text = value.to_str().unwrap_or_default();
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{UPLOAD_TIME_HEADER}: {text:?} is not an RFC 3339 time"
+            ))
+        })?;
+    let us = (time.unix_timestamp_nanos() / 1000) as i64;
+    if us > crate::node::now_us() {
+        return Err(ApiError::bad_request(format!(
+            "{UPLOAD_TIME_HEADER}: {text} is in the future"
+        )));
+    }
+    Ok(Some(us))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -869,6 +909,7 @@ async fn commit_upload(
     mut record: FileRecord,
     staged: StagedBlob,
     metadata: Option<Vec<u8>>,
+    upload_time_us: Option<i64>,
 ) -> HandlerResult {
     let sha256 = staged.digests.sha256;
     let mut blobs = vec![staged];
@@ -883,6 +924,7 @@ async fn commit_upload(
         project: project.clone(),
         display_name,
         file: record,
+        upload_time_us,
     };
     match node.commit_with_blobs_as(principal, blobs, change).await {
         Ok(Committed { serial, term }) => {

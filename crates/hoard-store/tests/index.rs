@@ -41,6 +41,7 @@ fn added(filename: &str, version: &str) -> Event {
             requires_python: None,
             core_metadata: None,
         },
+        upload_time_us: None,
     })
 }
 

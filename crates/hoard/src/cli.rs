@@ -192,6 +192,10 @@ enum Command {
         /// Files in flight at once.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        /// Do not keep the upload times of an export's manifest (keeping
+        /// them needs an admin token for the repository).
+        #[arg(long)]
+        no_upload_times: bool,
         /// An upload token for the repository.
         #[arg(long, env = "HOARD_TOKEN")]
         token: Option<String>,
@@ -524,6 +528,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             repo,
             dir,
             jobs,
+            no_upload_times,
             token,
             config,
         } => {
@@ -531,7 +536,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(url) => url,
                 None => settings::load(config.as_deref())?.public_url(),
             };
-            crate::import::import(&url, &repo, &dir, jobs, token).await
+            crate::import::import(&url, &repo, &dir, jobs, token, !no_upload_times).await
         }
         Command::Export {
             url,

@@ -6,6 +6,8 @@
 //! tarballs (`.tgz`) are published as `npm publish` would, each package's
 //! versions oldest first, so `latest` ends on the newest.
 //!
+//! Importing a `hoard export` tree keeps its upload times (from its
+//! manifest, sent as `X-Hoard-Upload-Time`, which needs an admin token).
 //! A file the repository already lists with the same sha256 is skipped
 //! before it is sent, so a second run, or one after an interruption,
 //! uploads nothing twice. The summary counts imported, already present
@@ -136,11 +138,34 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// The upload times of an export's manifest, by filename (RFC 3339).
+fn manifest_times(dir: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let path = dir.join(crate::export::MANIFEST);
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(HashMap::new());
+    };
+    let manifest: Value =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(manifest["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            Some((
+                f["filename"].as_str()?.to_owned(),
+                f["upload_time"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
 /// One repository of a node, as an uploader sees it.
 struct Target {
     client: reqwest::Client,
     root: String,
     token: Option<String>,
+    /// Upload times to keep, by filename (from an export's manifest).
+    times: HashMap<String, String>,
     /// Each project's listed files (filename → sha256), asked once.
     listed: Mutex<HashMap<String, Arc<BTreeMap<String, String>>>>,
 }
@@ -309,12 +334,12 @@ impl Target {
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
+            let mut request = self.client.post(&url);
+            if let Some(time) = self.times.get(&dist.filename) {
+                request = request.header(hoard_server::UPLOAD_TIME_HEADER, time);
+            }
             let response = self
-                .auth(
-                    self.client
-                        .post(&url)
-                        .multipart(self.form(path, dist, &sha256).await?),
-                )
+                .auth(request.multipart(self.form(path, dist, &sha256).await?))
                 .send()
                 .await;
             match response {
@@ -346,14 +371,27 @@ pub async fn import(
     dir: &Path,
     jobs: usize,
     token: Option<String>,
+    keep_upload_times: bool,
 ) -> anyhow::Result<ExitCode> {
     let found = walk(dir)?;
+    let times = if keep_upload_times {
+        manifest_times(dir)?
+    } else {
+        HashMap::new()
+    };
+    if !times.is_empty() {
+        eprintln!(
+            "keeping the upload times of {} (this needs an admin token for {repo})",
+            crate::export::MANIFEST
+        );
+    }
     let target = Arc::new(Target {
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
         root: format!("{}/{repo}", url.trim_end_matches('/')),
         token,
+        times,
         listed: Mutex::default(),
     });
     let total = (found.dists.len() + found.tarballs.len() + found.bad.len()) as u64;

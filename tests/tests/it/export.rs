@@ -9,7 +9,7 @@ use std::time::Duration;
 use hoard_testkit::cluster::{client, served, status_of, upload_ok, wait_for};
 use hoard_testkit::npm::{node_eval, npm_opts, npm_tarball, Npm, NPM_REPO};
 use hoard_testkit::tools::py_tools;
-use hoard_testkit::{sdist, sha256_hex, wheel, Node};
+use hoard_testkit::{sdist, sha256_hex, wheel, Node, Upload};
 use serde_json::Value;
 
 use crate::accounts::pip_download;
@@ -245,14 +245,104 @@ fn a_directory_imports_once_and_an_export_imports_into_a_fresh_node_with_the_sam
         "--to",
         exported.path().to_str().unwrap(),
     ]);
+    // An upload token may not set upload times: every file is refused,
+    // saying so; the node's admin token may, and the times are kept.
     let fresh = Node::start_default();
     let fresh_token = fresh.create_token("pypi", "upload");
     let (code, out) = import(&fresh, &fresh_token, exported.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("0 file(s)") && out.contains("needs an admin token"),
+        "{out}"
+    );
+    let (code, out) = import(&fresh, &fresh.admin_token(), exported.path());
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("30 file(s)"), "{out}");
     for (project, files) in &expected {
         assert_eq!(&served(&fresh, project), files, "{project}");
+        assert_eq!(
+            upload_times(&fresh, project),
+            upload_times(&node, project),
+            "{project}"
+        );
     }
+}
+
+/// Each file's PEP 700 `upload-time` on `node`'s `pypi` page of `project`.
+fn upload_times(node: &Node, project: &str) -> BTreeMap<String, String> {
+    let page: Value = client()
+        .get(format!("{}/pypi/simple/{project}/", node.url()))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["filename"].as_str().unwrap().to_owned(),
+                f["upload-time"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `X-Hoard-Upload-Time` is for a repository's admins, in RFC 3339, and
+/// not in the future; a refused one stores nothing.
+#[test]
+fn an_upload_time_is_set_only_by_admins_and_only_a_past_one() {
+    let node = Node::start_default();
+    let upload_token = node.create_token("pypi", "upload");
+    let a = wheel("timed", "1.0");
+    let send = |token: &str, time: &str| {
+        let mp = Upload::of(&a).multipart();
+        client()
+            .post(format!("{}/pypi/", node.url()))
+            .basic_auth("__token__", Some(token))
+            .header("content-type", mp.content_type())
+            .header("x-hoard-upload-time", time)
+            .body(mp.finish())
+            .send()
+            .unwrap()
+    };
+    let before = node.store_snapshot();
+    for (token, time, status, says) in [
+        (
+            upload_token.as_str(),
+            "2020-01-02T03:04:05Z",
+            403,
+            "needs an admin token",
+        ),
+        (
+            &node.admin_token(),
+            "yesterday",
+            400,
+            "not an RFC 3339 time",
+        ),
+        (
+            &node.admin_token(),
+            "2999-01-01T00:00:00Z",
+            400,
+            "in the future",
+        ),
+    ] {
+        let response = send(token, time);
+        assert_eq!(response.status().as_u16(), status, "{time}");
+        let text = response.text().unwrap();
+        assert!(text.contains(says), "{text}");
+        node.assert_nothing_stored(&before, "pypi", "timed", &a.filename);
+    }
+    let response = send(&node.admin_token(), "2020-01-02T03:04:05Z");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        upload_times(&node, "timed")
+            .get(&a.filename)
+            .map(String::as_str),
+        Some("2020-01-02T03:04:05.000000Z")
+    );
 }
 
 /// `hoard import` of 100 npm tarballs (20 packages, 5 versions each, one

@@ -219,6 +219,7 @@ fn apply_change(
             project,
             display_name,
             file,
+            upload_time_us,
         } => {
             if repos.get(Repos::key(repo))?.is_none() {
                 return reject(Rejection::RepoMissing(repo.clone()));
@@ -233,7 +234,7 @@ fn apply_change(
             let state = FileState {
                 record: file.clone(),
                 added: serial,
-                upload_time_us: event.time_us,
+                upload_time_us: upload_time_us.unwrap_or(event.time_us),
                 uploader: event.actor.clone(),
                 yanks: Vec::new(),
                 mirror: None,
