@@ -6,8 +6,9 @@
 //! tarballs (`.tgz`) are published as `npm publish` would, each package's
 //! versions oldest first, so `latest` ends on the newest.
 //!
-//! Importing a `hoard export` tree keeps its upload times (from its
-//! manifest, sent as `X-Hoard-Upload-Time`, which needs an admin token).
+//! Importing a `hoard export` tree, or a bandersnatch mirror's, keeps the
+//! source's upload times (from the export's manifest, or bandersnatch's
+//! `web/json/`), sent as `X-Hoard-Upload-Time`, which needs an admin token.
 //! A file the repository already lists with the same sha256 is skipped
 //! before it is sent, so a second run, or one after an interruption,
 //! uploads nothing twice. The summary counts imported, already present
@@ -138,25 +139,61 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// The upload times of an export's manifest, by filename (RFC 3339).
-fn manifest_times(dir: &Path) -> anyhow::Result<HashMap<String, String>> {
-    let path = dir.join(crate::export::MANIFEST);
-    let Ok(text) = std::fs::read(&path) else {
-        return Ok(HashMap::new());
-    };
-    let manifest: Value =
-        serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
-    Ok(manifest["files"]
-        .as_array()
+/// The upload times a source records, by filename (RFC 3339): an
+/// export's manifest, or a bandersnatch mirror's `web/json/{project}`
+/// documents (PyPI's JSON API: `releases` and `urls`).
+fn source_times(dir: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let mut times = HashMap::new();
+    let manifest = dir.join(crate::export::MANIFEST);
+    if let Ok(text) = std::fs::read(&manifest) {
+        let manifest: Value = serde_json::from_slice(&text)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        for f in manifest["files"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(time)) = (f["filename"].as_str(), f["upload_time"].as_str()) {
+                times.insert(name.to_owned(), time.to_owned());
+            }
+        }
+    }
+    let json_dir = dir.join("web").join("json");
+    if let Ok(entries) = std::fs::read_dir(&json_dir) {
+        for entry in entries {
+            let path = entry?.path();
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            // A page that does not parse gives no times; its files still
+            // import, with the import's time.
+            let Ok(doc) = serde_json::from_slice::<Value>(&text) else {
+                eprintln!("not a JSON API document, skipped: {}", path.display());
+                continue;
+            };
+            times.extend(json_api_times(&doc));
+        }
+    }
+    Ok(times)
+}
+
+/// Filename → upload time in a PyPI JSON API document.
+fn json_api_times(doc: &Value) -> Vec<(String, String)> {
+    let releases = doc["releases"]
+        .as_object()
         .into_iter()
-        .flatten()
+        .flat_map(|r| r.values())
+        .filter_map(Value::as_array)
+        .flatten();
+    let urls = doc["urls"].as_array().into_iter().flatten();
+    releases
+        .chain(urls)
         .filter_map(|f| {
-            Some((
-                f["filename"].as_str()?.to_owned(),
-                f["upload_time"].as_str()?.to_owned(),
-            ))
+            let name = f["filename"].as_str()?;
+            let time = match f["upload_time_iso_8601"].as_str() {
+                Some(t) => t.to_owned(),
+                // The older field has no zone: it is UTC.
+                None => format!("{}Z", f["upload_time"].as_str()?),
+            };
+            Some((name.to_owned(), time))
         })
-        .collect())
+        .collect()
 }
 
 /// One repository of a node, as an uploader sees it.
@@ -375,14 +412,14 @@ pub async fn import(
 ) -> anyhow::Result<ExitCode> {
     let found = walk(dir)?;
     let times = if keep_upload_times {
-        manifest_times(dir)?
+        source_times(dir)?
     } else {
         HashMap::new()
     };
     if !times.is_empty() {
         eprintln!(
-            "keeping the upload times of {} (this needs an admin token for {repo})",
-            crate::export::MANIFEST
+            "keeping the source's upload times of {} files (this needs an admin token for {repo})",
+            times.len()
         );
     }
     let target = Arc::new(Target {
@@ -480,4 +517,25 @@ pub async fn import(
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_api_document_gives_each_file_its_upload_time() {
+        let doc = serde_json::json!({
+            "info": {"name": "demo"},
+            "releases": {
+                "1.0": [{"filename": "demo-1.0.tar.gz", "upload_time_iso_8601": "2020-01-02T03:04:05.123456Z"}],
+                "2.0": [{"filename": "demo-2.0-py3-none-any.whl", "upload_time": "2021-05-06T07:08:09"}],
+            },
+            "urls": [{"filename": "demo-2.0-py3-none-any.whl", "upload_time": "2021-05-06T07:08:09"}],
+        });
+        let times: HashMap<_, _> = json_api_times(&doc).into_iter().collect();
+        assert_eq!(times["demo-1.0.tar.gz"], "2020-01-02T03:04:05.123456Z");
+        assert_eq!(times["demo-2.0-py3-none-any.whl"], "2021-05-06T07:08:09Z");
+        assert!(json_api_times(&serde_json::json!({"releases": 3})).is_empty());
+    }
 }

@@ -521,3 +521,93 @@ fn count_before(text: &str, label: &str) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count before {label:?}: {text}"))
 }
+
+/// Done when: a bandersnatch-layout tree imports: its files from
+/// `web/packages/`, its upload times from `web/json/`.
+#[test]
+fn a_bandersnatch_tree_imports_with_its_upload_times() {
+    let node = Node::start_default();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web");
+    let mut expected = BTreeMap::new();
+    let mut times = BTreeMap::new();
+    for (i, (project, version)) in [
+        ("band-one", "1.0"),
+        ("band-one", "1.1"),
+        ("band-two", "0.3"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = if i == 2 {
+            sdist(project, version)
+        } else {
+            wheel(project, version)
+        };
+        let h = a.sha256();
+        let packages = web
+            .join("packages")
+            .join(&h[0..2])
+            .join(&h[2..4])
+            .join(&h[4..]);
+        std::fs::create_dir_all(&packages).unwrap();
+        a.write_to(&packages);
+        let simple = web.join("simple").join(project);
+        std::fs::create_dir_all(&simple).unwrap();
+        std::fs::write(
+            simple.join("index.html"),
+            format!(
+                "<a href=\"../../packages/{}/{}/{}/{}#sha256={h}\">{}</a>",
+                &h[0..2],
+                &h[2..4],
+                &h[4..],
+                a.filename,
+                a.filename
+            ),
+        )
+        .unwrap();
+        let time = format!("2019-0{}-15T10:20:30.000000Z", i + 1);
+        expected
+            .entry(project.to_owned())
+            .or_insert_with(BTreeMap::new)
+            .insert(a.filename.clone(), h.clone());
+        times
+            .entry(project.to_owned())
+            .or_insert_with(BTreeMap::new)
+            .insert(a.filename.clone(), time);
+    }
+    std::fs::create_dir_all(web.join("json")).unwrap();
+    for (project, files) in &times {
+        let releases: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(filename, time)| {
+                (
+                    filename.clone(),
+                    serde_json::json!([{"filename": filename, "upload_time_iso_8601": time}]),
+                )
+            })
+            .collect();
+        std::fs::write(
+            web.join("json").join(project),
+            serde_json::json!({"info": {"name": project}, "releases": releases}).to_string(),
+        )
+        .unwrap();
+    }
+    let out = node.cli(&[
+        "import",
+        "--url",
+        &node.url(),
+        "--repo",
+        "pypi",
+        "--token",
+        &node.admin_token(),
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 file(s)"), "{stdout}");
+    for (project, files) in &expected {
+        assert_eq!(&served(&node, project), files, "{project}");
+        assert_eq!(&upload_times(&node, project), &times[project], "{project}");
+    }
+}
