@@ -15,7 +15,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -428,35 +427,11 @@ async fn upload_hosted(
     concurrency: usize,
 ) -> Result<Uploads> {
     let url = format!("http://{}/{HOSTED}/", hoard.addr);
-    let next = Arc::new(AtomicUsize::new(0));
     let concurrency = concurrency.max(1);
-    let t0 = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let next = next.clone();
-        let wheels = wheels.clone();
-        let client = hoard.client.clone();
-        let token = hoard.token.clone();
-        let url = url.clone();
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(w) = wheels.get(i) else {
-                    return Ok::<(), anyhow::Error>(());
-                };
-                servers::upload(&client, &url, "__token__", &token, w).await?;
-                if (i + 1).is_multiple_of(1000) {
-                    eprintln!("  {} uploads", i + 1);
-                }
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("upload task")??;
-    }
+    let elapsed = servers::upload_all(hoard, &url, wheels, concurrency).await?;
     Ok(Uploads {
         n: wheels.len(),
-        elapsed: t0.elapsed(),
+        elapsed,
         concurrency,
     })
 }

@@ -169,6 +169,45 @@ impl Hoard {
     }
 }
 
+/// Uploads every wheel of `wheels` to `url` (a repository's upload URL)
+/// with `hoard`'s token, `concurrency` at a time; the time it took.
+pub async fn upload_all(
+    hoard: &Hoard,
+    url: &str,
+    wheels: &Arc<Vec<Artifact>>,
+    concurrency: usize,
+) -> Result<Duration> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, wheels, client, token, url) = (
+            next.clone(),
+            wheels.clone(),
+            hoard.client.clone(),
+            hoard.token.clone(),
+            url.to_owned(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(w) = wheels.get(i) else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                upload(&client, &url, "__token__", &token, w).await?;
+                if (i + 1).is_multiple_of(1000) {
+                    eprintln!("  {} uploads", i + 1);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("upload task")??;
+    }
+    Ok(t0.elapsed())
+}
+
 /// An acknowledged upload.
 pub struct Uploaded {
     /// From sending the request to the end of the response.

@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,38 +162,6 @@ async fn sample_after_writes(
     Ok(Dist::of(times))
 }
 
-async fn fill(hoard: &Hoard, wheels: Arc<Vec<Artifact>>, concurrency: usize) -> Result<Duration> {
-    let url = format!("http://{}/{HOSTED}/", hoard.addr);
-    let next = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (next, wheels, client, token, url) = (
-            next.clone(),
-            wheels.clone(),
-            hoard.client.clone(),
-            hoard.token.clone(),
-            url.clone(),
-        );
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(w) = wheels.get(i) else {
-                    return Ok::<(), anyhow::Error>(());
-                };
-                servers::upload(&client, &url, "__token__", &token, w).await?;
-                if (i + 1).is_multiple_of(1000) {
-                    eprintln!("  {} uploads", i + 1);
-                }
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("upload task")??;
-    }
-    Ok(t0.elapsed())
-}
-
 pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<()> {
     let work = common.work_dir()?;
     let dir = work.path().to_path_buf();
@@ -218,7 +185,8 @@ pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<(
             .map(|i| wheel(&format!("{PREFIX}-{i:05}"), "1.0"))
             .collect(),
     );
-    let filled = fill(&hoard, wheels, args.upload_concurrency).await?;
+    let url = format!("http://{}/{HOSTED}/", hoard.addr);
+    let filled = servers::upload_all(&hoard, &url, &wheels, args.upload_concurrency).await?;
 
     // The same bytes for nginx: each page as hoard rendered it.
     let pages = pages(args.projects);

@@ -409,6 +409,15 @@ enum RepoCommand {
     },
 }
 
+/// The node a client command talks to: `--url`, or the local node's
+/// configured address.
+fn node_url(url: Option<String>, config: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match url {
+        Some(url) => Ok(url),
+        None => Ok(settings::load(config)?.public_url()),
+    }
+}
+
 /// Which node an admin command acts on, and with which token.
 #[derive(Args, Clone)]
 pub(crate) struct Target {
@@ -514,10 +523,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token,
             config,
         } => {
-            let url = match url {
-                Some(url) => url,
-                None => settings::load(config.as_deref())?.public_url(),
-            };
+            let url = node_url(url, config.as_deref())?;
             let Some(file) = file.or(requirement) else {
                 bail!("name a lockfile or a requirements file (-r FILE)");
             };
@@ -532,10 +538,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token,
             config,
         } => {
-            let url = match url {
-                Some(url) => url,
-                None => settings::load(config.as_deref())?.public_url(),
-            };
+            let url = node_url(url, config.as_deref())?;
             crate::import::import(&url, &repo, &dir, jobs, token, !no_upload_times).await
         }
         Command::Export {
@@ -546,10 +549,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token,
             config,
         } => {
-            let url = match url {
-                Some(url) => url,
-                None => settings::load(config.as_deref())?.public_url(),
-            };
+            let url = node_url(url, config.as_deref())?;
             crate::export::export(&url, &repo, &to, at, token.as_deref()).await
         }
         Command::Yank {

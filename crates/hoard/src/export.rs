@@ -312,7 +312,8 @@ async fn fetch_verified(
     Ok(false)
 }
 
-fn sha256_of(path: &Path) -> anyhow::Result<String> {
+/// The hex sha256 of a file, read in 64 KiB pieces.
+pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256Hasher::new();

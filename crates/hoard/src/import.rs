@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hoard_core::Sha256Hasher;
 use hoard_pypi::{normalize_project_name, parse_dist_filename, DistFilename, DistKind};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -122,20 +121,6 @@ impl Summary {
             }
         }
         Ok(())
-    }
-}
-
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finish().to_hex());
-        }
-        hasher.update(&buf[..n]);
     }
 }
 
@@ -354,7 +339,7 @@ impl Target {
 
     async fn import(&self, path: &Path, dist: &DistFilename) -> anyhow::Result<Outcome> {
         let hashed = path.to_path_buf();
-        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&hashed))
+        let sha256 = tokio::task::spawn_blocking(move || crate::export::sha256_of(&hashed))
             .await?
             .with_context(|| format!("read {}", path.display()))?;
         let project = normalize_project_name(&dist.name);
