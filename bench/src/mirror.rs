@@ -25,7 +25,7 @@ use hoard_testkit::upstream::{FileOpts, FixtureUpstream};
 use hoard_testkit::{sha256_hex, wheel, Artifact};
 
 use crate::measure::{Endpoint, Plans};
-use crate::report::{fmt_num, now_utc, Report, Row};
+use crate::report::{fmt_ms, fmt_num, now_utc, Report, Row};
 use crate::servers::{self, Hoard, NodeSpec, HTML_ACCEPT, JSON_ACCEPT};
 use crate::{command_line, git_description, Common};
 
@@ -122,16 +122,6 @@ impl Dist {
             fmt_ms(self.p90),
             fmt_ms(self.max)
         )
-    }
-}
-
-fn fmt_ms(x: f64) -> String {
-    if x.is_nan() {
-        "n/a".into()
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
     }
 }
 

@@ -131,6 +131,17 @@ fn mem_total() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Milliseconds as the reports write them: 2 decimals under 10, 1 above.
+pub fn fmt_ms(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
 pub fn fmt_num(x: f64) -> String {
     if x.is_nan() {
         "n/a".into()

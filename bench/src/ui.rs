@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use hoard_testkit::{wheel, Artifact};
 
-use crate::report;
+use crate::report::{self, fmt_ms};
 use crate::servers::{self, Hoard, NodeSpec, StaticFiles};
 use crate::Common;
 
@@ -85,16 +85,6 @@ impl Dist {
             p99: q(0.99),
             max: q(1.0),
         }
-    }
-}
-
-fn ms(x: f64) -> String {
-    if x.is_nan() {
-        "n/a".into()
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
     }
 }
 
@@ -269,15 +259,19 @@ pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<(
     let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|");
     for (name, path, bytes, ours, theirs) in &rows {
         let (tp50, tp99, ratio) = match theirs {
-            Some(t) => (ms(t.p50), ms(t.p99), format!("{:.1}×", ours.p50 / t.p50)),
+            Some(t) => (
+                fmt_ms(t.p50),
+                fmt_ms(t.p99),
+                format!("{:.1}×", ours.p50 / t.p50),
+            ),
             None => ("-".into(), "-".into(), "-".into()),
         };
         let _ = writeln!(
             w,
             "| {name} | `{path}` | {bytes} | {} | {} | {} | {tp50} | {tp99} | {ratio} | {} |",
-            ms(ours.p50),
-            ms(ours.p99),
-            ms(ours.max),
+            fmt_ms(ours.p50),
+            fmt_ms(ours.p99),
+            fmt_ms(ours.max),
             if ours.p99 < TARGET_MS {
                 "yes"
             } else {
@@ -286,15 +280,19 @@ pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<(
         );
     }
     let (tp50, tp99, ratio) = match home_theirs {
-        Some((p50, p99)) => (ms(p50), ms(p99), format!("{:.1}×", after_write.p50 / p50)),
+        Some((p50, p99)) => (
+            fmt_ms(p50),
+            fmt_ms(p99),
+            format!("{:.1}×", after_write.p50 / p50),
+        ),
         None => ("-".into(), "-".into(), "-".into()),
     };
     let _ = writeln!(
         w,
         "| home, the first view after each write (counts and sizes rescanned) | `/+ui/` | {home_bytes} | {} | {} | {} | {tp50} | {tp99} | {ratio} | {} |",
-        ms(after_write.p50),
-        ms(after_write.p99),
-        ms(after_write.max),
+        fmt_ms(after_write.p50),
+        fmt_ms(after_write.p99),
+        fmt_ms(after_write.max),
         if after_write.p99 < TARGET_MS { "yes" } else { "**no**" }
     );
     let _ = writeln!(
