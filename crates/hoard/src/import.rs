@@ -201,10 +201,11 @@ impl Target {
     }
 
     async fn listed(&self, project: &str) -> anyhow::Result<Arc<BTreeMap<String, String>>> {
-        let mut cache = self.listed.lock().await;
-        if let Some(files) = cache.get(project) {
+        if let Some(files) = self.listed.lock().await.get(project) {
             return Ok(files.clone());
         }
+        // Asked without the lock held: two files of one project may both
+        // ask, which costs a page, not the other projects' turn.
         let url = format!("{}/simple/{project}/", self.root);
         let response = self
             .auth(self.client.get(&url).header("accept", JSON_ACCEPT))
@@ -225,7 +226,10 @@ impl Target {
             anyhow::bail!("{url} answered {}", response.status());
         }
         let files = Arc::new(files);
-        cache.insert(project.to_owned(), files.clone());
+        self.listed
+            .lock()
+            .await
+            .insert(project.to_owned(), files.clone());
         Ok(files)
     }
 
