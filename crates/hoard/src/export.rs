@@ -101,6 +101,10 @@ pub async fn export(
     let mut links = Vec::new();
     let mut progress = Progress::new("export", Some(projects.len() as u64));
     for (i, name) in projects.iter().enumerate() {
+        // The name becomes a path: only what PEP 508 allows.
+        if !hoard_pypi::is_valid_project_name(name) {
+            bail!("{base} lists a project named {name:?}, which is not a valid project name");
+        }
         let normalized = normalize_project_name(name);
         progress.update(i as u64, Some(projects.len() as u64), &normalized);
         let page_url = format!("{base}{normalized}/");
