@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CoreError, RepoName, Sha256};
+use crate::{CoreError, GenericPath, RepoName, Sha256};
 
 /// The position of a committed event in the changelog. Dense: the first
 /// event is serial 1, and serial 0 means "nothing applied yet".
@@ -190,6 +190,21 @@ pub enum Change {
         versions: Vec<String>,
         dist_tags: Vec<(String, Option<String>)>,
     },
+    /// A file of a generic repository was stored at a path: uploaded, or
+    /// fetched by a mirror from `upstream_url`. A path never changes once
+    /// written.
+    GenericFileStored {
+        repo: RepoName,
+        path: GenericPath,
+        sha256: Sha256,
+        size: u64,
+        /// As for [`Change::FileAdded`]: an import's source time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_time_us: Option<i64>,
+        /// Where a mirror fetched the bytes from; `None` for an upload.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream_url: Option<String>,
+    },
 }
 
 /// An npm version as an upstream lists it, recorded by a mirror.
@@ -236,6 +251,7 @@ impl Change {
             Change::NpmPublished { tarball, .. } => vec![tarball.sha256],
             Change::MirrorFileCached { sha256, .. } => vec![*sha256],
             Change::NpmMirrorTarballCached { tarball, .. } => vec![tarball.sha256],
+            Change::GenericFileStored { sha256, .. } => vec![*sha256],
             _ => Vec::new(),
         }
     }
@@ -258,6 +274,7 @@ impl Change {
             | Change::NpmUnpublished { repo, package, .. }
             | Change::NpmMirrorListed { repo, package, .. }
             | Change::NpmMirrorTarballCached { repo, package, .. } => (Some(repo), Some(package)),
+            Change::GenericFileStored { repo, path, .. } => (Some(repo), path.segments().next()),
             Change::TokenCreated { token } => (token.repo.as_ref(), None),
             Change::TokenRevoked { .. }
             | Change::UserAdded { .. }
@@ -287,6 +304,7 @@ impl Change {
             Change::MirrorFileCached { .. } => "mirror_file_cached",
             Change::NpmMirrorListed { .. } => "npm_mirror_listed",
             Change::NpmMirrorTarballCached { .. } => "npm_mirror_tarball_cached",
+            Change::GenericFileStored { .. } => "generic_file_stored",
         }
     }
 }
@@ -336,6 +354,20 @@ pub enum MirrorPart {
 pub enum RepoFormat {
     Pypi,
     Npm,
+    /// Any file at any path, as Artifactory's generic and Nexus's raw
+    /// repositories keep them.
+    Generic,
+}
+
+impl RepoFormat {
+    /// The name in configuration and URLs: `pypi`, `npm`, `generic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoFormat::Pypi => "pypi",
+            RepoFormat::Npm => "npm",
+            RepoFormat::Generic => "generic",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

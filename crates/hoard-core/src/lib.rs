@@ -1,5 +1,5 @@
 //! hoard's domain types, shared by every other crate: content digests,
-//! repository names, serials, access tokens and the events that make up the
+//! repository names, generic paths, serials, access tokens and the events that make up the
 //! changelog. Everything here is plain data plus validation; no I/O.
 //!
 //! The changelog is the single source of truth: the index is a function of
@@ -7,6 +7,7 @@
 
 mod digest;
 mod event;
+mod generic;
 mod name;
 
 pub use digest::{Sha256, Sha256Hasher};
@@ -15,6 +16,7 @@ pub use event::{
     NpmTarball, Perm, RepoFormat, RepoKind, RepoSettings, Serial, TokenRecord, UserRecord,
     VirtualSettings,
 };
+pub use generic::{GenericPath, MAX_GENERIC_PATH_LEN, MAX_GENERIC_SEGMENT_LEN};
 pub use name::{RepoName, MAX_REPO_NAME_LEN};
 
 /// Errors raised while validating domain values.
@@ -26,4 +28,6 @@ pub enum CoreError {
     InvalidRepoName(String),
     #[error("invalid permission {0:?}: expected read, upload or admin")]
     InvalidPerm(String),
+    #[error("invalid path {path:?}: {why}")]
+    InvalidGenericPath { path: String, why: &'static str },
 }

@@ -234,6 +234,12 @@ fn project_key(
     let key = match state.settings.format {
         RepoFormat::Pypi => hoard_pypi::normalize_project_name(project),
         RepoFormat::Npm => project.to_owned(),
+        RepoFormat::Generic => {
+            return Err(ApiError::bad_request(format!(
+                "{repo} is a generic repository: owners are kept for PyPI projects and npm \
+                 packages; upload tokens decide who writes a generic path"
+            )))
+        }
     };
     Ok((state.name, key))
 }

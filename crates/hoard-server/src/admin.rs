@@ -24,10 +24,7 @@ pub fn landing(node: &Node, _req: &Request<Incoming>) -> HandlerResult {
         node.applied_serial()
     );
     for repo in node.index.repos()? {
-        let format = match repo.settings.format {
-            RepoFormat::Pypi => "pypi",
-            RepoFormat::Npm => "npm",
-        };
+        let format = repo.settings.format.as_str();
         text.push_str(&format!(
             "  {} ({format}): {}/{}/\n",
             repo.name,

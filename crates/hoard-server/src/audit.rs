@@ -37,6 +37,15 @@ pub fn describe(serial: Serial, event: &Event, revoked: Option<(String, String)>
             .to_lowercase()
         }
         Change::FileAdded { file, .. } => file.filename.clone(),
+        Change::GenericFileStored {
+            path,
+            size,
+            upstream_url,
+            ..
+        } => match upstream_url {
+            Some(url) => format!("{path} ({size} bytes, fetched from {url})"),
+            None => format!("{path} ({size} bytes)"),
+        },
         Change::FilesYanked {
             filenames, reason, ..
         } => match reason {

@@ -147,6 +147,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | Rejection::UserMissing(_) => StatusCode::NOT_FOUND,
         Rejection::RepoExists(_)
         | Rejection::FileExists(_)
+        | Rejection::PathConflict(_)
         | Rejection::TokenExists
         | Rejection::UserExists(_)
         | Rejection::VersionExists(_) => StatusCode::CONFLICT,

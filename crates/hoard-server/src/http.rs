@@ -327,6 +327,17 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
                         .to_owned();
                     npm::handle(node, req, &state, &below).await
                 }
+                RepoFormat::Generic => {
+                    // Each segment is decoded on its own: an encoded `/`
+                    // must not become a separator.
+                    let raw = req.uri().path().to_owned();
+                    let below = raw
+                        .trim_start_matches('/')
+                        .split_once('/')
+                        .map_or("", |(_, below)| below)
+                        .to_owned();
+                    crate::generic::handle(node, req, &state, &below).await
+                }
             }
         }
         [] => Err(ApiError::not_found("not found")),

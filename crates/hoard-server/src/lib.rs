@@ -1,5 +1,5 @@
 //! hoard's HTTP server and a node's wiring: one handler per protocol
-//! (PyPI, npm, admin), routing, authentication, status, and the shared
+//! (PyPI, npm, generic files, admin), routing, authentication, status, and the shared
 //! state a node serves from (a Raft voter or a replica). Writes go through
 //! the cluster's `Writer`; errors map to HTTP in `error.rs`. hyper stays
 //! inside this crate.
@@ -13,6 +13,7 @@ pub mod config;
 mod download;
 mod error;
 mod forward;
+mod generic;
 mod http;
 mod https;
 mod keyed_lock;
@@ -35,5 +36,6 @@ pub use config::{
     UserConfig,
 };
 pub use error::ApiError;
+pub use generic::CHECKSUM_HEADER;
 pub use node::{generate_token, Node, NodeError, NodeRole, Principal, TokenScope};
 pub use pypi::UPLOAD_TIME_HEADER;

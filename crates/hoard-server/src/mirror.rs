@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hoard_core::{Change, MirrorPart, MirrorSettings, MirroredNpmVersion, NpmTarball, Serial};
+use hoard_core::{
+    Change, GenericPath, MirrorPart, MirrorSettings, MirroredNpmVersion, NpmTarball, Serial,
+};
 use hoard_mirror::{
     download_limit, plan_npm_refresh, plan_pypi_refresh, Freshness, KnownFile, KnownNpmVersion,
     NpmRefresh, Page, PageResponse, SingleFlight, UpstreamClient, UpstreamError,
@@ -747,6 +749,93 @@ pub async fn ensure_npm_tarball(
             count(&node.mirror.counters.files_cached);
             tracing::info!(repo = %repo.name, %package, version = %v, size, serial = %committed.serial, "mirrored npm tarball cached");
             Ok(())
+        })
+        .await
+}
+
+/// Makes a path of a generic mirror local: fetched from the first
+/// upstream that has it (`{upstream}/{path}`), once across the cluster,
+/// and committed before it is served. A path that no upstream has is
+/// remembered for the negative TTL. A generic upstream declares no digest:
+/// the bytes are hashed as they arrive, like an upload's.
+pub async fn ensure_generic_cached(
+    node: &Node,
+    repo: &RepoState,
+    settings: &MirrorSettings,
+    path: &GenericPath,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Result<(), ApiError> {
+    let not_found = || {
+        ApiError::not_found(format!(
+            "no file at {path} in {} or its upstreams",
+            repo.name
+        ))
+    };
+    if settings.offline || settings.upstreams.is_empty() {
+        return Err(not_found());
+    }
+    let key = format!("{}/{path}", repo.name);
+    let negative_ttl = Duration::from_secs(settings.negative_ttl_secs);
+    if node
+        .mirror
+        .freshness
+        .get(&key)
+        .is_some_and(|state| state.not_found && state.is_fresh(negative_ttl, negative_ttl))
+    {
+        return Err(not_found());
+    }
+    if !node.is_leader() {
+        return fill_via_leader(node, req.uri().path(), req.headers()).await;
+    }
+    node.mirror
+        .files
+        .run(key.clone(), || async {
+            // A fill that finished while this one waited to start.
+            if let Ok(Some(_)) = node.index.generic_file(&repo.name, path.as_str(), None) {
+                return Ok(());
+            }
+            let mut last_error = None;
+            for upstream in &settings.upstreams {
+                let url = format!("{}/{path}", upstream.trim_end_matches('/'));
+                let limit = node.config.max_upload_bytes;
+                let staged = match download_checked(
+                    node,
+                    settings,
+                    &url,
+                    limit,
+                    ExtraDigests::default(),
+                    |_| None,
+                )
+                .await
+                {
+                    Ok(staged) => staged,
+                    Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+                let size = staged.size;
+                let change = Change::GenericFileStored {
+                    repo: repo.name.clone(),
+                    path: path.clone(),
+                    sha256: staged.digests.sha256,
+                    size,
+                    upload_time_us: None,
+                    upstream_url: Some(url.clone()),
+                };
+                let committed = node.commit_with_blobs(ACTOR, vec![staged], change).await?;
+                count(&node.mirror.counters.files_cached);
+                tracing::info!(repo = %repo.name, %path, size, serial = %committed.serial, "mirrored generic file cached");
+                return Ok(());
+            }
+            match last_error {
+                Some(e) => Err(e),
+                None => {
+                    node.mirror.freshness.not_found(&key);
+                    Err(not_found())
+                }
+            }
         })
         .await
 }

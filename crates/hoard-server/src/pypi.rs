@@ -809,7 +809,7 @@ pub const UPLOAD_TIME_HEADER: &str = "x-hoard-upload-time";
 /// An import's upload time (`X-Hoard-Upload-Time`, RFC 3339): only a
 /// repository's admins may set one, since it rewrites history as pip and
 /// the UI show it, and never later than now.
-fn imported_upload_time(
+pub(crate) fn imported_upload_time(
     headers: &http::HeaderMap,
     principal: &Principal,
     repo: &RepoName,

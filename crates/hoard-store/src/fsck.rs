@@ -71,6 +71,17 @@ pub fn fsck(
         }
     }
 
+    for file in index.all_generic_files() {
+        let file = file?;
+        report.files += 1;
+        referenced.insert(file.sha256);
+        if !blobs.contains(&file.sha256) {
+            report
+                .problems
+                .push(format!("{}: blob {} is missing", file.path, file.sha256));
+        }
+    }
+
     progress("re-hashing blobs");
     let listing = blobs.list()?;
     let total = listing.len();

@@ -727,3 +727,119 @@ fn a_project_without_owners_is_for_admins_and_a_removed_users_tokens_stay_dead()
     assert!(index.token(&Sha256::of(b"bob-secret")).unwrap().is_none());
     assert_eq!(index.counts().unwrap().users, 1);
 }
+
+fn generic_stored(repo: &str, path: &str) -> Event {
+    event(Change::GenericFileStored {
+        repo: repo.parse().unwrap(),
+        path: path.parse().unwrap(),
+        sha256: Sha256::of(path.as_bytes()),
+        size: path.len() as u64,
+        upload_time_us: None,
+        upstream_url: None,
+    })
+}
+
+fn listing(index: &Index, dir: &str, at: Option<u64>) -> Option<Vec<String>> {
+    use hoard_store::GenericEntry;
+    let entries = index
+        .generic_listing(&"media".parse().unwrap(), dir, at.map(Serial))
+        .unwrap()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|e| match e {
+                GenericEntry::Dir { name, .. } => format!("{name}/"),
+                GenericEntry::File(f) => f.path.file_name().to_owned(),
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn generic_paths_are_files_or_directories_listed_as_of_a_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let media: RepoName = "media".parse().unwrap();
+    index
+        .apply(
+            Serial(1),
+            &event(Change::RepoCreated {
+                repo: media.clone(),
+                settings: RepoSettings::hosted(RepoFormat::Generic),
+            }),
+        )
+        .unwrap();
+    index
+        .apply(Serial(2), &generic_stored("media", "images/app-1.0.box"))
+        .unwrap();
+    index
+        .apply(Serial(3), &generic_stored("media", "readme.txt"))
+        .unwrap();
+    index
+        .apply(
+            Serial(4),
+            &generic_stored("media", "images/old/app-0.9.box"),
+        )
+        .unwrap();
+    index
+        .apply(Serial(5), &generic_stored("media", "images/app-1.1.box"))
+        .unwrap();
+    // A name that sorts between `images/` and what follows it.
+    index
+        .apply(Serial(6), &generic_stored("media", "images-x.txt"))
+        .unwrap();
+
+    assert_eq!(
+        listing(&index, "", None).unwrap(),
+        ["images/", "images-x.txt", "readme.txt"]
+    );
+    assert_eq!(
+        listing(&index, "images/", None).unwrap(),
+        ["old/", "app-1.0.box", "app-1.1.box"]
+    );
+    // As of serial 3: neither `old/` nor 1.1 existed yet.
+    assert_eq!(
+        listing(&index, "images/", Some(3)).unwrap(),
+        ["app-1.0.box"]
+    );
+    assert_eq!(listing(&index, "images/old/", Some(3)), None);
+    assert_eq!(listing(&index, "", Some(1)).unwrap(), Vec::<String>::new());
+    assert_eq!(listing(&index, "nothing/", None), None);
+
+    let file = index
+        .generic_file(&media, "images/app-1.0.box", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(file.added, Serial(2));
+    assert_eq!(file.uploader, "test");
+    assert!(index
+        .generic_file(&media, "images/app-1.1.box", Some(Serial(4)))
+        .unwrap()
+        .is_none());
+
+    // Immutable, and never both a file and a directory.
+    for (path, why) in [
+        ("images/app-1.0.box", "exists"),
+        ("images", "is a directory"),
+        ("readme.txt/x", "is a file"),
+        ("images/old", "is a directory"),
+    ] {
+        let err = index
+            .apply(Serial(7), &generic_stored("media", path))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Rejected(r) if r.to_string().contains(why)),
+            "{path}: {err}"
+        );
+    }
+    // Only into a generic repository.
+    index.apply(Serial(7), &created()).unwrap();
+    assert!(matches!(
+        index.apply(Serial(8), &generic_stored("pypi", "x.bin")),
+        Err(StoreError::Rejected(Rejection::RepoMissing(_)))
+    ));
+    assert_eq!(index.counts().unwrap().generic_files, 5);
+    let usage = index.repo_usage(&media, None).unwrap();
+    assert_eq!(usage.files, 5);
+    assert_eq!(index.all_generic_files().count(), 5);
+}

@@ -54,6 +54,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Hex sha256 of a file, read in blocks (for files too big to hold).
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    std::io::copy(&mut file, &mut hasher)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hex::encode(hasher.finalize())
+}
+
 /// Hex md5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;

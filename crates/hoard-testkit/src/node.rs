@@ -53,6 +53,22 @@ impl RepoSpec {
         }
     }
 
+    /// A hosted generic repository with anonymous reads.
+    pub fn generic(name: &str) -> RepoSpec {
+        RepoSpec {
+            format: "generic".to_string(),
+            ..RepoSpec::pypi(name)
+        }
+    }
+
+    /// A generic mirror of `upstreams` (base URLs), in order.
+    pub fn generic_mirror(name: &str, upstreams: &[String]) -> RepoSpec {
+        RepoSpec {
+            format: "generic".to_string(),
+            ..RepoSpec::pypi_mirror(name, upstreams)
+        }
+    }
+
     /// A virtual repository of `format` over `members`, in order.
     pub fn virtual_of(format: &str, name: &str, members: &[&str]) -> RepoSpec {
         let list: Vec<String> = members.iter().map(|m| toml_str(m)).collect();

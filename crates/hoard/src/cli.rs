@@ -203,6 +203,58 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Store one file at a path of a generic repository, streamed, with
+    /// its sha256 checked by the node. A path never changes once stored:
+    /// the same bytes again succeed, other bytes are refused (409).
+    #[command(after_help = "Example:\n  \
+        hoard push --url http://node:4040 --repo media ./app.box images/app-1.2.box")]
+    Push {
+        /// The node's URL (writes go to the leader); default: the local
+        /// node's configured address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The generic repository.
+        #[arg(long)]
+        repo: String,
+        /// The local file to send.
+        file: PathBuf,
+        /// Where to store it in the repository (`dir/name`).
+        path: String,
+        /// An upload token for the repository.
+        #[arg(long, env = "HOARD_TOKEN")]
+        token: Option<String>,
+        /// The local node's configuration (for its address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Fetch one file of a generic repository, streamed, and checked
+    /// against its sha256 before it takes its name.
+    #[command(after_help = "Example:\n  \
+        hoard pull --url http://node:4040 --repo media images/app-1.2.box")]
+    Pull {
+        /// The node's URL (any node); default: the local node's configured
+        /// address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The generic repository.
+        #[arg(long)]
+        repo: String,
+        /// The file's path in the repository.
+        path: String,
+        /// Where to write it (a file, or a directory); default: its name,
+        /// in the current directory.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Fetch it as of this serial.
+        #[arg(long)]
+        at: Option<u64>,
+        /// A read token, for a repository without anonymous reads.
+        #[arg(long, env = "HOARD_TOKEN")]
+        token: Option<String>,
+        /// The local node's configuration (for its address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Create a repository.
     Repo {
         #[command(subcommand)]
@@ -400,7 +452,7 @@ enum RepoCommand {
         target: Target,
         #[arg(long)]
         name: String,
-        /// pypi or npm.
+        /// pypi, npm or generic.
         #[arg(long)]
         format: String,
         /// Require a read token for reads.
@@ -540,6 +592,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let url = node_url(url, config.as_deref())?;
             crate::import::import(&url, &repo, &dir, jobs, token, !no_upload_times).await
+        }
+        Command::Push {
+            url,
+            repo,
+            file,
+            path,
+            token,
+            config,
+        } => {
+            let url = node_url(url, config.as_deref())?;
+            crate::transfer::push(&url, &repo, &file, &path, token.as_deref()).await
+        }
+        Command::Pull {
+            url,
+            repo,
+            path,
+            output,
+            at,
+            token,
+            config,
+        } => {
+            let url = node_url(url, config.as_deref())?;
+            crate::transfer::pull(&url, &repo, &path, output, at, token.as_deref()).await
         }
         Command::Export {
             url,

@@ -15,6 +15,7 @@ mod progress;
 mod promotion;
 mod settings;
 mod status;
+mod transfer;
 
 use std::process::ExitCode;
 

@@ -19,13 +19,24 @@ pub struct Progress {
 impl Progress {
     /// Progress towards `total` (unknown: `None`), named `label`.
     pub fn new(label: &str, total: Option<u64>) -> Progress {
+        let template = if total.is_some() {
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})"
+        } else {
+            "{prefix} {spinner} {pos} {msg} ({elapsed})"
+        };
+        Self::with_template(label, total, template)
+    }
+
+    /// Progress through `total` bytes, shown as sizes and a rate.
+    pub fn bytes(label: &str, total: u64) -> Progress {
+        let template = "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} \
+                        {binary_bytes_per_sec} {msg} (ETA {eta})";
+        Self::with_template(label, Some(total), template)
+    }
+
+    fn with_template(label: &str, total: Option<u64>, template: &str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
-            let template = if total.is_some() {
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})"
-            } else {
-                "{prefix} {spinner} {pos} {msg} ({elapsed})"
-            };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -84,7 +95,12 @@ impl Progress {
 
     /// Removes the bar; what it showed is said by the caller's summary.
     pub fn finish(self) {
-        if let Some(bar) = self.bar {
+        self.clear();
+    }
+
+    /// [`Progress::finish`], for a bar that is shared.
+    pub fn clear(&self) {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

@@ -15,16 +15,22 @@ use serde_json::Value;
 use crate::accounts::pip_download;
 
 /// `python3 -m http.server` over a directory, stopped on drop.
-struct StaticServer(Child);
+pub(crate) struct StaticServer(Child);
 
-impl Drop for StaticServer {
-    fn drop(&mut self) {
+impl StaticServer {
+    pub(crate) fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn serve_dir(dir: &std::path::Path) -> (StaticServer, String) {
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub(crate) fn serve_dir(dir: &std::path::Path) -> (StaticServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -13,6 +13,7 @@ mod concurrent;
 mod downloads;
 mod durability;
 mod export;
+mod generic;
 mod limits;
 mod metrics;
 mod mirror_npm;

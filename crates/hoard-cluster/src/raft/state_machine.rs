@@ -361,7 +361,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Every blob that the index lists as stored: files, their core metadata,
-/// and npm tarballs.
+/// npm tarballs and generic files.
 fn listed_blobs(index: &Index) -> Result<Vec<Sha256>, hoard_store::StoreError> {
     let mut out = Vec::new();
     for file in index.all_files() {
@@ -369,6 +369,9 @@ fn listed_blobs(index: &Index) -> Result<Vec<Sha256>, hoard_store::StoreError> {
     }
     for tarball in index.all_npm_tarballs() {
         out.push(tarball?.1);
+    }
+    for file in index.all_generic_files() {
+        out.push(file?.sha256);
     }
     out.sort();
     out.dedup();

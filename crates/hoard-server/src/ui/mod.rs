@@ -10,7 +10,7 @@ mod pages;
 use std::collections::BTreeMap;
 
 use hoard_core::{Perm, RepoFormat, RepoKind, RepoName, Serial};
-use hoard_store::RepoState;
+use hoard_store::{GenericEntry, RepoState};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::utf8_percent_encode;
@@ -99,6 +99,7 @@ pub fn handle(node: &Node, req: &Request<Incoming>, rest: &[&str]) -> HandlerRes
         ["+search"] => search(&view, &query_param(req, "q").unwrap_or_default()),
         ["+changelog"] => changelog(&view, req),
         [repo] | [repo, ""] => repo_page(&view, repo),
+        [repo, path @ ..] if is_generic(&view, repo) => generic_page(&view, repo, path),
         [repo, scope, name] | [repo, scope, name, ""] if scope.starts_with('@') => {
             project_page(&view, repo, &format!("{scope}/{name}"))
         }
@@ -370,10 +371,7 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 }
 
 fn format_name(format: RepoFormat) -> &'static str {
-    match format {
-        RepoFormat::Pypi => "pypi",
-        RepoFormat::Npm => "npm",
-    }
+    format.as_str()
 }
 
 /// A repository's project count and usage as of one serial. Each is a
@@ -403,6 +401,11 @@ fn repo_stats(view: &View, repo: &RepoState) -> Result<RepoStats, ApiError> {
     let projects = match repo.settings.format {
         RepoFormat::Pypi => view.node.index.projects(&repo.name, at)?.len(),
         RepoFormat::Npm => view.node.index.npm_packages(&repo.name, at)?.len(),
+        RepoFormat::Generic => view
+            .node
+            .index
+            .generic_listing(&repo.name, "", at)?
+            .map_or(0, |entries| entries.len()),
     };
     let stats = (projects, view.node.index.repo_usage(&repo.name, at)?);
     if view.at.is_none() {
@@ -427,6 +430,16 @@ fn project_names(view: &View, repo: &RepoState) -> Result<Vec<String>, ApiError>
             .npm_packages(&repo.name, view.at)?
             .into_iter()
             .map(|p| p.name)
+            .collect(),
+        // The top of the tree: directories end in `/`.
+        RepoFormat::Generic => index
+            .generic_listing(&repo.name, "", view.at)?
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| match entry {
+                GenericEntry::Dir { name, .. } => format!("{name}/"),
+                GenericEntry::File(f) => f.path.to_string(),
+            })
             .collect(),
     })
 }
@@ -523,6 +536,110 @@ fn repo_page(view: &View, name: &str) -> HandlerResult {
         })
         .collect();
     view.page(pages::repo(&view.chrome, &repo_row(view, &repo)?, &hits))
+}
+
+fn is_generic(view: &View, repo: &str) -> bool {
+    view.repo(repo)
+        .is_ok_and(|r| r.settings.format == RepoFormat::Generic)
+}
+
+/// A directory of a generic repository (a path ending in `/`), or one
+/// file's page.
+fn generic_page(view: &View, repo_name: &str, path: &[&str]) -> HandlerResult {
+    let repo = view.repo(repo_name)?;
+    let serial = view.at.unwrap_or_else(|| view.node.applied_serial());
+    let sources = sources(view, &repo)?;
+    let public = view.node.config.public_url();
+    let link = |path: &str| {
+        let escaped: Vec<String> = path
+            .split('/')
+            .map(crate::generic::escape_segment)
+            .collect();
+        escaped.join("/")
+    };
+    let (dirs, file) = match path.split_last() {
+        Some((&"", dirs)) => (dirs, None),
+        Some((last, dirs)) => (dirs, Some(*last)),
+        None => (path, None),
+    };
+    let dir: String = dirs.iter().map(|d| format!("{d}/")).collect();
+    let download = |path: &str| match view.at {
+        Some(at) => format!("{public}/{}/+at/{at}/{}", repo.name, link(path)),
+        None => format!("{public}/{}/{}", repo.name, link(path)),
+    };
+    let to_row = |f: &hoard_store::GenericFileState| pages::GenericFileRow {
+        name: f.path.file_name().to_owned(),
+        href: download(f.path.as_str()),
+        size: f.size,
+        sha256: f.sha256.to_hex(),
+        uploaded: time_text(f.upload_time_us),
+        uploader: f.uploader.clone(),
+        upstream: f.upstream_url.clone(),
+    };
+    if let Some(name) = file {
+        let path = format!("{dir}{name}");
+        for source in &sources {
+            if let Some(f) = view
+                .node
+                .index
+                .generic_file(&source.name, &path, Some(serial))?
+            {
+                let page = pages::GenericFileView {
+                    repo: repo.name.to_string(),
+                    dir: dir.clone(),
+                    dir_href: format!("{}/{}/{}", view.chrome.base, repo.name, link(&dir)),
+                    file: to_row(&f),
+                    pull: format!("hoard pull --url {public} --repo {} {path}", repo.name),
+                    curl: format!("curl -fLO {}", download(&path)),
+                };
+                return view.page(pages::generic_file(&view.chrome, &page));
+            }
+        }
+        return Err(ApiError::not_found(format!(
+            "{repo_name} has no file {path}"
+        )));
+    }
+    let entries = crate::generic::merged_listing(view.node, &sources, &dir, serial)?
+        .ok_or_else(|| ApiError::not_found(format!("{repo_name} has no directory {dir}")))?;
+    let mut subdirs = Vec::new();
+    let mut files = Vec::new();
+    for entry in &entries {
+        match entry {
+            GenericEntry::Dir { name, .. } => subdirs.push((
+                format!("{name}/"),
+                format!(
+                    "{}/{}/{}{}/",
+                    view.chrome.base,
+                    repo.name,
+                    link(&dir),
+                    crate::generic::escape_segment(name)
+                ),
+            )),
+            GenericEntry::File(f) => files.push(to_row(f)),
+        }
+    }
+    let page = pages::DirectoryView {
+        repo: repo.name.to_string(),
+        dir: dir.clone(),
+        parent: (!dir.is_empty()).then(|| {
+            let parent = dirs[..dirs.len() - 1]
+                .iter()
+                .map(|d| format!("{d}/"))
+                .collect::<String>();
+            format!("{}/{}/{}", view.chrome.base, repo.name, link(&parent))
+        }),
+        subdirs,
+        files,
+        push: format!(
+            "hoard push --url {public} --repo {} ./FILE {dir}FILE",
+            repo.name
+        ),
+    };
+    view.page(pages::directory(
+        &view.chrome,
+        &repo_row(view, &repo)?,
+        &page,
+    ))
 }
 
 /// Case, `-`, `_` and `.` do not matter (PEP 503's normalization).
@@ -724,6 +841,7 @@ fn project_page(view: &View, repo_name: &str, project: &str) -> HandlerResult {
         let page = match repo.settings.format {
             RepoFormat::Pypi => pypi_project(view, &repo, &source, project, &public)?,
             RepoFormat::Npm => npm_package(view, &repo, &source, project, &public)?,
+            RepoFormat::Generic => None,
         };
         if let Some(mut page) = page {
             page.from_member = from_member;

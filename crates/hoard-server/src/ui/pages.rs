@@ -81,6 +81,41 @@ pub struct ProjectView {
     pub install: Vec<(&'static str, String)>,
 }
 
+/// A file of a generic repository, in a directory or on its own page.
+pub struct GenericFileRow {
+    pub name: String,
+    /// Where its bytes are.
+    pub href: String,
+    pub size: u64,
+    pub sha256: String,
+    pub uploaded: String,
+    pub uploader: String,
+    /// Where a mirror fetched it from.
+    pub upstream: Option<String>,
+}
+
+/// A directory of a generic repository.
+pub struct DirectoryView {
+    pub repo: String,
+    /// `""` for the root, else `a/b/`.
+    pub dir: String,
+    pub parent: Option<String>,
+    /// Name (ending in `/`) and link.
+    pub subdirs: Vec<(String, String)>,
+    pub files: Vec<GenericFileRow>,
+    /// How to store a file here.
+    pub push: String,
+}
+
+pub struct GenericFileView {
+    pub repo: String,
+    pub dir: String,
+    pub dir_href: String,
+    pub file: GenericFileRow,
+    pub pull: String,
+    pub curl: String,
+}
+
 /// One event on the changelog page.
 pub struct ChangeRow {
     pub serial: u64,
@@ -232,6 +267,65 @@ pub fn repo(chrome: &Chrome, repo: &RepoRow, projects: &[SearchHit]) -> Markup {
         }
     };
     layout(chrome, &repo.name, "", content)
+}
+
+pub fn directory(chrome: &Chrome, repo: &RepoRow, d: &DirectoryView) -> Markup {
+    let content = html! {
+        h1 { (d.repo) "/" (d.dir) " " span.badge { (repo.format) } " " span.badge { (repo.kind) } }
+        @if !repo.detail.is_empty() { p.muted { (repo.detail) } }
+        @if let Some(parent) = &d.parent { p { a href=(parent) { "↑ up" } } }
+        @if d.subdirs.is_empty() && d.files.is_empty() {
+            p.muted { "Nothing stored here yet." }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" class="num" { "Size" } th scope="col" { "sha256" }
+                    th scope="col" { "Uploaded" } th scope="col" { "By" }
+                } }
+                tbody {
+                    @for (name, href) in &d.subdirs {
+                        tr { td { a href=(href) { (name) } } td.num { "—" } td {} td {} td {} }
+                    }
+                    @for f in &d.files { (generic_file_row(f)) }
+                }
+            }
+        }
+        h2 { "Store a file here" }
+        pre.install { code { (d.push) } }
+    };
+    layout(chrome, &format!("{}/{}", d.repo, d.dir), "", content)
+}
+
+fn generic_file_row(f: &GenericFileRow) -> Markup {
+    html! {
+        tr {
+            td { a href=(f.href) { (f.name) } }
+            td.num { (human_size(f.size)) }
+            td { span.hash { (f.sha256) } " " button type="button" data-copy=(f.sha256) aria-label={ "copy the sha256 of " (f.name) } { "copy" } }
+            td { (f.uploaded) }
+            td { (f.uploader) @if let Some(url) = &f.upstream { " " span.muted title=(url) { "(mirrored)" } } }
+        }
+    }
+}
+
+pub fn generic_file(chrome: &Chrome, g: &GenericFileView) -> Markup {
+    let f = &g.file;
+    let content = html! {
+        h1 { (f.name) }
+        p.muted { "in " a href=(g.dir_href) { (g.repo) "/" (g.dir) } }
+        table {
+            thead { tr {
+                th scope="col" { "File" } th scope="col" class="num" { "Size" } th scope="col" { "sha256" }
+                th scope="col" { "Uploaded" } th scope="col" { "By" }
+            } }
+            tbody { (generic_file_row(f)) }
+        }
+        @if let Some(url) = &f.upstream { p.muted { "Fetched from " code { (url) } } }
+        h2 { "Download" }
+        pre.install { code { (g.pull) } }
+        pre.install { code { (g.curl) } }
+    };
+    layout(chrome, &f.name, "", content)
 }
 
 pub fn search(chrome: &Chrome, query: &str, hits: &[SearchHit], truncated: bool) -> Markup {

@@ -4,20 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use hoard_core::{Change, Event, MirrorPart, RepoName, Serial};
+use hoard_core::{Change, Event, MirrorPart, RepoFormat, RepoName, Serial};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::changelog::{chain_digest, encode_event, ReceivedEvent};
 use super::keys::{
-    digest_from, encode, serial_from, tx_get, tx_get_meta, Files, KeySpace, NpmPackages,
-    NpmVersions, Owners, Projects, Repos, Tokens, Users, APPLIED, COUNTS, DIGEST, RAFT_APPLIED,
-    RAFT_MEMBERSHIP,
+    digest_from, encode, serial_from, tx_get, tx_get_meta, Files, GenericDirs, GenericFiles,
+    KeySpace, NpmPackages, NpmVersions, Owners, Projects, Repos, Tokens, Users, APPLIED, COUNTS,
+    DIGEST, RAFT_APPLIED, RAFT_MEMBERSHIP,
 };
 use super::state::{
-    ownership, Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin,
-    NpmPackageState, NpmVersionState, OwnersState, Ownership, ProjectState, Rejection, RepoState,
-    TagChange, TarballState, TokenState, UserState, YankChange,
+    ownership, Counts, DeprecationChange, FileState, GenericFileState, MirrorOrigin,
+    NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, Ownership, ProjectState,
+    Rejection, RepoState, TagChange, TarballState, TokenState, UserState, YankChange,
 };
 use super::{Index, RaftPosition};
 use crate::StoreError;
@@ -107,6 +107,8 @@ impl Index {
             &self.npm_versions,
             &self.users,
             &self.owners,
+            &self.generic_files,
+            &self.generic_dirs,
         );
         let result = trees.transaction(
             |(
@@ -120,6 +122,8 @@ impl Index {
                 npm_versions,
                 users,
                 owners,
+                generic_files,
+                generic_dirs,
             )| {
                 let applied = serial_from(meta.get(APPLIED)?).map_err(corrupt_in_tx)?;
                 if serial != applied.next() {
@@ -138,6 +142,8 @@ impl Index {
                     npm_versions,
                     users,
                     owners,
+                    generic_files,
+                    generic_dirs,
                 };
                 apply_change(serial, event, &mut counts, &trees)?;
 
@@ -176,6 +182,8 @@ struct ApplyTrees<'a> {
     npm_versions: &'a TransactionalTree,
     users: &'a TransactionalTree,
     owners: &'a TransactionalTree,
+    generic_files: &'a TransactionalTree,
+    generic_dirs: &'a TransactionalTree,
 }
 
 fn apply_change(
@@ -193,6 +201,8 @@ fn apply_change(
         npm_versions,
         users,
         owners,
+        generic_files,
+        generic_dirs,
     } = trees;
     match &event.change {
         Change::RepoCreated { repo, settings } => {
@@ -607,6 +617,57 @@ fn apply_change(
                 counts.npm_versions = counts.npm_versions.saturating_sub(1);
             }
             set_dist_tags(serial, event.time_us, trees, repo, package, dist_tags)?;
+        }
+        Change::GenericFileStored {
+            repo,
+            path,
+            sha256,
+            size,
+            upload_time_us,
+            upstream_url,
+        } => {
+            let generic = tx_get::<Repos>(repos, Repos::key(repo))?
+                .is_some_and(|r| r.settings.format == RepoFormat::Generic);
+            if !generic {
+                return reject(Rejection::RepoMissing(repo.clone()));
+            }
+            let key = GenericFiles::key(repo, path.as_str());
+            if generic_files.get(&key)?.is_some() {
+                return reject(Rejection::FileExists(path.to_string()));
+            }
+            // A path is a file or a directory, never both: an export
+            // writes it to a filesystem.
+            let as_dir = format!("{path}/");
+            if generic_dirs.get(GenericDirs::key(repo, &as_dir))?.is_some() {
+                return reject(Rejection::PathConflict(format!(
+                    "{path} is a directory; a file cannot be stored there"
+                )));
+            }
+            for dir in path.parent_dirs() {
+                let file = dir.trim_end_matches('/');
+                if generic_files.get(GenericFiles::key(repo, file))?.is_some() {
+                    return reject(Rejection::PathConflict(format!(
+                        "{file} is a file, so {path} cannot be stored under it"
+                    )));
+                }
+            }
+            for dir in path.parent_dirs() {
+                let dkey = GenericDirs::key(repo, dir);
+                if generic_dirs.get(&dkey)?.is_none() {
+                    generic_dirs.insert(dkey, GenericDirs::encode(&serial))?;
+                }
+            }
+            let state = GenericFileState {
+                path: path.clone(),
+                sha256: *sha256,
+                size: *size,
+                added: serial,
+                upload_time_us: upload_time_us.unwrap_or(event.time_us),
+                uploader: event.actor.clone(),
+                upstream_url: upstream_url.clone(),
+            };
+            generic_files.insert(key, GenericFiles::encode(&state))?;
+            counts.generic_files += 1;
         }
     }
     Ok(())

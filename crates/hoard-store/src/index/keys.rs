@@ -11,8 +11,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::apply::{ApplyAbort, TxResult};
 use super::state::{
-    FileState, NpmPackageState, NpmVersionState, OwnersState, ProjectState, RepoState, Since,
-    TokenState, UserState,
+    FileState, GenericFileState, NpmPackageState, NpmVersionState, OwnersState, ProjectState,
+    RepoState, Since, TokenState, UserState,
 };
 use crate::StoreError;
 
@@ -47,6 +47,38 @@ pub(super) struct NpmVersions;
 pub(super) struct Users;
 /// Owners of PyPI projects and npm packages, by repository and name.
 pub(super) struct Owners;
+/// Files of generic repositories, by repository and path: a directory's
+/// files and subdirectories are one prefix scan of `repo\0dir/`.
+pub(super) struct GenericFiles;
+
+/// The directories of generic repositories, by repository and prefix
+/// (`a/`, `a/b/`), each with the serial that made it: kept so that `apply`
+/// can tell a directory from a file without a scan.
+pub(super) struct GenericDirs;
+
+impl KeySpace for GenericDirs {
+    const TREE: &'static str = "generic_dirs";
+    type Value = Serial;
+}
+
+impl GenericDirs {
+    pub(super) fn key(repo: &RepoName, dir: &str) -> Vec<u8> {
+        two_part_key(repo, dir)
+    }
+}
+
+impl KeySpace for GenericFiles {
+    const TREE: &'static str = "generic_files";
+    type Value = GenericFileState;
+}
+
+impl GenericFiles {
+    /// The key of a path, or of a directory prefix (`a/b/`, or `` for the
+    /// repository's root).
+    pub(super) fn key(repo: &RepoName, path: &str) -> Vec<u8> {
+        two_part_key(repo, path)
+    }
+}
 
 impl KeySpace for Users {
     const TREE: &'static str = "users";

@@ -22,11 +22,11 @@ use crate::raft_log::RaftLog;
 use crate::StoreError;
 
 pub use changelog::ReceivedEvent;
-pub use read::RepoUsage;
+pub use read::{GenericEntry, RepoUsage};
 pub use state::{
-    Counts, DeprecationChange, FileState, MirrorOrigin, NpmMirrorOrigin, NpmPackageState,
-    NpmVersionState, OwnersState, ProjectState, Rejection, RepoState, TagChange, TarballState,
-    TokenState, UserState, YankChange,
+    Counts, DeprecationChange, FileState, GenericFileState, MirrorOrigin, NpmMirrorOrigin,
+    NpmPackageState, NpmVersionState, OwnersState, ProjectState, Rejection, RepoState, TagChange,
+    TarballState, TokenState, UserState, YankChange,
 };
 
 use hoard_core::{Serial, Sha256};
@@ -63,6 +63,8 @@ pub struct Index {
     npm_versions: sled::Tree,
     users: sled::Tree,
     owners: sled::Tree,
+    generic_files: sled::Tree,
+    generic_dirs: sled::Tree,
 }
 
 impl Index {
@@ -89,6 +91,8 @@ impl Index {
             npm_versions: db.open_tree("npm_versions")?,
             users: db.open_tree("users")?,
             owners: db.open_tree("owners")?,
+            generic_files: db.open_tree("generic_files")?,
+            generic_dirs: db.open_tree("generic_dirs")?,
             db,
             dir: dir.to_owned(),
         };

@@ -3,12 +3,12 @@
 use hoard_core::{RepoName, Serial, Sha256};
 
 use super::keys::{
-    get_at, scan_at, Files, KeySpace, NpmPackages, NpmVersions, Owners, Projects, Repos, Tokens,
-    Users,
+    get_at, scan_at, Files, GenericDirs, GenericFiles, KeySpace, NpmPackages, NpmVersions, Owners,
+    Projects, Repos, Tokens, Users,
 };
 use super::state::{
-    ownership, FileState, NpmPackageState, NpmVersionState, ProjectState, Rejection, RepoState,
-    TokenState, UserState,
+    ownership, FileState, GenericFileState, NpmPackageState, NpmVersionState, ProjectState,
+    Rejection, RepoState, TokenState, UserState,
 };
 use super::Index;
 use crate::StoreError;
@@ -20,7 +20,124 @@ pub struct RepoUsage {
     pub bytes: u64,
 }
 
+/// One entry of a generic repository's directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GenericEntry {
+    File(GenericFileState),
+    /// A subdirectory: its name, and the serial that made it.
+    Dir {
+        name: String,
+        created: Serial,
+    },
+}
+
+/// The direct children under `prefix` in a tree keyed by `/`-separated
+/// paths, in key order: each key with no `/` after the prefix, and the
+/// first key of each subdirectory (`sub/…`). A subdirectory's other keys
+/// are skipped with one seek, so a listing costs its own entries, not the
+/// whole subtree.
+fn direct_children<'a>(
+    tree: &'a sled::Tree,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), sled::Error>> + 'a {
+    let mut start = prefix.to_vec();
+    std::iter::from_fn(move || {
+        let item = match tree.range(start.as_slice()..).next()? {
+            Ok(item) => item,
+            Err(e) => return Some(Err(e)),
+        };
+        let key = &item.0;
+        if !key.starts_with(prefix) {
+            return None;
+        }
+        let rest = &key[prefix.len()..];
+        start = match rest.iter().position(|b| *b == b'/') {
+            // `0` follows `/`: the first key past everything under `sub/`.
+            Some(slash) => [prefix, &rest[..slash], b"0"].concat(),
+            None => [key.as_ref(), &[0]].concat(),
+        };
+        Some(Ok(item))
+    })
+}
+
 impl Index {
+    /// A generic repository's file at `path`, if it existed at `at`.
+    pub fn generic_file(
+        &self,
+        repo: &RepoName,
+        path: &str,
+        at: Option<Serial>,
+    ) -> Result<Option<GenericFileState>, StoreError> {
+        get_at::<GenericFiles>(&self.generic_files, &GenericFiles::key(repo, path), at)
+    }
+
+    /// The files and subdirectories directly in `dir` (`""` for the root,
+    /// else `a/b/`) as they were at `at`, subdirectories first, each part
+    /// by name. `None` when the directory did not exist then (the root
+    /// always does).
+    pub fn generic_listing(
+        &self,
+        repo: &RepoName,
+        dir: &str,
+        at: Option<Serial>,
+    ) -> Result<Option<Vec<GenericEntry>>, StoreError> {
+        let existed = |serial: Serial| at.is_none_or(|at| serial <= at);
+        if !dir.is_empty() {
+            let key = GenericDirs::key(repo, dir);
+            match self.generic_dirs.get(&key)? {
+                Some(bytes) if existed(GenericDirs::decode(&bytes)?) => {}
+                _ => return Ok(None),
+            }
+        }
+        let prefix = GenericDirs::key(repo, dir);
+        let mut entries = Vec::new();
+        for item in direct_children(&self.generic_dirs, &prefix) {
+            let (key, value) = item?;
+            let created = GenericDirs::decode(&value)?;
+            let rest = String::from_utf8_lossy(&key[prefix.len()..]);
+            // The first key under a subdirectory is the subdirectory itself.
+            if let Some(name) = rest.strip_suffix('/').filter(|n| !n.contains('/')) {
+                if existed(created) {
+                    entries.push(GenericEntry::Dir {
+                        name: name.to_owned(),
+                        created,
+                    });
+                }
+            }
+        }
+        for item in direct_children(&self.generic_files, &prefix) {
+            let (key, value) = item?;
+            if key[prefix.len()..].contains(&b'/') {
+                continue;
+            }
+            let file = GenericFiles::decode(&value)?;
+            if existed(file.added) {
+                entries.push(GenericEntry::File(file));
+            }
+        }
+        Ok(Some(entries))
+    }
+
+    /// Every file of one generic repository as it was at `at`, in path
+    /// order (for export and usage).
+    pub fn generic_files(
+        &self,
+        repo: &RepoName,
+        at: Option<Serial>,
+    ) -> Result<Vec<GenericFileState>, StoreError> {
+        scan_at::<GenericFiles>(&self.generic_files, GenericFiles::key(repo, ""), at)
+    }
+
+    /// Every file of every generic repository, for fsck and snapshots.
+    pub fn all_generic_files(
+        &self,
+    ) -> impl Iterator<Item = Result<GenericFileState, StoreError>> + '_ {
+        self.generic_files
+            .iter()
+            .values()
+            .map(|v| GenericFiles::decode(&v?))
+    }
+
     pub fn repo(&self, name: &RepoName) -> Result<Option<RepoState>, StoreError> {
         match self.repos.get(Repos::key(name))? {
             Some(bytes) => Repos::decode(&bytes).map(Some),
@@ -94,6 +211,10 @@ impl Index {
                 usage.files += 1;
                 usage.bytes += version.tarball.size;
             }
+        }
+        for file in self.generic_files(repo, at)? {
+            usage.files += 1;
+            usage.bytes += file.size;
         }
         Ok(usage)
     }

@@ -22,6 +22,8 @@ pub(super) const STATE_TREES: &[&str] = &[
     "npm_versions",
     "users",
     "owners",
+    "generic_files",
+    "generic_dirs",
 ];
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"hoardsn1";

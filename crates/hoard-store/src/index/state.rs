@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use hoard_core::{
-    FileRecord, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord, UserRecord,
+    FileRecord, GenericPath, NpmTarball, RepoName, RepoSettings, Serial, Sha256, TokenRecord,
+    UserRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub enum Rejection {
     },
     #[error("{0}")]
     InvalidOwners(String),
+    /// A generic path would be both a file and a directory.
+    #[error("{0}")]
+    PathConflict(String),
 }
 
 fn not_owner_message(user: &str, project: &str, owners: &[String]) -> String {
@@ -187,6 +191,20 @@ impl FileState {
             .find(|y| at.is_none_or(|at| y.serial <= at))
             .and_then(|y| y.reason.as_deref())
     }
+}
+
+/// A file of a generic repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenericFileState {
+    pub path: GenericPath,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub added: Serial,
+    pub upload_time_us: i64,
+    pub uploader: String,
+    /// Where a mirror fetched it from; `None` for an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +364,8 @@ pub struct Counts {
     pub npm_versions: u64,
     #[serde(default)]
     pub users: u64,
+    #[serde(default)]
+    pub generic_files: u64,
 }
 
 /// Index records that came into being at a serial, so that a view at an
@@ -361,6 +381,12 @@ impl Since for ProjectState {
 }
 
 impl Since for FileState {
+    fn since(&self) -> Serial {
+        self.added
+    }
+}
+
+impl Since for GenericFileState {
     fn since(&self) -> Serial {
         self.added
     }
