@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::{parse_json, parse_repo};
-use crate::auth::{hash_password, is_legacy_hash};
+use crate::auth::{hash_password, is_argon2id_phc, is_legacy_hash};
 use crate::error::ApiError;
 use crate::http::{json, HandlerResult};
 use crate::node::{now_us, Node, Principal, TokenScope};
@@ -100,6 +100,9 @@ async fn hash_off_thread(password: String) -> Result<String, ApiError> {
 struct UserRequest {
     name: String,
     password: Option<String>,
+    /// Instead of a password: another system's argon2id hash of it (an
+    /// import keeps devpi's users' passwords this way). Admins only.
+    password_hash: Option<String>,
     admin: Option<bool>,
     email: Option<String>,
 }
@@ -108,13 +111,26 @@ async fn add_user(node: &Node, principal: &Principal, body: &[u8]) -> HandlerRes
     require_admin(principal, "adding a user")?;
     let req: UserRequest = parse_json(body)?;
     check_user_name(&req.name)?;
-    let password = req
-        .password
-        .ok_or_else(|| ApiError::bad_request("a new user needs a password"))?;
-    check_password(&password)?;
+    let password_hash = match (req.password, req.password_hash) {
+        (Some(password), None) => {
+            check_password(&password)?;
+            hash_off_thread(password).await?
+        }
+        (None, Some(hash)) if is_argon2id_phc(&hash) => hash,
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "password_hash must be an argon2id PHC string ($argon2id$v=19$…)",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "a new user needs a password (or an imported password_hash, not both)",
+            ))
+        }
+    };
     let user = UserRecord {
         name: req.name.clone(),
-        password_hash: hash_off_thread(password).await?,
+        password_hash,
         admin: req.admin.unwrap_or(false),
         email: req.email.filter(|e| !e.is_empty()),
     };
@@ -132,6 +148,11 @@ async fn add_user(node: &Node, principal: &Principal, body: &[u8]) -> HandlerRes
 /// password and email; only an admin changes the admin flag.
 async fn change_user(node: &Node, principal: &Principal, body: &[u8]) -> HandlerResult {
     let req: UserRequest = parse_json(body)?;
+    if req.password_hash.is_some() {
+        return Err(ApiError::bad_request(
+            "password_hash is taken only when a user is added (an import); change a password with password",
+        ));
+    }
     let own = own_user(principal).as_deref() == Some(req.name.as_str());
     if !principal.is_global_admin() && (!own || req.admin.is_some()) {
         return Err(ApiError::forbidden(

@@ -87,6 +87,13 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// Whether `hash` is an argon2id PHC string that [`password_matches`]
+/// can check: another system's (devpi keeps the same kind), carried over
+/// by an import, so that its users keep their passwords.
+pub fn is_argon2id_phc(hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str() == "argon2id" && h.hash.is_some())
+}
+
 /// The stored form of a config's hex `password_sha256`.
 pub fn legacy_password_hash(sha256_hex: &str) -> String {
     format!("{LEGACY_SHA256}{}", sha256_hex.trim().to_ascii_lowercase())
@@ -146,6 +153,26 @@ impl PasswordCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_systems_argon2id_hash_is_accepted_and_checks_its_password() {
+        // As devpi-server 6 stores a password (m=64 MiB, t=3, p=4).
+        let params = argon2::Params::new(65536, 3, 4, None).unwrap();
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let devpi = argon.hash_password(b"alicepw", &salt).unwrap().to_string();
+        assert!(is_argon2id_phc(&devpi));
+        assert!(password_matches(&devpi, "alicepw"));
+        assert!(!password_matches(&devpi, "other"));
+        for bad in [
+            "",
+            "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
+            "plain",
+            "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ",
+        ] {
+            assert!(!is_argon2id_phc(bad), "{bad}");
+        }
+    }
 
     fn user(hash: String) -> UserRecord {
         UserRecord {

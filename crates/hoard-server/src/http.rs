@@ -199,7 +199,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     node.metrics.record(crate::metrics::Exchange {
-        route: crate::metrics::Route::of(&method, &path),
+        route: route_of(&node, &method, &path),
         method: method.clone(),
         status: response.status().as_u16(),
         seconds: started.elapsed().as_secs_f64(),
@@ -221,6 +221,23 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
         "request"
     );
     response
+}
+
+/// The `route` label of a request: by its path's shape, except below a
+/// generic repository, whose paths have any shape.
+fn route_of(node: &Node, method: &Method, path: &str) -> crate::metrics::Route {
+    let repo = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let generic = !repo.starts_with('+')
+        && repo
+            .parse::<RepoName>()
+            .ok()
+            .and_then(|name| node.index.repo(&name).ok().flatten())
+            .is_some_and(|r| r.settings.format == RepoFormat::Generic);
+    if generic {
+        crate::metrics::Route::of_generic(method, path)
+    } else {
+        crate::metrics::Route::of(method, path)
+    }
 }
 
 /// Read-your-writes across nodes: `X-Hoard-Min-Serial: N` waits (bounded)

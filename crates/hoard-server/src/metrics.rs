@@ -46,6 +46,10 @@ pub enum Route {
     NpmPublish,
     NpmUnpublish,
     NpmApi,
+    /// A generic repository's file (GET or HEAD), or a directory listing.
+    GenericFile,
+    GenericListing,
+    GenericUpload,
     Other,
 }
 
@@ -68,6 +72,9 @@ impl Route {
             Route::NpmPublish => "npm_publish",
             Route::NpmUnpublish => "npm_unpublish",
             Route::NpmApi => "npm_api",
+            Route::GenericFile => "generic_file",
+            Route::GenericListing => "generic_listing",
+            Route::GenericUpload => "generic_upload",
             Route::Other => "other",
         }
     }
@@ -77,7 +84,19 @@ impl Route {
         match self {
             Route::PypiUpload => Some("pypi"),
             Route::NpmPublish => Some("npm"),
+            Route::GenericUpload => Some("generic"),
             _ => None,
+        }
+    }
+
+    /// A request below a generic repository, whose paths have any shape.
+    pub fn of_generic(method: &Method, path: &str) -> Route {
+        if method == Method::PUT {
+            Route::GenericUpload
+        } else if path.ends_with('/') {
+            Route::GenericListing
+        } else {
+            Route::GenericFile
         }
     }
 

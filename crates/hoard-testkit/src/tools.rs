@@ -140,6 +140,42 @@ pub fn py_tools() -> &'static PyTools {
     })
 }
 
+/// The bin directory of a venv with devpi-server 6 (`devpi-init`,
+/// `devpi-server`, `devpi-export`), set up once by
+/// `tests/tools/setup-devpi.sh` under the same lock as [`py_tools`].
+pub fn devpi_bin() -> &'static Path {
+    static DEVPI: OnceLock<PathBuf> = OnceLock::new();
+    DEVPI.get_or_init(|| {
+        let root = target_dir().join("test-tools");
+        let venv = root.join("devpi");
+        let bin = venv.join("bin");
+        let ready = || {
+            ["devpi-init", "devpi-server", "devpi-export"]
+                .iter()
+                .all(|tool| bin.join(tool).is_file())
+        };
+        if !ready() {
+            fs::create_dir_all(&root).expect("create test-tools dir");
+            let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
+            // SAFETY: flock on a file descriptor that we own and keep open.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            assert_eq!(rc, 0, "flock setup.lock");
+            if !ready() {
+                let script = workspace_root().join("tests/tools/setup-devpi.sh");
+                let status = Command::new("bash")
+                    .arg(&script)
+                    .arg(&venv)
+                    .status()
+                    .expect("run tests/tools/setup-devpi.sh");
+                assert!(status.success(), "{} failed", script.display());
+            }
+            drop(lock);
+            assert!(ready(), "setup-devpi.sh did not make devpi-server");
+        }
+        bin
+    })
+}
+
 /// Remove from `cmd` every environment variable that could send a Python
 /// client anywhere but the node under test (package indexes, find-links,
 /// proxies, config files, CA bundles), and set a few that keep the clients quiet and

@@ -177,8 +177,10 @@ enum Command {
     /// tarball (`.tgz`) to an npm one, several at a time, each checked as
     /// an upload or a publish is. What the repository already holds with
     /// the same digest is skipped, so a second run imports nothing.
-    #[command(after_help = "Example:\n  \
-        hoard import --url http://node:4040 --repo pypi-local ./dist")]
+    #[command(after_help = "Examples:\n  \
+        hoard import --url http://node:4040 --repo pypi-local ./dist\n  \
+        hoard import --url http://node:4040 --repo pypi-local --from-bandersnatch /srv/pypi\n  \
+        hoard import --url http://node:4040 --repo pypi-local --from-devpi ./devpi-export --index root/prod")]
     Import {
         /// The node's URL (writes go to the leader); default: the local
         /// node's configured address.
@@ -187,8 +189,23 @@ enum Command {
         /// The repository to import into (PyPI, or npm for `.tgz` files).
         #[arg(long)]
         repo: String,
-        /// The directory to import, searched recursively.
-        dir: PathBuf,
+        /// The directory to import, searched recursively (a `hoard export`
+        /// tree keeps its upload times).
+        #[arg(required_unless_present_any = ["from_devpi", "from_bandersnatch"],
+              conflicts_with_all = ["from_devpi", "from_bandersnatch"])]
+        dir: Option<PathBuf>,
+        /// A directory written by `devpi-export` (devpi-server 6): its
+        /// users (an admin token is needed) and release files, with their
+        /// upload times.
+        #[arg(long, conflicts_with = "from_bandersnatch")]
+        from_devpi: Option<PathBuf>,
+        /// With --from-devpi: only this index (`user/index`); default: all.
+        #[arg(long, requires = "from_devpi")]
+        index: Option<String>,
+        /// A bandersnatch mirror's directory (with `web/packages`, and
+        /// `web/json` for the upload times).
+        #[arg(long)]
+        from_bandersnatch: Option<PathBuf>,
         /// Files in flight at once.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
@@ -585,13 +602,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             repo,
             dir,
+            from_devpi,
+            index,
+            from_bandersnatch,
             jobs,
             no_upload_times,
             token,
             config,
         } => {
             let url = node_url(url, config.as_deref())?;
-            crate::import::import(&url, &repo, &dir, jobs, token, !no_upload_times).await
+            let source = match (dir, from_devpi, from_bandersnatch) {
+                (_, Some(dir), _) => crate::import::Source::Devpi { dir, index },
+                (_, _, Some(dir)) => {
+                    if !dir.join("web").join("packages").is_dir() {
+                        bail!(
+                            "{} is not a bandersnatch mirror: it has no web/packages",
+                            dir.display()
+                        );
+                    }
+                    crate::import::Source::Dir(dir)
+                }
+                (Some(dir), None, None) => {
+                    if crate::transfer::is_generic(&url, &repo, token.as_deref()).await? {
+                        return crate::transfer::import_generic(
+                            &url,
+                            &repo,
+                            &dir,
+                            jobs,
+                            token,
+                            !no_upload_times,
+                        )
+                        .await;
+                    }
+                    crate::import::Source::Dir(dir)
+                }
+                (None, None, None) => bail!("name a directory to import"),
+            };
+            crate::import::import(&url, &repo, source, jobs, token, !no_upload_times).await
         }
         Command::Push {
             url,
@@ -625,6 +672,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let url = node_url(url, config.as_deref())?;
+            if crate::transfer::is_generic(&url, &repo, token.as_deref()).await? {
+                return crate::transfer::export_generic(&url, &repo, &to, at, token.as_deref())
+                    .await;
+            }
             crate::export::export(&url, &repo, &to, at, token.as_deref()).await
         }
         Command::Yank {

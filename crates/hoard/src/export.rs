@@ -272,7 +272,7 @@ fn static_link(
 
 /// Downloads `url` to `path`, checked against `sha256`: to a temp name,
 /// synced, then renamed. `Ok(true)`: the file was there already, intact.
-async fn fetch_verified(
+pub(crate) async fn fetch_verified(
     get: &impl Fn(String) -> reqwest::RequestBuilder,
     url: &str,
     path: &Path,
@@ -331,7 +331,7 @@ pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
-fn write_page(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_page(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path: PathBuf = dir.join(name);
     let tmp = dir.join(format!(".{name}.part"));

@@ -24,6 +24,7 @@ use hoard_pypi::{normalize_project_name, parse_dist_filename, DistFilename, Dist
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::devpi::DevpiExport;
 use crate::progress::Progress;
 
 const JSON_ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
@@ -391,19 +392,144 @@ impl Target {
     }
 }
 
+/// What to import from.
+pub enum Source {
+    /// Every distribution and npm tarball under a directory: CI output, a
+    /// `hoard export` tree, or a bandersnatch mirror (`web/`).
+    Dir(PathBuf),
+    /// What `devpi-export` wrote: one index's files, or every index's,
+    /// and the users.
+    Devpi { dir: PathBuf, index: Option<String> },
+}
+
+/// The release files of a devpi export (of one index, or all), as a
+/// [`Found`], and their upload times by filename.
+fn devpi_found(
+    export: &DevpiExport,
+    dir: &Path,
+    index: Option<&str>,
+) -> anyhow::Result<(Found, HashMap<String, String>)> {
+    if let Some(index) = index {
+        if !export.indexes.iter().any(|i| i == index) {
+            anyhow::bail!(
+                "the devpi export has no index {index:?}; it has {}",
+                export.indexes.join(", ")
+            );
+        }
+    }
+    let mut found = Found::default();
+    let mut times = HashMap::new();
+    for file in &export.files {
+        if index.is_some_and(|i| i != file.index) {
+            continue;
+        }
+        let path = DevpiExport::path_of(dir, file)?;
+        match parse_dist_filename(&file.filename) {
+            Ok(dist) => found.dists.push((path, dist)),
+            Err(e) => found.bad.push((path, e.to_string())),
+        }
+        if let Some(time) = &file.upload_time {
+            times.insert(file.filename.clone(), time.clone());
+        }
+    }
+    found.dists.sort_by(|a, b| a.1.filename.cmp(&b.1.filename));
+    Ok((found, times))
+}
+
+/// Adds a devpi export's users, with their password hashes, so that they
+/// sign in as before. Needs an admin token; a user that exists is left
+/// as it is.
+async fn import_devpi_users(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    users: &[crate::devpi::DevpiUser],
+) -> anyhow::Result<()> {
+    let endpoint = format!("{}/+admin/users/add", url.trim_end_matches('/'));
+    let (mut added, mut present) = (Vec::new(), Vec::new());
+    for user in users {
+        let Some(hash) = &user.password_hash else {
+            eprintln!(
+                "user {}: devpi kept an older kind of password hash, which cannot be carried over; \
+                 add the user with `hoard user add`",
+                user.name
+            );
+            continue;
+        };
+        let mut request = client.post(&endpoint).json(&serde_json::json!({
+            "name": user.name,
+            "password_hash": hash,
+            "email": user.email,
+        }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        match response.status() {
+            s if s.is_success() => added.push(user.name.as_str()),
+            reqwest::StatusCode::CONFLICT => present.push(user.name.as_str()),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                eprintln!("the devpi users were not imported: adding users needs an admin token");
+                return Ok(());
+            }
+            s => {
+                let text = response.text().await.unwrap_or_default();
+                eprintln!("user {}: refused ({s}): {}", user.name, text.trim());
+            }
+        }
+    }
+    eprintln!(
+        "devpi users: {} added ({}), {} already present",
+        added.len(),
+        added.join(", "),
+        present.len()
+    );
+    Ok(())
+}
+
 pub async fn import(
     url: &str,
     repo: &str,
-    dir: &Path,
+    source: Source,
     jobs: usize,
     token: Option<String>,
     keep_upload_times: bool,
 ) -> anyhow::Result<ExitCode> {
-    let found = walk(dir)?;
-    let times = if keep_upload_times {
-        source_times(dir)?
-    } else {
-        HashMap::new()
+    let (found, times) = match &source {
+        Source::Dir(dir) => {
+            let times = if keep_upload_times {
+                source_times(dir)?
+            } else {
+                HashMap::new()
+            };
+            (walk(dir)?, times)
+        }
+        Source::Devpi { dir, index } => {
+            let export = DevpiExport::read(dir)?;
+            eprintln!(
+                "devpi export: {} users, {} indexes ({}), {} release files",
+                export.users.len(),
+                export.indexes.len(),
+                export.indexes.join(", "),
+                export.files.len()
+            );
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::limited(2))
+                .build()?;
+            import_devpi_users(&client, url, token.as_deref(), &export.users).await?;
+            let (found, times) = devpi_found(&export, dir, index.as_deref())?;
+            (
+                found,
+                if keep_upload_times {
+                    times
+                } else {
+                    HashMap::new()
+                },
+            )
+        }
     };
     if !times.is_empty() {
         eprintln!(

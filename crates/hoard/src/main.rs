@@ -8,6 +8,7 @@ mod audit;
 mod cert;
 mod cli;
 mod demo;
+mod devpi;
 mod export;
 mod import;
 mod prefetch;

@@ -246,6 +246,364 @@ pub async fn pull(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Whether `repo` on the node at `url` is a generic repository: its root
+/// answers a JSON listing (a PyPI or npm repository's does not).
+pub async fn is_generic(url: &str, repo: &str, token: Option<&str>) -> anyhow::Result<bool> {
+    let target = format!("{}/{repo}/", url.trim_end_matches('/'));
+    let mut request = client()?
+        .get(&target)
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {target}"))?;
+    if !response.status().is_success() {
+        return Ok(false);
+    }
+    let listing: serde_json::Value = response.json().await.unwrap_or_default();
+    Ok(listing["entries"].is_array())
+}
+
+/// One file of a generic repository, as its listing gives it.
+struct ListedFile {
+    path: String,
+    sha256: String,
+    size: u64,
+    time: String,
+}
+
+/// Every file under `dir` (`""` or `a/b/`) of a generic repository as of
+/// `serial`, walking its listings.
+async fn list_tree(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<ListedFile>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        let target = format!("{base}{}", escape_path(&dir));
+        let mut request = http
+            .get(&target)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!("{target}: {}", refusal(response).await);
+        }
+        let listing: serde_json::Value = response.json().await?;
+        for entry in listing["entries"].as_array().into_iter().flatten() {
+            let name = entry["name"].as_str().context("an entry without a name")?;
+            // The name becomes a path: only what the node itself accepts.
+            GenericPath::check_segment(name)?;
+            match entry["type"].as_str() {
+                Some("directory") => dirs.push(format!("{dir}{name}/")),
+                _ => files.push(ListedFile {
+                    path: format!("{dir}{name}"),
+                    sha256: entry["sha256"].as_str().unwrap_or_default().to_owned(),
+                    size: entry["size"].as_u64().unwrap_or_default(),
+                    time: entry["time"].as_str().unwrap_or_default().to_owned(),
+                }),
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// A path's segments, each escaped, joined by `/` (a trailing `/` kept).
+fn escape_path(path: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    path.split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `hoard export` of a generic repository: every file at
+/// `files/{path}`, checked against its sha256, and the manifest (with
+/// paths, digests, sizes and upload times) that `hoard import` reads.
+pub async fn export_generic(
+    url: &str,
+    repo: &str,
+    to: &Path,
+    at: Option<u64>,
+    token: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let http = client()?;
+    let root = format!("{}/{repo}/", url.trim_end_matches('/'));
+    let serial = match at {
+        Some(serial) => serial,
+        None => {
+            let mut request = http.head(&root);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request
+                .send()
+                .await?
+                .headers()
+                .get("x-hoard-serial")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .context("the node did not say its serial")?
+        }
+    };
+    let base = format!("{root}+at/{serial}/");
+    let files = list_tree(&http, &base, token).await?;
+    let mut progress = Progress::new("export", Some(files.len() as u64));
+    let get = |target: String| {
+        let request = http.get(target);
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    };
+    let (mut written, mut kept, mut bytes) = (0, 0, 0);
+    let mut manifest = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        progress.update(i as u64, Some(files.len() as u64), &file.path);
+        let mut dest = to.join("files");
+        for segment in file.path.split('/') {
+            dest.push(segment);
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        let source = format!("{base}{}", escape_path(&file.path));
+        if crate::export::fetch_verified(&get, &source, &dest, &file.sha256).await? {
+            kept += 1;
+        } else {
+            written += 1;
+            bytes += file.size;
+        }
+        manifest.push(serde_json::json!({
+            "path": file.path,
+            "sha256": file.sha256,
+            "size": file.size,
+            "upload_time": file.time,
+        }));
+    }
+    progress.finish();
+    let manifest = serde_json::json!({
+        "format": "generic",
+        "repo": repo,
+        "serial": serial,
+        "source": url,
+        "files": manifest,
+    });
+    crate::export::write_page(
+        to,
+        crate::export::MANIFEST,
+        &serde_json::to_string_pretty(&manifest)?,
+    )?;
+    println!(
+        "exported {repo} as of serial {serial} to {}: {} file(s) written ({bytes} bytes), {kept} already there",
+        to.display(),
+        written,
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What a generic import does with one file.
+struct Planned {
+    local: PathBuf,
+    path: String,
+    upload_time: Option<String>,
+}
+
+/// The files to import into a generic repository: a generic export's
+/// (its manifest names them, under `files/`, with their upload times), or
+/// every file under `dir` at its relative path.
+fn plan_generic_import(dir: &Path) -> anyhow::Result<Vec<Planned>> {
+    let manifest_path = dir.join(crate::export::MANIFEST);
+    if let Ok(text) = std::fs::read(&manifest_path) {
+        let manifest: serde_json::Value = serde_json::from_slice(&text)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        if manifest["format"].as_str() == Some("generic") {
+            let mut planned = Vec::new();
+            for f in manifest["files"].as_array().into_iter().flatten() {
+                let path: GenericPath = f["path"].as_str().unwrap_or_default().parse()?;
+                let mut local = dir.join("files");
+                for segment in path.segments() {
+                    local.push(segment);
+                }
+                planned.push(Planned {
+                    local,
+                    path: path.to_string(),
+                    upload_time: f["upload_time"].as_str().map(str::to_owned),
+                });
+            }
+            return Ok(planned);
+        }
+    }
+    let mut planned = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&current).with_context(|| format!("read {}", current.display()))?
+        {
+            let local = entry?.path();
+            let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') {
+                continue; // temp files of an export or a pull
+            }
+            if local.is_dir() {
+                stack.push(local);
+                continue;
+            }
+            let relative = local
+                .strip_prefix(dir)
+                .ok()
+                .and_then(|r| r.to_str())
+                .with_context(|| format!("{} is not a UTF-8 path", local.display()))?;
+            let path: GenericPath = relative
+                .parse()
+                .with_context(|| format!("{} cannot be a path", local.display()))?;
+            planned.push(Planned {
+                local,
+                path: path.to_string(),
+                upload_time: None,
+            });
+        }
+    }
+    planned.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(planned)
+}
+
+/// `hoard import` into a generic repository, `jobs` files at a time. A
+/// path the repository holds with the same sha256 is skipped, so a second
+/// run imports nothing; one with other bytes is refused.
+pub async fn import_generic(
+    url: &str,
+    repo: &str,
+    dir: &Path,
+    jobs: usize,
+    token: Option<String>,
+    keep_upload_times: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let planned = plan_generic_import(dir)?;
+    let total = planned.len() as u64;
+    let http = client()?;
+    let root = format!("{}/{repo}", url.trim_end_matches('/'));
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for plan in planned {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let http = http.clone();
+        let target = format!("{root}/{}", escape_path(&plan.path));
+        let token = token.clone();
+        tasks.spawn(async move {
+            let outcome =
+                import_one(&http, &target, &plan, token.as_deref(), keep_upload_times).await;
+            drop(permit);
+            (plan.path, outcome)
+        });
+    }
+    let mut progress = Progress::new("import", Some(total));
+    let (mut imported, mut present, mut bytes) = (0, 0, 0u64);
+    let mut refused = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (path, outcome) = done?;
+        match outcome? {
+            Ok(Some(len)) => {
+                imported += 1;
+                bytes += len;
+            }
+            Ok(None) => present += 1,
+            Err(why) => {
+                progress.println(&format!("refused {path}: {why}"));
+                refused.push(format!("{path}: {why}"));
+            }
+        }
+        progress.update((imported + present + refused.len()) as u64, Some(total), "");
+    }
+    progress.finish();
+    println!(
+        "imported into {repo}: {imported} file(s) ({bytes} bytes), {present} already present, {} refused",
+        refused.len()
+    );
+    for r in &refused {
+        println!("  refused: {r}");
+    }
+    Ok(if refused.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// Imports one file: `Ok(Ok(Some(bytes)))` stored, `Ok(Ok(None))` there
+/// already, `Ok(Err(why))` refused by the node.
+async fn import_one(
+    http: &reqwest::Client,
+    target: &str,
+    plan: &Planned,
+    token: Option<&str>,
+    keep_upload_times: bool,
+) -> anyhow::Result<Result<Option<u64>, String>> {
+    let local = plan.local.clone();
+    let sha256 = tokio::task::spawn_blocking(move || crate::export::sha256_of(&local))
+        .await?
+        .with_context(|| format!("read {}", plan.local.display()))?;
+    let mut head = http.head(target);
+    if let Some(token) = token {
+        head = head.bearer_auth(token);
+    }
+    let existing = head.send().await?;
+    if existing.status().is_success() {
+        let etag = existing
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned());
+        return Ok(if etag.as_deref() == Some(sha256.as_str()) {
+            Ok(None)
+        } else {
+            Err(format!(
+                "the repository has other bytes at this path (sha256 {})",
+                etag.unwrap_or_default()
+            ))
+        });
+    }
+    let file = tokio::fs::File::open(&plan.local).await?;
+    let len = file.metadata().await?.len();
+    let mut request = http
+        .put(target)
+        .header(reqwest::header::CONTENT_LENGTH, len)
+        .header(hoard_server::CHECKSUM_HEADER, &sha256)
+        .body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(file),
+        ));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(time) = plan.upload_time.as_ref().filter(|_| keep_upload_times) {
+        request = request.header(hoard_server::UPLOAD_TIME_HEADER, time);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("PUT {target}"))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(Ok(Some(len)))
+    } else if status.is_client_error() {
+        Ok(Err(refusal(response).await))
+    } else {
+        bail!("{target}: {}", refusal(response).await)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hoard_testkit::cluster::{client, served, status_of, upload_ok, wait_for};
 use hoard_testkit::npm::{node_eval, npm_opts, npm_tarball, Npm, NPM_REPO};
 use hoard_testkit::tools::py_tools;
-use hoard_testkit::{sdist, sha256_hex, wheel, Node, Upload};
+use hoard_testkit::{sdist, sha256_hex, wheel, Artifact, Node, Upload};
 use serde_json::Value;
 
 use crate::accounts::pip_download;
@@ -607,6 +607,7 @@ fn a_bandersnatch_tree_imports_with_its_upload_times() {
         "pypi",
         "--token",
         &node.admin_token(),
+        "--from-bandersnatch",
         dir.path().to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -616,4 +617,222 @@ fn a_bandersnatch_tree_imports_with_its_upload_times() {
         assert_eq!(&served(&node, project), files, "{project}");
         assert_eq!(&upload_times(&node, project), &times[project], "{project}");
     }
+}
+
+/// A devpi-server 6 (from PyPI) with a root index and a user's index,
+/// stopped; returns what `devpi-export` wrote, and the upload time devpi
+/// logged for each file.
+fn devpi_export_of(
+    work: &std::path::Path,
+    root_files: &[&Artifact],
+    alice_files: &[&Artifact],
+) -> std::path::PathBuf {
+    let bin = hoard_testkit::tools::devpi_bin();
+    let serverdir = work.join("devpi-server");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new(bin.join("devpi-init"))
+        .arg("--serverdir")
+        .arg(&serverdir)
+        .args(["--no-root-pypi", "--root-passwd", "rootpw"]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let log = std::fs::File::create(work.join("devpi.log")).unwrap();
+    let server = Command::new(bin.join("devpi-server"))
+        .arg("--serverdir")
+        .arg(&serverdir)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--offline-mode",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut server = StaticServer(server);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = client();
+    wait_for(Duration::from_secs(120), "devpi-server answers", || {
+        http.get(format!("{url}/+api"))
+            .send()
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    });
+    let put = |path: &str, auth: Option<(&str, &str)>, body: Value| {
+        let mut request = http.put(format!("{url}/{path}")).json(&body);
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().unwrap();
+        assert!(
+            response.status().is_success(),
+            "devpi PUT /{path}: {}",
+            response.status()
+        );
+    };
+    put(
+        "root/dev",
+        Some(("root", "rootpw")),
+        serde_json::json!({"type": "stage", "bases": [], "volatile": true}),
+    );
+    put(
+        "alice",
+        None,
+        serde_json::json!({"password": "alice-devpi-pw", "email": "alice@example.org"}),
+    );
+    put(
+        "alice/prod",
+        Some(("alice", "alice-devpi-pw")),
+        serde_json::json!({"type": "stage", "bases": ["root/dev"], "volatile": false}),
+    );
+    let dist = work.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    for (index, (user, password), files) in [
+        ("root/dev", ("root", "rootpw"), root_files),
+        ("alice/prod", ("alice", "alice-devpi-pw"), alice_files),
+    ] {
+        let paths: Vec<_> = files.iter().map(|a| a.write_to(&dist)).collect();
+        let mut cmd = Command::new(&py_tools().twine);
+        hoard_testkit::tools::isolate_python_env(&mut cmd)
+            .args(["upload", "--disable-progress-bar", "--non-interactive"])
+            .args(["--repository-url", &format!("{url}/{index}/")])
+            .args(["-u", user, "-p", password])
+            .args(&paths);
+        run(&mut cmd);
+    }
+    server.stop();
+    let export = work.join("devpi-export");
+    run(Command::new(bin.join("devpi-export"))
+        .arg("--serverdir")
+        .arg(&serverdir)
+        .arg(&export));
+    export
+}
+
+/// Done when: a devpi export made by a real devpi-server (installed from
+/// PyPI) imports with its upload times, and pip installs from it. Its
+/// users come along, and sign in with their devpi passwords.
+#[test]
+fn a_devpi_export_imports_with_its_users_and_upload_times_and_pip_installs_from_it() {
+    let work = tempfile::tempdir().unwrap();
+    let root_files = [wheel("devpi-tool", "1.0"), sdist("devpi-tool", "1.1")];
+    let alice_files = [wheel("alice-lib", "0.1")];
+    let export = devpi_export_of(
+        work.path(),
+        &root_files.iter().collect::<Vec<_>>(),
+        &alice_files.iter().collect::<Vec<_>>(),
+    );
+    // What devpi logged, read from its export independently of hoard.
+    let dataindex: Value =
+        serde_json::from_slice(&std::fs::read(export.join("dataindex.json")).unwrap()).unwrap();
+    let mut devpi_times = BTreeMap::new();
+    for index in dataindex["indexes"].as_object().unwrap().values() {
+        for f in index["files"].as_array().unwrap() {
+            let when: Vec<u64> = f["log"][0]["when"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect();
+            let name = f["relpath"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            devpi_times.insert(
+                name,
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                    when[0], when[1], when[2], when[3], when[4], when[5]
+                ),
+            );
+        }
+    }
+    assert_eq!(devpi_times.len(), 3, "{dataindex}");
+
+    let node = Node::start_default();
+    let url = node.url();
+    let admin = node.admin_token();
+    let import = |extra: &[&str]| {
+        let mut args = vec!["import", "--url", &url, "--repo", "pypi", "--token", &admin];
+        args.extend_from_slice(extra);
+        args.extend(["--from-devpi", export.to_str().unwrap()]);
+        let out = node.cli(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    // One index first, then all of them.
+    let first = import(&["--index", "alice/prod"]);
+    assert!(first.contains("imported into pypi: 1 file(s)"), "{first}");
+    assert!(first.contains("devpi users: 2 added"), "{first}");
+    let rest = import(&[]);
+    assert!(rest.contains("imported into pypi: 2 file(s)"), "{rest}");
+    assert!(rest.contains("1 already present"), "{rest}");
+    let again = import(&[]);
+    assert!(again.contains("imported into pypi: 0 file(s)"), "{again}");
+    assert!(again.contains("3 already present"), "{again}");
+
+    for (project, files) in [
+        ("devpi-tool", &root_files[..]),
+        ("alice-lib", &alice_files[..]),
+    ] {
+        let expected: BTreeMap<String, String> = files
+            .iter()
+            .map(|a| (a.filename.clone(), a.sha256()))
+            .collect();
+        assert_eq!(served(&node, project), expected, "{project}");
+        for (filename, time) in upload_times(&node, project) {
+            assert!(
+                time.starts_with(&devpi_times[&filename]),
+                "{filename}: hoard says {time}, devpi logged {}",
+                devpi_times[&filename]
+            );
+        }
+    }
+    let got = tempfile::tempdir().unwrap();
+    let out = pip_download(
+        &format!("{}/pypi/simple/", node.url()),
+        "devpi-tool==1.0",
+        got.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // alice signs in with her devpi password.
+    let sign_in = |password: &str| {
+        client()
+            .post(format!("{}/+ui/+login", node.url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user=alice&password={password}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(sign_in("alice-devpi-pw"), 303);
+    assert_ne!(sign_in("not-her-password"), 303);
 }

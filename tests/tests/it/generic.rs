@@ -476,3 +476,118 @@ fn a_generic_mirror_fetches_a_path_once_and_serves_it_from_then_on() {
     assert_eq!(again.text().unwrap(), "tool bytes");
     stop_and_fsck(&mut node);
 }
+
+/// Every file of a generic repository as its listings give it: path →
+/// (sha256, upload time).
+fn tree(node: &Node, repo: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        let (status, listing) = get_json(node, &format!("{repo}/{dir}"));
+        assert_eq!(status, 200, "{repo}/{dir}: {listing}");
+        for e in listing["entries"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap();
+            if e["type"] == "directory" {
+                dirs.push(format!("{dir}{name}/"));
+            } else {
+                out.insert(
+                    format!("{dir}{name}"),
+                    (
+                        e["sha256"].as_str().unwrap().to_owned(),
+                        e["time"].as_str().unwrap().to_owned(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_generic_export_imports_into_a_fresh_node_with_the_same_paths_hashes_and_times() {
+    let source = generic_node("media");
+    let token = source.create_token("media", "upload");
+    for (path, body) in [
+        ("readme.txt", &b"top"[..]),
+        ("images/app-1.0.box", b"box one"),
+        ("images/app-1.1.box", b"box two"),
+        ("screens/2026/12/login.png", b"\x89PNG not really"),
+    ] {
+        let (status, body) = put(&source, &format!("media/{path}"), Some(&token), None, body);
+        assert_eq!(status, 201, "{body}");
+    }
+    let at = source.serial();
+    // Written after the export's serial: not in it.
+    assert_eq!(
+        put(&source, "media/later.txt", Some(&token), None, b"x").0,
+        201
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let url = source.url();
+    let export = |dir: &Path| {
+        source.cli_ok(&[
+            "export",
+            "--url",
+            &url,
+            "--repo",
+            "media",
+            "--to",
+            dir.to_str().unwrap(),
+            "--at",
+            &at.to_string(),
+        ])
+    };
+    let said = export(out_dir.path());
+    assert!(said.contains("4 file(s) written"), "{said}");
+    assert!(export(out_dir.path()).contains("4 already there"));
+    assert_eq!(
+        std::fs::read(out_dir.path().join("files/screens/2026/12/login.png")).unwrap(),
+        b"\x89PNG not really"
+    );
+
+    let fresh = generic_node("media");
+    let import = || {
+        fresh.cli_ok(&[
+            "import",
+            "--url",
+            &fresh.url(),
+            "--repo",
+            "media",
+            "--token",
+            &fresh.admin_token(),
+            out_dir.path().to_str().unwrap(),
+        ])
+    };
+    let said = import();
+    assert!(said.contains("imported into media: 4 file(s)"), "{said}");
+    let mut expected = tree(&source, "media");
+    expected.remove("later.txt");
+    assert_eq!(tree(&fresh, "media"), expected);
+    assert!(import().contains("0 file(s) (0 bytes), 4 already present"));
+
+    // A plain directory imports at its relative paths, with the import's time.
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(plain.path().join("docs/v1")).unwrap();
+    std::fs::write(plain.path().join("docs/v1/guide.pdf"), b"guide").unwrap();
+    std::fs::write(plain.path().join("images"), b"a file where a directory is").unwrap();
+    let out = fresh.cli(&[
+        "import",
+        "--url",
+        &fresh.url(),
+        "--repo",
+        "media",
+        "--token",
+        &fresh.admin_token(),
+        plain.path().to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a refusal exits 1: {said}");
+    assert!(
+        said.contains("1 file(s)") && said.contains("1 refused"),
+        "{said}"
+    );
+    assert_eq!(
+        fresh.get("/media/docs/v1/guide.pdf").text().unwrap(),
+        "guide"
+    );
+}
