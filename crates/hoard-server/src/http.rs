@@ -333,32 +333,32 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> HandlerResult {
                     let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
                     pypi::handle(node, req, &state, &rest).await
                 }
+                // npm names keep their escapes (`@scope%2fname`), and a
+                // generic path's encoded `/` must not become a separator:
+                // both get the raw path below the repository.
                 RepoFormat::Npm => {
-                    // npm names keep their escapes (`@scope%2fname`): hand
-                    // over the raw path below the repository.
-                    let raw = req.uri().path().to_owned();
-                    let below = raw
-                        .trim_start_matches('/')
-                        .split_once('/')
-                        .map_or("", |(_, below)| below)
-                        .to_owned();
+                    let below = raw_below_repo(&req);
                     npm::handle(node, req, &state, &below).await
                 }
                 RepoFormat::Generic => {
-                    // Each segment is decoded on its own: an encoded `/`
-                    // must not become a separator.
-                    let raw = req.uri().path().to_owned();
-                    let below = raw
-                        .trim_start_matches('/')
-                        .split_once('/')
-                        .map_or("", |(_, below)| below)
-                        .to_owned();
+                    let below = raw_below_repo(&req);
                     crate::generic::handle(node, req, &state, &below).await
                 }
             }
         }
         [] => Err(ApiError::not_found("not found")),
     }
+}
+
+/// The request's path below its first segment (the repository), still
+/// percent-encoded.
+fn raw_below_repo(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path()
+        .trim_start_matches('/')
+        .split_once('/')
+        .map_or("", |(_, below)| below)
+        .to_owned()
 }
 
 /// Signing in and out of the web UI is this node's own business (its
