@@ -19,8 +19,8 @@ pub use epoch::{ClusterIdentity, Contact, Epoch, FencedBy, PendingStep};
 pub use follower::{Follower, FollowerConfig, FollowerStatus};
 pub use net::Net;
 pub use raft::{
-    ClusterView, Committed, NodeInfo, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig,
-    RaftTuning, TuningError,
+    offline_write_refusal, ClusterView, Committed, NodeInfo, NodeRoleKind, ProposeError, RaftNode,
+    RaftNodeConfig, RaftTuning, TuningError,
 };
 pub use service::{serve_grpc, ReplicationSource};
 pub use subscribers::{Subscriber, Subscribers};

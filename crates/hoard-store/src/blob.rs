@@ -201,6 +201,103 @@ impl BlobStore {
         Ok(sha)
     }
 
+    /// Copies `src` into `tmp/` while hashing it, without an fsync: for a
+    /// bulk import, which makes a whole batch durable at once with
+    /// [`BlobStore::commit_batch`]. Blocking.
+    pub fn stage_file_unsynced(&self, src: &Path) -> Result<StagedBlob, StoreError> {
+        use std::io::Write as _;
+        let name = format!("{:016x}.part", rand::random::<u64>());
+        let path = self.tmp.join(name);
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        let guard = TempFile(Some(path));
+        let mut input = fs::File::open(src).map_err(io_err("open", src))?;
+        let mut hasher = Sha256Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(io_err("read", src))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(io_err("write", guard.path()))?;
+            size += n as u64;
+        }
+        Ok(StagedBlob {
+            guard,
+            size,
+            digests: BlobDigests {
+                sha256: hasher.finish(),
+                md5: None,
+                blake2b_256: None,
+                sha1: None,
+                sha512: None,
+            },
+        })
+    }
+
+    /// [`BlobStore::stage_file_unsynced`] for bytes in memory (a wheel's
+    /// core metadata). Blocking.
+    pub fn stage_bytes_unsynced(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
+        use std::io::Write as _;
+        let name = format!("{:016x}.part", rand::random::<u64>());
+        let path = self.tmp.join(name);
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        let guard = TempFile(Some(path));
+        out.write_all(bytes)
+            .map_err(io_err("write", guard.path()))?;
+        Ok(StagedBlob {
+            guard,
+            size: bytes.len() as u64,
+            digests: BlobDigests {
+                sha256: Sha256::of(bytes),
+                md5: None,
+                blake2b_256: None,
+                sha1: None,
+                sha512: None,
+            },
+        })
+    }
+
+    /// Moves staged blobs to their addresses, then makes the whole batch
+    /// durable with one `syncfs` of the store's filesystem: the files'
+    /// bytes, the new directories and the renames. One sync per batch
+    /// instead of three per file is what makes a bulk import fast; nothing
+    /// may name these blobs before this returns. Blocking.
+    pub fn commit_batch(&self, staged: Vec<StagedBlob>) -> Result<(), StoreError> {
+        let mut added = Vec::new();
+        for blob in staged {
+            let dest = self.path_of(&blob.digests.sha256);
+            if dest.is_file() {
+                continue; // content-addressed: the staged copy is dropped
+            }
+            let dir = dest.parent().expect("blob paths have a parent");
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::rename(blob.guard.path(), &dest).map_err(io_err("rename", &dest))?;
+            added.push(blob.size);
+            blob.guard.disarm();
+        }
+        let root = fs::File::open(&self.blobs).map_err(io_err("open", &self.blobs))?;
+        // SAFETY: syncfs on a descriptor we own and keep open for the call.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+            return Err(io_err("syncfs", &self.blobs)(io::Error::last_os_error()));
+        }
+        for size in added {
+            self.stats.count.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Re-hashes a stored blob and says whether it matches its address.
     pub fn verify(&self, sha: &Sha256) -> Result<bool, StoreError> {
         let path = self.path_of(sha);

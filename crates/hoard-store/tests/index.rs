@@ -843,3 +843,36 @@ fn generic_paths_are_files_or_directories_listed_as_of_a_serial() {
     assert_eq!(usage.files, 5);
     assert_eq!(index.all_generic_files().count(), 5);
 }
+
+#[test]
+fn a_batch_takes_consecutive_serials_and_the_same_digest_as_one_by_one_or_nothing() {
+    let events = vec![
+        created(),
+        added("demo-1.0-py3-none-any.whl", "1.0"),
+        added("demo-1.1-py3-none-any.whl", "1.1"),
+        generic_stored_in_pypi_is_refused(),
+    ];
+    let one_dir = tempfile::tempdir().unwrap();
+    let one = Index::open(one_dir.path()).unwrap();
+    for (i, e) in events[..3].iter().enumerate() {
+        one.apply(Serial(i as u64 + 1), e).unwrap();
+    }
+    let batch_dir = tempfile::tempdir().unwrap();
+    let batch = Index::open(batch_dir.path()).unwrap();
+    // A refused event refuses the whole batch: nothing of it is applied.
+    assert!(matches!(
+        batch.apply_batch(&events),
+        Err(StoreError::Rejected(Rejection::RepoMissing(_)))
+    ));
+    assert_eq!(batch.applied_serial().unwrap(), Serial::ZERO);
+    assert!(batch.repo(&repo()).unwrap().is_none());
+    assert_eq!(batch.apply_batch(&events[..3]).unwrap(), Serial(3));
+    assert_eq!(batch.digest().unwrap(), one.digest().unwrap());
+    assert_eq!(batch.files(&repo(), "demo", None).unwrap().len(), 2);
+    assert_eq!(batch.counts().unwrap(), one.counts().unwrap());
+    assert_eq!(batch.apply_batch(&[]).unwrap(), Serial(3));
+}
+
+fn generic_stored_in_pypi_is_refused() -> Event {
+    generic_stored("pypi", "x.bin")
+}

@@ -39,14 +39,14 @@ enum Outcome {
 /// What a directory holds: distributions, and files named like one that
 /// do not parse as one (refused up front, with why).
 #[derive(Default)]
-struct Found {
-    dists: Vec<(PathBuf, DistFilename)>,
+pub(crate) struct Found {
+    pub(crate) dists: Vec<(PathBuf, DistFilename)>,
     /// npm package tarballs.
-    tarballs: Vec<PathBuf>,
-    bad: Vec<(PathBuf, String)>,
+    pub(crate) tarballs: Vec<PathBuf>,
+    pub(crate) bad: Vec<(PathBuf, String)>,
 }
 
-fn walk(dir: &Path) -> anyhow::Result<Found> {
+pub(crate) fn walk(dir: &Path) -> anyhow::Result<Found> {
     let mut found = Found::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -92,16 +92,21 @@ struct PackedVersion {
 
 /// The counts of one run.
 #[derive(Default)]
-struct Summary {
-    imported: usize,
-    present: usize,
-    bytes: u64,
-    refused: Vec<String>,
+pub(crate) struct Summary {
+    pub(crate) imported: usize,
+    pub(crate) present: usize,
+    pub(crate) bytes: u64,
+    pub(crate) refused: Vec<String>,
 }
 
 impl Summary {
-    fn done(&self) -> usize {
+    pub(crate) fn done(&self) -> usize {
         self.imported + self.present + self.refused.len()
+    }
+
+    pub(crate) fn refuse(&mut self, path: &Path, why: String, progress: &Progress) {
+        progress.println(&format!("refused {}: {why}", path.display()));
+        self.refused.push(format!("{}: {why}", path.display()));
     }
 
     fn add(
@@ -116,10 +121,7 @@ impl Summary {
                 self.bytes += len;
             }
             Outcome::Present => self.present += 1,
-            Outcome::Refused(why) => {
-                progress.println(&format!("refused {}: {why}", path.display()));
-                self.refused.push(format!("{}: {why}", path.display()));
-            }
+            Outcome::Refused(why) => self.refuse(path, why, progress),
         }
         Ok(())
     }
@@ -128,7 +130,7 @@ impl Summary {
 /// The upload times a source records, by filename (RFC 3339): an
 /// export's manifest, or a bandersnatch mirror's `web/json/{project}`
 /// documents (PyPI's JSON API: `releases` and `urls`).
-fn source_times(dir: &Path) -> anyhow::Result<HashMap<String, String>> {
+pub(crate) fn source_times(dir: &Path) -> anyhow::Result<HashMap<String, String>> {
     let mut times = HashMap::new();
     let manifest = dir.join(crate::export::MANIFEST);
     if let Ok(text) = std::fs::read(&manifest) {

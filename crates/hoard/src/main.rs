@@ -11,6 +11,7 @@ mod demo;
 mod devpi;
 mod export;
 mod import;
+mod import_offline;
 mod prefetch;
 mod progress;
 mod promotion;

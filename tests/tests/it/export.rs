@@ -836,3 +836,112 @@ fn a_devpi_export_imports_with_its_users_and_upload_times_and_pip_installs_from_
     assert_eq!(sign_in("alice-devpi-pw"), 303);
     assert_ne!(sign_in("not-her-password"), 303);
 }
+
+/// `hoard import --data-dir`: straight into a stopped one-voter node's
+/// store, in batches; killed mid-way and run again, it completes, the
+/// node serves every file, and fsck finds the store clean. A running
+/// node's data dir is refused.
+#[test]
+fn an_offline_import_into_a_stopped_node_resumes_after_kill_9_with_a_clean_fsck() {
+    let _heavy = hoard_testkit::heavy_test();
+    let mut node = Node::start_default();
+    let data_dir = node.data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for i in 0..3000 {
+        let project = format!("offline-{}", i % 150);
+        let version = format!("{}.{}", i / 150, i % 3);
+        let a = if i % 4 == 0 {
+            sdist(&project, &version)
+        } else {
+            wheel(&project, &version)
+        };
+        a.write_to(dir.path());
+        expected
+            .entry(project)
+            .or_default()
+            .insert(a.filename.clone(), a.sha256());
+    }
+    // Named like a wheel, but not a zip: refused, and nothing of it stays.
+    std::fs::write(dir.path().join("broken-1.0-py3-none-any.whl"), b"not a zip").unwrap();
+    let import = || {
+        let mut cmd = Command::new(hoard_testkit::tools::hoard_bin());
+        cmd.args(["import", "--repo", "pypi", "--jobs", "1", "--data-dir"])
+            .arg(&data_dir)
+            .arg(dir.path())
+            .env_remove("HOARD_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let out = import().output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("stop it first"), "{said}");
+
+    node.stop();
+    let mut running = import()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A batch is 500 files (and a wheel's metadata each, ~875 blobs):
+    // blobs of a second batch mean the first is listed and flushed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while hoard_testkit::node::count_files(&data_dir.join("blobs")) < 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the offline import never got under way"
+        );
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "the offline import ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.kill().unwrap();
+    let killed = running.wait_with_output().unwrap();
+    assert!(
+        !killed.status.success(),
+        "the import finished before it was killed: {}",
+        String::from_utf8_lossy(&killed.stdout)
+    );
+
+    let out = import().output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !out.status.success(),
+        "the broken file is refused: {stdout}"
+    );
+    let counts = [" file(s) (", " already present", " refused"].map(|l| count_before(&stdout, l));
+    assert_eq!(counts[0] + counts[1], 3000, "{stdout}");
+    assert!(
+        counts[1] >= 450,
+        "the first run's first batch is kept: {stdout}"
+    );
+    assert_eq!(counts[2], 1, "{stdout}");
+    assert!(stdout.contains("broken-1.0-py3-none-any.whl"), "{stdout}");
+
+    node.restart();
+    for (project, files) in expected.iter().step_by(13) {
+        assert_eq!(&served(&node, project), files, "{project}");
+    }
+    let got = tempfile::tempdir().unwrap();
+    let out = pip_download(
+        &format!("{}/pypi/simple/", node.url()),
+        "offline-42==0.0",
+        got.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.stop();
+    let fsck = node.fsck();
+    assert!(
+        fsck.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}

@@ -21,7 +21,10 @@ use hoard_core::Serial;
 use hoard_store::Rejection;
 use serde::{Deserialize, Serialize};
 
-pub use node::{ClusterView, Committed, NodeRoleKind, ProposeError, RaftNode, RaftNodeConfig};
+pub use node::{
+    offline_write_refusal, ClusterView, Committed, NodeRoleKind, ProposeError, RaftNode,
+    RaftNodeConfig,
+};
 pub use tuning::{RaftTuning, TuningError};
 
 /// Where a voter or learner is reached.

@@ -570,6 +570,30 @@ fn membership_error(
     }
 }
 
+/// Why a stopped node's index may not take events written offline (a
+/// bulk import), if it may not. Only a one-member Raft group's may: a
+/// voter of a larger group would be ahead of its peers, and a replica
+/// follows its upstream's changelog.
+pub fn offline_write_refusal(index: &Index) -> Result<Option<String>, ClusterError> {
+    let Some(bytes) = index.raft_position()?.membership else {
+        return Ok(Some(
+            "this data dir belongs to no Raft group: a replica follows its upstream, and a \
+             node that never ran has no repositories yet; import through a running node \
+             with --url"
+                .to_owned(),
+        ));
+    };
+    let membership = super::codec::decode_membership(&bytes)
+        .map_err(|e| ClusterError::Raft(format!("the stored membership: {e}")))?;
+    let members = membership.nodes().count();
+    Ok((members != 1).then(|| {
+        format!(
+            "this node is one of {members} members of a Raft group: events written here alone \
+             would put it ahead of the others; import through the leader with --url"
+        )
+    }))
+}
+
 /// The gRPC addresses of the other members, as this node last applied
 /// the membership.
 fn stored_peers(index: &Index, me: &NodeInfo) -> Result<Vec<String>, ClusterError> {

@@ -89,11 +89,40 @@ impl Index {
         self.apply_tx(serial, event, event_bytes, None)
     }
 
+    /// Applies `events` in order, each taking the next serial, in one
+    /// transaction: all of them or none. A bulk import's way to apply many
+    /// events with one commit and (by the caller) one flush. Returns the
+    /// last serial. Not durable until [`Index::flush`].
+    pub fn apply_batch(&self, events: &[Event]) -> Result<Serial, StoreError> {
+        if events.is_empty() {
+            return self.applied_serial();
+        }
+        let first = self.applied_serial()?.next();
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        let items: Vec<(&Event, &[u8])> = events
+            .iter()
+            .zip(&encoded)
+            .map(|(e, b)| (e, b.as_slice()))
+            .collect();
+        self.apply_many(first, &items, None)?;
+        Ok(Serial(first.0 + events.len() as u64 - 1))
+    }
+
     fn apply_tx(
         &self,
         serial: Serial,
         event: &Event,
         event_bytes: &[u8],
+        raft: Option<&RaftPosition<'_>>,
+    ) -> Result<(), StoreError> {
+        self.apply_many(serial, &[(event, event_bytes)], raft)
+    }
+
+    /// The one transaction: `items` take serials from `first` on.
+    fn apply_many(
+        &self,
+        first: Serial,
+        items: &[(&Event, &[u8])],
         raft: Option<&RaftPosition<'_>>,
     ) -> Result<(), StoreError> {
         let trees = (
@@ -126,10 +155,10 @@ impl Index {
                 generic_dirs,
             )| {
                 let applied = serial_from(meta.get(APPLIED)?).map_err(corrupt_in_tx)?;
-                if serial != applied.next() {
+                if first != applied.next() {
                     return Err(ConflictableTransactionError::Abort(ApplyAbort::Gap {
                         applied,
-                        got: serial,
+                        got: first,
                     }));
                 }
                 let mut counts: Counts = tx_get_meta::<Counts>(meta, COUNTS)?.unwrap_or_default();
@@ -145,12 +174,16 @@ impl Index {
                     generic_files,
                     generic_dirs,
                 };
-                apply_change(serial, event, &mut counts, &trees)?;
-
-                let prev = digest_from(meta.get(DIGEST)?).map_err(corrupt_in_tx)?;
-                changelog.insert(&serial.0.to_be_bytes(), event_bytes)?;
+                let mut digest = digest_from(meta.get(DIGEST)?).map_err(corrupt_in_tx)?;
+                let mut serial = applied;
+                for (event, event_bytes) in items {
+                    serial = serial.next();
+                    apply_change(serial, event, &mut counts, &trees)?;
+                    changelog.insert(&serial.0.to_be_bytes(), *event_bytes)?;
+                    digest = chain_digest(&digest, serial, event_bytes);
+                }
                 meta.insert(APPLIED, &serial.0.to_be_bytes())?;
-                meta.insert(DIGEST, &chain_digest(&prev, serial, event_bytes))?;
+                meta.insert(DIGEST, &digest)?;
                 meta.insert(COUNTS, encode(&counts))?;
                 if let Some(raft) = raft {
                     meta.insert(RAFT_APPLIED, raft.applied)?;
