@@ -42,6 +42,9 @@ pub struct DevpiExport {
     /// Every index's name, `user/index`.
     pub indexes: Vec<String>,
     pub files: Vec<DevpiFile>,
+    /// Who may upload to each index (`acl_upload`), by index: the users
+    /// that become the owners of its projects.
+    pub uploaders: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl DevpiExport {
@@ -79,6 +82,17 @@ impl DevpiExport {
         }
         for (index, data) in indexes {
             export.indexes.push(index.clone());
+            let uploaders = data["indexconfig"]["acl_upload"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                // devpi's pseudo-users (`:ANONYMOUS:`, `:AUTHENTICATED:`)
+                // are not accounts.
+                .filter(|u| !u.starts_with(':'))
+                .map(str::to_owned)
+                .collect();
+            export.uploaders.insert(index.clone(), uploaders);
             for file in data["files"].as_array().into_iter().flatten() {
                 if file["type"].as_str() != Some("releasefile") {
                     continue; // doczips and tox results are not distributions
@@ -153,7 +167,7 @@ mod tests {
             },
             "indexes": {
                 "root/dev": {
-                    "indexconfig": {"type": "stage", "acl_upload": ["root"]},
+                    "indexconfig": {"type": "stage", "acl_upload": ["root", ":ANONYMOUS:"]},
                     "files": [
                         {
                             "type": "releasefile",
@@ -194,6 +208,8 @@ mod tests {
             .map(|u| (u.name.as_str(), u.password_hash.is_some()))
             .collect();
         assert_eq!(users, [("old", false), ("root", true)]);
+        assert_eq!(export.uploaders["root/dev"], ["root"]);
+        assert!(export.uploaders["alice/prod"].is_empty());
     }
 
     #[test]

@@ -492,6 +492,66 @@ async fn import_devpi_users(
     Ok(())
 }
 
+/// Makes each devpi index's uploaders (`acl_upload`) the owners of the
+/// projects imported from it, as devpi let only them upload there. Needs
+/// an admin token; an owner already named is left as is.
+async fn import_devpi_owners(
+    client: &reqwest::Client,
+    url: &str,
+    repo: &str,
+    token: Option<&str>,
+    export: &DevpiExport,
+    index: Option<&str>,
+) -> anyhow::Result<()> {
+    let endpoint = format!("{}/+admin/owners/add", url.trim_end_matches('/'));
+    let known: std::collections::HashSet<&str> =
+        export.users.iter().map(|u| u.name.as_str()).collect();
+    let mut owners: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for file in &export.files {
+        if index.is_some_and(|i| i != file.index) {
+            continue;
+        }
+        let Ok(dist) = parse_dist_filename(&file.filename) else {
+            continue;
+        };
+        let uploaders = export.uploaders.get(&file.index).into_iter().flatten();
+        owners
+            .entry(normalize_project_name(&dist.name))
+            .or_default()
+            .extend(uploaders.filter(|u| known.contains(u.as_str())).cloned());
+    }
+    let mut named = 0;
+    for (project, users) in &owners {
+        for user in users {
+            let mut request = client.post(&endpoint).json(&serde_json::json!({
+                "repo": repo, "project": project, "user": user,
+            }));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {endpoint}"))?;
+            match response.status() {
+                s if s.is_success() => named += 1,
+                reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                    eprintln!(
+                        "the devpi owners were not imported: naming owners needs an admin token"
+                    );
+                    return Ok(());
+                }
+                s => {
+                    let text = response.text().await.unwrap_or_default();
+                    eprintln!("owner {user} of {project}: refused ({s}): {}", text.trim());
+                }
+            }
+        }
+    }
+    eprintln!("devpi owners: {named} named, from the indexes' acl_upload");
+    Ok(())
+}
+
 pub async fn import(
     url: &str,
     repo: &str,
@@ -500,6 +560,7 @@ pub async fn import(
     token: Option<String>,
     keep_upload_times: bool,
 ) -> anyhow::Result<ExitCode> {
+    let mut devpi = None;
     let (found, times) = match &source {
         Source::Dir(dir) => {
             let times = if keep_upload_times {
@@ -523,6 +584,7 @@ pub async fn import(
                 .build()?;
             import_devpi_users(&client, url, token.as_deref(), &export.users).await?;
             let (found, times) = devpi_found(&export, dir, index.as_deref())?;
+            devpi = Some((client, export, index.clone()));
             (
                 found,
                 if keep_upload_times {
@@ -619,6 +681,17 @@ pub async fn import(
         progress.update(summary.done() as u64, Some(total), "");
     }
     progress.finish();
+    if let Some((client, export, index)) = &devpi {
+        import_devpi_owners(
+            client,
+            url,
+            repo,
+            target.token.as_deref(),
+            export,
+            index.as_deref(),
+        )
+        .await?;
+    }
     println!(
         "imported into {repo}: {} file(s) ({} bytes), {} already present, {} refused",
         summary.imported,

@@ -822,6 +822,22 @@ fn a_devpi_export_imports_with_its_users_and_upload_times_and_pip_installs_from_
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Each index's uploaders own its projects.
+    for (project, owner) in [("devpi-tool", "root"), ("alice-lib", "alice")] {
+        let listed: Value = client()
+            .post(format!("{}/+admin/owners/list", node.url()))
+            .bearer_auth(node.admin_token())
+            .json(&serde_json::json!({"repo": "pypi", "project": project}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            listed["owners"],
+            serde_json::json!([owner]),
+            "{project}: {listed}"
+        );
+    }
     // alice signs in with her devpi password.
     let sign_in = |password: &str| {
         client()
