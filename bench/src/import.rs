@@ -176,7 +176,7 @@ pub async fn run(common: &Common, args: &ImportArgs, hoard_bin: PathBuf) -> Resu
     );
     let _ = writeln!(
         w,
-        "- `sha256sum` of every file with `xargs -P {}` ({cache_hash}); `hoard import --jobs {}` into a fresh node on the same machine ({cache_import}): every file hashed by the importer, sent through the upload API, validated, hashed again, stored (fsync) and committed as an event (fsync); `hoard import --data-dir --jobs {}` into another fresh node's stopped store ({cache_offline}): every file copied while hashed and validated, 500 files per batch made durable with one syncfs, applied in one transaction and flushed once\n",
+        "- `sha256sum` of every file with `xargs -P {}` ({cache_hash}); `hoard import --jobs {}` into a fresh node on the same machine ({cache_import}): every file hashed by the importer, sent through the upload API, validated, hashed again, stored (fsync) and committed as an event (fsync); `hoard import --data-dir --jobs {}` into another fresh node's stopped store ({cache_offline}): every file copied while hashed and validated, 500 files per batch made durable with one syncfs, applied in one transaction and flushed once, while the next batch is read and checked\n",
         ncpu(),
         args.jobs,
         ncpu()
@@ -205,7 +205,7 @@ pub async fn run(common: &Common, args: &ImportArgs, hoard_bin: PathBuf) -> Resu
     );
     let _ = writeln!(
         w,
-        "\nThe issue's target is 2×. Online, each file is one upload and one commit; offline, a batch of 500 files costs one syncfs, one transaction and one flush."
+        "\nThe issue's target is 2×. Online, each file is one upload and one commit; offline, a batch of 500 files costs one syncfs, one transaction and one flush, and the next batch is read and hashed meanwhile."
     );
     common.publish(&md, "import")
 }

@@ -105,28 +105,49 @@ pub fn import_offline(
         summary.refuse(&path, why, &progress);
     }
     let started = std::time::Instant::now();
-    for batch in found.dists.chunks(BATCH) {
-        let checked = check_batch(&index, &blobs, &repo, batch, jobs);
-        let mut ready = Vec::new();
-        for (path, outcome) in checked {
-            match outcome {
-                Ok(Checked::Ready(p)) => ready.push(*p),
-                Ok(Checked::Present) => summary.present += 1,
-                Ok(Checked::Refused(why)) => summary.refuse(&path, why, &progress),
-                Err(e) => return Err(e.context(format!("importing {}", path.display()))),
+    // Two stages side by side: while one batch is synced and committed,
+    // the next is read, hashed and checked. A batch checked before the
+    // one ahead of it is applied may repeat a filename of that one; the
+    // commit sorts that out (see `commit_batch`).
+    let (to_commit, batches) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
+    let committed = std::thread::scope(|scope| -> anyhow::Result<Vec<BatchOutcome>> {
+        let committer = scope.spawn(|| -> anyhow::Result<Vec<BatchOutcome>> {
+            let mut outcomes = Vec::new();
+            for ready in batches {
+                outcomes.push(commit_batch(&index, &blobs, &repo, ready, &times)?);
+            }
+            Ok(outcomes)
+        });
+        let mut checked_files = summary.done();
+        for batch in found.dists.chunks(BATCH) {
+            let mut ready = Vec::new();
+            for (path, outcome) in check_batch(&index, &blobs, &repo, batch, jobs) {
+                match outcome {
+                    Ok(Checked::Ready(p)) => ready.push(*p),
+                    Ok(Checked::Present) => summary.present += 1,
+                    Ok(Checked::Refused(why)) => summary.refuse(&path, why, &progress),
+                    Err(e) => return Err(e.context(format!("importing {}", path.display()))),
+                }
+            }
+            let ready = drop_duplicates(ready, &mut summary, &progress);
+            checked_files += batch.len();
+            progress.update(checked_files as u64, Some(total), "");
+            if to_commit.send(ready).is_err() {
+                break; // the committer stopped: its error is below
             }
         }
-        let ready = drop_duplicates(ready, &mut summary, &progress);
-        commit_batch(
-            &index,
-            &blobs,
-            &repo,
-            ready,
-            &times,
-            &mut summary,
-            &progress,
-        )?;
-        progress.update(summary.done() as u64, Some(total), "");
+        drop(to_commit);
+        committer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the commit thread panicked"))?
+    })?;
+    for outcome in committed {
+        summary.imported += outcome.imported;
+        summary.bytes += outcome.bytes;
+        summary.present += outcome.present;
+        for (path, why) in outcome.refused {
+            summary.refuse(&path, why, &progress);
+        }
     }
     progress.finish();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -294,6 +315,15 @@ fn drop_duplicates(
     kept
 }
 
+/// What committing one batch did.
+#[derive(Default)]
+struct BatchOutcome {
+    imported: usize,
+    bytes: u64,
+    present: usize,
+    refused: Vec<(PathBuf, String)>,
+}
+
 /// Makes a batch's blobs durable (one syncfs), then applies its events
 /// in one transaction and flushes the index once.
 fn commit_batch(
@@ -302,11 +332,10 @@ fn commit_batch(
     repo: &RepoName,
     ready: Vec<Prepared>,
     times: &HashMap<String, String>,
-    summary: &mut crate::import::Summary,
-    progress: &Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<BatchOutcome> {
+    let mut outcome = BatchOutcome::default();
     if ready.is_empty() {
-        return Ok(());
+        return Ok(outcome);
     }
     let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
     let mut staged = Vec::new();
@@ -319,13 +348,8 @@ fn commit_batch(
                 &time::format_description::well_known::Rfc3339,
             ) {
                 Ok(t) => Some(((t.unix_timestamp_nanos() / 1000) as i64).min(now)),
-                Err(_) => {
-                    progress.println(&format!(
-                        "{}: the source's upload time {text:?} is not RFC 3339; the import's time is kept",
-                        p.record.filename
-                    ));
-                    None
-                }
+                // Not RFC 3339: the import's own time.
+                Err(_) => None,
             },
             None => None,
         };
@@ -350,21 +374,26 @@ fn commit_batch(
     match index.apply_batch(&events) {
         Ok(_) => {
             for (_, size) in &imported {
-                summary.imported += 1;
-                summary.bytes += size;
+                outcome.imported += 1;
+                outcome.bytes += size;
             }
         }
-        // One event the index refuses: apply the batch one by one, so the
-        // others still go in and the refusal names its file.
+        // An event the index refuses: most often a file that a batch
+        // before this one listed after this one was checked. Apply the
+        // batch one by one, so the others still go in, and say what each
+        // refused one was.
         Err(StoreError::Rejected(_)) => {
             for (event, (path, size)) in events.iter().zip(&imported) {
                 let serial = index.applied_serial()?.next();
                 match index.apply(serial, event) {
                     Ok(()) => {
-                        summary.imported += 1;
-                        summary.bytes += size;
+                        outcome.imported += 1;
+                        outcome.bytes += size;
                     }
-                    Err(StoreError::Rejected(r)) => summary.refuse(path, r.to_string(), progress),
+                    Err(StoreError::Rejected(r)) => match already_listed(index, event)? {
+                        true => outcome.present += 1,
+                        false => outcome.refused.push((path.clone(), r.to_string())),
+                    },
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -372,5 +401,21 @@ fn commit_batch(
         Err(e) => return Err(e.into()),
     }
     index.flush()?;
-    Ok(())
+    Ok(outcome)
+}
+
+/// Whether the file an event adds is listed already with the same bytes.
+fn already_listed(index: &Index, event: &Event) -> anyhow::Result<bool> {
+    let Change::FileAdded {
+        repo,
+        project,
+        file,
+        ..
+    } = &event.change
+    else {
+        return Ok(false);
+    };
+    Ok(index
+        .file(repo, project, &file.filename, None)?
+        .is_some_and(|listed| listed.record.sha256 == file.sha256))
 }
