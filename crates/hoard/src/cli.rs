@@ -694,6 +694,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return crate::transfer::export_generic(&url, &repo, &to, at, token.as_deref())
                     .await;
             }
+            if crate::export_npm::is_npm(&url, &repo, token.as_deref()).await? {
+                return crate::export_npm::export_npm(&url, &repo, &to, at, token.as_deref()).await;
+            }
             crate::export::export(&url, &repo, &to, at, token.as_deref()).await
         }
         Command::Yank {

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod devpi;
 mod export;
+mod export_npm;
 mod import;
 mod import_offline;
 mod prefetch;

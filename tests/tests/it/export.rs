@@ -961,3 +961,100 @@ fn an_offline_import_into_a_stopped_node_resumes_after_kill_9_with_a_clean_fsck(
         String::from_utf8_lossy(&fsck.stderr)
     );
 }
+
+/// Each version's `dist.shasum` in a packument, by version.
+fn npm_shasums(node: &Node, path: &str) -> BTreeMap<String, String> {
+    let doc: Value = client()
+        .get(format!("{}/{path}", node.url()))
+        .header("accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    doc["versions"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{path}: {doc}"))
+        .iter()
+        .map(|(v, d)| (v.clone(), d["dist"]["shasum"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// An npm repository exports in the registry's layout (packuments and
+/// tarballs) as of a serial, and imports into a fresh node with the same
+/// versions and digests.
+#[test]
+fn an_npm_export_imports_into_a_fresh_node_with_the_same_versions_and_digests() {
+    let source = Node::start(npm_opts(false));
+    let token = source.create_token(NPM_REPO, "upload");
+    let tarballs = tempfile::tempdir().unwrap();
+    let names = ["@acme/exported", "exported-one", "exported-two"];
+    for name in names {
+        for v in ["1.0.0", "1.1.0"] {
+            let file = format!("{}-{v}.tgz", name.replace('/', "-"));
+            std::fs::write(tarballs.path().join(file), npm_tarball(name, v, 100)).unwrap();
+        }
+    }
+    let import_into = |node: &Node, token: &str, dir: &std::path::Path| {
+        node.cli_ok(&[
+            "import",
+            "--url",
+            &node.url(),
+            "--repo",
+            NPM_REPO,
+            "--token",
+            token,
+            dir.to_str().unwrap(),
+        ])
+    };
+    let said = import_into(&source, &token, tarballs.path());
+    assert!(said.contains("6 file(s)"), "{said}");
+    let at = source.serial();
+    // Published after the export's serial: not in it.
+    let later = tempfile::tempdir().unwrap();
+    std::fs::write(
+        later.path().join("exported-one-2.0.0.tgz"),
+        npm_tarball("exported-one", "2.0.0", 0),
+    )
+    .unwrap();
+    import_into(&source, &token, later.path());
+
+    let out = tempfile::tempdir().unwrap();
+    let export = || {
+        source.cli_ok(&[
+            "export",
+            "--url",
+            &source.url(),
+            "--repo",
+            NPM_REPO,
+            "--to",
+            out.path().to_str().unwrap(),
+            "--at",
+            &at.to_string(),
+        ])
+    };
+    let said = export();
+    assert!(said.contains("3 packages, 6 tarball(s) written"), "{said}");
+    assert!(export().contains("6 already there"));
+    let packument: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("@acme/exported/index.json")).unwrap(),
+    )
+    .unwrap();
+    let tarball = packument["versions"]["1.0.0"]["dist"]["tarball"]
+        .as_str()
+        .unwrap();
+    assert!(tarball.starts_with("-/"), "{tarball}");
+    assert!(out.path().join("@acme/exported").join(tarball).is_file());
+
+    let fresh = Node::start(npm_opts(false));
+    let fresh_token = fresh.create_token(NPM_REPO, "upload");
+    let said = import_into(&fresh, &fresh_token, out.path());
+    assert!(said.contains("imported into npm: 6 file(s)"), "{said}");
+    for name in names {
+        let path = name.replace('/', "%2f");
+        assert_eq!(
+            npm_shasums(&fresh, &format!("{NPM_REPO}/{path}")),
+            npm_shasums(&source, &format!("{NPM_REPO}/+at/{at}/{path}")),
+            "{name}"
+        );
+    }
+}
