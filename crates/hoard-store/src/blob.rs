@@ -205,6 +205,21 @@ impl BlobStore {
     /// bulk import, which makes a whole batch durable at once with
     /// [`BlobStore::commit_batch`]. Blocking.
     pub fn stage_file_unsynced(&self, src: &Path) -> Result<StagedBlob, StoreError> {
+        let mut input = fs::File::open(src).map_err(io_err("open", src))?;
+        self.stage_unsynced(&mut input, src)
+    }
+
+    /// [`BlobStore::stage_file_unsynced`] for bytes in memory (a wheel's
+    /// core metadata). Blocking.
+    pub fn stage_bytes_unsynced(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
+        self.stage_unsynced(&mut &bytes[..], Path::new("(in memory)"))
+    }
+
+    fn stage_unsynced(
+        &self,
+        input: &mut impl Read,
+        source: &Path,
+    ) -> Result<StagedBlob, StoreError> {
         use std::io::Write as _;
         let name = format!("{:016x}.part", rand::random::<u64>());
         let path = self.tmp.join(name);
@@ -214,12 +229,11 @@ impl BlobStore {
             .open(&path)
             .map_err(io_err("create", &path))?;
         let guard = TempFile(Some(path));
-        let mut input = fs::File::open(src).map_err(io_err("open", src))?;
         let mut hasher = Sha256Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
-            let n = input.read(&mut buf).map_err(io_err("read", src))?;
+            let n = input.read(&mut buf).map_err(io_err("read", source))?;
             if n == 0 {
                 break;
             }
@@ -233,33 +247,6 @@ impl BlobStore {
             size,
             digests: BlobDigests {
                 sha256: hasher.finish(),
-                md5: None,
-                blake2b_256: None,
-                sha1: None,
-                sha512: None,
-            },
-        })
-    }
-
-    /// [`BlobStore::stage_file_unsynced`] for bytes in memory (a wheel's
-    /// core metadata). Blocking.
-    pub fn stage_bytes_unsynced(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
-        use std::io::Write as _;
-        let name = format!("{:016x}.part", rand::random::<u64>());
-        let path = self.tmp.join(name);
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
-        let guard = TempFile(Some(path));
-        out.write_all(bytes)
-            .map_err(io_err("write", guard.path()))?;
-        Ok(StagedBlob {
-            guard,
-            size: bytes.len() as u64,
-            digests: BlobDigests {
-                sha256: Sha256::of(bytes),
                 md5: None,
                 blake2b_256: None,
                 sha1: None,
@@ -467,6 +454,28 @@ mod tests {
 
     fn tmp_files(store: &BlobStore) -> usize {
         fs::read_dir(store.tmp_dir()).unwrap().count()
+    }
+
+    #[test]
+    fn a_batch_is_staged_unsynced_and_committed_with_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let src = dir.path().join("source.bin");
+        fs::write(&src, b"from a file").unwrap();
+        let staged = vec![
+            store.stage_file_unsynced(&src).unwrap(),
+            store.stage_bytes_unsynced(b"in memory").unwrap(),
+            store.stage_bytes_unsynced(b"in memory").unwrap(),
+        ];
+        assert_eq!(staged[0].digests.sha256, Sha256::of(b"from a file"));
+        assert_eq!(tmp_files(&store), 3);
+        store.commit_batch(staged).unwrap();
+        for bytes in [&b"from a file"[..], b"in memory"] {
+            assert!(store.verify(&Sha256::of(bytes)).unwrap());
+        }
+        // The duplicate's staged copy is gone, not left in tmp/.
+        assert_eq!(tmp_files(&store), 0);
+        assert_eq!(store.count().unwrap(), (2, 20));
     }
 
     #[tokio::test]

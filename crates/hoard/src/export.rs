@@ -211,14 +211,7 @@ pub async fn export(
         "index.json",
         &render_index(&index, SimpleFormat::JsonV1),
     )?;
-    let manifest = json!({
-        "format": "pypi",
-        "repo": repo,
-        "serial": serial,
-        "source": url,
-        "files": manifest,
-    });
-    write_page(to, MANIFEST, &serde_json::to_string_pretty(&manifest)?)?;
+    write_manifest(to, "pypi", repo, serial, url, ("files", manifest))?;
     println!(
         "exported {repo} as of serial {serial} to {}: {} projects, {} file(s) written ({} bytes), {} already there",
         to.display(),
@@ -329,6 +322,27 @@ pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// Writes the manifest of an export of `format`: where it came from, as
+/// of which serial, and its entries (each export's own kind, under
+/// `entries.0`).
+pub(crate) fn write_manifest(
+    to: &Path,
+    format: &str,
+    repo: &str,
+    serial: u64,
+    source: &str,
+    entries: (&str, Vec<Value>),
+) -> anyhow::Result<()> {
+    let mut manifest = json!({
+        "format": format,
+        "repo": repo,
+        "serial": serial,
+        "source": source,
+    });
+    manifest[entries.0] = Value::Array(entries.1);
+    write_page(to, MANIFEST, &serde_json::to_string_pretty(&manifest)?)
 }
 
 pub(crate) fn write_page(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {

@@ -152,18 +152,7 @@ pub async fn export_npm(
         )?;
     }
     progress.finish();
-    let manifest = json!({
-        "format": "npm",
-        "repo": repo,
-        "serial": serial,
-        "source": url,
-        "versions": manifest,
-    });
-    crate::export::write_page(
-        to,
-        crate::export::MANIFEST,
-        &serde_json::to_string_pretty(&manifest)?,
-    )?;
+    crate::export::write_manifest(to, "npm", repo, serial, url, ("versions", manifest))?;
     println!(
         "exported {repo} as of serial {serial} to {}: {} packages, {written} tarball(s) written ({bytes} bytes), {kept} already there",
         to.display(),

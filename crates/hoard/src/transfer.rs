@@ -394,18 +394,7 @@ pub async fn export_generic(
         }));
     }
     progress.finish();
-    let manifest = serde_json::json!({
-        "format": "generic",
-        "repo": repo,
-        "serial": serial,
-        "source": url,
-        "files": manifest,
-    });
-    crate::export::write_page(
-        to,
-        crate::export::MANIFEST,
-        &serde_json::to_string_pretty(&manifest)?,
-    )?;
+    crate::export::write_manifest(to, "generic", repo, serial, url, ("files", manifest))?;
     println!(
         "exported {repo} as of serial {serial} to {}: {} file(s) written ({bytes} bytes), {kept} already there",
         to.display(),
