@@ -158,7 +158,11 @@ async fn get(
             .generic_listing(&source.name, &format!("{path}/"), view)?
             .is_some()
         {
-            return redirect(StatusCode::MOVED_PERMANENTLY, &format!("{prefix}{path}/"));
+            let escaped: Vec<String> = path.segments().map(escape_segment).collect();
+            return redirect(
+                StatusCode::MOVED_PERMANENTLY,
+                &format!("{prefix}{}/", escaped.join("/")),
+            );
         }
     }
     if at.is_none() {

@@ -6,9 +6,13 @@
 //! tarballs (`.tgz`) are published as `npm publish` would, each package's
 //! versions oldest first, so `latest` ends on the newest.
 //!
-//! Importing a `hoard export` tree, or a bandersnatch mirror's, keeps the
-//! source's upload times (from the export's manifest, or bandersnatch's
-//! `web/json/`), sent as `X-Hoard-Upload-Time`, which needs an admin token.
+//! Importing a `hoard export` tree, a bandersnatch mirror's, or what
+//! `devpi-export` wrote keeps the source's upload times (from the export's
+//! manifest, bandersnatch's `web/json/`, or devpi's upload log), sent as
+//! `X-Hoard-Upload-Time`, which needs an admin token. A devpi export's
+//! users come along with their password hashes, and each index's
+//! uploaders own its projects. (`import_offline` writes into a stopped
+//! node instead; `transfer` imports into generic repositories.)
 //! A file the repository already lists with the same sha256 is skipped
 //! before it is sent, so a second run, or one after an interruption,
 //! uploads nothing twice. The summary counts imported, already present

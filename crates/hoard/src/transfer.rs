@@ -15,26 +15,18 @@ use crate::progress::Progress;
 
 /// The URL of `path` in `repo`, each segment escaped.
 fn file_url(url: &str, repo: &str, path: &GenericPath, at: Option<u64>) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let escaped: Vec<String> = path
-        .segments()
-        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
-        .collect();
     let at = at.map_or(String::new(), |serial| format!("+at/{serial}/"));
     format!(
         "{}/{repo}/{at}{}",
         url.trim_end_matches('/'),
-        escaped.join("/")
+        escape_path(path.as_str())
     )
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
-    // A node forwards writes to its leader itself: never follow a redirect
-    // with a body, and never send a token to another host.
+    // Redirects are followed by hand: a streamed body cannot be sent
+    // twice by reqwest, and a push sends its file again to the leader that
+    // a replica names (see `push`).
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?)
