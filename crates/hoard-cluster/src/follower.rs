@@ -577,7 +577,7 @@ impl Follower {
         channel: &Channel,
         sha: Sha256,
     ) -> Result<(), ClusterError> {
-        if self.blobs.contains(&sha) {
+        if matches!(self.blobs.contains(&sha).await, Ok(true)) {
             return Ok(());
         }
         self.pending_blobs.fetch_add(1, Ordering::Relaxed);

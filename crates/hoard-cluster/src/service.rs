@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use hoard_core::{Serial, Sha256};
 use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
 use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
@@ -15,7 +15,6 @@ use hoard_proto::v1::{
     PullReply, PullRequest, SubscribeRequest,
 };
 use hoard_store::{BlobStore, Index};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -204,7 +203,7 @@ impl Blobs for ReplicationSource {
             let sha: Sha256 = sha
                 .parse()
                 .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-            if !self.blobs.contains(&sha) {
+            if !matches!(self.blobs.contains(&sha).await, Ok(true)) {
                 wanted.push(sha);
             }
         }
@@ -234,46 +233,53 @@ impl Blobs for ReplicationSource {
             .sha256
             .parse()
             .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-        let path = self.blobs.path_of(&sha);
-        let mut file = tokio::fs::File::open(&path)
+        let total = self
+            .blobs
+            .size_of(&sha)
             .await
-            .map_err(|_| Status::not_found(format!("blob {sha} is not on this node")))?;
-        let total = file
-            .metadata()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .len();
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("blob {sha} is not on this node")))?;
         if req.offset > total {
             return Err(Status::out_of_range(format!(
                 "offset {} is past the end of blob {sha} ({total} bytes)",
                 req.offset
             )));
         }
-        file.seek(std::io::SeekFrom::Start(req.offset))
+        let mut bytes = self
+            .blobs
+            .read(&sha, req.offset, total - req.offset)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            // Chunks of BLOB_CHUNK bytes, whatever sizes the store reads
+            // in; the first carries the total size, even when empty.
             let mut first = true;
+            let mut pending = Vec::with_capacity(BLOB_CHUNK);
             loop {
-                let mut buf = vec![0u8; BLOB_CHUNK];
-                let n = match file.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                let end = match bytes.next().await {
+                    Some(Ok(data)) => {
+                        pending.extend_from_slice(&data);
+                        false
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
                         return;
                     }
+                    None => true,
                 };
-                if n == 0 && !first {
-                    return;
+                while pending.len() >= BLOB_CHUNK || (end && (first || !pending.is_empty())) {
+                    let take = pending.len().min(BLOB_CHUNK);
+                    let chunk = BlobChunk {
+                        data: pending.drain(..take).collect(),
+                        total_size: if first { total } else { 0 },
+                    };
+                    first = false;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
                 }
-                buf.truncate(n);
-                let chunk = BlobChunk {
-                    data: buf,
-                    total_size: if first { total } else { 0 },
-                };
-                first = false;
-                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                if end {
                     return;
                 }
             }

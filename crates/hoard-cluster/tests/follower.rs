@@ -313,11 +313,11 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
     })
     .await;
     let sha = Sha256::of(&content);
-    assert!(replica.blobs.contains(&sha));
-    assert!(replica.blobs.verify(&sha).unwrap());
+    assert!(replica.blobs.contains(&sha).await.unwrap());
+    assert!(replica.blobs.verify(&sha).await.unwrap());
     assert_eq!(replica.index.digest().unwrap(), index.digest().unwrap());
     // The tampered copy left nothing behind.
-    assert_eq!(replica.blobs.list().unwrap().len(), 1);
+    assert_eq!(replica.blobs.list().await.unwrap().len(), 1);
     assert_eq!(
         std::fs::read_dir(replica.blobs.tmp_dir()).unwrap().count(),
         0

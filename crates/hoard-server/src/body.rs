@@ -126,15 +126,17 @@ pub fn pump(
 ) {
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = received.clone();
+    let trace = std::sync::Arc::new(std::sync::Mutex::new(BodyTrace::default()));
+    let recorder = trace.clone();
     let task = tokio::spawn(async move {
         let stream = bounded_stream(body, limit, idle);
         futures_util::pin_mut!(stream);
         let mut parser_listening = true;
         while let Some(item) = stream.next().await {
             if let Ok(data) = &item {
-                counter.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut trace) = recorder.lock() {
+                    trace.record(data);
+                }
             }
             // Once the parser is done, keep reading (bounded) to the end.
             if parser_listening && tx.send(item.clone()).await.is_err() {
@@ -146,8 +148,50 @@ pub fn pump(
     });
     (
         tokio_stream::wrappers::ReceiverStream::new(rx),
-        BodyCompletion { task, received },
+        BodyCompletion { task, trace },
     )
+}
+
+/// How many bytes of a body's start and end a [`BodyTrace`] keeps.
+const TRACE_EDGE: usize = 256;
+
+/// What a pumped body looked like, kept small: its size, how many chunks
+/// it came in, and its first and last bytes. A form that fails to parse
+/// is logged with it, so that the log shows what the parser was given.
+#[derive(Default)]
+pub struct BodyTrace {
+    received: u64,
+    chunks: u64,
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+}
+
+impl BodyTrace {
+    fn record(&mut self, data: &[u8]) {
+        self.received += data.len() as u64;
+        self.chunks += 1;
+        let room = TRACE_EDGE.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&data[..room.min(data.len())]);
+        let keep = data.len().min(TRACE_EDGE);
+        self.tail.extend(&data[data.len() - keep..]);
+        while self.tail.len() > TRACE_EDGE {
+            self.tail.pop_front();
+        }
+    }
+}
+
+impl std::fmt::Display for BodyTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        write!(
+            f,
+            "{} bytes in {} chunks, starting {:?}, ending {:?}",
+            self.received,
+            self.chunks,
+            String::from_utf8_lossy(&self.head),
+            String::from_utf8_lossy(&tail),
+        )
+    }
 }
 
 /// What became of a body, for diagnosing a form that ended early.
@@ -165,19 +209,26 @@ pub enum BodyOutcome {
 
 pub struct BodyCompletion {
     task: tokio::task::JoinHandle<Result<(), BodyError>>,
-    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    trace: std::sync::Arc<std::sync::Mutex<BodyTrace>>,
 }
 
 impl BodyCompletion {
-    /// How reading ended, waiting at most `wait` for it to end.
-    pub async fn outcome(self, wait: Duration) -> BodyOutcome {
-        let received = self.received.clone();
-        let count = || received.load(std::sync::atomic::Ordering::Relaxed);
-        match tokio::time::timeout(wait, self.finished()).await {
+    /// How reading ended, waiting at most `wait` for it to end, and the
+    /// body's trace (as far as it arrived).
+    pub async fn outcome(self, wait: Duration) -> (BodyOutcome, String) {
+        let trace = self.trace.clone();
+        let describe = || {
+            trace
+                .lock()
+                .map_or_else(|_| String::new(), |t| t.to_string())
+        };
+        let count = || trace.lock().map_or(0, |t| t.received);
+        let outcome = match tokio::time::timeout(wait, self.finished()).await {
             Ok(Ok(())) => BodyOutcome::Ended { received: count() },
             Ok(Err(e)) => BodyOutcome::Failed(e),
             Err(_) => BodyOutcome::Reading { received: count() },
-        }
+        };
+        (outcome, describe())
     }
 
     /// Waits until the body has been read to its end, or failed.

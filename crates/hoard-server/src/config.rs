@@ -97,6 +97,89 @@ pub struct NodeConfig {
     /// Accounts that may `npm login` to get an upload token. There is no
     /// self-registration: a login for any other name is refused.
     pub users: Vec<UserConfig>,
+    /// `[blobs]`: where this node keeps blob bytes.
+    pub blobs: BlobsConfig,
+}
+
+/// `[blobs]`: the data dir's `blobs/` (`kind = "fs"`, the default), or a
+/// bucket of an S3-compatible service (`kind = "s3"`). With S3, the
+/// credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`) or the usual AWS configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobsConfig {
+    pub kind: BlobsKind,
+    pub bucket: String,
+    /// Put before every key.
+    pub prefix: String,
+    /// The service's URL; the provider's default when unset.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Answer downloads with a 302 to a short-lived presigned URL, so that
+    /// the bytes never pass through hoard.
+    pub presigned_redirects: bool,
+    /// How long a presigned URL stays valid, in seconds.
+    pub presigned_ttl_secs: u64,
+    /// How long one request to the service may take, in seconds.
+    pub timeout_secs: u64,
+    /// How often a failed request is tried again (with backoff).
+    pub retries: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobsKind {
+    Fs,
+    S3,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        BlobsConfig {
+            kind: BlobsKind::Fs,
+            bucket: String::new(),
+            prefix: "blobs/".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            presigned_redirects: false,
+            presigned_ttl_secs: 300,
+            timeout_secs: 30,
+            retries: 3,
+        }
+    }
+}
+
+impl BlobsConfig {
+    /// The S3 backend's settings, when this is one.
+    pub fn s3_settings(&self) -> Option<hoard_store::S3Settings> {
+        (self.kind == BlobsKind::S3).then(|| hoard_store::S3Settings {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            timeout: Duration::from_secs(self.timeout_secs),
+            retries: self.retries,
+        })
+    }
+
+    pub fn presigned_ttl(&self) -> Duration {
+        Duration::from_secs(self.presigned_ttl_secs)
+    }
+
+    /// Opens the node's blob store as configured: the data dir's `tmp/`
+    /// for staging, and the blobs in `blobs/` or the bucket.
+    pub fn open_store(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<hoard_store::BlobStore, hoard_store::StoreError> {
+        match self.s3_settings() {
+            None => hoard_store::BlobStore::open(data_dir),
+            Some(s3) => hoard_store::BlobStore::with_backend(
+                data_dir,
+                std::sync::Arc::new(hoard_store::S3Blobs::new(&s3)?),
+            ),
+        }
+    }
 }
 
 /// `[cluster_tls]`: files from `hoard cert init` and `hoard cert issue`.
@@ -188,6 +271,7 @@ impl Default for NodeConfig {
             fetch_concurrency: 8,
             catch_up_log_secs: 5.0,
             users: Vec::new(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -289,6 +373,28 @@ impl NodeConfig {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if self.node_id.is_empty() {
             return invalid("node_id must not be empty".into());
+        }
+        if self.blobs.kind == BlobsKind::S3 {
+            if self.blobs.bucket.is_empty() {
+                return invalid("[blobs] kind = \"s3\" needs a bucket".into());
+            }
+            if self.blobs.timeout_secs == 0 || self.blobs.presigned_ttl_secs == 0 {
+                return invalid(
+                    "[blobs] timeout_secs and presigned_ttl_secs must be positive".into(),
+                );
+            }
+            if let Some(url) = &self.blobs.endpoint {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return invalid(format!(
+                        "[blobs] endpoint {url:?} must start with http:// or https://"
+                    ));
+                }
+            }
+        } else if self.blobs.presigned_redirects {
+            return invalid(
+                "[blobs] presigned_redirects needs kind = \"s3\": files on disk are served by hoard"
+                    .into(),
+            );
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -6,15 +6,11 @@ use hoard_core::Sha256;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::error::ApiError;
 use crate::http::{empty, HandlerResult};
 use crate::node::Node;
 use crate::range::{parse_range, RangeAnswer};
-
-const CHUNK: usize = 256 * 1024;
 
 pub async fn serve_blob(
     node: &Node,
@@ -38,6 +34,14 @@ pub async fn serve_blob(
     if etag_matches(headers.get(header::IF_NONE_MATCH), &etag) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(response);
+    }
+    if node.config.blobs.presigned_redirects && method == Method::GET {
+        let ttl = node.config.blobs.presigned_ttl();
+        match node.blobs.presigned_get(sha, ttl).await {
+            Ok(Some(url)) => return Ok(presigned_redirect(&url, ttl)),
+            Ok(None) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     // If-Range with a different validator means "send it all".
     let range_header = match headers.get(header::IF_RANGE) {
@@ -69,20 +73,29 @@ pub async fn serve_blob(
     if method == Method::HEAD {
         return Ok(response);
     }
-    let path = node.blobs.path_of(sha);
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+    let bytes = node.blobs.read(sha, start, len).await.map_err(|e| {
         // The index lists this file, so its blob must be here.
-        tracing::error!(%sha, error = %e, "listed blob cannot be opened");
+        tracing::error!(%sha, error = %e, "listed blob cannot be read");
         ApiError::internal("the file's content is unavailable on this node")
     })?;
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::internal(format!("seek failed: {e}")))?;
-    }
-    let stream = ReaderStream::with_capacity(file.take(len), CHUNK).map_ok(Frame::data);
+    let stream = sync_wrapper::SyncStream::new(bytes.map_ok(Frame::data));
     *response.body_mut() = StreamBody::new(stream).boxed();
     Ok(response)
+}
+
+/// A 302 to a presigned URL. It must not be cached longer than the URL
+/// lives; the client sends its Range (if any) on to the URL.
+fn presigned_redirect(url: &str, ttl: std::time::Duration) -> Response<crate::http::ResBody> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, header_value(url));
+    let max_age = (ttl.as_secs() / 2).max(1);
+    h.insert(
+        header::CACHE_CONTROL,
+        header_value(&format!("private, max-age={max_age}")),
+    );
+    response
 }
 
 fn header_value(s: &str) -> HeaderValue {

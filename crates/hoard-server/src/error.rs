@@ -130,6 +130,16 @@ impl From<StoreError> for ApiError {
                 )
             };
         }
+        if e.is_backend_unavailable() {
+            tracing::error!(error = %e, "blob storage unavailable");
+            return ApiError {
+                retry_after: Some(10),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the blob storage is unavailable ({e}); try again later"),
+                )
+            };
+        }
         tracing::error!(error = %e, "store error");
         ApiError::internal(format!("internal storage error: {e}"))
     }

@@ -32,8 +32,8 @@ mod virtual_repo;
 
 pub use crate::http::serve;
 pub use config::{
-    ClusterTlsConfig, ConfigError, HttpsConfig, NodeConfig, ReplicaWrites, RepoConfig, Role,
-    UserConfig,
+    BlobsConfig, BlobsKind, ClusterTlsConfig, ConfigError, HttpsConfig, NodeConfig, ReplicaWrites,
+    RepoConfig, Role, UserConfig,
 };
 pub use error::ApiError;
 pub use generic::CHECKSUM_HEADER;

@@ -133,13 +133,16 @@ impl Node {
             source,
         })?;
         let index = Arc::new(Index::open(&data.join("index"))?);
-        let blobs = BlobStore::open(&data)?;
-        // For the store metrics: a walk of the blob dir, off the start-up
+        let blobs = config.blobs.open_store(&data)?;
+        tracing::info!(blobs = %blobs.describe(), "blob store");
+        // For the store metrics: a listing of the blobs, off the start-up
         // path (it is long on a large store).
         let counting = blobs.clone();
-        tokio::task::spawn_blocking(move || match counting.count() {
-            Ok((count, bytes)) => tracing::info!(count, bytes, "counted the blob store"),
-            Err(e) => tracing::warn!(error = %e, "could not count the blob store"),
+        tokio::spawn(async move {
+            match counting.count().await {
+                Ok((count, bytes)) => tracing::info!(count, bytes, "counted the blob store"),
+                Err(e) => tracing::warn!(error = %e, "could not count the blob store"),
+            }
         });
         let admin_token_path = data.join("admin-token");
         let admin_token_hash = load_or_create_admin_token(&admin_token_path)?;

@@ -535,9 +535,11 @@ async fn download(
     {
         return answer;
     }
-    let size = std::fs::metadata(node.blobs.path_of(&sha))
-        .map(|m| m.len())
-        .map_err(|_| ApiError::internal("the metadata blob is unavailable on this node"))?;
+    let size = node
+        .blobs
+        .size_of(&sha)
+        .await?
+        .ok_or_else(|| ApiError::internal("the metadata blob is unavailable on this node"))?;
     let response = serve_blob(
         node,
         req.method(),
@@ -658,7 +660,8 @@ async fn explain_multipart_error(
     }
     // The parser saw the stream end (or bytes that are not the boundary);
     // the reader has then finished, or is still reading.
-    let ended = match body.outcome(std::time::Duration::from_secs(1)).await {
+    let (outcome, trace) = body.outcome(std::time::Duration::from_secs(1)).await;
+    let ended = match outcome {
         BodyOutcome::Failed(body_error) => return ApiError::from(body_error),
         BodyOutcome::Ended { received } => format!("the body ended after {received} bytes"),
         BodyOutcome::Reading { received } => {
@@ -670,6 +673,7 @@ async fn explain_multipart_error(
         error = %e,
         %ended,
         %declared,
+        body = %trace,
         "a multipart upload did not reach its closing boundary"
     );
     ApiError::bad_request(format!(

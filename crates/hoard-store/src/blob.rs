@@ -1,24 +1,28 @@
-//! The content-addressed blob directory: `blobs/ab/cd/<sha256>`.
-//!
-//! A blob is streamed into `tmp/` while it is hashed, fsynced, renamed to
-//! its address, and its directory fsynced. A crash at any point leaves
-//! either no blob or a whole one; leftovers in `tmp/` are swept at open.
+//! The blob store: content-addressed, immutable bytes. Every blob is
+//! streamed into the node's local `tmp/` while it is hashed, checked, and
+//! only then handed to the [`BlobBackend`] that keeps it under its address
+//! (the data dir's `blobs/`, or object storage). A crash at any point
+//! leaves either no blob or a whole one; leftovers in `tmp/` are swept at
+//! open.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use blake2::digest::consts::U32;
 use blake2::Blake2b;
+use futures_util::StreamExt as _;
 use hoard_core::{Sha256, Sha256Hasher};
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha512};
 use tokio::io::AsyncWriteExt;
 
-use crate::durable::{fsync_dir, io_err};
+use crate::blob_backend::{BlobBackend, BlobByteStream, Staged, StoredObject};
+use crate::blob_fs::FsBlobs;
+use crate::durable::io_err;
 use crate::StoreError;
 
 /// Which digests to compute besides sha256 while a blob streams in: the
@@ -44,14 +48,14 @@ pub struct BlobDigests {
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
-    blobs: PathBuf,
+    backend: Arc<dyn BlobBackend>,
     tmp: PathBuf,
     stats: Arc<BlobStats>,
 }
 
 /// How many blobs the store holds and their bytes: counted once by
-/// [`BlobStore::count`] (a walk of `blobs/`), and kept up to date by
-/// every commit. Blobs are never deleted.
+/// [`BlobStore::count`] (a listing of the backend), and kept up to date
+/// by every commit. Blobs are never deleted.
 #[derive(Debug, Default)]
 struct BlobStats {
     count: AtomicU64,
@@ -60,15 +64,22 @@ struct BlobStats {
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the blob directory under `data_dir`, and
-    /// sweeps temp files that a crash left behind. Only one process may
-    /// own a data dir; the index's lock guarantees that.
+    /// The store of a data dir with its blobs in the data dir's `blobs/`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let blobs = data_dir.join("blobs");
+        let backend = FsBlobs::open(data_dir.join("blobs"))?;
+        BlobStore::with_backend(data_dir, Arc::new(backend))
+    }
+
+    /// The store of a data dir with its blobs kept by `backend`. Opens
+    /// (creating if needed) the data dir's `tmp/`, and sweeps temp files
+    /// that a crash left behind. Only one process may own a data dir; the
+    /// index's lock guarantees that.
+    pub fn with_backend(
+        data_dir: &Path,
+        backend: Arc<dyn BlobBackend>,
+    ) -> Result<Self, StoreError> {
         let tmp = data_dir.join("tmp");
-        for dir in [&blobs, &tmp] {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        }
+        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
         for entry in fs::read_dir(&tmp).map_err(io_err("read", &tmp))? {
             let entry = entry.map_err(io_err("read", &tmp))?;
             let path = entry.path();
@@ -76,10 +87,15 @@ impl BlobStore {
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
         }
         Ok(BlobStore {
-            blobs,
+            backend,
             tmp,
             stats: Arc::default(),
         })
+    }
+
+    /// Where the blobs are kept, for logs and status.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
     }
 
     /// The blobs held and their bytes, once [`BlobStore::count`] has run.
@@ -93,28 +109,18 @@ impl BlobStore {
         })
     }
 
-    /// Walks `blobs/` once to count what it holds (a blocking walk: run
-    /// it off the async threads). Commits count themselves meanwhile; a
-    /// blob renamed into place during the walk has a newer ctime (rename
-    /// sets it), and the walk leaves it to the commit's count.
-    pub fn count(&self) -> Result<(u64, u64), StoreError> {
-        use std::os::unix::fs::MetadataExt as _;
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+    /// Lists the backend once to count what it holds. Commits count
+    /// themselves meanwhile; a blob stored after the listing started is
+    /// left to its commit's count.
+    pub async fn count(&self) -> Result<(u64, u64), StoreError> {
+        let started = std::time::SystemTime::now();
         let (mut count, mut bytes) = (0u64, 0u64);
-        for (path, sha) in self.list()? {
-            if sha.is_none() {
-                continue;
-            }
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            if meta.ctime() > started {
+        for object in self.list().await? {
+            if object.sha256.is_none() || object.stored_at.is_some_and(|t| t >= started) {
                 continue;
             }
             count += 1;
-            bytes += meta.len();
+            bytes += object.size;
         }
         let s = &self.stats;
         s.count.fetch_add(count, Ordering::Relaxed);
@@ -123,13 +129,38 @@ impl BlobStore {
         Ok((count, bytes))
     }
 
-    pub fn path_of(&self, sha: &Sha256) -> PathBuf {
-        let hex = sha.to_hex();
-        self.blobs.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    /// The blob as a file on this machine, where the backend keeps files.
+    pub fn local_path(&self, sha: &Sha256) -> Option<PathBuf> {
+        self.backend.local_path(sha)
     }
 
-    pub fn contains(&self, sha: &Sha256) -> bool {
-        self.path_of(sha).is_file()
+    pub async fn contains(&self, sha: &Sha256) -> Result<bool, StoreError> {
+        Ok(self.backend.size_of(sha).await?.is_some())
+    }
+
+    /// The size of a stored blob, or `None` if it is not stored.
+    pub async fn size_of(&self, sha: &Sha256) -> Result<Option<u64>, StoreError> {
+        self.backend.size_of(sha).await
+    }
+
+    /// `len` bytes of a stored blob from `start`.
+    pub async fn read(
+        &self,
+        sha: &Sha256,
+        start: u64,
+        len: u64,
+    ) -> Result<BlobByteStream, StoreError> {
+        self.backend.read(sha, start, len).await
+    }
+
+    /// A URL that downloads the blob for `ttl` without hoard, where the
+    /// backend can sign one.
+    pub async fn presigned_get(
+        &self,
+        sha: &Sha256,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.backend.presigned_get(sha, ttl).await
     }
 
     pub fn tmp_dir(&self) -> &Path {
@@ -171,33 +202,18 @@ impl BlobStore {
         writer.finish().await
     }
 
-    /// Moves a staged blob to its address. Durable when this returns: the
-    /// file was fsynced by `finish`, and the rename's directory is fsynced
-    /// here. If the blob already exists the staged copy is dropped.
+    /// Hands a staged blob to the backend, which keeps it at its address.
+    /// Durable when this returns. If the blob already exists the staged
+    /// copy is dropped.
     pub async fn commit(&self, staged: StagedBlob) -> Result<Sha256, StoreError> {
         let sha = staged.digests.sha256;
-        let dest = self.path_of(&sha);
-        let blobs = self.blobs.clone();
-        let stats = self.stats.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            if dest.is_file() {
-                return Ok(()); // content-addressed: same address, same bytes
-            }
-            let dir = dest.parent().expect("blob paths have a parent");
-            ensure_dir_durable(&blobs, dir)?;
-            let src = staged.guard.path();
-            fs::rename(src, &dest).map_err(io_err("rename", &dest))?;
-            fsync_dir(dir)?;
-            staged.guard.disarm();
-            stats.count.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(staged.size, Ordering::Relaxed);
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            context: "blob commit task".into(),
-            source: io::Error::other(e),
-        })??;
+        let added = self.backend.publish(staged.as_staged()).await?;
+        if added {
+            self.stats.count.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(staged.size, Ordering::Relaxed);
+        }
+        // Dropping the guard removes the staged file, if a backend left it.
+        drop(staged);
         Ok(sha)
     }
 
@@ -255,107 +271,53 @@ impl BlobStore {
         })
     }
 
-    /// Moves staged blobs to their addresses, then makes the whole batch
-    /// durable with one `syncfs` of the store's filesystem: the files'
-    /// bytes, the new directories and the renames. One sync per batch
-    /// instead of three per file is what makes a bulk import fast; nothing
-    /// may name these blobs before this returns. Blocking.
-    pub fn commit_batch(&self, staged: Vec<StagedBlob>) -> Result<(), StoreError> {
-        let mut added = Vec::new();
-        for blob in staged {
-            let dest = self.path_of(&blob.digests.sha256);
-            if dest.is_file() {
-                continue; // content-addressed: the staged copy is dropped
+    /// Hands a batch of unsynced staged blobs to the backend, which makes
+    /// them durable together (the filesystem with one `syncfs`). Nothing
+    /// may name these blobs before this returns.
+    pub async fn commit_batch(&self, staged: Vec<StagedBlob>) -> Result<(), StoreError> {
+        let batch: Vec<Staged<'_>> = staged.iter().map(StagedBlob::as_staged).collect();
+        let added = self.backend.publish_batch(&batch).await?;
+        for (blob, added) in staged.iter().zip(added) {
+            if added {
+                self.stats.count.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes.fetch_add(blob.size, Ordering::Relaxed);
             }
-            let dir = dest.parent().expect("blob paths have a parent");
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-            fs::rename(blob.guard.path(), &dest).map_err(io_err("rename", &dest))?;
-            added.push(blob.size);
-            blob.guard.disarm();
-        }
-        let root = fs::File::open(&self.blobs).map_err(io_err("open", &self.blobs))?;
-        // SAFETY: syncfs on a descriptor we own and keep open for the call.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
-            return Err(io_err("syncfs", &self.blobs)(io::Error::last_os_error()));
-        }
-        for size in added {
-            self.stats.count.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(size, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Re-hashes a stored blob and says whether it matches its address.
-    pub fn verify(&self, sha: &Sha256) -> Result<bool, StoreError> {
-        let path = self.path_of(sha);
-        let mut file = fs::File::open(&path).map_err(io_err("open", &path))?;
+    /// Re-reads a stored blob and says whether it matches its address.
+    pub async fn verify(&self, sha: &Sha256) -> Result<bool, StoreError> {
+        let Some(size) = self.backend.size_of(sha).await? else {
+            return Ok(false);
+        };
+        let mut bytes = self.backend.read(sha, 0, size).await?;
         let mut hasher = Sha256Hasher::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf).map_err(io_err("read", &path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk.map_err(|source| StoreError::Io {
+                context: format!("read blob {sha}"),
+                source,
+            })?;
+            hasher.update(&chunk);
         }
         Ok(hasher.finish() == *sha)
     }
 
-    /// Every file under `blobs/`, as (path, the digest its name claims).
-    /// A name that is not a digest is reported with `None`.
-    pub fn list(&self) -> Result<Vec<(PathBuf, Option<Sha256>)>, StoreError> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.blobs.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
-                let entry = entry.map_err(io_err("read", &dir))?;
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let sha = path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(|n| n.parse().ok())
-                        .filter(|sha| self.path_of(sha) == path);
-                    out.push((path, sha));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+    /// Every object the backend holds, with the digest its name claims (or
+    /// `None` for a name that is not a blob's address).
+    pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
+        self.backend.list().await
     }
 }
 
-/// Creates `blobs/ab/cd` if missing, fsyncing each parent whose entries
-/// changed, so that the rename into it is reachable after a crash.
-fn ensure_dir_durable(blobs: &Path, dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mid = dir.parent().expect("blob dirs have a parent");
-    if !mid.is_dir() {
-        fs::create_dir_all(mid).map_err(io_err("create", mid))?;
-        fsync_dir(blobs)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => fsync_dir(mid),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err("create", dir)(e)),
-    }
-}
-
-/// Deletes its temp file on drop unless disarmed, so an upload that fails
-/// half-way (or a task that is cancelled) leaves nothing behind.
+/// Deletes its temp file on drop, so that an upload that fails half-way
+/// (or a task that is cancelled) leaves nothing behind. A file that the
+/// backend renamed into place is simply no longer there to delete.
 struct TempFile(Option<PathBuf>);
 
 impl TempFile {
     fn path(&self) -> &Path {
         self.0.as_deref().expect("temp file is armed")
-    }
-
-    fn disarm(mut self) {
-        self.0 = None;
     }
 }
 
@@ -446,6 +408,14 @@ impl StagedBlob {
     pub fn path(&self) -> &Path {
         self.guard.path()
     }
+
+    fn as_staged(&self) -> Staged<'_> {
+        Staged {
+            path: self.guard.path(),
+            sha256: self.digests.sha256,
+            size: self.size,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -456,8 +426,8 @@ mod tests {
         fs::read_dir(store.tmp_dir()).unwrap().count()
     }
 
-    #[test]
-    fn a_batch_is_staged_unsynced_and_committed_with_one_sync() {
+    #[tokio::test]
+    async fn a_batch_is_staged_unsynced_and_committed_with_one_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let src = dir.path().join("source.bin");
@@ -469,13 +439,16 @@ mod tests {
         ];
         assert_eq!(staged[0].digests.sha256, Sha256::of(b"from a file"));
         assert_eq!(tmp_files(&store), 3);
-        store.commit_batch(staged).unwrap();
+        store.commit_batch(staged).await.unwrap();
         for bytes in [&b"from a file"[..], b"in memory"] {
-            assert!(store.verify(&Sha256::of(bytes)).unwrap());
+            assert!(store.verify(&Sha256::of(bytes)).await.unwrap());
         }
         // The duplicate's staged copy is gone, not left in tmp/.
         assert_eq!(tmp_files(&store), 0);
-        assert_eq!(store.count().unwrap(), (2, 20));
+        let reopened = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.stats(), None);
+        assert_eq!(reopened.count().await.unwrap(), (2, 20));
+        assert_eq!(reopened.stats(), Some((2, 20)));
     }
 
     #[tokio::test]
@@ -484,12 +457,21 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         let sha = store.put_bytes(b"hello").await.unwrap();
         assert_eq!(sha, Sha256::of(b"hello"));
-        assert!(store.contains(&sha));
-        assert!(store.verify(&sha).unwrap());
-        assert_eq!(fs::read(store.path_of(&sha)).unwrap(), b"hello");
+        assert!(store.contains(&sha).await.unwrap());
+        assert!(store.verify(&sha).await.unwrap());
+        let path = store.local_path(&sha).unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"hello");
+        let mut read = store.read(&sha, 1, 3).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = read.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"ell");
         // Same bytes again: no second copy, no leftovers.
         store.put_bytes(b"hello").await.unwrap();
-        assert_eq!(store.list().unwrap().len(), 1);
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].sha256, listed[0].size), (Some(sha), 5));
         assert_eq!(tmp_files(&store), 0);
     }
 
@@ -521,7 +503,7 @@ mod tests {
         assert_eq!(tmp_files(&store), 1);
         drop(staged);
         assert_eq!(tmp_files(&store), 0);
-        assert!(store.list().unwrap().is_empty());
+        assert!(store.list().await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -530,9 +512,9 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         let sha = store.put_bytes(b"payload").await.unwrap();
         fs::write(store.tmp_dir().join("left.part"), b"partial").unwrap();
-        fs::write(store.path_of(&sha), b"tampered").unwrap();
+        fs::write(store.local_path(&sha).unwrap(), b"tampered").unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         assert_eq!(tmp_files(&store), 0);
-        assert!(!store.verify(&sha).unwrap());
+        assert!(!store.verify(&sha).await.unwrap());
     }
 }

@@ -2,7 +2,7 @@
 //! with the right bytes, every blob matches its address, and the changelog
 //! is dense and matches the recorded digest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use hoard_core::Sha256;
 
@@ -27,12 +27,21 @@ impl FsckReport {
 }
 
 /// Checks everything; `progress` is called with a line now and then.
-pub fn fsck(
+pub async fn fsck(
     index: &Index,
     blobs: &BlobStore,
     mut progress: impl FnMut(&str),
 ) -> Result<FsckReport, StoreError> {
     let mut report = FsckReport::default();
+
+    // One listing answers "is it there" for every file below: on object
+    // storage, far cheaper than asking for each blob.
+    progress(&format!("listing the blobs ({})", blobs.describe()));
+    let listing = blobs.list().await?;
+    let present: HashMap<Sha256, u64> = listing
+        .iter()
+        .filter_map(|o| o.sha256.map(|sha| (sha, o.size)))
+        .collect();
 
     progress("checking the changelog");
     let (events, problems) = index.verify_changelog()?;
@@ -52,7 +61,7 @@ pub fn fsck(
             .filter(|(_, sha)| stored.contains(sha))
         {
             referenced.insert(sha);
-            if !blobs.contains(&sha) {
+            if !present.contains_key(&sha) {
                 report
                     .problems
                     .push(format!("{} ({what}): blob {sha} is missing", r.filename));
@@ -64,7 +73,7 @@ pub fn fsck(
         let (what, sha) = tarball?;
         report.files += 1;
         referenced.insert(sha);
-        if !blobs.contains(&sha) {
+        if !present.contains_key(&sha) {
             report
                 .problems
                 .push(format!("npm {what}: blob {sha} is missing"));
@@ -75,7 +84,7 @@ pub fn fsck(
         let file = file?;
         report.files += 1;
         referenced.insert(file.sha256);
-        if !blobs.contains(&file.sha256) {
+        if !present.contains_key(&file.sha256) {
             report
                 .problems
                 .push(format!("{}: blob {} is missing", file.path, file.sha256));
@@ -83,16 +92,15 @@ pub fn fsck(
     }
 
     progress("re-hashing blobs");
-    let listing = blobs.list()?;
     let total = listing.len();
-    for (i, (path, sha)) in listing.into_iter().enumerate() {
+    for (i, object) in listing.into_iter().enumerate() {
         report.blobs += 1;
-        match sha {
+        match object.sha256 {
             None => report
                 .problems
-                .push(format!("{}: not a blob address", path.display())),
+                .push(format!("{}: not a blob address", object.location)),
             Some(sha) => {
-                if !blobs.verify(&sha)? {
+                if !blobs.verify(&sha).await? {
                     report
                         .problems
                         .push(format!("blob {sha}: content does not match its sha256"));

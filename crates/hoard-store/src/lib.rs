@@ -1,4 +1,5 @@
-//! hoard's storage on one node: the content-addressed [`BlobStore`], the
+//! hoard's storage on one node: the content-addressed [`BlobStore`] (with
+//! its blobs kept by a [`BlobBackend`]: [`FsBlobs`], or object storage), the
 //! sled [`Index`] with its changelog, the Raft log and vote ([`RaftLog`],
 //! opaque bytes: no openraft types here), and the one [`Flusher`] thread
 //! that makes sled durable for all of them.
@@ -10,6 +11,9 @@
 //! never leave this crate.
 
 mod blob;
+mod blob_backend;
+mod blob_fs;
+mod blob_s3;
 mod durable;
 mod flusher;
 mod fsck;
@@ -18,6 +22,9 @@ mod raft_log;
 mod writer;
 
 pub use blob::{BlobDigests, BlobStore, BlobWriter, ExtraDigests, StagedBlob};
+pub use blob_backend::{BlobBackend, BlobByteStream, Staged, StoredObject};
+pub use blob_fs::FsBlobs;
+pub use blob_s3::{S3Blobs, S3Settings};
 pub use durable::{has_room, write_file_durable};
 pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
@@ -52,6 +59,13 @@ pub enum StoreError {
     Gap { applied: Serial, got: Serial },
     #[error("the index writer has stopped after an earlier failure")]
     WriterStopped,
+    /// The blob backend (object storage) failed or could not be reached.
+    #[error("{context}: {source}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StoreError {
@@ -63,6 +77,12 @@ impl StoreError {
             StoreError::Sled(sled::Error::Io(io)) => io.raw_os_error() == Some(libc_enospc()),
             _ => false,
         }
+    }
+
+    /// Whether the blob backend failed: the node goes on, and the client
+    /// may try again later.
+    pub fn is_backend_unavailable(&self) -> bool {
+        matches!(self, StoreError::Backend { .. })
     }
 
     /// Whether the index will take no more writes in this process. sled

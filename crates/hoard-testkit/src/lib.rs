@@ -37,6 +37,7 @@ pub mod http;
 pub mod node;
 pub mod npm;
 pub mod npm_upstream;
+pub mod s3;
 pub mod simple;
 pub mod tls;
 pub mod tools;

@@ -746,10 +746,26 @@ impl Node {
         token.to_string()
     }
 
-    /// `hoard fsck --data-dir DIR` (the node should be stopped).
+    /// `hoard fsck --data-dir DIR` (the node should be stopped); with the
+    /// node's configuration too where its blobs are elsewhere (`[blobs]`).
     pub fn fsck(&self) -> Output {
         let dir = self.data_dir();
-        self.cli(&["fsck", "--data-dir", dir.to_str().unwrap()])
+        let elsewhere = self
+            .opts
+            .extra_config
+            .iter()
+            .any(|l| l.starts_with("blobs"));
+        if !elsewhere {
+            return self.cli(&["fsck", "--data-dir", dir.to_str().unwrap()]);
+        }
+        let config = self.config_path();
+        let env: Vec<(&str, &str)> = self
+            .opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.cli_env(&["fsck", "--config", config.to_str().unwrap()], &env)
     }
 
     /// SIGKILL the process and reap it.

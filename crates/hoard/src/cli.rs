@@ -794,7 +794,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::status::cluster(&url, json, watch).await
             }
         }
-        Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()),
+        Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()).await,
         Command::Demo {
             voters,
             replicas,
@@ -1083,17 +1083,22 @@ async fn token_create_offline(
     Ok(ExitCode::SUCCESS)
 }
 
-fn fsck(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let data_dir = match data_dir {
-        Some(dir) => dir,
-        None => settings::load(config)?.data_dir,
+async fn fsck(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // The configuration says where the blobs are (the data dir, or a
+    // bucket); --data-dir alone means they are in the data dir.
+    let (data_dir, blobs_config) = match (data_dir, config) {
+        (Some(dir), None) => (dir, hoard_server::BlobsConfig::default()),
+        (dir, config) => {
+            let settings = settings::load(config)?;
+            (dir.unwrap_or(settings.data_dir), settings.blobs)
+        }
     };
     if !data_dir.join("index").is_dir() {
         bail!("{} is not a hoard data dir (no index/)", data_dir.display());
     }
     let index = hoard_store::Index::open(&data_dir.join("index"))?;
-    let blobs = hoard_store::BlobStore::open(&data_dir)?;
-    let report = hoard_store::fsck(&index, &blobs, |line| eprintln!("fsck: {line}"))?;
+    let blobs = blobs_config.open_store(&data_dir)?;
+    let report = hoard_store::fsck(&index, &blobs, |line| eprintln!("fsck: {line}")).await?;
     println!(
         "checked {} events, {} files, {} blobs",
         report.events, report.files, report.blobs

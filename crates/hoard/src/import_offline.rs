@@ -110,11 +110,16 @@ pub fn import_offline(
     // one ahead of it is applied may repeat a filename of that one; the
     // commit sorts that out (see `commit_batch`).
     let (to_commit, batches) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
+    // The committer's thread is not one of the runtime's: it may block on
+    // the store's async calls.
+    let runtime = tokio::runtime::Handle::current();
     let committed = std::thread::scope(|scope| -> anyhow::Result<Vec<BatchOutcome>> {
         let committer = scope.spawn(|| -> anyhow::Result<Vec<BatchOutcome>> {
             let mut outcomes = Vec::new();
             for ready in batches {
-                outcomes.push(commit_batch(&index, &blobs, &repo, ready, &times)?);
+                outcomes.push(commit_batch(
+                    &runtime, &index, &blobs, &repo, ready, &times,
+                )?);
             }
             Ok(outcomes)
         });
@@ -327,6 +332,7 @@ struct BatchOutcome {
 /// Makes a batch's blobs durable (one syncfs), then applies its events
 /// in one transaction and flushes the index once.
 fn commit_batch(
+    runtime: &tokio::runtime::Handle,
     index: &Index,
     blobs: &BlobStore,
     repo: &RepoName,
@@ -370,7 +376,7 @@ fn commit_batch(
         staged.push(p.file);
         staged.extend(p.metadata);
     }
-    blobs.commit_batch(staged)?;
+    runtime.block_on(blobs.commit_batch(staged))?;
     match index.apply_batch(&events) {
         Ok(_) => {
             for (_, size) in &imported {

@@ -27,6 +27,7 @@ mod raft_recovery;
 mod replication;
 mod replication_faults;
 mod replication_npm;
+mod s3;
 mod simple_api;
 mod store;
 mod tls;

@@ -131,7 +131,7 @@ impl StateMachine {
     async fn ensure_blobs(&self, blobs: &[Sha256]) {
         for sha in blobs {
             let mut attempt = 0u32;
-            while !self.shared.blobs.contains(sha) {
+            while !matches!(self.shared.blobs.contains(sha).await, Ok(true)) {
                 let sources = self.shared.blob_sources.borrow().clone();
                 let mut done = false;
                 for addr in &sources {
@@ -328,10 +328,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.index.flusher().flush().await.map_err(io)?;
         // Every blob the snapshot lists, before this node counts it applied.
         let wanted = listed_blobs(&self.shared.index).map_err(io)?;
-        let missing: Vec<Sha256> = wanted
-            .into_iter()
-            .filter(|sha| !self.shared.blobs.contains(sha))
-            .collect();
+        let mut missing: Vec<Sha256> = Vec::new();
+        for sha in wanted {
+            if !matches!(self.shared.blobs.contains(&sha).await, Ok(true)) {
+                missing.push(sha);
+            }
+        }
         tracing::info!(
             missing = missing.len(),
             "fetching the blobs the snapshot lists"

@@ -1,0 +1,200 @@
+//! The filesystem blob backend: `blobs/ab/cd/<sha256>` in the data dir.
+//! A staged file is renamed to its address and the directory fsynced; a
+//! crash leaves either no blob or a whole one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hoard_core::Sha256;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+use crate::blob_backend::{BlobBackend, BlobByteStream, Staged, StoredObject};
+use crate::durable::{fsync_dir, io_err};
+use crate::StoreError;
+
+/// Reads from a blob file this large at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct FsBlobs {
+    root: PathBuf,
+}
+
+impl FsBlobs {
+    /// The blob directory at `root`, created if missing.
+    pub fn open(root: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+        Ok(FsBlobs { root })
+    }
+
+    pub fn path_of(&self, sha: &Sha256) -> PathBuf {
+        let hex = sha.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// Creates `blobs/ab/cd` if missing, fsyncing each parent whose
+    /// entries changed, so that the rename into it is reachable after a
+    /// crash.
+    fn ensure_dir_durable(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mid = dir.parent().expect("blob dirs have a parent");
+        if !mid.is_dir() {
+            fs::create_dir_all(mid).map_err(io_err("create", mid))?;
+            fsync_dir(&self.root)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => fsync_dir(mid),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err("create", dir)(e)),
+        }
+    }
+
+    fn publish_blocking(&self, staged: &Path, sha: &Sha256) -> Result<bool, StoreError> {
+        let dest = self.path_of(sha);
+        if dest.is_file() {
+            return Ok(false);
+        }
+        let dir = dest.parent().expect("blob paths have a parent");
+        self.ensure_dir_durable(dir)?;
+        fs::rename(staged, &dest).map_err(io_err("rename", &dest))?;
+        fsync_dir(dir)?;
+        Ok(true)
+    }
+
+    /// Renames every staged file into place, then makes the batch durable
+    /// with one `syncfs` of the filesystem: the files' bytes, the new
+    /// directories and the renames. One sync per batch instead of three per
+    /// file is what makes a bulk import fast.
+    fn publish_batch_blocking(
+        &self,
+        staged: &[(PathBuf, Sha256)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut added = Vec::with_capacity(staged.len());
+        for (path, sha) in staged {
+            let dest = self.path_of(sha);
+            if dest.is_file() {
+                added.push(false);
+                continue;
+            }
+            let dir = dest.parent().expect("blob paths have a parent");
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::rename(path, &dest).map_err(io_err("rename", &dest))?;
+            added.push(true);
+        }
+        let root = fs::File::open(&self.root).map_err(io_err("open", &self.root))?;
+        // SAFETY: syncfs on a descriptor we own and keep open for the call.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+            return Err(io_err("syncfs", &self.root)(io::Error::last_os_error()));
+        }
+        Ok(added)
+    }
+
+    fn list_blocking(&self) -> Result<Vec<StoredObject>, StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+                let entry = entry.map_err(io_err("read", &dir))?;
+                let path = entry.path();
+                // A blob renamed away or a directory made meanwhile is
+                // simply not counted.
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let sha = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+                    .filter(|sha| self.path_of(sha) == path);
+                // The rename into place sets ctime, not mtime.
+                let stored_at = u64::try_from(meta.ctime()).ok().map(|secs| {
+                    std::time::UNIX_EPOCH + std::time::Duration::new(secs, meta.ctime_nsec() as u32)
+                });
+                out.push(StoredObject {
+                    location: path.display().to_string(),
+                    sha256: sha,
+                    size: meta.len(),
+                    stored_at,
+                });
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "blob store task".into(),
+            source: io::Error::other(e),
+        })?
+}
+
+#[async_trait::async_trait]
+impl BlobBackend for FsBlobs {
+    fn describe(&self) -> String {
+        format!("fs {}", self.root.display())
+    }
+
+    async fn publish(&self, staged: Staged<'_>) -> Result<bool, StoreError> {
+        let this = self.clone();
+        let path = staged.path.to_owned();
+        let sha = staged.sha256;
+        blocking(move || this.publish_blocking(&path, &sha)).await
+    }
+
+    async fn publish_batch(&self, staged: &[Staged<'_>]) -> Result<Vec<bool>, StoreError> {
+        let this = self.clone();
+        let staged: Vec<(PathBuf, Sha256)> = staged
+            .iter()
+            .map(|s| (s.path.to_owned(), s.sha256))
+            .collect();
+        blocking(move || this.publish_batch_blocking(&staged)).await
+    }
+
+    async fn size_of(&self, sha: &Sha256) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(sha);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &path)(e)),
+        }
+    }
+
+    async fn read(&self, sha: &Sha256, start: u64, len: u64) -> Result<BlobByteStream, StoreError> {
+        let path = self.path_of(sha);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(io_err("open", &path))?;
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start))
+                .await
+                .map_err(io_err("seek", &path))?;
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+        Ok(Box::pin(stream))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
+        let this = self.clone();
+        blocking(move || this.list_blocking()).await
+    }
+
+    fn local_path(&self, sha: &Sha256) -> Option<PathBuf> {
+        Some(self.path_of(sha))
+    }
+}

@@ -1,0 +1,206 @@
+//! A real S3-compatible service for tests: moto's server (from PyPI, set
+//! up once by `tests/tools/setup-moto.sh`) on a loopback port, with
+//! buckets that tests create, list and cut off.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::tools::{target_dir, workspace_root};
+
+/// The credentials that tests give both the service and hoard.
+pub const ACCESS_KEY: &str = "hoard-test-key";
+pub const SECRET_KEY: &str = "hoard-test-secret";
+
+/// The venv's `moto_server`, set up once under the tools' lock.
+pub fn moto_server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = target_dir().join("test-tools");
+        let venv = root.join("moto");
+        let bin = venv.join("bin").join("moto_server");
+        if !bin.is_file() {
+            fs::create_dir_all(&root).expect("create test-tools dir");
+            let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
+            // SAFETY: flock on a file descriptor that we own and keep open.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            assert_eq!(rc, 0, "flock setup.lock");
+            if !bin.is_file() {
+                let script = workspace_root().join("tests/tools/setup-moto.sh");
+                let status = Command::new("bash")
+                    .arg(&script)
+                    .arg(&venv)
+                    .status()
+                    .expect("run tests/tools/setup-moto.sh");
+                assert!(status.success(), "{} failed", script.display());
+            }
+            drop(lock);
+            assert!(bin.is_file(), "setup-moto.sh did not make moto_server");
+        }
+        bin
+    })
+}
+
+/// One moto server process, killed on drop.
+pub struct S3Server {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let bin = moto_server_bin();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("moto.log");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let out = File::create(&log).expect("create moto.log");
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("start moto_server");
+        let server = S3Server {
+            child: Some(child),
+            port,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let http = crate::cluster::client();
+        while http.get(server.endpoint()).send().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on port {port}:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// `http://127.0.0.1:{port}`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Creates a bucket (path-style, as hoard addresses it).
+    pub fn create_bucket(&self, bucket: &str) {
+        let resp = crate::cluster::client()
+            .put(format!("{}/{bucket}", self.endpoint()))
+            .send()
+            .expect("create bucket");
+        assert!(
+            resp.status().is_success(),
+            "create bucket {bucket}: {resp:?}"
+        );
+    }
+
+    /// Every key in `bucket` with its size (ListObjectsV2, all pages).
+    pub fn objects(&self, bucket: &str) -> Vec<(String, u64)> {
+        let http = crate::cluster::client();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}/{bucket}?list-type=2", self.endpoint());
+            if let Some(t) = &token {
+                url.push_str(&format!("&continuation-token={}", urlencode(t)));
+            }
+            let body = http
+                .get(&url)
+                .send()
+                .and_then(|r| r.error_for_status())
+                .and_then(|r| r.text())
+                .expect("list bucket");
+            for object in body.split("<Contents>").skip(1) {
+                let key = between(object, "<Key>", "</Key>").expect("Key");
+                let size = between(object, "<Size>", "</Size>")
+                    .and_then(|s| s.parse().ok())
+                    .expect("Size");
+                out.push((key.to_owned(), size));
+            }
+            token = between(&body, "<NextContinuationToken>", "</NextContinuationToken>")
+                .map(str::to_owned);
+            if token.is_none() {
+                return out;
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted and never
+    /// answered, as when a service hangs.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("moto_server runs");
+        // SAFETY: a signal to our own child process.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal moto_server");
+    }
+
+    /// The `[blobs]` line of a node that keeps its blobs in `bucket`, for
+    /// `NodeOpts::extra_config`, with short timeouts for tests.
+    pub fn blobs_config(&self, bucket: &str, extra: &str) -> String {
+        format!(
+            "blobs = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{}\", timeout_secs = 5, retries = 1{extra} }}",
+            self.endpoint()
+        )
+    }
+
+    /// The environment that hands hoard the test credentials.
+    pub fn credentials() -> [(&'static str, &'static str); 2] {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A frozen process must go on to die of SIGKILL anyway.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(&text[start..end])
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

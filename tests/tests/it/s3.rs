@@ -1,0 +1,311 @@
+//! Blobs in an S3-compatible bucket (`[blobs] kind = "s3"`), against a
+//! real S3 service that the tests start: moto's server, from PyPI.
+
+use std::path::Path;
+use std::process::Command;
+
+use hoard_testkit::artifacts::{module_name, normalize, WheelSpec};
+use hoard_testkit::cluster::{self, upload};
+use hoard_testkit::node::{describe_failure, run_ok};
+use hoard_testkit::npm::{npm_opts, Npm, NPM_REPO};
+use hoard_testkit::s3::S3Server;
+use hoard_testkit::tools::isolate_python_env;
+use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec};
+
+use crate::pypi_clients::{fresh_venv, imported_version, twine_upload};
+
+const BUCKET: &str = "hoard-dc1";
+
+/// `opts` with its blobs in `bucket` of `s3` (`extra`: more `[blobs]`
+/// keys), and the credentials in its environment.
+fn with_s3_blobs(mut opts: NodeOpts, s3: &S3Server, bucket: &str, extra: &str) -> NodeOpts {
+    // Before any table that the options already hold.
+    opts.extra_config.insert(0, s3.blobs_config(bucket, extra));
+    for (k, v) in S3Server::credentials() {
+        opts = opts.env(k, v);
+    }
+    opts
+}
+
+/// npm's repositories and a hosted PyPI repository `pypi`.
+fn pypi_and_npm() -> NodeOpts {
+    npm_opts(false).repo(RepoSpec {
+        name: "pypi".into(),
+        format: "pypi".into(),
+        kind: "hosted".into(),
+        anonymous_read: true,
+        extra: Vec::new(),
+    })
+}
+
+/// The keys under `blobs/` in the bucket, with their sizes.
+fn blob_objects(s3: &S3Server, bucket: &str) -> Vec<(String, u64)> {
+    s3.objects(bucket)
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("blobs/"))
+        .collect()
+}
+
+fn blob_key(sha: &str) -> String {
+    format!("blobs/{}/{}/{sha}", &sha[0..2], &sha[2..4])
+}
+
+/// The URL of `filename` as the project's simple page links it.
+fn file_url(node: &Node, project: &str, filename: &str) -> reqwest::Url {
+    let page_url = format!("{}/pypi/simple/{project}/", node.url());
+    let page = node.http().get(&page_url).send().unwrap().text().unwrap();
+    let href = page
+        .split('"')
+        .find(|s| s.contains(filename))
+        .unwrap_or_else(|| panic!("{filename} is not linked: {page}"));
+    let href = href.split('#').next().unwrap();
+    reqwest::Url::parse(&page_url).unwrap().join(href).unwrap()
+}
+
+fn files_in(dir: &Path) -> usize {
+    walk(dir).len()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Done when: the PyPI and npm flows pass on a node whose blobs are in
+/// the bucket; every blob is in the bucket at its address with its size,
+/// none in the data dir; downloads (with Range and HEAD) stream from the
+/// bucket; fsck lists and re-hashes the bucket and is clean.
+#[test]
+fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let opts = with_s3_blobs(pypi_and_npm(), &s3, BUCKET, "");
+    let mut node = Node::start(opts);
+    assert!(
+        node.log().contains("s3 bucket hoard-dc1"),
+        "the node says where its blobs are:\n{}",
+        node.log()
+    );
+
+    // twine uploads a wheel and an sdist; pip installs.
+    let token = node.create_token("pypi", "upload");
+    let name = "S3_Backed.Pkg";
+    let whl = WheelSpec::new(name, "1.0.0").build();
+    let sd = hoard_testkit::sdist(name, "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = [&whl, &sd].iter().map(|a| a.write_to(dir.path())).collect();
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    let out = twine_upload(&node, &token, &refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_failure(&Command::new("twine"), &out)
+    );
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+        .arg(format!("{}/pypi/simple/", node.url()))
+        .arg(name);
+    run_ok(&mut cmd);
+    assert_eq!(imported_version(&venv, &module_name(name)), "1.0.0");
+
+    // Each file is in the bucket at its address, with its size.
+    let objects = blob_objects(&s3, BUCKET);
+    for a in [&whl, &sd] {
+        let key = blob_key(&a.sha256());
+        assert!(
+            objects.contains(&(key.clone(), a.bytes.len() as u64)),
+            "{key} ({} bytes) not in {objects:#?}",
+            a.bytes.len()
+        );
+    }
+    // The wheel's core metadata too; nothing in the data dir's blobs/,
+    // and nothing left in tmp/.
+    assert_eq!(objects.len(), 3, "{objects:#?}");
+    assert_eq!(files_in(&node.data_dir().join("blobs")), 0);
+    assert_eq!(files_in(&node.data_dir().join("tmp")), 0);
+
+    // Downloads stream from the bucket: whole, a Range, and HEAD.
+    let project = normalize(name);
+    let url = file_url(&node, &project, &whl.filename);
+    let http = node.http();
+    let whole = http.get(url.clone()).send().unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(whole.bytes().unwrap().as_ref(), &whl.bytes[..]);
+    let part = http
+        .get(url.clone())
+        .header("range", "bytes=10-19")
+        .send()
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.bytes().unwrap().as_ref(), &whl.bytes[10..20]);
+    let head = http.head(url).send().unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        whl.bytes.len().to_string()
+    );
+
+    // npm publishes and installs.
+    let npm_token = node.create_token(NPM_REPO, "upload");
+    let mut npm = Npm::with_token(&node, &npm_token);
+    let out = npm.publish("s3-widget", "1.0.0", &[]);
+    assert!(out.all().contains("+ s3-widget@1.0.0"), "{out}");
+    let project_dir = npm.project();
+    npm.ok(&project_dir, &["install", "s3-widget"]);
+    assert!(project_dir
+        .join("node_modules/s3-widget/package.json")
+        .is_file());
+    assert_eq!(blob_objects(&s3, BUCKET).len(), 4);
+    assert_eq!(files_in(&node.data_dir().join("blobs")), 0);
+
+    // fsck lists the bucket and re-hashes every object.
+    node.stop();
+    let out = node.fsck();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "fsck: {text}");
+    assert!(text.contains("4 blobs"), "{text}");
+    assert!(text.contains("s3 bucket"), "{text}");
+}
+
+/// Done when: with `presigned_redirects`, a download is a 302 to a
+/// short-lived presigned URL of the bucket, and pip and npm follow it.
+#[test]
+fn presigned_redirects_are_followed_by_pip_and_npm() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let opts = with_s3_blobs(
+        pypi_and_npm(),
+        &s3,
+        BUCKET,
+        ", presigned_redirects = true, presigned_ttl_secs = 120",
+    );
+    let node = Node::start(opts);
+    let token = node.create_token("pypi", "upload");
+    let name = "Presigned_Pkg";
+    let whl = WheelSpec::new(name, "2.0.0").build();
+    let http = cluster::client();
+    let up = upload(&http, &node.url(), &token, &whl).unwrap();
+    assert_eq!(up.status, 200, "{}", up.body);
+
+    let project = normalize(name);
+    let url = file_url(&node, &project, &whl.filename);
+    let resp = http.get(url.clone()).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{}/{BUCKET}/blobs/", s3.endpoint())),
+        "{location}"
+    );
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(location.contains("X-Amz-Expires=120"), "{location}");
+    let cache = resp.headers()["cache-control"].to_str().unwrap();
+    assert!(!cache.contains("immutable"), "{cache}");
+    let direct = http.get(&location).send().unwrap();
+    assert_eq!(direct.status().as_u16(), 200);
+    assert_eq!(direct.bytes().unwrap().as_ref(), &whl.bytes[..]);
+    // HEAD is still answered by hoard.
+    let head = http.head(url).send().unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+
+    // pip follows the redirect (and checks the hash on the page).
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    fresh_venv(&venv, true);
+    let log_len = node.log().len();
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+        .arg(format!("{}/pypi/simple/", node.url()))
+        .arg(name);
+    run_ok(&mut cmd);
+    assert_eq!(imported_version(&venv, &module_name(name)), "2.0.0");
+    let log = node.log();
+    assert!(
+        log[log_len..]
+            .lines()
+            .any(|l| l.contains(&whl.filename) && l.contains("status=302")),
+        "pip's download was not redirected:\n{}",
+        &log[log_len..]
+    );
+
+    // npm follows it for tarballs.
+    let npm_token = node.create_token(NPM_REPO, "upload");
+    let mut npm = Npm::with_token(&node, &npm_token);
+    let out = npm.publish("presigned-widget", "1.0.0", &[]);
+    assert!(out.all().contains("+ presigned-widget@1.0.0"), "{out}");
+    npm.fresh_cache();
+    let project_dir = npm.project();
+    let log_len = node.log().len();
+    npm.ok(&project_dir, &["install", "presigned-widget"]);
+    assert!(project_dir
+        .join("node_modules/presigned-widget/package.json")
+        .is_file());
+    let log = node.log();
+    assert!(
+        log[log_len..]
+            .lines()
+            .any(|l| l.contains(".tgz") && l.contains("status=302")),
+        "npm's tarball download was not redirected:\n{}",
+        &log[log_len..]
+    );
+}
+
+/// Done when: while the S3 service hangs, each upload fails with a 503
+/// and a clear message, and nothing is listed or recorded; once it is
+/// back, uploads work again.
+#[test]
+fn an_s3_outage_fails_uploads_with_503_and_lists_nothing_until_it_returns() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let node = Node::start(with_s3_blobs(NodeOpts::default(), &s3, BUCKET, ""));
+    let token = node.create_token("pypi", "upload");
+    let http = cluster::client();
+    let first = wheel("outage-pkg", "1.0.0");
+    let up = upload(&http, &node.url(), &token, &first).unwrap();
+    assert_eq!(up.status, 200, "{}", up.body);
+
+    s3.freeze();
+    let serial = node.serial();
+    for version in ["1.0.1", "1.0.2"] {
+        let a = wheel("outage-pkg", version);
+        let up = upload(&http, &node.url(), &token, &a).unwrap();
+        assert_eq!(up.status, 503, "{}", up.body);
+        assert!(
+            up.body.contains("blob storage is unavailable"),
+            "{}",
+            up.body
+        );
+        assert_eq!(node.serial(), serial, "a failed upload records nothing");
+        let page = node.get("/pypi/simple/outage-pkg/").text().unwrap();
+        assert!(!page.contains(&a.filename), "{page}");
+        assert_eq!(files_in(&node.data_dir().join("tmp")), 0);
+    }
+    // What was stored before is listed still.
+    let page = node.get("/pypi/simple/outage-pkg/").text().unwrap();
+    assert!(page.contains(&first.filename), "{page}");
+
+    s3.thaw();
+    let again = wheel("outage-pkg", "1.0.1");
+    let up = upload(&http, &node.url(), &token, &again).unwrap();
+    assert_eq!(up.status, 200, "{}", up.body);
+    let page = node.get("/pypi/simple/outage-pkg/").text().unwrap();
+    assert!(page.contains(&again.filename), "{page}");
+}
