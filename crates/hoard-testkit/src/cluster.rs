@@ -195,10 +195,7 @@ pub fn upload(client: &Client, url: &str, token: &str, a: &Artifact) -> Result<U
         format!("{url}/pypi/")
     };
     // One buffer with its exact length, as the raw-multipart tests send
-    // theirs. The streamed reqwest multipart body this used before is the
-    // prime suspect of the rare "incomplete multipart stream" 400: the
-    // server then read all Content-Length bytes and found no closing
-    // boundary in them, and none of the uploads sent as one buffer has.
+    // theirs.
     let mp = crate::http::Upload::of(a).multipart();
     let resp = client
         .post(target)

@@ -169,10 +169,6 @@ pub struct WriteLog {
     pub retried: usize,
     /// Answers that are neither success nor retryable: a test failure.
     pub unexpected: Vec<String>,
-    /// Known open bug: under load an upload is rarely answered 400
-    /// "incomplete multipart stream". Such an upload is sent again and
-    /// its answer kept here (with the server's account of the body).
-    pub multipart_resends: Vec<String>,
     /// When each ack arrived, and from which node's URL.
     pub acks: Vec<(Instant, String)>,
     /// The term each ack was given in, and by which node's URL.
@@ -238,14 +234,6 @@ impl Uploader {
                                     url = urls[target].clone();
                                 }
                                 std::thread::sleep(Duration::from_millis(100));
-                            }
-                            Ok(up)
-                                if up.status == 400
-                                    && up.body.contains("incomplete multipart stream") =>
-                            {
-                                let answer = format!("{} to {url}: {}", a.filename, up.body.trim());
-                                eprintln!("KNOWN BUG, sending it again: {answer}");
-                                log.lock().unwrap().multipart_resends.push(answer);
                             }
                             Ok(up) => {
                                 log.lock().unwrap().unexpected.push(format!(

@@ -423,45 +423,11 @@ fn a_file_listed_on_a_replica_downloads_at_once_across_1000_uploads() {
 
     let t = Instant::now();
     let http = cluster::client();
-    // Known open bug, not what this test is about: under load an upload is
-    // rarely answered 400 "incomplete multipart stream" (see the session
-    // notes). Such an upload is sent again, and counted; anything else
-    // still fails the test.
-    let mut multipart_retries = 0;
     for f in &files {
-        let mut attempts = 0;
-        loop {
-            let up = cluster::upload(&http, &p.url(), &token, f)
-                .unwrap_or_else(|e| panic!("upload {}: {e:#}", f.filename));
-            attempts += 1;
-            if up.status == 400 && up.body.contains("incomplete multipart stream") && attempts < 3 {
-                multipart_retries += 1;
-                eprintln!(
-                    "KNOWN BUG: {} answered 400 {}; sending it again",
-                    f.filename,
-                    up.body.trim()
-                );
-                continue;
-            }
-            assert_eq!(up.status, 200, "upload {}: {}", f.filename, up.body);
-            break;
-        }
+        upload_ok(&http, &p.url(), &token, f);
     }
     done.store(true, Ordering::SeqCst);
-    if multipart_retries > 0 {
-        // What the server saw of those bodies, for whoever fixes the bug.
-        for line in p
-            .log()
-            .lines()
-            .filter(|l| l.contains("before its closing boundary"))
-        {
-            eprintln!("server: {line}");
-        }
-    }
-    eprintln!(
-        "{UPLOADS} uploads in {:?} ({multipart_retries} sent again after the known multipart 400)",
-        t.elapsed()
-    );
+    eprintln!("{UPLOADS} uploads in {:?}", t.elapsed());
     let (seen, failures, polls) = poller.join().unwrap();
     eprintln!(
         "the poller saw {} files in {polls} polls, {} failures, {:?} after the first upload",
