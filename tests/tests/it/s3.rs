@@ -309,3 +309,136 @@ fn an_s3_outage_fails_uploads_with_503_and_lists_nothing_until_it_returns() {
     let page = node.get("/pypi/simple/outage-pkg/").text().unwrap();
     assert!(page.contains(&again.filename), "{page}");
 }
+
+/// 24 MiB of bytes that differ per `seed` (three multipart parts).
+fn big_payload(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The files of a generic directory listing: name → (size, sha256).
+fn generic_files(node: &Node, dir: &str) -> std::collections::BTreeMap<String, (u64, String)> {
+    let listing: serde_json::Value = node
+        .http()
+        .get(format!("{}/{dir}", node.url()))
+        .header("accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap_or(serde_json::Value::Null);
+    listing["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] != "directory")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                (
+                    e["size"].as_u64().unwrap_or_default(),
+                    e["sha256"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Done when: kill -9 while 24 MiB files go up as multipart uploads leaves
+/// no listed file without its whole object, and no object under a content
+/// address that is not whole; the node restarts, takes the same uploads,
+/// and fsck (which re-hashes the bucket) is clean.
+#[test]
+fn kill9_during_multipart_uploads_to_s3_leaves_no_listed_file_without_its_object() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let opts = with_s3_blobs(
+        NodeOpts::default().repo(RepoSpec::generic("files")),
+        &s3,
+        BUCKET,
+        "",
+    );
+    let mut node = Node::start(opts);
+    let token = node.create_token("files", "upload");
+    let payloads: Vec<Vec<u8>> = (0..4).map(big_payload).collect();
+    for (trial, delay_ms) in [150u64, 600, 1200].into_iter().enumerate() {
+        let (url, token_) = (node.url(), token.clone());
+        let bodies = payloads.clone();
+        let uploader = std::thread::spawn(move || {
+            for (i, body) in bodies.into_iter().enumerate() {
+                let sent = cluster::client()
+                    .put(format!("{url}/files/t{trial}/f{i}.bin"))
+                    .bearer_auth(&token_)
+                    .body(body)
+                    .send();
+                if sent.is_err() {
+                    return; // the node died under it
+                }
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        node.kill9();
+        uploader.join().unwrap();
+        node.restart();
+
+        // Every listed file is whole in the bucket.
+        let objects: std::collections::BTreeMap<String, u64> =
+            blob_objects(&s3, BUCKET).into_iter().collect();
+        let listed = generic_files(&node, &format!("files/t{trial}/"));
+        eprintln!(
+            "trial {trial}: killed after {delay_ms} ms; {} files listed, {} objects",
+            listed.len(),
+            objects.len()
+        );
+        for (name, (size, sha)) in listed {
+            assert_eq!(
+                objects.get(&blob_key(&sha)),
+                Some(&size),
+                "trial {trial}: {name} is listed without its whole object"
+            );
+        }
+        // Every object at a content address is one of the payloads, whole.
+        let wanted: std::collections::BTreeMap<String, u64> = payloads
+            .iter()
+            .map(|p| (blob_key(&hoard_testkit::sha256_hex(p)), p.len() as u64))
+            .collect();
+        for (key, size) in &objects {
+            assert_eq!(wanted.get(key), Some(size), "trial {trial}: {key} is not whole");
+        }
+        assert_eq!(files_in(&node.data_dir().join("tmp")), 0, "swept at start");
+    }
+    // The same uploads again go through, and the bucket holds each once.
+    for (i, body) in payloads.iter().enumerate() {
+        let resp = cluster::client()
+            .put(format!("{}/files/again/f{i}.bin", node.url()))
+            .bearer_auth(&token)
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{:?}", resp.text());
+    }
+    assert_eq!(generic_files(&node, "files/again/").len(), 4);
+    assert_eq!(blob_objects(&s3, BUCKET).len(), 4);
+    let got = node
+        .http()
+        .get(format!("{}/files/again/f2.bin", node.url()))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(got.as_ref() == &payloads[2][..], "a multipart blob reads back whole");
+    node.stop();
+    let out = node.fsck();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "fsck: {text}");
+}
