@@ -409,7 +409,11 @@ fn kill9_during_multipart_uploads_to_s3_leaves_no_listed_file_without_its_object
             .map(|p| (blob_key(&hoard_testkit::sha256_hex(p)), p.len() as u64))
             .collect();
         for (key, size) in &objects {
-            assert_eq!(wanted.get(key), Some(size), "trial {trial}: {key} is not whole");
+            assert_eq!(
+                wanted.get(key),
+                Some(size),
+                "trial {trial}: {key} is not whole"
+            );
         }
         assert_eq!(files_in(&node.data_dir().join("tmp")), 0, "swept at start");
     }
@@ -432,7 +436,10 @@ fn kill9_during_multipart_uploads_to_s3_leaves_no_listed_file_without_its_object
         .unwrap()
         .bytes()
         .unwrap();
-    assert!(got.as_ref() == &payloads[2][..], "a multipart blob reads back whole");
+    assert!(
+        got.as_ref() == &payloads[2][..],
+        "a multipart blob reads back whole"
+    );
     node.stop();
     let out = node.fsck();
     let text = format!(
@@ -441,4 +448,69 @@ fn kill9_during_multipart_uploads_to_s3_leaves_no_listed_file_without_its_object
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "fsck: {text}");
+}
+
+/// Done when: replication works between any mix of backends: an fs
+/// primary with a replica whose blobs are in a bucket, and a primary with
+/// S3 blobs with an fs replica. Each replica serves every file, pip
+/// installs from it, and all digests match.
+#[test]
+fn replication_between_fs_and_s3_backed_nodes_both_ways() {
+    let s3 = S3Server::start();
+    for bucket in ["primary-blobs", "replica-blobs"] {
+        s3.create_bucket(bucket);
+    }
+    // An fs primary and an S3 primary, each with a replica of the other kind.
+    let fs_primary = Node::start(NodeOpts::default());
+    let s3_primary = Node::start(with_s3_blobs(NodeOpts::default(), &s3, "primary-blobs", ""));
+    let s3_replica = Node::start(with_s3_blobs(
+        NodeOpts::replica("r-s3", &[fs_primary.grpc_addr()]),
+        &s3,
+        "replica-blobs",
+        "",
+    ));
+    let fs_replica = Node::start(NodeOpts::replica("r-fs", &[s3_primary.grpc_addr()]));
+
+    let http = cluster::client();
+    for (primary, replica) in [(&fs_primary, &s3_replica), (&s3_primary, &fs_replica)] {
+        let token = primary.create_token("pypi", "upload");
+        let files: Vec<_> = (0..5)
+            .map(|i| wheel("Mixed_Pkg", &format!("1.0.{i}")))
+            .collect();
+        let mut last = 0;
+        for f in &files {
+            last = cluster::upload_ok(&http, &primary.url(), &token, f);
+        }
+        cluster::wait_applied(replica, last, std::time::Duration::from_secs(60));
+        assert_eq!(replica.status()["digest"], primary.status()["digest"]);
+        for f in &files {
+            let url = file_url(replica, "mixed-pkg", &f.filename);
+            let got = replica.http().get(url).send().unwrap().bytes().unwrap();
+            assert!(
+                got.as_ref() == &f.bytes[..],
+                "{} from the replica",
+                f.filename
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        fresh_venv(&venv, true);
+        let mut cmd = Command::new(venv.join("bin").join("python"));
+        isolate_python_env(&mut cmd)
+            .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
+            .arg(format!("{}/pypi/simple/", replica.url()))
+            .arg("Mixed_Pkg");
+        run_ok(&mut cmd);
+        assert_eq!(imported_version(&venv, &module_name("Mixed_Pkg")), "1.0.4");
+    }
+    // Where the bytes are: each S3-backed node's blobs in its bucket, the
+    // others' on disk.
+    assert_eq!(
+        blob_objects(&s3, "replica-blobs").len(),
+        10,
+        "5 wheels and their metadata"
+    );
+    assert_eq!(blob_objects(&s3, "primary-blobs").len(), 10);
+    assert_eq!(files_in(&s3_replica.data_dir().join("blobs")), 0);
+    assert_eq!(files_in(&fs_replica.data_dir().join("blobs")), 10);
 }
