@@ -196,6 +196,7 @@ pub async fn handle(node: &Arc<Node>, req: Request<Incoming>, rest: &[String]) -
         ["local", "force-promote"] => force_promote(node, &principal, &body).await,
         ["local", "rejoin"] => rejoin(node, &principal),
         ["local", "join"] => join(node, &principal, &body),
+        ["local", "backup"] => crate::backup::handle(node, &principal, &body).await,
         path => crate::accounts::handle(node, &principal, path, &body).await,
     }
 }

@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod auth;
+pub mod backup;
 mod body;
 pub mod config;
 mod download;

@@ -303,6 +303,46 @@ impl BlobStore {
         Ok(hasher.finish() == *sha)
     }
 
+    /// Puts a copy of the blob at `dest` (a new file, fsynced; its
+    /// directory is the caller's to sync): a hard link where the blob is a
+    /// file on the same filesystem, else its bytes. Returns the size and
+    /// whether it was linked.
+    pub async fn export_to(&self, sha: &Sha256, dest: &Path) -> Result<(u64, bool), StoreError> {
+        if let Some(src) = self.backend.local_path(sha) {
+            let (src2, dest2) = (src.clone(), dest.to_owned());
+            let linked = tokio::task::spawn_blocking(move || fs::hard_link(&src2, &dest2))
+                .await
+                .map_err(|e| StoreError::Io {
+                    context: "blob export task".into(),
+                    source: std::io::Error::other(e),
+                })?;
+            if linked.is_ok() {
+                let size = fs::metadata(dest).map_err(io_err("stat", dest))?.len();
+                return Ok((size, true));
+            }
+        }
+        let size =
+            self.backend.size_of(sha).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("blob {sha} is listed but not stored"))
+            })?;
+        let mut bytes = self.backend.read(sha, 0, size).await?;
+        let mut out = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .await
+            .map_err(io_err("create", dest))?;
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk.map_err(|source| StoreError::Io {
+                context: format!("read blob {sha}"),
+                source,
+            })?;
+            out.write_all(&chunk).await.map_err(io_err("write", dest))?;
+        }
+        out.sync_all().await.map_err(io_err("fsync", dest))?;
+        Ok((size, false))
+    }
+
     /// Every object the backend holds, with the digest its name claims (or
     /// `None` for a name that is not a blob's address).
     pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {

@@ -29,10 +29,10 @@ pub use durable::{has_room, write_file_durable};
 pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
-    Counts, DeprecationChange, FileState, GenericEntry, GenericFileState, Index, MirrorOrigin,
-    NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, ProjectState, RaftPosition,
-    ReceivedEvent, Rejection, RepoState, RepoUsage, StoredRaftPosition, TagChange, TarballState,
-    TokenState, UserState, YankChange,
+    Counts, DeprecationChange, ExportedState, FileState, GenericEntry, GenericFileState, Index,
+    MirrorOrigin, NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, ProjectState,
+    RaftPosition, ReceivedEvent, Rejection, RepoState, RepoUsage, StoredRaftPosition, TagChange,
+    TarballState, TokenState, UserState, YankChange,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

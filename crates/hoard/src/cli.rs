@@ -353,6 +353,27 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Write a consistent copy of a running node into DIR, on the node's
+    /// machine: its index as of one serial, the blobs that serial lists
+    /// (hard-linked where the filesystem allows), and a manifest. Writes go
+    /// on meanwhile.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// A new or empty directory (resolved here, written by the node).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Build a new data dir from a backup, checking every blob; it starts
+    /// at the backup's serial (start it as a replica to catch up).
+    Restore {
+        /// The backup's directory (with its manifest.json).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The new node's data dir (must not hold an index yet).
+        #[arg(long, value_name = "NEW")]
+        data_dir: PathBuf,
+    },
     /// Check a stopped node's data dir: every listed file has its blob,
     /// every blob matches its sha256, the changelog is whole.
     Fsck {
@@ -794,6 +815,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::status::cluster(&url, json, watch).await
             }
         }
+        Command::Backup { target, to } => crate::backup::backup(&target, &to).await,
+        Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir).await,
         Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()).await,
         Command::Demo {
             voters,

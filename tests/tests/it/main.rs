@@ -7,6 +7,7 @@
 //! `tests/tools/setup.sh`.
 
 mod accounts;
+mod backup;
 mod bad_input;
 mod cluster_status;
 mod concurrent;

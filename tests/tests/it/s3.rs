@@ -172,6 +172,32 @@ fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
     assert_eq!(blob_objects(&s3, BUCKET).len(), 4);
     assert_eq!(files_in(&node.data_dir().join("blobs")), 0);
 
+    // An online backup copies the blobs down from the bucket.
+    let backup = tempfile::tempdir().unwrap();
+    let to = backup.path().join("b");
+    let admin = node.admin_token();
+    let out = node.cli_env(
+        &[
+            "backup",
+            "--url",
+            &node.url(),
+            "--token",
+            &admin,
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &S3Server::credentials(),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "hoard backup: {said}");
+    assert!(said.contains("4 blobs"), "{said}");
+    assert!(said.contains("(0 hard-linked, 4 copied)"), "{said}");
+    assert_eq!(files_in(&to.join("blobs")), 4);
+
     // fsck lists the bucket and re-hashes every object.
     node.stop();
     let out = node.fsck();

@@ -327,7 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io)?;
         self.shared.index.flusher().flush().await.map_err(io)?;
         // Every blob the snapshot lists, before this node counts it applied.
-        let wanted = listed_blobs(&self.shared.index).map_err(io)?;
+        let wanted = self.shared.index.listed_blobs().map_err(io)?;
         let mut missing: Vec<Sha256> = Vec::new();
         for sha in wanted {
             if !matches!(self.shared.blobs.contains(&sha).await, Ok(true)) {
@@ -360,24 +360,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .read_current()?
             .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
-}
-
-/// Every blob that the index lists as stored: files, their core metadata,
-/// npm tarballs and generic files.
-fn listed_blobs(index: &Index) -> Result<Vec<Sha256>, hoard_store::StoreError> {
-    let mut out = Vec::new();
-    for file in index.all_files() {
-        out.extend(file?.stored_blobs());
-    }
-    for tarball in index.all_npm_tarballs() {
-        out.push(tarball?.1);
-    }
-    for file in index.all_generic_files() {
-        out.push(file?.sha256);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

@@ -125,6 +125,7 @@ impl Index {
         items: &[(&Event, &[u8])],
         raft: Option<&RaftPosition<'_>>,
     ) -> Result<(), StoreError> {
+        let _gate = self.lock_state();
         let trees = (
             &self.changelog,
             &self.meta,

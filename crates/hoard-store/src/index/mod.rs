@@ -13,6 +13,8 @@ mod changelog;
 mod keys;
 mod read;
 mod snapshot;
+
+pub use snapshot::ExportedState;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +67,10 @@ pub struct Index {
     owners: sled::Tree,
     generic_files: sled::Tree,
     generic_dirs: sled::Tree,
+    /// Held by every write to the state trees, and by an export: sled's
+    /// iterators see no single point in time across trees, so an export
+    /// keeps writes out while it reads.
+    state_gate: std::sync::Mutex<()>,
 }
 
 impl Index {
@@ -93,6 +99,7 @@ impl Index {
             owners: db.open_tree("owners")?,
             generic_files: db.open_tree("generic_files")?,
             generic_dirs: db.open_tree("generic_dirs")?,
+            state_gate: std::sync::Mutex::new(()),
             db,
             dir: dir.to_owned(),
         };
@@ -109,6 +116,11 @@ impl Index {
             index.db.flush()?;
         }
         Ok(index)
+    }
+
+    /// Keeps other writers of the state trees (and exports) out.
+    pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.state_gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The directory the index lives in.
@@ -159,6 +171,7 @@ impl Index {
     }
 
     fn set_raft_position(&self, position: &RaftPosition<'_>) -> Result<(), StoreError> {
+        let _gate = self.lock_state();
         let mut batch = sled::Batch::default();
         batch.insert(RAFT_APPLIED, position.applied);
         if let Some(m) = position.membership {

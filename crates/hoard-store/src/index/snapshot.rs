@@ -27,6 +27,17 @@ pub(super) const STATE_TREES: &[&str] = &[
 ];
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"hoardsn1";
+
+/// What [`Index::export_point_in_time`] wrote.
+#[derive(Clone, Debug)]
+pub struct ExportedState {
+    pub serial: hoard_core::Serial,
+    pub digest: hoard_core::Sha256,
+    /// The snapshot file's size.
+    pub bytes: u64,
+    /// Every blob the state lists as stored, sorted.
+    pub blobs: Vec<hoard_core::Sha256>,
+}
 /// The largest key or value a snapshot may carry (index values are small
 /// JSON records; an npm manifest with its readme is the largest).
 const MAX_SNAPSHOT_RECORD: usize = 64 << 20;
@@ -40,10 +51,27 @@ impl Index {
     }
 
     /// Writes the whole state machine (every index tree, the changelog
-    /// included; no blob bytes, no Raft log) to `path`, streaming. The
-    /// caller must keep `apply` from running meanwhile: sled iterators do
-    /// not see one point in time across trees.
+    /// included; no blob bytes, no Raft log) to `path`, streaming, as of
+    /// one point in time: writes wait meanwhile. Returns its size.
     pub fn export_snapshot(&self, path: &Path) -> Result<u64, StoreError> {
+        let _gate = self.lock_state();
+        self.export_snapshot_locked(path)
+    }
+
+    /// [`Index::export_snapshot`], with what a backup records of that point
+    /// in time: the serial, the digest, and every blob the state lists.
+    pub fn export_point_in_time(&self, path: &Path) -> Result<ExportedState, StoreError> {
+        let _gate = self.lock_state();
+        let bytes = self.export_snapshot_locked(path)?;
+        Ok(ExportedState {
+            serial: self.applied_serial()?,
+            digest: self.digest()?,
+            bytes,
+            blobs: self.listed_blobs()?,
+        })
+    }
+
+    fn export_snapshot_locked(&self, path: &Path) -> Result<u64, StoreError> {
         use std::io::Write;
         let io = |source| StoreError::Io {
             context: format!("write snapshot {}", path.display()),
@@ -84,6 +112,7 @@ impl Index {
                 path.display()
             )));
         }
+        let _gate = self.lock_state();
         self.meta.insert(INSTALLING, b"1")?;
         self.db.flush()?;
         self.clear_state()?;
@@ -109,6 +138,24 @@ impl Index {
         }
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Every blob that the state lists as stored: files, their core
+    /// metadata, npm tarballs and generic files; sorted, each once.
+    pub fn listed_blobs(&self) -> Result<Vec<hoard_core::Sha256>, StoreError> {
+        let mut out = Vec::new();
+        for file in self.all_files() {
+            out.extend(file?.stored_blobs());
+        }
+        for tarball in self.all_npm_tarballs() {
+            out.push(tarball?.1);
+        }
+        for file in self.all_generic_files() {
+            out.push(file?.sha256);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Ends a snapshot install that [`Index::import_snapshot`] began: the
