@@ -309,6 +309,7 @@ impl Node {
     /// A node with its temp dir and ports chosen, not started yet (see
     /// [`Node::launch`]), so that a test can prepare its data dir first.
     pub fn prepare(opts: NodeOpts) -> Node {
+        let opts = crate::s3::with_suite_blobs(opts);
         let dir = tempfile::Builder::new()
             .prefix("hoard-test-")
             .tempdir()

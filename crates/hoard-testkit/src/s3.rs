@@ -44,6 +44,45 @@ pub fn moto_server_bin() -> &'static Path {
     })
 }
 
+/// The environment variable that runs every node of a test run with its
+/// blobs in a bucket: `HOARD_TEST_BLOBS=s3 cargo test ...`.
+pub const SUITE_BLOBS_ENV: &str = "HOARD_TEST_BLOBS";
+
+/// With `HOARD_TEST_BLOBS=s3`, `opts` with its blobs in a bucket of its own
+/// on one moto server shared by the whole test run; otherwise `opts`.
+pub fn with_suite_blobs(mut opts: crate::NodeOpts) -> crate::NodeOpts {
+    let wanted = std::env::var(SUITE_BLOBS_ENV).is_ok_and(|v| v == "s3");
+    if !wanted || opts.extra_config.iter().any(|l| l.starts_with("blobs")) {
+        return opts;
+    }
+    let server = suite_server();
+    let bucket = crate::unique("suite-bucket-");
+    server.create_bucket(&bucket);
+    opts.extra_config
+        .insert(0, server.blobs_config(&bucket, ""));
+    for (k, v) in S3Server::credentials() {
+        opts = opts.env(k, v);
+    }
+    opts
+}
+
+/// The moto server of a whole test run. It is started from a thread that
+/// lives as long as the process, with a parent-death signal, so that it
+/// dies with the test binary (a static is never dropped).
+fn suite_server() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(S3Server::start_with_parent_death());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("the moto server's thread")
+    })
+}
+
 /// One moto server process, killed on drop.
 pub struct S3Server {
     child: Option<Child>,
@@ -54,6 +93,15 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        S3Server::spawn(false)
+    }
+
+    /// A server that gets SIGKILL when the thread that started it ends.
+    fn start_with_parent_death() -> S3Server {
+        S3Server::spawn(true)
+    }
+
+    fn spawn(die_with_parent: bool) -> S3Server {
         let bin = moto_server_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("moto.log");
@@ -62,14 +110,25 @@ impl S3Server {
             l.local_addr().expect("addr").port()
         };
         let out = File::create(&log).expect("create moto.log");
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("start moto_server");
+            .stderr(out);
+        if die_with_parent {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: prctl is async-signal-safe; nothing else runs here.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start moto_server");
         let server = S3Server {
             child: Some(child),
             port,
