@@ -93,6 +93,7 @@ pub async fn run(common: &Common, args: &ImportArgs, hoard_bin: PathBuf) -> Resu
             dir: &dir,
             extra_toml: "",
             token_repo: Some(REPO),
+            env: &[],
         },
     )
     .await?;
@@ -126,6 +127,7 @@ pub async fn run(common: &Common, args: &ImportArgs, hoard_bin: PathBuf) -> Resu
             dir: &offline_dir,
             extra_toml: "",
             token_repo: Some(REPO),
+            env: &[],
         },
     )
     .await?;

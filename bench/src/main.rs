@@ -17,7 +17,10 @@
 //!   same files on every core.
 //! - `ui`: the web UI's pages on a 10,000-project index, one request at a
 //!   time, next to nginx serving the same bytes.
+//! - `blobs`: upload and download MB/s with S3 blobs (a local moto server)
+//!   next to blobs on disk, and `hoard backup` of 1 GiB next to `cp -a`.
 
+mod blobs;
 mod failover;
 mod import;
 mod load;
@@ -183,6 +186,10 @@ enum Cmd {
     /// The web UI's pages on an index of 10,000 projects, one request at
     /// a time, side by side with nginx serving the same bytes.
     Ui(ui::UiArgs),
+    /// Upload and download MB/s with blobs in a bucket of a local S3
+    /// service next to blobs on disk, and `hoard backup` of a 1 GiB node
+    /// next to `cp -a`.
+    Blobs(blobs::BlobsArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -245,6 +252,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::PublishMemory(a)) => publish_memory::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Ui(a)) => ui::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Import(a)) => import::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Blobs(a)) => blobs::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };

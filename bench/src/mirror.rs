@@ -249,6 +249,7 @@ pub async fn run(common: &Common, args: &MirrorArgs, hoard_bin: PathBuf) -> Resu
             dir: &dir,
             extra_toml: &repos_toml(&upstream.index_url()),
             token_repo: Some(HOSTED),
+            env: &[],
         },
     )
     .await?;

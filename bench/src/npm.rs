@@ -146,6 +146,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
             dir: &dir,
             extra_toml: "\n[[repos]]\nname = \"npm\"\nformat = \"npm\"\n",
             token_repo: Some(REPO),
+            env: &[],
         },
     )
     .await?;

@@ -114,6 +114,7 @@ pub async fn run(common: &Common, args: &PublishMemoryArgs, hoard_bin: PathBuf) 
             dir: &dir,
             extra_toml: "\n[[repos]]\nname = \"pypi\"\nformat = \"pypi\"\n\n[[repos]]\nname = \"npm\"\nformat = \"npm\"\n",
             token_repo: None,
+            env: &[],
         },
     )
     .await?;

@@ -238,6 +238,7 @@ pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) ->
             dir: &dir.join("primary"),
             extra_toml: "",
             token_repo: Some("pypi"),
+            env: &[],
         },
     )
     .await?;
@@ -248,6 +249,7 @@ pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) ->
             dir: &dir.join("replica-1"),
             extra_toml: &replica_toml(primary.grpc, args.fetch_concurrency),
             token_repo: None,
+            env: &[],
         },
     )
     .await?;
@@ -510,6 +512,7 @@ async fn measure_catch_up(
             dir: &dir.join("replica-2"),
             extra_toml: &replica_toml(primary.grpc, args.fetch_concurrency),
             token_repo: None,
+            env: &[],
         },
     )?;
     let rpid = replica.proc.pid();

@@ -44,6 +44,8 @@ pub struct NodeSpec<'a> {
     pub extra_toml: &'a str,
     /// Create an upload token for this repository (primary only).
     pub token_repo: Option<&'a str>,
+    /// More environment for the process (credentials of a blob backend).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Hoard {
@@ -56,6 +58,7 @@ impl Hoard {
                 dir,
                 extra_toml: "",
                 token_repo: Some("pypi"),
+                env: &[],
             },
         )
         .await
@@ -109,6 +112,7 @@ impl Hoard {
         std::fs::write(&config, toml)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve").arg("--config").arg(&config);
+        cmd.envs(spec.env.iter().copied());
         let proc = Proc::spawn(spec.id, cmd, &dir.join("hoard.log"))?;
         Ok(Hoard {
             proc,

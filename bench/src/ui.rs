@@ -163,6 +163,7 @@ pub async fn run(common: &Common, args: &UiArgs, hoard_bin: PathBuf) -> Result<(
             dir: &dir,
             extra_toml: "",
             token_repo: Some(HOSTED),
+            env: &[],
         },
     )
     .await?;

@@ -309,17 +309,25 @@ impl BlobStore {
     /// whether it was linked.
     pub async fn export_to(&self, sha: &Sha256, dest: &Path) -> Result<(u64, bool), StoreError> {
         if let Some(src) = self.backend.local_path(sha) {
-            let (src2, dest2) = (src.clone(), dest.to_owned());
-            let linked = tokio::task::spawn_blocking(move || fs::hard_link(&src2, &dest2))
-                .await
-                .map_err(|e| StoreError::Io {
-                    context: "blob export task".into(),
-                    source: std::io::Error::other(e),
-                })?;
-            if linked.is_ok() {
-                let size = fs::metadata(dest).map_err(io_err("stat", dest))?.len();
-                return Ok((size, true));
-            }
+            // A link where the filesystem allows, else the kernel's copy
+            // (copy_file_range): no bytes through this process.
+            let dest = dest.to_owned();
+            return tokio::task::spawn_blocking(move || -> Result<(u64, bool), StoreError> {
+                if fs::hard_link(&src, &dest).is_ok() {
+                    let size = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();
+                    return Ok((size, true));
+                }
+                let size = fs::copy(&src, &dest).map_err(io_err("copy to", &dest))?;
+                fs::File::open(&dest)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("fsync", &dest))?;
+                Ok((size, false))
+            })
+            .await
+            .map_err(|e| StoreError::Io {
+                context: "blob export task".into(),
+                source: std::io::Error::other(e),
+            })?;
         }
         let size =
             self.backend.size_of(sha).await?.ok_or_else(|| {

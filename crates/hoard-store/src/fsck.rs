@@ -26,10 +26,13 @@ impl FsckReport {
     }
 }
 
-/// Checks everything; `progress` is called with a line now and then.
+/// Checks the changelog, that every listed file has its blob with its
+/// size, and (with `rehash`) that every blob's bytes match its address;
+/// `progress` is called with a line now and then.
 pub async fn fsck(
     index: &Index,
     blobs: &BlobStore,
+    rehash: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<FsckReport, StoreError> {
     let mut report = FsckReport::default();
@@ -61,10 +64,15 @@ pub async fn fsck(
             .filter(|(_, sha)| stored.contains(sha))
         {
             referenced.insert(sha);
-            if !present.contains_key(&sha) {
-                report
+            match present.get(&sha) {
+                None => report
                     .problems
-                    .push(format!("{} ({what}): blob {sha} is missing", r.filename));
+                    .push(format!("{} ({what}): blob {sha} is missing", r.filename)),
+                Some(&size) if what == "file" && size != r.size => report.problems.push(format!(
+                    "{}: blob {sha} holds {size} bytes, the file has {}",
+                    r.filename, r.size
+                )),
+                Some(_) => {}
             }
         }
     }
@@ -84,14 +92,23 @@ pub async fn fsck(
         let file = file?;
         report.files += 1;
         referenced.insert(file.sha256);
-        if !present.contains_key(&file.sha256) {
-            report
+        match present.get(&file.sha256) {
+            None => report
                 .problems
-                .push(format!("{}: blob {} is missing", file.path, file.sha256));
+                .push(format!("{}: blob {} is missing", file.path, file.sha256)),
+            Some(&size) if size != file.size => report.problems.push(format!(
+                "{}: blob {} holds {size} bytes, the file has {}",
+                file.path, file.sha256, file.size
+            )),
+            Some(_) => {}
         }
     }
 
-    progress("re-hashing blobs");
+    progress(if rehash {
+        "re-hashing blobs"
+    } else {
+        "checking the blobs' names (re-hash them with --deep)"
+    });
     let total = listing.len();
     for (i, object) in listing.into_iter().enumerate() {
         report.blobs += 1;
@@ -100,7 +117,7 @@ pub async fn fsck(
                 .problems
                 .push(format!("{}: not a blob address", object.location)),
             Some(sha) => {
-                if !blobs.verify(&sha).await? {
+                if rehash && !blobs.verify(&sha).await? {
                     report
                         .problems
                         .push(format!("blob {sha}: content does not match its sha256"));

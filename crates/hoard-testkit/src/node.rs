@@ -747,8 +747,8 @@ impl Node {
         token.to_string()
     }
 
-    /// `hoard fsck --data-dir DIR` (the node should be stopped); with the
-    /// node's configuration too where its blobs are elsewhere (`[blobs]`).
+    /// `hoard fsck --data-dir DIR` (the node should be stopped); where its
+    /// blobs are elsewhere (`[blobs]`), `hoard fsck --deep --config`.
     pub fn fsck(&self) -> Output {
         let dir = self.data_dir();
         let elsewhere = self
@@ -766,7 +766,10 @@ impl Node {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.cli_env(&["fsck", "--config", config.to_str().unwrap()], &env)
+        self.cli_env(
+            &["fsck", "--deep", "--config", config.to_str().unwrap()],
+            &env,
+        )
     }
 
     /// SIGKILL the process and reap it.
@@ -935,6 +938,15 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// A readable account of a failed command.
+/// What a command printed: its stdout, then its stderr.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn describe_failure(cmd: &Command, out: &Output) -> String {
     format!(
         "{cmd:?} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",

@@ -3,13 +3,16 @@
 //! buckets that tests create, list and cut off.
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::tools::{target_dir, workspace_root};
+use crate::tools::{set_up_once, target_dir};
+
+/// Short timeouts for tests, where the service is on loopback and a hung
+/// one should fail an upload within seconds.
+pub const TEST_TIMEOUTS: &str = ", timeout_secs = 5, retries = 1";
 
 /// The credentials that tests give both the service and hoard.
 pub const ACCESS_KEY: &str = "hoard-test-key";
@@ -19,27 +22,9 @@ pub const SECRET_KEY: &str = "hoard-test-secret";
 pub fn moto_server_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = target_dir().join("test-tools");
-        let venv = root.join("moto");
+        let venv = target_dir().join("test-tools").join("moto");
         let bin = venv.join("bin").join("moto_server");
-        if !bin.is_file() {
-            fs::create_dir_all(&root).expect("create test-tools dir");
-            let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
-            // SAFETY: flock on a file descriptor that we own and keep open.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-            assert_eq!(rc, 0, "flock setup.lock");
-            if !bin.is_file() {
-                let script = workspace_root().join("tests/tools/setup-moto.sh");
-                let status = Command::new("bash")
-                    .arg(&script)
-                    .arg(&venv)
-                    .status()
-                    .expect("run tests/tools/setup-moto.sh");
-                assert!(status.success(), "{} failed", script.display());
-            }
-            drop(lock);
-            assert!(bin.is_file(), "setup-moto.sh did not make moto_server");
-        }
+        set_up_once("setup-moto.sh", &venv, || bin.is_file());
         bin
     })
 }
@@ -219,10 +204,10 @@ impl S3Server {
     }
 
     /// The `[blobs]` line of a node that keeps its blobs in `bucket`, for
-    /// `NodeOpts::extra_config`, with short timeouts for tests.
+    /// `NodeOpts::extra_config`; `extra` adds keys (`, retries = 1`).
     pub fn blobs_config(&self, bucket: &str, extra: &str) -> String {
         format!(
-            "blobs = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{}\", timeout_secs = 5, retries = 1{extra} }}",
+            "blobs = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{}\"{extra} }}",
             self.endpoint()
         )
     }

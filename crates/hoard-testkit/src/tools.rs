@@ -116,28 +116,37 @@ pub fn py_tools() -> &'static PyTools {
             python3: venv.join("bin").join("python3"),
             venv: venv.clone(),
         };
-        let ready = |t: &PyTools| t.twine.is_file() && t.uv.is_file() && t.python3.exists();
-        if !ready(&tools) {
-            fs::create_dir_all(&root).expect("create test-tools dir");
-            let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
-            // SAFETY: flock on a file descriptor that we own and keep open.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-            assert_eq!(rc, 0, "flock setup.lock");
-            if !ready(&tools) {
-                let script = workspace_root().join("tests/tools/setup.sh");
-                let status = Command::new("bash")
-                    .arg(&script)
-                    .arg(&venv)
-                    .status()
-                    .expect("run tests/tools/setup.sh");
-                assert!(status.success(), "{} failed", script.display());
-            }
-            // The lock is released when `lock` is closed.
-            drop(lock);
-            assert!(ready(&tools), "setup.sh did not make twine and uv");
-        }
+        let ready = || tools.twine.is_file() && tools.uv.is_file() && tools.python3.exists();
+        set_up_once("setup.sh", &venv, ready);
         tools
     })
+}
+
+/// Runs `tests/tools/{script} VENV` unless `ready()`: once per machine,
+/// as the scripts are idempotent and an exclusive `flock` on
+/// `test-tools/setup.lock` keeps parallel test processes from racing.
+pub(crate) fn set_up_once(script: &str, venv: &Path, ready: impl Fn() -> bool) {
+    if ready() {
+        return;
+    }
+    let root = target_dir().join("test-tools");
+    fs::create_dir_all(&root).expect("create test-tools dir");
+    let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
+    // SAFETY: flock on a file descriptor that we own and keep open.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock setup.lock");
+    if !ready() {
+        let path = workspace_root().join("tests/tools").join(script);
+        let status = Command::new("bash")
+            .arg(&path)
+            .arg(venv)
+            .status()
+            .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+        assert!(status.success(), "{} failed", path.display());
+    }
+    // The lock is released when `lock` is closed.
+    drop(lock);
+    assert!(ready(), "{script} did not set up {}", venv.display());
 }
 
 /// The bin directory of a venv with devpi-server 6 (`devpi-init`,
@@ -154,24 +163,7 @@ pub fn devpi_bin() -> &'static Path {
                 .iter()
                 .all(|tool| bin.join(tool).is_file())
         };
-        if !ready() {
-            fs::create_dir_all(&root).expect("create test-tools dir");
-            let lock = File::create(root.join("setup.lock")).expect("create setup.lock");
-            // SAFETY: flock on a file descriptor that we own and keep open.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-            assert_eq!(rc, 0, "flock setup.lock");
-            if !ready() {
-                let script = workspace_root().join("tests/tools/setup-devpi.sh");
-                let status = Command::new("bash")
-                    .arg(&script)
-                    .arg(&venv)
-                    .status()
-                    .expect("run tests/tools/setup-devpi.sh");
-                assert!(status.success(), "{} failed", script.display());
-            }
-            drop(lock);
-            assert!(ready(), "setup-devpi.sh did not make devpi-server");
-        }
+        set_up_once("setup-devpi.sh", &venv, ready);
         bin
     })
 }

@@ -374,13 +374,17 @@ enum Command {
         #[arg(long, value_name = "NEW")]
         data_dir: PathBuf,
     },
-    /// Check a stopped node's data dir: every listed file has its blob,
-    /// every blob matches its sha256, the changelog is whole.
+    /// Check a stopped node's data dir: the changelog is whole, every
+    /// listed file has its blob with its size, and every blob on disk
+    /// matches its sha256 (in a bucket: with --deep, which reads them all).
     Fsck {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Re-hash every blob in the bucket too (blobs on disk always are).
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -817,7 +821,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { target, to } => crate::backup::backup(&target, &to).await,
         Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir).await,
-        Command::Fsck { data_dir, config } => fsck(data_dir, config.as_deref()).await,
+        Command::Fsck {
+            data_dir,
+            config,
+            deep,
+        } => fsck(data_dir, config.as_deref(), deep).await,
         Command::Demo {
             voters,
             replicas,
@@ -1106,7 +1114,11 @@ async fn token_create_offline(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fsck(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+async fn fsck(
+    data_dir: Option<PathBuf>,
+    config: Option<&Path>,
+    deep: bool,
+) -> anyhow::Result<ExitCode> {
     // The configuration says where the blobs are (the data dir, or a
     // bucket); --data-dir alone means they are in the data dir.
     let (data_dir, blobs_config) = match (data_dir, config) {
@@ -1121,7 +1133,9 @@ async fn fsck(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Resul
     }
     let index = hoard_store::Index::open(&data_dir.join("index"))?;
     let blobs = blobs_config.open_store(&data_dir)?;
-    let report = hoard_store::fsck(&index, &blobs, |line| eprintln!("fsck: {line}")).await?;
+    let rehash = deep || blobs_config.kind == hoard_server::BlobsKind::Fs;
+    let report =
+        hoard_store::fsck(&index, &blobs, rehash, |line| eprintln!("fsck: {line}")).await?;
     println!(
         "checked {} events, {} files, {} blobs",
         report.events, report.files, report.blobs

@@ -4,16 +4,9 @@
 use std::time::Duration;
 
 use hoard_testkit::cluster::{self, wait_applied};
+use hoard_testkit::node::output_text;
 use hoard_testkit::voters::Uploader;
 use hoard_testkit::{wheel, Node, NodeOpts};
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The number after `word ` in `text` (`serial 123`).
 fn number_after(text: &str, word: &str) -> u64 {

@@ -38,6 +38,24 @@ pub fn fresh_venv(dir: &Path, with_pip: bool) {
     run_ok(cmd.arg(dir));
 }
 
+/// `pip install REQ` from `index` (a simple index URL) into a fresh venv
+/// at `venv`, without a cache; panics unless it succeeds.
+pub fn pip_install_in_fresh_venv(venv: &Path, index: &str, req: &str) {
+    fresh_venv(venv, true);
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    isolate_python_env(&mut cmd)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            index,
+        ])
+        .arg(req);
+    run_ok(&mut cmd);
+}
+
 pub fn imported_version(venv: &Path, module: &str) -> String {
     let mut cmd = Command::new(venv.join("bin").join("python"));
     isolate_python_env(&mut cmd).args([

@@ -6,13 +6,12 @@ use std::process::Command;
 
 use hoard_testkit::artifacts::{module_name, normalize, WheelSpec};
 use hoard_testkit::cluster::{self, upload};
-use hoard_testkit::node::{describe_failure, run_ok};
+use hoard_testkit::node::{describe_failure, output_text};
 use hoard_testkit::npm::{npm_opts, Npm, NPM_REPO};
-use hoard_testkit::s3::S3Server;
-use hoard_testkit::tools::isolate_python_env;
+use hoard_testkit::s3::{S3Server, TEST_TIMEOUTS};
 use hoard_testkit::{wheel, Node, NodeOpts, RepoSpec};
 
-use crate::pypi_clients::{fresh_venv, imported_version, twine_upload};
+use crate::pypi_clients::{imported_version, pip_install_in_fresh_venv, twine_upload};
 
 const BUCKET: &str = "hoard-dc1";
 
@@ -20,7 +19,8 @@ const BUCKET: &str = "hoard-dc1";
 /// keys), and the credentials in its environment.
 fn with_s3_blobs(mut opts: NodeOpts, s3: &S3Server, bucket: &str, extra: &str) -> NodeOpts {
     // Before any table that the options already hold.
-    opts.extra_config.insert(0, s3.blobs_config(bucket, extra));
+    let keys = format!("{TEST_TIMEOUTS}{extra}");
+    opts.extra_config.insert(0, s3.blobs_config(bucket, &keys));
     for (k, v) in S3Server::credentials() {
         opts = opts.env(k, v);
     }
@@ -113,13 +113,7 @@ fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
         describe_failure(&Command::new("twine"), &out)
     );
     let venv = dir.path().join("venv");
-    fresh_venv(&venv, true);
-    let mut cmd = Command::new(venv.join("bin").join("python"));
-    isolate_python_env(&mut cmd)
-        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-        .arg(format!("{}/pypi/simple/", node.url()))
-        .arg(name);
-    run_ok(&mut cmd);
+    pip_install_in_fresh_venv(&venv, &format!("{}/pypi/simple/", node.url()), name);
     assert_eq!(imported_version(&venv, &module_name(name)), "1.0.0");
 
     // Each file is in the bucket at its address, with its size.
@@ -188,11 +182,7 @@ fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
         ],
         &S3Server::credentials(),
     );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = output_text(&out);
     assert!(out.status.success(), "hoard backup: {said}");
     assert!(said.contains("4 blobs"), "{said}");
     assert!(said.contains("(0 hard-linked, 4 copied)"), "{said}");
@@ -201,11 +191,7 @@ fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
     // fsck lists the bucket and re-hashes every object.
     node.stop();
     let out = node.fsck();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "fsck: {text}");
     assert!(text.contains("4 blobs"), "{text}");
     assert!(text.contains("s3 bucket"), "{text}");
@@ -254,14 +240,8 @@ fn presigned_redirects_are_followed_by_pip_and_npm() {
     // pip follows the redirect (and checks the hash on the page).
     let dir = tempfile::tempdir().unwrap();
     let venv = dir.path().join("venv");
-    fresh_venv(&venv, true);
     let log_len = node.log().len();
-    let mut cmd = Command::new(venv.join("bin").join("python"));
-    isolate_python_env(&mut cmd)
-        .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-        .arg(format!("{}/pypi/simple/", node.url()))
-        .arg(name);
-    run_ok(&mut cmd);
+    pip_install_in_fresh_venv(&venv, &format!("{}/pypi/simple/", node.url()), name);
     assert_eq!(imported_version(&venv, &module_name(name)), "2.0.0");
     let log = node.log();
     assert!(
@@ -338,15 +318,7 @@ fn an_s3_outage_fails_uploads_with_503_and_lists_nothing_until_it_returns() {
 
 /// 24 MiB of bytes that differ per `seed` (three multipart parts).
 fn big_payload(seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..24 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    hoard_testkit::artifacts::pseudo_random(24 << 20, seed)
 }
 
 /// The files of a generic directory listing: name → (size, sha256).
@@ -468,11 +440,7 @@ fn kill9_during_multipart_uploads_to_s3_leaves_no_listed_file_without_its_object
     );
     node.stop();
     let out = node.fsck();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "fsck: {text}");
 }
 
@@ -520,13 +488,8 @@ fn replication_between_fs_and_s3_backed_nodes_both_ways() {
         }
         let dir = tempfile::tempdir().unwrap();
         let venv = dir.path().join("venv");
-        fresh_venv(&venv, true);
-        let mut cmd = Command::new(venv.join("bin").join("python"));
-        isolate_python_env(&mut cmd)
-            .args(["-m", "pip", "install", "--no-cache-dir", "--index-url"])
-            .arg(format!("{}/pypi/simple/", replica.url()))
-            .arg("Mixed_Pkg");
-        run_ok(&mut cmd);
+        let index = format!("{}/pypi/simple/", replica.url());
+        pip_install_in_fresh_venv(&venv, &index, "Mixed_Pkg");
         assert_eq!(imported_version(&venv, &module_name("Mixed_Pkg")), "1.0.4");
     }
     // Where the bytes are: each S3-backed node's blobs in its bucket, the
