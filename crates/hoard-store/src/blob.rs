@@ -46,6 +46,9 @@ pub struct BlobDigests {
     pub sha512: Option<[u8; 64]>,
 }
 
+/// In a data dir whose blobs a backend keeps elsewhere: where.
+const ELSEWHERE_MARKER: &str = "blobs-elsewhere";
+
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     backend: Arc<dyn BlobBackend>,
@@ -65,7 +68,16 @@ struct BlobStats {
 
 impl BlobStore {
     /// The store of a data dir with its blobs in the data dir's `blobs/`.
+    /// Refused for a data dir whose blobs a node keeps elsewhere: what
+    /// opened it here would list files without their blobs.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let marker = data_dir.join(ELSEWHERE_MARKER);
+        if let Ok(where_) = fs::read_to_string(&marker) {
+            return Err(StoreError::BlobsElsewhere {
+                data_dir: data_dir.display().to_string(),
+                backend: where_.trim().to_owned(),
+            });
+        }
         let backend = FsBlobs::open(data_dir.join("blobs"))?;
         BlobStore::with_backend(data_dir, Arc::new(backend))
     }
@@ -80,6 +92,15 @@ impl BlobStore {
     ) -> Result<Self, StoreError> {
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        if !backend.is_local() {
+            // Tools that open the data dir alone (an offline import, fsck
+            // without the configuration) learn that its blobs are not here.
+            crate::durable::write_file_durable(
+                &data_dir.join(ELSEWHERE_MARKER),
+                format!("{}\n", backend.describe()).as_bytes(),
+                0o644,
+            )?;
+        }
         for entry in fs::read_dir(&tmp).map_err(io_err("read", &tmp))? {
             let entry = entry.map_err(io_err("read", &tmp))?;
             let path = entry.path();

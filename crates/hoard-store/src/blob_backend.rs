@@ -46,6 +46,11 @@ pub trait BlobBackend: fmt::Debug + Send + Sync + 'static {
     /// What and where this is, for logs and `hoard status`.
     fn describe(&self) -> String;
 
+    /// Whether the blobs are files in the data dir.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Makes `staged` the blob at its address, durable when this returns,
     /// and visible there only once complete. Returns `false` when the
     /// blob was already there (content-addressed: the same bytes). The

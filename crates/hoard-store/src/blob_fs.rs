@@ -149,6 +149,10 @@ impl BlobBackend for FsBlobs {
         format!("fs {}", self.root.display())
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     async fn publish(&self, staged: Staged<'_>) -> Result<bool, StoreError> {
         let this = self.clone();
         let path = staged.path.to_owned();

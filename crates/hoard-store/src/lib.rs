@@ -59,6 +59,11 @@ pub enum StoreError {
     Gap { applied: Serial, got: Serial },
     #[error("the index writer has stopped after an earlier failure")]
     WriterStopped,
+    #[error(
+        "the blobs of {data_dir} are kept in {backend}: give the node's configuration \
+         (--config), which says how to reach them"
+    )]
+    BlobsElsewhere { data_dir: String, backend: String },
     /// The blob backend (object storage) failed or could not be reached.
     #[error("{context}: {source}")]
     Backend {

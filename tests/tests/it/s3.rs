@@ -190,6 +190,14 @@ fn pypi_and_npm_flows_on_a_node_with_s3_blobs() {
 
     // fsck lists the bucket and re-hashes every object.
     node.stop();
+    // Tools given the data dir alone are told that its blobs are not there.
+    let dir_only = node.cli(&["fsck", "--data-dir", node.data_dir().to_str().unwrap()]);
+    assert!(!dir_only.status.success());
+    assert!(
+        output_text(&dir_only).contains("are kept in s3 bucket hoard-dc1"),
+        "{}",
+        output_text(&dir_only)
+    );
     let out = node.fsck();
     let text = output_text(&out);
     assert!(out.status.success(), "fsck: {text}");
