@@ -74,6 +74,9 @@ pub async fn serve_blob(
         return Ok(response);
     }
     let bytes = node.blobs.read(sha, start, len).await.map_err(|e| {
+        if e.is_backend_unavailable() {
+            return ApiError::from(e); // a 503: try again later
+        }
         // The index lists this file, so its blob must be here.
         tracing::error!(%sha, error = %e, "listed blob cannot be read");
         ApiError::internal("the file's content is unavailable on this node")

@@ -312,9 +312,15 @@ fn an_s3_outage_fails_uploads_with_503_and_lists_nothing_until_it_returns() {
         assert!(!page.contains(&a.filename), "{page}");
         assert_eq!(files_in(&node.data_dir().join("tmp")), 0);
     }
-    // What was stored before is listed still.
+    // What was stored before is listed still; its download is a 503 too.
     let page = node.get("/pypi/simple/outage-pkg/").text().unwrap();
     assert!(page.contains(&first.filename), "{page}");
+    let download = http
+        .get(file_url(&node, "outage-pkg", &first.filename))
+        .send()
+        .unwrap();
+    assert_eq!(download.status().as_u16(), 503);
+    assert!(download.headers().contains_key("retry-after"));
 
     s3.thaw();
     let again = wheel("outage-pkg", "1.0.1");
