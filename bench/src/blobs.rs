@@ -16,6 +16,7 @@ use bytes::Bytes;
 use clap::Args;
 use hoard_testkit::s3::S3Server;
 
+use crate::procs::timed;
 use crate::report;
 use crate::servers::{Hoard, NodeSpec};
 use crate::Common;
@@ -80,20 +81,6 @@ async fn get_len(node: &Hoard, path: &str) -> Result<u64> {
 
 fn mb_per_s(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / 1e6 / t.as_secs_f64()
-}
-
-fn timed(cmd: &mut Command) -> Result<(Duration, String)> {
-    let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    let elapsed = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 fn backup(bin: &Path, node: &Hoard, to: &Path, env: &[(&str, &str)]) -> Result<(Duration, String)> {

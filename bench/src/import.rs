@@ -6,12 +6,13 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use hoard_testkit::WheelSpec;
 
+use crate::procs::timed;
 use crate::report;
 use crate::servers::{Hoard, NodeSpec};
 use crate::{ncpu, Common};
@@ -29,20 +30,6 @@ pub struct ImportArgs {
     /// `hoard import --jobs`.
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
-}
-
-fn timed(cmd: &mut Command) -> Result<(Duration, String)> {
-    let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    let elapsed = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// Drops the page cache's copy of the files where that is allowed (root),

@@ -174,3 +174,19 @@ pub fn output_of(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Runs `cmd` to its end; how long it took and its stdout, or an error
+/// with everything it printed.
+pub fn timed(cmd: &mut Command) -> Result<(Duration, String)> {
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    let elapsed = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
