@@ -127,7 +127,7 @@ async fn upload(http: &reqwest::Client, url: &str, token: &str, w: &Artifact) ->
         .map(|_| ())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -141,7 +141,7 @@ fn ms(d: Duration) -> String {
 
 /// One trial: kill -9 the leader of a fresh cluster, then upload to the
 /// other nodes until one acknowledges.
-async fn failover_trial(bin: &Path, dir: &Path, n: usize) -> Result<(Duration, Duration)> {
+pub async fn failover_trial(bin: &Path, dir: &Path, n: usize) -> Result<(Duration, Duration)> {
     // Bounded: a node without a quorum may hold an upload for a while.
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -182,14 +182,22 @@ async fn failover_trial(bin: &Path, dir: &Path, n: usize) -> Result<(Duration, D
     }
 }
 
-/// Sequential upload latency (p50, p99) and concurrent uploads/s against
-/// the leader of a `voters`-voter demo of `bin`.
-async fn upload_latency(
+/// Upload acknowledgement latencies and rate against one cluster.
+pub struct UploadLatency {
+    /// Sequential uploads' latencies, sorted.
+    pub sorted: Vec<Duration>,
+    /// Uploads/s from `concurrency` clients at once.
+    pub per_sec: f64,
+}
+
+/// Sequential upload latency and concurrent uploads/s against the leader
+/// of a `voters`-voter demo of `bin`.
+pub async fn upload_latency(
     bin: &Path,
     voters: usize,
     dir: &Path,
     args: &FailoverArgs,
-) -> Result<(Duration, Duration, f64)> {
+) -> Result<UploadLatency> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let demo = Demo::start(bin, voters, dir).await?;
     let token = demo.upload_token(&http).await?;
@@ -223,7 +231,10 @@ async fn upload_latency(
         t.await?;
     }
     let per_sec = total as f64 / t.elapsed().as_secs_f64();
-    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99), per_sec))
+    Ok(UploadLatency {
+        sorted: lat,
+        per_sec,
+    })
 }
 
 pub async fn run(common: &Common, args: &FailoverArgs, hoard_bin: PathBuf) -> Result<()> {
@@ -252,13 +263,18 @@ pub async fn run(common: &Common, args: &FailoverArgs, hoard_bin: PathBuf) -> Re
         targets.insert(0, (format!("baseline {}", b.display()), b.clone(), 1));
     }
     for (i, (name, bin, voters)) in targets.iter().enumerate() {
-        let (p50, p99, per_sec) = upload_latency(
+        let measured = upload_latency(
             bin,
             *voters,
             &work.path().join(format!("latency-{i}")),
             args,
         )
         .await?;
+        let (p50, p99, per_sec) = (
+            percentile(&measured.sorted, 0.5),
+            percentile(&measured.sorted, 0.99),
+            measured.per_sec,
+        );
         eprintln!(
             "{name}: p50 {} ms, p99 {} ms, {per_sec:.0} uploads/s",
             ms(p50),

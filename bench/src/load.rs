@@ -26,7 +26,10 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub accept: Option<String>,
-    /// Exact body length every response must have.
+    /// `Accept-Encoding` to send (`gzip`, as pip and uv do), or none.
+    pub accept_encoding: Option<String>,
+    /// Exact body length every response must have (as sent: compressed,
+    /// if the server compressed it).
     pub expect_len: u64,
 }
 
@@ -48,6 +51,9 @@ pub struct Measured {
     /// Connections opened after the first one of each worker, because the
     /// server closed one (no keep-alive) or after an error.
     pub reconnects: u64,
+    /// Responses counted that came with `Content-Encoding: gzip`: with
+    /// `bytes`, this shows whether the server sent the compressed variant.
+    pub gzip_responses: u64,
     /// Sorted latencies (whole response, body included) in microseconds.
     pub latencies_us: Vec<u32>,
 }
@@ -59,6 +65,22 @@ impl Measured {
 
     pub fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.window.as_secs_f64()
+    }
+
+    /// Adds another run of the same target (a later round of an
+    /// alternating series) to this one.
+    pub fn merge(&mut self, other: Measured) {
+        self.window += other.window;
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        self.gzip_responses += other.gzip_responses;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
     }
 
     /// Latency quantile `q` in milliseconds.
@@ -77,6 +99,7 @@ struct WorkerStats {
     requests: u64,
     bytes: u64,
     errors: u64,
+    gzip_responses: u64,
     first_error: Option<String>,
     latencies_us: Vec<u32>,
 }
@@ -92,17 +115,58 @@ impl WorkerStats {
     }
 }
 
+/// What a probe request got: the body length as sent, and whether it was
+/// gzip-encoded.
+pub struct Probed {
+    pub len: u64,
+    pub gzip: bool,
+}
+
 /// One request that must succeed: fail early (and clearly) if the target
-/// does not answer correctly.
-pub async fn probe(target: &Target) -> Result<()> {
+/// does not answer correctly. With `expect_len: None`, any length is
+/// accepted (a compressed body, whose length only the server knows).
+pub async fn probe(target: &Target, expect_len: Option<u64>) -> Result<Probed> {
     let mut s = connect(target.addr).await?;
     let mut st = WorkerStats::default();
     let far = Instant::now() + Duration::from_secs(3600);
-    one_request(&mut s, target, far, far, &mut st)
-        .await
-        .with_context(|| format!("probe GET {}", target.path))?;
-    Ok(())
+    let mut t = target.clone();
+    t.expect_len = expect_len.unwrap_or(u64::MAX);
+    match one_request(&mut s, &t, far, far, &mut st).await {
+        Ok(Outcome::Done { gzip }) => Ok(Probed {
+            len: t.expect_len,
+            gzip,
+        }),
+        Ok(_) => bail!("probe GET {}: no complete response", target.path),
+        Err(e) => match e.downcast_ref::<LengthMismatch>() {
+            Some(m) if expect_len.is_none() => Ok(Probed {
+                len: m.got,
+                gzip: m.gzip,
+            }),
+            _ => Err(e.context(format!("probe GET {}", target.path))),
+        },
+    }
 }
+
+/// A body of another length than expected.
+#[derive(Debug)]
+struct LengthMismatch {
+    path: String,
+    got: u64,
+    expected: u64,
+    gzip: bool,
+}
+
+impl std::fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GET {}: body of {} bytes, expected {}",
+            self.path, self.got, self.expected
+        )
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
 
 /// The measurement window of a run that starts now: (from, end).
 pub fn window(plan: Plan) -> (Instant, Instant) {
@@ -128,6 +192,7 @@ pub async fn run(target: &Target, plan: Plan, from: Instant, end: Instant) -> Re
         m.bytes += st.bytes;
         m.errors += st.errors;
         m.reconnects += st.reconnects;
+        m.gzip_responses += st.gzip_responses;
         if m.first_error.is_none() {
             m.first_error = st.first_error;
         }
@@ -151,7 +216,8 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
 }
 
 enum Outcome {
-    Done,
+    /// A complete response; `gzip`: it was `Content-Encoding: gzip`.
+    Done { gzip: bool },
     /// The window closed while the body was still arriving.
     Cut,
     /// The server had closed the connection before the request was sent
@@ -175,11 +241,18 @@ async fn one_request(
     if let Some(a) = &t.accept {
         req = req.header(http::header::ACCEPT, a.as_str());
     }
+    if let Some(a) = &t.accept_encoding {
+        req = req.header(http::header::ACCEPT_ENCODING, a.as_str());
+    }
     let req = req.body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     if resp.status() != http::StatusCode::OK {
         bail!("GET {}: status {}", t.path, resp.status());
     }
+    let gzip = resp
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let mut body = resp.into_body();
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
@@ -196,13 +269,15 @@ async fn one_request(
         }
     }
     if n != t.expect_len {
-        bail!(
-            "GET {}: body of {n} bytes, expected {}",
-            t.path,
-            t.expect_len
-        );
+        return Err(LengthMismatch {
+            path: t.path.clone(),
+            got: n,
+            expected: t.expect_len,
+            gzip,
+        }
+        .into());
     }
-    Ok(Outcome::Done)
+    Ok(Outcome::Done { gzip })
 }
 
 async fn worker(t: Arc<Target>, from: Instant, end: Instant) -> WorkerStats {
@@ -233,10 +308,11 @@ async fn worker(t: Arc<Target>, from: Instant, end: Instant) -> WorkerStats {
         };
         let t0 = Instant::now();
         match one_request(s, &t, from, end, &mut st).await {
-            Ok(Outcome::Done) => {
+            Ok(Outcome::Done { gzip }) => {
                 let t1 = Instant::now();
                 if t1 >= from && t1 <= end {
                     st.requests += 1;
+                    st.gzip_responses += u64::from(gzip);
                     let us = t1.duration_since(t0).as_micros();
                     st.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                 }

@@ -19,6 +19,9 @@
 //!   time, next to nginx serving the same bytes.
 //! - `blobs`: upload and download MB/s with S3 blobs (a local moto server)
 //!   next to blobs on disk, and `hoard backup` of 1 GiB next to `cp -a`.
+//! - `suite`: the figures of the performance issue one after the other
+//!   (reusing the scenarios above), into one results file with plots;
+//!   `bench/run` builds, installs the baselines and runs it.
 
 mod blobs;
 mod failover;
@@ -27,12 +30,14 @@ mod load;
 mod measure;
 mod mirror;
 mod npm;
+mod plots;
 mod procs;
 mod publish_memory;
 mod pypi;
 mod replication;
 mod report;
 mod servers;
+mod suite;
 mod ui;
 
 use std::net::SocketAddr;
@@ -190,6 +195,10 @@ enum Cmd {
     /// service next to blobs on disk, and `hoard backup` of a 1 GiB node
     /// next to `cp -a`.
     Blobs(blobs::BlobsArgs),
+    /// The figures of the performance issue, one after the other, into one
+    /// results file (`bench/results/<date>-<commit>.md`) with PNG plots;
+    /// `--quick` for small data and short windows.
+    Suite(suite::SuiteArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -253,6 +262,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Ui(a)) => ui::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Import(a)) => import::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Blobs(a)) => blobs::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Suite(a)) => suite::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };

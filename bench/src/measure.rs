@@ -17,6 +17,10 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub path: String,
     pub accept: String,
+    /// `Accept-Encoding` to send; then the body's length is the one the
+    /// server's first answer had (a compressed one, if it compressed).
+    pub accept_encoding: Option<String>,
+    /// The body's length without content encoding.
     pub len: u64,
 }
 
@@ -51,10 +55,11 @@ impl Plans {
 
 /// Runs `plan` against `e`, after one probe request that must succeed.
 pub async fn row(scenario: &'static str, e: &Endpoint, plan: Plan) -> Result<Row> {
-    let target = Target {
+    let mut target = Target {
         addr: e.addr,
         path: e.path.clone(),
         accept: Some(e.accept.clone()),
+        accept_encoding: e.accept_encoding.clone(),
         expect_len: e.len,
     };
     eprintln!(
@@ -64,7 +69,17 @@ pub async fn row(scenario: &'static str, e: &Endpoint, plan: Plan) -> Result<Row
         plan.warmup.as_secs_f64(),
         plan.duration.as_secs_f64()
     );
-    load::probe(&target).await?;
+    let identity_len = e.accept_encoding.is_none().then_some(e.len);
+    let probed = load::probe(&target, identity_len).await?;
+    target.expect_len = probed.len;
+    if target.accept_encoding.is_some() {
+        eprintln!(
+            "  {} answers {} bytes, {}",
+            e.server,
+            probed.len,
+            if probed.gzip { "gzip" } else { "not encoded" }
+        );
+    }
     let (from, end) = load::window(plan);
     let pid = e.pid;
     let sampler = async move {
@@ -85,4 +100,26 @@ pub async fn row(scenario: &'static str, e: &Endpoint, plan: Plan) -> Result<Row
     };
     eprintln!("  {}", row.one_line());
     Ok(row)
+}
+
+/// Runs `plan` against every endpoint in turn, `rounds` times over (A B A
+/// B …), so that a drift of the shared machine during the series hits
+/// every server alike; returns one row per endpoint, its rounds merged.
+pub async fn alternating(
+    scenario: &'static str,
+    endpoints: &[Endpoint],
+    plan: Plan,
+    rounds: usize,
+) -> Result<Vec<Row>> {
+    let mut rows: Vec<Option<Row>> = endpoints.iter().map(|_| None).collect();
+    for _ in 0..rounds.max(1) {
+        for (e, merged) in endpoints.iter().zip(rows.iter_mut()) {
+            let r = row(scenario, e, plan).await?;
+            match merged {
+                Some(m) => m.merge(r),
+                None => *merged = Some(r),
+            }
+        }
+    }
+    Ok(rows.into_iter().flatten().collect())
 }

@@ -342,6 +342,7 @@ pub async fn run(common: &Common, args: &MirrorArgs, hoard_bin: PathBuf) -> Resu
                 addr: hoard.addr,
                 path: path.clone(),
                 accept: accept.to_string(),
+                accept_encoding: None,
                 len: if accept == JSON_ACCEPT {
                     *json_len
                 } else {
@@ -358,6 +359,7 @@ pub async fn run(common: &Common, args: &MirrorArgs, hoard_bin: PathBuf) -> Resu
             addr: hoard.addr,
             path: path.clone(),
             accept: "*/*".to_string(),
+            accept_encoding: None,
             len: a.bytes.len() as u64,
         };
         rows.push(crate::measure::row(SMALL_FILE, &e, plans.download).await?);

@@ -5,7 +5,7 @@
 //! with nginx and a hyper static server serving the very same bytes.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -24,13 +24,13 @@ const PACKAGE: &str = "bench-npm";
 const BIG_PACKAGE: &str = "bench-npm-big";
 const OTHER_PACKAGE: &str = "bench-npm-other";
 /// What npm 10 sends for `npm install`.
-const ABBREVIATED_ACCEPT: &str =
+pub const ABBREVIATED_ACCEPT: &str =
     "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
 const FULL_ACCEPT: &str = "application/json";
 
-const STATIC_ABBREVIATED: &str = "/packument-abbreviated.json";
+pub const STATIC_ABBREVIATED: &str = "/packument-abbreviated.json";
 const STATIC_FULL: &str = "/packument-full.json";
-const STATIC_TARBALL: &str = "/big.tgz";
+pub const STATIC_TARBALL: &str = "/big.tgz";
 
 #[derive(Args, Debug, Clone)]
 pub struct NpmArgs {
@@ -127,23 +127,31 @@ fn median_max_ms(v: &mut [Duration]) -> (f64, f64) {
     )
 }
 
-pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<()> {
-    let server_threads = common.server_threads();
-    let plans = Plans::new(
-        args.concurrency,
-        args.download_concurrency,
-        common.warmup,
-        common.duration,
-    );
-    let work = common.work_dir()?;
-    let dir = work.path().to_path_buf();
+/// One node with the npm fixture published, and what it serves (checked),
+/// written to the static servers' root.
+pub struct Prepared {
+    pub hoard: Hoard,
+    pub files: StaticFiles,
+    /// `/npm/bench-npm`: both packuments, by `Accept`.
+    pub pkg_path: String,
+    /// The big tarball's path on hoard.
+    pub tarball_path: String,
+    pub abbreviated: bytes::Bytes,
+    pub full: bytes::Bytes,
+    pub big: Vec<u8>,
+    /// The "Data and publishes" section of a report.
+    pub setup_md: String,
+}
 
+/// Starts hoard in `dir`, publishes the fixture (timed, informative),
+/// samples cold packuments, and writes the static servers' files.
+pub async fn prepare(args: &NpmArgs, hoard_bin: &Path, dir: &Path) -> Result<Prepared> {
     eprintln!("starting {}", hoard_bin.display());
     let hoard = Hoard::start_node(
-        &hoard_bin,
+        hoard_bin,
         &NodeSpec {
             id: "bench-npm-1",
-            dir: &dir,
+            dir,
             extra_toml: "\n[[repos]]\nname = \"npm\"\nformat = \"npm\"\n",
             token_repo: Some(REPO),
             env: &[],
@@ -245,13 +253,91 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
     let full = hoard.get(&pkg_path, FULL_ACCEPT).await?;
 
     let files = StaticFiles::write(
-        &dir,
+        dir,
         &[
             (STATIC_ABBREVIATED, &abbreviated),
             (STATIC_FULL, &full),
             (STATIC_TARBALL, &big),
         ],
     )?;
+
+    let mut setup = String::new();
+    let w = &mut setup;
+    let _ = writeln!(w, "## Data and publishes\n");
+    let _ = writeln!(
+        w,
+        "- package `{PACKAGE}`: {} versions (1.0.0 … 1.0.{}), each published with its own `PUT /{REPO}/{PACKAGE}` (one version, three dependencies, a {small_tgz_bytes}-byte tarball); abbreviated packument {} bytes, full packument {} bytes",
+        args.versions,
+        args.versions.saturating_sub(1),
+        abbreviated.len(),
+        full.len()
+    );
+    let _ = writeln!(
+        w,
+        "- big tarball `{BIG_PACKAGE}-1.0.0.tgz`: {} bytes (an incompressible {} MB payload, gzip level 1), at `{tarball_path}`",
+        big.len(),
+        args.tarball_mb
+    );
+    let _ = writeln!(
+        w,
+        "- publishes (one sample each, informative): {} versions one at a time in {:.2} s ({:.0}/s; median {:.1} ms, max {:.1} ms); the big tarball in {:.2} s ({:.0} MB/s of tarball, {:.0} MB/s of base64 document)",
+        args.versions,
+        publish_total.as_secs_f64(),
+        args.versions as f64 / publish_total.as_secs_f64(),
+        publish_p50,
+        publish_max,
+        big_publish.as_secs_f64(),
+        big.len() as f64 / 1e6 / big_publish.as_secs_f64(),
+        big.len() as f64 * 4.0 / 3.0 / 1e6 / big_publish.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "- cold packuments ({} samples, one request at a time, no other load): after a publish of another package (`{OTHER_PACKAGE}`), the first GET of `{PACKAGE}` renders it again: abbreviated median {} ms (max {}), full median {} ms (max {}); the next abbreviated GET, from the page cache: median {} ms (max {})",
+        args.cold_samples,
+        fmt_num(cold_abbrev.0),
+        fmt_num(cold_abbrev.1),
+        fmt_num(cold_full.0),
+        fmt_num(cold_full.1),
+        fmt_num(warm_abbrev.0),
+        fmt_num(warm_abbrev.1)
+    );
+    let _ = writeln!(
+        w,
+        "- hoard's requests: `GET {pkg_path}` with `Accept: {ABBREVIATED_ACCEPT}` (what npm 10 sends for an install) or `Accept: {FULL_ACCEPT}`; `GET {tarball_path}`. The static servers: `GET {STATIC_ABBREVIATED}`, `{STATIC_FULL}`, `{STATIC_TARBALL}` (the bytes hoard served, checked before measuring)"
+    );
+
+    Ok(Prepared {
+        hoard,
+        files,
+        pkg_path,
+        tarball_path,
+        abbreviated,
+        full,
+        big,
+        setup_md: setup,
+    })
+}
+
+pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<()> {
+    let server_threads = common.server_threads();
+    let plans = Plans::new(
+        args.concurrency,
+        args.download_concurrency,
+        common.warmup,
+        common.duration,
+    );
+    let work = common.work_dir()?;
+    let dir = work.path().to_path_buf();
+    let Prepared {
+        hoard,
+        files,
+        pkg_path,
+        tarball_path,
+        abbreviated,
+        full,
+        big,
+        setup_md: setup,
+    } = prepare(args, &hoard_bin, &dir).await?;
 
     // 5. The servers, side by side.
     let mut notes = Vec::new();
@@ -325,6 +411,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
             addr: hoard.addr,
             path: hoard_path,
             accept: accept.to_string(),
+            accept_encoding: None,
             len,
         }];
         for (name, proc, addr, _) in &procs {
@@ -334,6 +421,7 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
                 addr: *addr,
                 path: static_path.to_string(),
                 accept: accept.to_string(),
+                accept_encoding: None,
                 len,
             });
         }
@@ -341,51 +429,6 @@ pub async fn run(common: &Common, args: &NpmArgs, hoard_bin: PathBuf) -> Result<
             rows.push(crate::measure::row(label, e, plan).await?);
         }
     }
-
-    let mut setup = String::new();
-    let w = &mut setup;
-    let _ = writeln!(w, "## Data and publishes\n");
-    let _ = writeln!(
-        w,
-        "- package `{PACKAGE}`: {} versions (1.0.0 … 1.0.{}), each published with its own `PUT /{REPO}/{PACKAGE}` (one version, three dependencies, a {small_tgz_bytes}-byte tarball); abbreviated packument {} bytes, full packument {} bytes",
-        args.versions,
-        args.versions.saturating_sub(1),
-        abbreviated.len(),
-        full.len()
-    );
-    let _ = writeln!(
-        w,
-        "- big tarball `{BIG_PACKAGE}-1.0.0.tgz`: {} bytes (an incompressible {} MB payload, gzip level 1), at `{tarball_path}`",
-        big.len(),
-        args.tarball_mb
-    );
-    let _ = writeln!(
-        w,
-        "- publishes (one sample each, informative): {} versions one at a time in {:.2} s ({:.0}/s; median {:.1} ms, max {:.1} ms); the big tarball in {:.2} s ({:.0} MB/s of tarball, {:.0} MB/s of base64 document)",
-        args.versions,
-        publish_total.as_secs_f64(),
-        args.versions as f64 / publish_total.as_secs_f64(),
-        publish_p50,
-        publish_max,
-        big_publish.as_secs_f64(),
-        big.len() as f64 / 1e6 / big_publish.as_secs_f64(),
-        big.len() as f64 * 4.0 / 3.0 / 1e6 / big_publish.as_secs_f64()
-    );
-    let _ = writeln!(
-        w,
-        "- cold packuments ({} samples, one request at a time, no other load): after a publish of another package (`{OTHER_PACKAGE}`), the first GET of `{PACKAGE}` renders it again: abbreviated median {} ms (max {}), full median {} ms (max {}); the next abbreviated GET, from the page cache: median {} ms (max {})",
-        args.cold_samples,
-        fmt_num(cold_abbrev.0),
-        fmt_num(cold_abbrev.1),
-        fmt_num(cold_full.0),
-        fmt_num(cold_full.1),
-        fmt_num(warm_abbrev.0),
-        fmt_num(warm_abbrev.1)
-    );
-    let _ = writeln!(
-        w,
-        "- hoard's requests: `GET {pkg_path}` with `Accept: {ABBREVIATED_ACCEPT}` (what npm 10 sends for an install) or `Accept: {FULL_ACCEPT}`; `GET {tarball_path}`. The static servers: `GET {STATIC_ABBREVIATED}`, `{STATIC_FULL}`, `{STATIC_TARBALL}` (the bytes hoard served, checked before measuring)"
-    );
 
     let report = Report {
         title: "hoard npm benchmark".into(),

@@ -18,8 +18,8 @@ use crate::report::{Report, Row};
 use crate::servers::{self, Hoard, StaticFiles, HTML_ACCEPT, JSON_ACCEPT};
 use crate::{command_line, git_description, Common};
 
-const PAGES_PROJECT: &str = "bench-pages";
-const BIG_PROJECT: &str = "bench-big";
+pub const PAGES_PROJECT: &str = "bench-pages";
+pub const BIG_PROJECT: &str = "bench-big";
 
 #[derive(Args, Debug, Clone)]
 pub struct PypiArgs {
@@ -50,6 +50,46 @@ impl Default for PypiArgs {
             devpi: None,
         }
     }
+}
+
+/// The fixture as uploaded (one sample each: informative, not a benchmark).
+pub struct Uploads {
+    /// The wheels of `bench-pages`, 1.0.0, 1.0.1, …
+    pub small: Vec<Artifact>,
+    /// Their upload times, sorted.
+    pub upload_times: Vec<Duration>,
+    pub small_total: Duration,
+    /// The big wheel of `bench-big`.
+    pub big: Artifact,
+    pub big_upload: Duration,
+}
+
+/// Uploads `files` small wheels of `bench-pages` and one wheel of
+/// `bench-big` with a `big_mb` MB incompressible member, one at a time.
+pub async fn upload_fixture(hoard: &Hoard, files: usize, big_mb: usize) -> Result<Uploads> {
+    eprintln!("uploading {files} wheels of {PAGES_PROJECT}");
+    let mut upload_times = Vec::with_capacity(files);
+    let small: Vec<Artifact> = (0..files)
+        .map(|i| wheel(PAGES_PROJECT, &format!("1.0.{i}")))
+        .collect();
+    let t0 = Instant::now();
+    for w in &small {
+        upload_times.push(hoard.upload(w).await?.elapsed);
+    }
+    let small_total = t0.elapsed();
+    upload_times.sort();
+    eprintln!("building and uploading the {big_mb} MB wheel");
+    let big = WheelSpec::new(BIG_PROJECT, "1.0.0")
+        .padding(big_mb * 1_000_000, 42)
+        .build();
+    let big_upload = hoard.upload(&big).await?.elapsed;
+    Ok(Uploads {
+        small,
+        upload_times,
+        small_total,
+        big,
+        big_upload,
+    })
 }
 
 /// The upload phase (one sample each: informative, not a benchmark).
@@ -113,22 +153,13 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
     // 1. hoard, with 200 small wheels of one project and one big wheel.
     eprintln!("starting {}", hoard_bin.display());
     let hoard = Hoard::start(&hoard_bin, &dir).await?;
-    eprintln!("uploading {} wheels of {PAGES_PROJECT}", args.files);
-    let mut upload_times = Vec::with_capacity(args.files);
-    let small: Vec<Artifact> = (0..args.files)
-        .map(|i| wheel(PAGES_PROJECT, &format!("1.0.{i}")))
-        .collect();
-    let t0 = Instant::now();
-    for w in &small {
-        upload_times.push(hoard.upload(w).await?.elapsed);
-    }
-    let small_total = t0.elapsed();
-    upload_times.sort();
-    eprintln!("building and uploading the {} MB wheel", args.big_mb);
-    let big = WheelSpec::new(BIG_PROJECT, "1.0.0")
-        .padding(args.big_mb * 1_000_000, 42)
-        .build();
-    let big_upload = hoard.upload(&big).await?.elapsed;
+    let Uploads {
+        small,
+        upload_times,
+        small_total,
+        big,
+        big_upload,
+    } = upload_fixture(&hoard, args.files, args.big_mb).await?;
 
     // 2. What hoard serves: the two pages and the wheel, checked.
     let page_path = format!("/pypi/simple/{PAGES_PROJECT}/");
@@ -284,6 +315,7 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
                 addr: s.addr,
                 path: path.clone(),
                 accept: accept.to_string(),
+                accept_encoding: None,
                 len,
             };
             rows.push(crate::measure::row(scenario.label(), &e, p).await?);

@@ -10,7 +10,7 @@
 //! 2. Catch-up: more uploads bring the primary to N events and ~1 GiB of
 //!    blobs; then a fresh replica starts from an empty data dir, and the
 //!    time until its applied serial and digest equal the primary's is
-//!    measured, next to `cp -r` of the primary's blob dir (+ `sync`) on the
+//!    measured, next to `cp -a` of the primary's blob dir (+ `sync`) on the
 //!    same disk in the same run.
 //! 3. Memory: VmRSS and VmHWM of the replicas and the primary, sampled
 //!    from /proc during and after the catch-up.
@@ -66,14 +66,14 @@ pub struct ReplicationArgs {
     pub idle_secs: u64,
 }
 
-fn replica_toml(upstream: SocketAddr, fetch_concurrency: usize) -> String {
+pub fn replica_toml(upstream: SocketAddr, fetch_concurrency: usize) -> String {
     format!(
         "role = \"replica\"\nupstreams = [\"{upstream}\"]\nfetch_concurrency = {fetch_concurrency}\n"
     )
 }
 
 /// Quantile `q` of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -84,7 +84,7 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn status_u64(v: &serde_json::Value, key: &str) -> Result<u64> {
+pub fn status_u64(v: &serde_json::Value, key: &str) -> Result<u64> {
     v[key]
         .as_u64()
         .with_context(|| format!("/+status has no {key}: {v}"))
@@ -93,7 +93,7 @@ fn status_u64(v: &serde_json::Value, key: &str) -> Result<u64> {
 /// Waits (long-polls) until the node at `addr` has applied `serial`;
 /// returns its `/+status` and the instant its answer arrived. Retries
 /// while the node is not up yet, and on 503 (its bounded wait ran out).
-async fn wait_applied(
+pub async fn wait_applied(
     client: &reqwest::Client,
     addr: SocketAddr,
     serial: u64,
@@ -148,7 +148,7 @@ fn dir_size(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
-fn sync_disks() -> Result<Duration> {
+pub fn sync_disks() -> Result<Duration> {
     let t0 = Instant::now();
     let st = Command::new("sync").status().context("run sync")?;
     if !st.success() {
@@ -174,54 +174,54 @@ fn mem_point(pid: u32, process: &str, when: &str) -> Option<MemPoint> {
     })
 }
 
-struct LagResult {
-    uploads: usize,
-    lag_ms: Vec<f64>,
-    ack_ms: Vec<f64>,
-    serial_surprises: usize,
-    download_failures: usize,
-    first_download_failure: Option<String>,
-    status_rtt_replica_ms: Vec<f64>,
+pub struct LagResult {
+    pub uploads: usize,
+    pub lag_ms: Vec<f64>,
+    pub ack_ms: Vec<f64>,
+    pub serial_surprises: usize,
+    pub download_failures: usize,
+    pub first_download_failure: Option<String>,
+    pub status_rtt_replica_ms: Vec<f64>,
 }
 
 /// One sample during the catch-up.
 #[derive(Clone, Copy, Default)]
-struct Sample {
-    t: f64,
-    replica_rss: u64,
-    replica_hwm: u64,
-    primary_rss: u64,
-    applied: Option<u64>,
-    fetched: Option<u64>,
+pub struct Sample {
+    pub t: f64,
+    pub replica_rss: u64,
+    pub replica_hwm: u64,
+    pub primary_rss: u64,
+    pub applied: Option<u64>,
+    pub fetched: Option<u64>,
 }
 
-struct CatchUp {
-    events: u64,
-    blob_bytes: u64,
-    blob_files: u64,
-    ready_s: f64,
-    done_s: f64,
-    digest_ok: bool,
-    fetched_bytes: u64,
-    replica_cpu_s: f64,
-    primary_cpu_s: f64,
-    samples: Vec<Sample>,
-    idle_rss: u64,
-    idle_hwm: u64,
-    replica_data_bytes: u64,
-    primary_data_bytes: u64,
-    sync_before_s: f64,
-    cp_s: f64,
-    cp_sync_s: f64,
-    cp_bytes: u64,
+pub struct CatchUp {
+    pub events: u64,
+    pub blob_bytes: u64,
+    pub blob_files: u64,
+    pub ready_s: f64,
+    pub done_s: f64,
+    pub digest_ok: bool,
+    pub fetched_bytes: u64,
+    pub replica_cpu_s: f64,
+    pub primary_cpu_s: f64,
+    pub samples: Vec<Sample>,
+    pub idle_rss: u64,
+    pub idle_hwm: u64,
+    pub replica_data_bytes: u64,
+    pub primary_data_bytes: u64,
+    pub sync_before_s: f64,
+    pub cp_s: f64,
+    pub cp_sync_s: f64,
+    pub cp_bytes: u64,
 }
 
-struct Prep {
-    uploads: usize,
-    big: usize,
-    elapsed: Duration,
-    bytes: u64,
-    replica1_caught_up_after: Duration,
+pub struct Prep {
+    pub uploads: usize,
+    pub big: usize,
+    pub elapsed: Duration,
+    pub bytes: u64,
+    pub replica1_caught_up_after: Duration,
 }
 
 pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) -> Result<()> {
@@ -329,7 +329,7 @@ pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) ->
     Ok(())
 }
 
-async fn measure_lag(
+pub async fn measure_lag(
     primary: &Hoard,
     replica: &Hoard,
     poll: &reqwest::Client,
@@ -422,7 +422,7 @@ async fn measure_lag(
 
 /// Uploads until the primary has `args.events` events, `args.big_files` of
 /// them with a big random payload, spread over `args.projects` projects.
-async fn prepare(
+pub async fn prepare(
     primary: &Hoard,
     replica1: &Hoard,
     poll: &reqwest::Client,
@@ -485,7 +485,7 @@ async fn prepare(
     })
 }
 
-async fn measure_catch_up(
+pub async fn measure_catch_up(
     common: &Common,
     args: &ReplicationArgs,
     hoard_bin: &Path,
@@ -575,18 +575,18 @@ async fn measure_catch_up(
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
 
     // The baseline: copy the primary's blob dir on the same disk.
-    eprintln!("baseline: cp -r of the primary's blob dir, then sync");
+    eprintln!("baseline: cp -a of the primary's blob dir, then sync");
     sync_disks()?;
     let copy = dir.join("cp-baseline");
     let t1 = Instant::now();
     let st = Command::new("cp")
-        .arg("-r")
+        .arg("-a")
         .arg(primary.data_dir.join("blobs"))
         .arg(&copy)
         .status()
-        .context("run cp -r")?;
+        .context("run cp -a")?;
     if !st.success() {
-        bail!("cp -r failed: {st}");
+        bail!("cp -a failed: {st}");
     }
     let cp_s = t1.elapsed().as_secs_f64();
     sync_disks()?;
@@ -656,7 +656,7 @@ fn markdown(
         let mb = c.blob_bytes as f64 / 1e6;
         let _ = writeln!(
             w,
-            "- **catch-up** of a fresh replica: {} events and {} blobs ({:.0} MB) in **{:.1} s** = **{:.0} events/s**, **{:.0} MB/s**; digest {}. Baseline, same disk, same run: `cp -r` of the primary's blob dir {:.1} s ({:.0} MB/s), `cp -r` + `sync` {:.1} s ({:.0} MB/s): the catch-up runs at **{:.2}×** the speed of `cp -r` + `sync` ({:.2}× `cp -r` alone)",
+            "- **catch-up** of a fresh replica: {} events and {} blobs ({:.0} MB) in **{:.1} s** = **{:.0} events/s**, **{:.0} MB/s**; digest {}. Baseline, same disk, same run: `cp -a` of the primary's blob dir {:.1} s ({:.0} MB/s), `cp -a` + `sync` {:.1} s ({:.0} MB/s): the catch-up runs at **{:.2}×** the speed of `cp -a` + `sync` ({:.2}× `cp -a` alone)",
             c.events,
             c.blob_files,
             mb,
@@ -804,13 +804,13 @@ fn markdown(
         );
         let _ = writeln!(
             w,
-            "| baseline `cp -r blobs` (same disk) | {:.2} s, {:.0} MB/s |",
+            "| baseline `cp -a blobs` (same disk) | {:.2} s, {:.0} MB/s |",
             c.cp_s,
             c.cp_bytes as f64 / 1e6 / c.cp_s
         );
         let _ = writeln!(
             w,
-            "| baseline `cp -r blobs` + `sync` | {:.2} s, {:.0} MB/s |",
+            "| baseline `cp -a blobs` + `sync` | {:.2} s, {:.0} MB/s |",
             c.cp_sync_s,
             c.cp_bytes as f64 / 1e6 / c.cp_sync_s
         );

@@ -22,6 +22,7 @@ pub fn now_utc() -> String {
         .unwrap_or_default()
 }
 
+#[derive(Clone)]
 pub struct Row {
     pub scenario: &'static str,
     pub server: &'static str,
@@ -35,12 +36,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// Adds a later round of the same scenario and server.
+    pub fn merge(&mut self, other: Row) {
+        self.measured.merge(other.measured);
+        self.server_cpu_s += other.server_cpu_s;
+        self.client_cpu_s += other.client_cpu_s;
+    }
+
     fn is_download(&self) -> bool {
         self.scenario.starts_with("download")
     }
 
     /// The headline figure: req/s for pages, MB/s for downloads.
-    fn figure(&self) -> f64 {
+    pub fn figure(&self) -> f64 {
         if self.is_download() {
             self.measured.mb_per_s()
         } else {
@@ -57,7 +65,7 @@ impl Row {
     }
 
     /// The headline figure per CPU-second of the server.
-    fn per_server_cpu(&self) -> f64 {
+    pub fn per_server_cpu(&self) -> f64 {
         if self.server_cpu_s <= 0.0 {
             return f64::NAN;
         }
@@ -68,7 +76,7 @@ impl Row {
         }
     }
 
-    fn cores(&self, cpu_s: f64) -> f64 {
+    pub fn cores(&self, cpu_s: f64) -> f64 {
         cpu_s / self.measured.window.as_secs_f64()
     }
 

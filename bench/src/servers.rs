@@ -166,6 +166,32 @@ impl Hoard {
         Ok(resp.bytes().await?)
     }
 
+    /// GET a path with `Accept-Encoding` too: the body as sent (not
+    /// decoded) and whether it was `Content-Encoding: gzip`; fails unless 200.
+    pub async fn get_encoded(
+        &self,
+        path: &str,
+        accept: &str,
+        accept_encoding: &str,
+    ) -> Result<(Bytes, bool)> {
+        // This client decodes nothing (reqwest without its gzip feature).
+        let resp = self
+            .client
+            .get(format!("http://{}{path}", self.addr))
+            .header("accept", accept)
+            .header("accept-encoding", accept_encoding)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("GET {path}: {}", resp.status());
+        }
+        let gzip = resp
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        Ok((resp.bytes().await?, gzip))
+    }
+
     /// `/+status` as JSON.
     pub async fn status(&self) -> Result<serde_json::Value> {
         let body = self.get("/+status", "application/json").await?;
@@ -281,12 +307,17 @@ pub struct Devpi {
 const DEVPI_PASSWORD: &str = "bench";
 pub const DEVPI_INDEX: &str = "/root/bench";
 
-/// `devpi-server` from `--devpi`, else from target/bench-tools/devpi.
+/// `devpi-server` from `--devpi`, else from target/bench-tools/devpi, else
+/// from target/test-tools/devpi (where `bench/run` has
+/// `tests/tools/setup-devpi.sh` put it).
 pub fn find_devpi(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
-    let p = explicit
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| workspace.join("target/bench-tools/devpi/bin/devpi-server"));
-    p.is_file().then_some(p)
+    if let Some(p) = explicit {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    ["target/bench-tools/devpi", "target/test-tools/devpi"]
+        .iter()
+        .map(|venv| workspace.join(venv).join("bin/devpi-server"))
+        .find(|p| p.is_file())
 }
 
 impl Devpi {
@@ -476,6 +507,11 @@ http {{
     keepalive_timeout 75s;
     keepalive_requests 100000000;
     open_file_cache max=16 inactive=60s;
+    # A request with `Accept-Encoding: gzip` gets `<file>.gz` if there is
+    # one (the suite writes them for the pages): pre-compressed bytes, as
+    # hoard's gzip page variants are, so neither side compresses per request.
+    gzip_static on;
+    gzip_vary on;
     client_body_temp_path {p}/tmp/body;
     proxy_temp_path {p}/tmp/proxy;
     fastcgi_temp_path {p}/tmp/fastcgi;

@@ -1,0 +1,1378 @@
+//! `hoard-bench suite`: the figures of the performance issue, one after the
+//! other, each next to its baseline in the same run, into one results file
+//! (`bench/results/<date>-<short commit>.md`) with PNG plots beside it.
+//!
+//! It reuses the scenarios' own code (the PyPI and npm fixtures, the lag and
+//! catch-up of `replication`, the trials of `failover`) and measures every
+//! side-by-side comparison in alternating rounds (A B A B), so that a drift
+//! of the shared machine during the run hits both systems alike.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use hoard_testkit::tools::workspace_root;
+use hoard_testkit::wheel;
+
+use crate::failover::{self, FailoverArgs};
+use crate::load::Plan;
+use crate::measure::{alternating, Endpoint};
+use crate::plots::{self, Chart, Mark, Series};
+use crate::procs::Proc;
+use crate::replication::{self, quantile, ReplicationArgs};
+use crate::report::{fmt_ms, fmt_num, now_utc, today, Row};
+use crate::servers::{self, Hoard, NodeSpec, StaticFiles, HTML_ACCEPT, JSON_ACCEPT};
+use crate::{command_line, git_description, npm, pypi, Common};
+
+#[derive(Args, Debug, Clone)]
+pub struct SuiteArgs {
+    /// Small data and short windows: the whole suite in under 5 minutes on
+    /// 2 cores (the full run takes under 30).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Sizes, durations and concurrency of a run: quick or full.
+struct Settings {
+    quick: bool,
+    warmup: f64,
+    duration: f64,
+    /// Alternating rounds of each side-by-side row.
+    rounds: usize,
+    concurrency: usize,
+    download_concurrency: usize,
+    /// Files of the simple-page project.
+    files: usize,
+    /// Other projects (one wheel each), so that the root index lists some.
+    root_projects: usize,
+    big_mb: usize,
+    lag_uploads: usize,
+    /// Events on the leader when the fresh replica starts.
+    events: u64,
+    big_files: usize,
+    big_kib: usize,
+    latency_uploads: usize,
+    upload_concurrency: usize,
+    failover_trials: usize,
+    npm_versions: usize,
+    tarball_mb: usize,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Settings {
+        if quick {
+            Settings {
+                quick,
+                warmup: 0.5,
+                duration: 1.5,
+                rounds: 2,
+                concurrency: 16,
+                download_concurrency: 4,
+                files: 200,
+                root_projects: 20,
+                big_mb: 50,
+                lag_uploads: 200,
+                events: 1000,
+                big_files: 100,
+                big_kib: 1100,
+                latency_uploads: 50,
+                upload_concurrency: 8,
+                failover_trials: 3,
+                npm_versions: 100,
+                tarball_mb: 20,
+            }
+        } else {
+            Settings {
+                quick,
+                warmup: 2.0,
+                duration: 5.0,
+                rounds: 2,
+                concurrency: 16,
+                download_concurrency: 4,
+                files: 200,
+                root_projects: 200,
+                big_mb: 50,
+                lag_uploads: 1000,
+                events: 10_000,
+                big_files: 1000,
+                big_kib: 1100,
+                latency_uploads: 300,
+                upload_concurrency: 8,
+                failover_trials: 10,
+                npm_versions: 300,
+                tarball_mb: 20,
+            }
+        }
+    }
+
+    fn plan(&self, concurrency: usize) -> Plan {
+        Plan {
+            concurrency,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(
+            w,
+            "- mode: **{}**",
+            if self.quick {
+                "quick (`--quick`)"
+            } else {
+                "full"
+            }
+        );
+        let _ = writeln!(
+            w,
+            "- load rows: {} alternating rounds (A B A B) per row, each {} s warm-up + {} s measured; pages {} connections, downloads {} connections; HTTP/1.1 keep-alive, closed loop, load generator on the same machine",
+            self.rounds, self.warmup, self.duration, self.concurrency, self.download_concurrency
+        );
+        let _ = writeln!(
+            w,
+            "- PyPI data: `{}` with {} files, {} more projects of one file for the root index, a {} MB wheel",
+            pypi::PAGES_PROJECT,
+            self.files,
+            self.root_projects,
+            self.big_mb
+        );
+        let _ = writeln!(
+            w,
+            "- lag: {} sequential uploads; catch-up: {} events, {} of them {} KiB wheels",
+            self.lag_uploads, self.events, self.big_files, self.big_kib
+        );
+        let _ = writeln!(
+            w,
+            "- uploads: {} sequential (latency) and {} from {} clients (rate), per cluster and round; failover: {} kill -9 trials",
+            self.latency_uploads,
+            self.latency_uploads,
+            self.upload_concurrency,
+            self.failover_trials
+        );
+        let _ = writeln!(
+            w,
+            "- npm: {} versions of the packument's package, a {} MB tarball",
+            self.npm_versions, self.tarball_mb
+        );
+        s
+    }
+}
+
+/// Whether a figure meets the issue's target.
+#[derive(Clone, Copy, PartialEq)]
+enum Verdict {
+    Met,
+    NotMet,
+    /// The issue sets no target for it: reported only.
+    NoTarget,
+    /// Not measured by this run (yet, or it failed).
+    NotMeasured,
+}
+
+impl Verdict {
+    fn of(met: bool) -> Verdict {
+        if met {
+            Verdict::Met
+        } else {
+            Verdict::NotMet
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Met => "**met**",
+            Verdict::NotMet => "**not met**",
+            Verdict::NoTarget => "(no target)",
+            Verdict::NotMeasured => "not measured yet",
+        }
+    }
+}
+
+/// One row of the summary table, and its section of details.
+struct Figure {
+    number: &'static str,
+    what: String,
+    hoard: String,
+    baseline: String,
+    ratio: Option<f64>,
+    target: String,
+    verdict: Verdict,
+    details: String,
+}
+
+impl Figure {
+    fn not_measured(number: &'static str, what: &str, target: &str, why: &str) -> Figure {
+        Figure {
+            number,
+            what: what.into(),
+            hoard: "—".into(),
+            baseline: "—".into(),
+            ratio: None,
+            target: target.into(),
+            verdict: Verdict::NotMeasured,
+            details: why.into(),
+        }
+    }
+}
+
+/// The load-average triple from /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn short_commit() -> String {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(workspace_root())
+        .args(["rev-parse", "--short=7", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "nocommit".into())
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn find_row<'a>(rows: &'a [Row], scenario: &str, server: &str) -> Result<&'a Row> {
+    rows.iter()
+        .find(|r| r.scenario == scenario && r.server == server)
+        .with_context(|| format!("no row {scenario} / {server}"))
+}
+
+/// The table of side-by-side rows of one figure, markdown.
+fn rows_table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "| row | server | req/s | MB/s | ≈ bytes/response | gzip responses | p50 ms | p99 ms | server CPU (cores) | per server CPU-s | errors |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for r in rows {
+        let m = &r.measured;
+        let per_response = if m.requests > 0 {
+            format!("{:.0}", m.bytes as f64 / m.requests as f64)
+        } else {
+            "n/a".into()
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {per_response} | {} of {} | {} | {} | {:.2} | {} | {} |",
+            r.scenario,
+            r.server,
+            fmt_num(m.req_per_s()),
+            fmt_num(m.mb_per_s()),
+            m.gzip_responses,
+            m.requests,
+            fmt_ms(m.latency_ms(0.5)),
+            fmt_ms(m.latency_ms(0.99)),
+            r.cores(r.server_cpu_s),
+            fmt_num(r.per_server_cpu()),
+            m.errors
+        );
+    }
+    s
+}
+
+/// What a page row asks for.
+struct PageRow {
+    label: &'static str,
+    hoard_path: &'static str,
+    static_path: &'static str,
+    accept: &'static str,
+    gzip: bool,
+}
+
+const ROOT_PATH: &str = "/pypi/simple/";
+const PROJECT_PATH: &str = "/pypi/simple/bench-pages/";
+
+const PAGE_ROWS: [PageRow; 8] = [
+    PageRow {
+        label: "root index, HTML",
+        hoard_path: ROOT_PATH,
+        static_path: "/root.html",
+        accept: HTML_ACCEPT,
+        gzip: false,
+    },
+    PageRow {
+        label: "root index, JSON",
+        hoard_path: ROOT_PATH,
+        static_path: "/root.json",
+        accept: JSON_ACCEPT,
+        gzip: false,
+    },
+    PageRow {
+        label: "200-file project, HTML",
+        hoard_path: PROJECT_PATH,
+        static_path: "/page.html",
+        accept: HTML_ACCEPT,
+        gzip: false,
+    },
+    PageRow {
+        label: "200-file project, JSON",
+        hoard_path: PROJECT_PATH,
+        static_path: "/page.json",
+        accept: JSON_ACCEPT,
+        gzip: false,
+    },
+    PageRow {
+        label: "root index, HTML, gzip",
+        hoard_path: ROOT_PATH,
+        static_path: "/root.html",
+        accept: HTML_ACCEPT,
+        gzip: true,
+    },
+    PageRow {
+        label: "root index, JSON, gzip",
+        hoard_path: ROOT_PATH,
+        static_path: "/root.json",
+        accept: JSON_ACCEPT,
+        gzip: true,
+    },
+    PageRow {
+        label: "200-file project, HTML, gzip",
+        hoard_path: PROJECT_PATH,
+        static_path: "/page.html",
+        accept: HTML_ACCEPT,
+        gzip: true,
+    },
+    PageRow {
+        label: "200-file project, JSON, gzip",
+        hoard_path: PROJECT_PATH,
+        static_path: "/page.json",
+        accept: JSON_ACCEPT,
+        gzip: true,
+    },
+];
+
+const DOWNLOAD_ROW: &str = "download 50 MB wheel";
+
+/// Everything a run produced: the figures, and the raw data of the plots.
+#[derive(Default)]
+struct Collected {
+    figures: Vec<Figure>,
+    page_rows: Vec<Row>,
+    lag_ms: Vec<f64>,
+    ack_ms: Vec<f64>,
+    notes: Vec<String>,
+}
+
+pub async fn run(common: &Common, args: &SuiteArgs, hoard_bin: PathBuf) -> Result<()> {
+    let t0 = Instant::now();
+    let load_start = load_average();
+    let set = Settings::new(args.quick);
+    let work = common.work_dir()?;
+    let dir = work.path().to_path_buf();
+    let nginx = servers::find_nginx(common.nginx.as_deref());
+    let mut out = Collected::default();
+    if nginx.is_none() {
+        out.notes.push(
+            "nginx not found (bench/run installs Debian's package): the nginx columns are empty"
+                .into(),
+        );
+    }
+
+    eprintln!("== figures 1, 2, 3, 5, 6: a leader with a replica");
+    if let Err(e) =
+        leader_and_replica(common, &set, &hoard_bin, &dir, nginx.as_deref(), &mut out).await
+    {
+        eprintln!("error: {e:#}");
+        out.notes.push(format!(
+            "figures 1, 2, 3, 5 and 6 stopped with an error: {e:#}"
+        ));
+    }
+    eprintln!("== figure 4: upload acknowledgement, 1 voter against 3");
+    match uploads(&set, &hoard_bin, &dir).await {
+        Ok(f) => out.figures.push(f),
+        Err(e) => out.notes.push(format!("figure 4 failed: {e:#}")),
+    }
+    eprintln!("== figure 7: failover");
+    match failover_figure(&set, &hoard_bin, &dir).await {
+        Ok(f) => out.figures.push(f),
+        Err(e) => out.notes.push(format!("figure 7 failed: {e:#}")),
+    }
+    eprintln!("== figure 9: npm");
+    match npm_figures(common, &set, &hoard_bin, &dir, nginx.as_deref()).await {
+        Ok(f) => out.figures.extend(f),
+        Err(e) => out.notes.push(format!("figure 9 failed: {e:#}")),
+    }
+    out.figures.push(Figure::not_measured(
+        "8",
+        "scale: 1k → 500k projects (page latency, root page, replica RSS, catch-up, bytes per file)",
+        "project page flat within 1.5×; idle replica < 64 MiB at 10k projects",
+        "Not measured yet: the synthetic 500k-project index is a later part of the issue. `plots::write_png` draws its curves (one `Chart` of `Mark::Lines` per measure, the project count on x) once they exist.",
+    ));
+    out.figures.push(Figure::not_measured(
+        "1, 5, 6 vs devpi",
+        "a devpi-server replica next to hoard's (pages, lag, catch-up)",
+        "lag p99 ≤ a tenth of devpi's; catch-up ≥ 10× devpi's",
+        "Not measured yet: the suite does not start a devpi-server replica. `bench/run` installs devpi-server (`hoard-bench pypi` compares its primary's pages).",
+    ));
+    out.figures.sort_by_key(|f| figure_order(f.number));
+
+    let stem = format!("{}-{}", today(), short_commit());
+    let out_dir = common
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench/results"));
+    let mut plot_links = Vec::new();
+    if !common.no_write {
+        std::fs::create_dir_all(&out_dir)?;
+        match write_plots(&out_dir, &stem, &out) {
+            Ok(links) => plot_links = links,
+            Err(e) => out.notes.push(format!("the plots were not drawn: {e:#}")),
+        }
+    }
+    let md = markdown(
+        &set,
+        &hoard_bin,
+        &out,
+        &plot_links,
+        &load_start,
+        t0.elapsed(),
+    );
+    println!("{md}");
+    if !common.no_write {
+        let path = out_dir.join(format!("{stem}.md"));
+        std::fs::write(&path, &md)?;
+        eprintln!("wrote {}", path.display());
+    }
+    drop(work);
+    Ok(())
+}
+
+/// Figures in the issue's order; the ones not measured at the end.
+fn figure_order(number: &str) -> (u32, String) {
+    let n = number
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(99);
+    let last = if number.contains("devpi") { 100 } else { n };
+    (last, number.to_string())
+}
+
+/// Figures 1, 2, 3 on a replica of a leader, then 5 (lag) and 6 (catch-up)
+/// with the same two nodes.
+async fn leader_and_replica(
+    common: &Common,
+    set: &Settings,
+    hoard_bin: &Path,
+    dir: &Path,
+    nginx: Option<&Path>,
+    out: &mut Collected,
+) -> Result<()> {
+    let leader = Hoard::start_node(
+        hoard_bin,
+        &NodeSpec {
+            id: "leader",
+            dir: &dir.join("leader"),
+            extra_toml: "",
+            token_repo: Some("pypi"),
+            env: &[],
+        },
+    )
+    .await?;
+    let fetch_concurrency = 8;
+    let replica = Hoard::start_node(
+        hoard_bin,
+        &NodeSpec {
+            id: "replica",
+            dir: &dir.join("replica"),
+            extra_toml: &replication::replica_toml(leader.grpc, fetch_concurrency),
+            token_repo: None,
+            env: &[],
+        },
+    )
+    .await?;
+    let poll = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+
+    eprintln!("uploading {} one-file projects", set.root_projects);
+    for i in 0..set.root_projects {
+        leader
+            .upload(&wheel(&format!("bench-root-{i:04}"), "1.0.0"))
+            .await?;
+    }
+    let fixture = pypi::upload_fixture(&leader, set.files, set.big_mb).await?;
+    let serial = replication::status_u64(&leader.status().await?, "applied_serial")?;
+    replication::wait_applied(&poll, replica.addr, serial).await?;
+
+    // What the replica serves, identity and gzip; the static twins.
+    let mut static_files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut gzip_sources = Vec::new();
+    for row in PAGE_ROWS.iter().filter(|r| !r.gzip) {
+        let plain = replica.get(row.hoard_path, row.accept).await?;
+        let (encoded, gzipped) = replica
+            .get_encoded(row.hoard_path, row.accept, "gzip")
+            .await?;
+        // nginx serves hoard's own compressed bytes when hoard has them;
+        // else the same page compressed here, at gzip's best level.
+        let gz = if gzipped {
+            gzip_sources.push(format!("`{}`: hoard's gzip variant", row.static_path));
+            encoded.to_vec()
+        } else {
+            gzip_sources.push(format!(
+                "`{}`: hoard sent no gzip variant; compressed by the bench (level 9)",
+                row.static_path
+            ));
+            gzip(&plain)?
+        };
+        static_files.push((format!("{}.gz", row.static_path), gz));
+        static_files.push((row.static_path.to_string(), plain.to_vec()));
+    }
+    let wheel_path = format!("/pypi/files/{}/{}", pypi::BIG_PROJECT, fixture.big.filename);
+    let served = replica.get(&wheel_path, "*/*").await?;
+    if served.as_ref() != fixture.big.bytes.as_slice() {
+        bail!("the replica served other bytes for {wheel_path}");
+    }
+    drop(served);
+    static_files.push((servers::STATIC_WHEEL.to_string(), fixture.big.bytes.clone()));
+    let refs: Vec<(&str, &[u8])> = static_files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let files = StaticFiles::write(dir, &refs)?;
+    let nginx = match nginx {
+        Some(bin) => {
+            let (proc, addr) =
+                servers::start_nginx(bin, dir, &files, common.server_threads()).await?;
+            for (path, bytes) in static_files.iter().filter(|(p, _)| !p.ends_with(".gz")) {
+                servers::verify_same_bytes(addr, path, bytes).await?;
+            }
+            Some((proc, addr, servers::nginx_version(bin)))
+        }
+        None => None,
+    };
+    let len_of = |path: &str| -> u64 {
+        static_files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or(0, |(_, b)| b.len() as u64)
+    };
+
+    // Figures 1 and 2: every page row, A B A B.
+    let endpoints = |row: &PageRow, plain_len: u64| -> Vec<Endpoint> {
+        let accept_encoding = row.gzip.then(|| "gzip".to_string());
+        let mut v = vec![Endpoint {
+            server: "hoard replica",
+            pid: replica.proc.pid(),
+            addr: replica.addr,
+            path: row.hoard_path.into(),
+            accept: row.accept.into(),
+            accept_encoding: accept_encoding.clone(),
+            len: plain_len,
+        }];
+        if let Some((proc, addr, _)) = &nginx {
+            v.push(Endpoint {
+                server: "nginx",
+                pid: proc.pid(),
+                addr: *addr,
+                path: row.static_path.into(),
+                accept: row.accept.into(),
+                accept_encoding,
+                len: plain_len,
+            });
+        }
+        v
+    };
+    for row in &PAGE_ROWS {
+        let e = endpoints(row, len_of(row.static_path));
+        out.page_rows
+            .extend(alternating(row.label, &e, set.plan(set.concurrency), set.rounds).await?);
+    }
+    let nginx_line = nginx.as_ref().map_or(String::new(), |(_, _, v)| {
+        format!(
+            "nginx {v}: {} worker processes, sendfile, open_file_cache, `gzip_static on` over `.gz` files of the same bytes, access log off.",
+            common.server_threads()
+        )
+    });
+    out.figures.push(page_figure(
+        "1",
+        "simple pages, requests/s (root index and a 200-file project, HTML and JSON), on the replica",
+        &out.page_rows,
+        false,
+        &format!(
+            "hoard: the **replica** of a leader (both `hoard serve` on loopback), serving `{ROOT_PATH}` (the root index: {} projects) and `{PROJECT_PATH}` ({} files) by `Accept`. {nginx_line} Each row: {} connections.\n",
+            set.root_projects + 2,
+            set.files,
+            set.concurrency
+        ),
+    )?);
+    out.figures.push(page_figure(
+        "2",
+        "the same pages with `Accept-Encoding: gzip`",
+        &out.page_rows,
+        true,
+        &format!(
+            "Every request sends `Accept-Encoding: gzip`, as pip and uv do. \"bytes/response\" and \"gzip responses\" show what each side sent. The `.gz` files nginx serves: {}.\n",
+            gzip_sources.join("; ")
+        ),
+    )?);
+
+    // Figure 3: the 50 MB download.
+    let big_len = fixture.big.bytes.len() as u64;
+    let mut e = vec![Endpoint {
+        server: "hoard replica",
+        pid: replica.proc.pid(),
+        addr: replica.addr,
+        path: wheel_path.clone(),
+        accept: "*/*".into(),
+        accept_encoding: None,
+        len: big_len,
+    }];
+    if let Some((proc, addr, _)) = &nginx {
+        e.push(Endpoint {
+            server: "nginx",
+            pid: proc.pid(),
+            addr: *addr,
+            path: servers::STATIC_WHEEL.into(),
+            accept: "*/*".into(),
+            accept_encoding: None,
+            len: big_len,
+        });
+    }
+    let rows = alternating(
+        DOWNLOAD_ROW,
+        &e,
+        set.plan(set.download_concurrency),
+        set.rounds,
+    )
+    .await?;
+    out.figures.push(download_figure(
+        "3",
+        &format!("download of a {} MB wheel from the replica", set.big_mb),
+        &rows,
+        &format!(
+            "`GET {wheel_path}` on the replica against nginx's `sendfile` of the same file, {} connections.\n",
+            set.download_concurrency
+        ),
+    )?);
+    drop(nginx);
+    drop(fixture);
+
+    // Figure 5: lag, on the same two nodes.
+    eprintln!("== figure 5: replication lag");
+    let lag = replication::measure_lag(&leader, &replica, &poll, set.lag_uploads).await?;
+    out.figures.push(lag_figure(&lag));
+    out.lag_ms = lag.lag_ms.clone();
+    out.ack_ms = lag.ack_ms.clone();
+
+    // Figure 6: catch-up of a fresh replica, against `cp -a` + `sync`.
+    eprintln!("== figure 6: catch-up");
+    let rargs = ReplicationArgs {
+        lag_uploads: set.lag_uploads,
+        events: set.events,
+        big_files: set.big_files,
+        big_kib: set.big_kib,
+        projects: 100,
+        prep_concurrency: 4,
+        fetch_concurrency,
+        sample_ms: 100,
+        idle_secs: 1,
+    };
+    let prep = replication::prepare(&leader, &replica, &poll, &rargs).await?;
+    // The following replica stops, so that it takes no CPU from the catch-up.
+    drop(replica);
+    let c = replication::measure_catch_up(common, &rargs, hoard_bin, &leader, dir, &poll).await?;
+    out.figures.push(catch_up_figure(&prep, &c));
+    drop(leader);
+    Ok(())
+}
+
+/// Figure 1 (identity) or 2 (gzip) from the page rows.
+fn page_figure(
+    number: &'static str,
+    what: &str,
+    rows: &[Row],
+    gzip: bool,
+    intro: &str,
+) -> Result<Figure> {
+    let rows: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.scenario.ends_with("gzip") == gzip)
+        .cloned()
+        .collect();
+    let headline = PAGE_ROWS
+        .iter()
+        .rfind(|r| r.gzip == gzip)
+        .map(|r| r.label)
+        .unwrap_or_default();
+    let h = find_row(&rows, headline, "hoard replica")?;
+    let mut details = intro.to_string();
+    details.push('\n');
+    details.push_str(&rows_table(&rows));
+    let Ok(n) = find_row(&rows, headline, "nginx") else {
+        return Ok(Figure {
+            number,
+            what: what.into(),
+            hoard: format!("{headline}: {} req/s", fmt_num(h.figure())),
+            baseline: "nginx: not run".into(),
+            ratio: None,
+            target: "≥ 1.0× nginx's req/s".into(),
+            verdict: Verdict::NotMeasured,
+            details,
+        });
+    };
+    // The target holds for every page: the verdict takes the worst ratio.
+    let mut worst: Option<(f64, &str)> = None;
+    let _ = writeln!(
+        details,
+        "\nhoard / nginx, requests/s (per server CPU-second):\n"
+    );
+    for r in rows.iter().filter(|r| r.server == "hoard replica") {
+        if let Ok(b) = find_row(&rows, r.scenario, "nginx") {
+            if let Some(x) = ratio(r.figure(), b.figure()) {
+                let per_cpu = ratio(r.per_server_cpu(), b.per_server_cpu()).unwrap_or(f64::NAN);
+                let _ = writeln!(details, "- {}: **{x:.2}×** ({per_cpu:.2}×)", r.scenario);
+                if worst.is_none_or(|(w, _)| x < w) {
+                    worst = Some((x, r.scenario));
+                }
+            }
+        }
+    }
+    let r = ratio(h.figure(), n.figure());
+    let verdict = worst.map_or(Verdict::NotMeasured, |(w, _)| Verdict::of(w >= 1.0));
+    let bytes = |r: &Row| {
+        if gzip {
+            format!(
+                ", {} B/resp{}",
+                r.measured.bytes / r.measured.requests.max(1),
+                if r.measured.gzip_responses > 0 {
+                    " gzip"
+                } else {
+                    " identity"
+                }
+            )
+        } else {
+            String::new()
+        }
+    };
+    Ok(Figure {
+        number,
+        what: what.into(),
+        hoard: format!(
+            "{headline}: {} req/s, p50 {} / p99 {} ms{}",
+            fmt_num(h.figure()),
+            fmt_ms(h.measured.latency_ms(0.5)),
+            fmt_ms(h.measured.latency_ms(0.99)),
+            bytes(h)
+        ),
+        baseline: format!(
+            "nginx {} req/s, p50 {} / p99 {} ms{}",
+            fmt_num(n.figure()),
+            fmt_ms(n.measured.latency_ms(0.5)),
+            fmt_ms(n.measured.latency_ms(0.99)),
+            bytes(n)
+        ),
+        ratio: r,
+        target: format!(
+            "≥ 1.0× nginx's req/s on every page (worst here: {})",
+            worst.map_or("n/a".into(), |(w, s)| format!("{w:.2}× {s}"))
+        ),
+        verdict,
+        details,
+    })
+}
+
+/// A download figure (3, or npm's tarball): MB/s and MB per server CPU-second.
+fn download_figure(number: &'static str, what: &str, rows: &[Row], intro: &str) -> Result<Figure> {
+    let hoard = rows
+        .iter()
+        .find(|r| r.server.starts_with("hoard"))
+        .context("no hoard row")?;
+    let mut details = intro.to_string();
+    details.push('\n');
+    details.push_str(&rows_table(rows));
+    let nginx = rows.iter().find(|r| r.server == "nginx");
+    let (tput, cpu) = nginx.map_or((None, None), |n| {
+        (
+            ratio(hoard.figure(), n.figure()),
+            ratio(hoard.per_server_cpu(), n.per_server_cpu()),
+        )
+    });
+    let verdict = match (tput, cpu) {
+        (Some(t), Some(c)) => Verdict::of(t >= 0.9 && c >= 0.9),
+        _ => Verdict::NotMeasured,
+    };
+    Ok(Figure {
+        number,
+        what: what.into(),
+        hoard: format!(
+            "{} MB/s, {} MB per server CPU-s",
+            fmt_num(hoard.figure()),
+            fmt_num(hoard.per_server_cpu())
+        ),
+        baseline: nginx.map_or("nginx: not run".into(), |n| {
+            format!(
+                "nginx {} MB/s, {} MB per CPU-s",
+                fmt_num(n.figure()),
+                fmt_num(n.per_server_cpu())
+            )
+        }),
+        ratio: tput,
+        target: format!(
+            "≥ 0.9× nginx's MB/s and MB per CPU-s (per CPU-s here: {})",
+            cpu.map_or("n/a".into(), |c| format!("{c:.2}×"))
+        ),
+        verdict,
+        details,
+    })
+}
+
+fn lag_figure(lag: &replication::LagResult) -> Figure {
+    let mut v = lag.lag_ms.clone();
+    v.sort_by(f64::total_cmp);
+    let mut a = lag.ack_ms.clone();
+    a.sort_by(f64::total_cmp);
+    let p99 = quantile(&v, 0.99);
+    let mut details = format!(
+        "{} wheels uploaded one at a time to the leader; before each, a `GET /+status` with `X-Hoard-Min-Serial` of its serial is already waiting on the replica: the lag is from the end of the upload's response to the replica's answer (see `hoard-bench replication`).\n\n| | min | p50 | p90 | p99 | max |\n|---|--:|--:|--:|--:|--:|\n",
+        lag.uploads
+    );
+    for (name, x) in [
+        ("lag, ack → applied on the replica (ms)", &v),
+        ("upload, request → ack (ms)", &a),
+        (
+            "`GET /+status` round trip on the replica (ms)",
+            &lag.status_rtt_replica_ms,
+        ),
+    ] {
+        let _ = writeln!(
+            details,
+            "| {name} | {} | {} | {} | {} | {} |",
+            fmt_ms(quantile(x, 0.0)),
+            fmt_ms(quantile(x, 0.5)),
+            fmt_ms(quantile(x, 0.9)),
+            fmt_ms(quantile(x, 0.99)),
+            fmt_ms(quantile(x, 1.0))
+        );
+    }
+    let _ = writeln!(
+        details,
+        "\n- downloads of each new file from the replica right after: {} failed of {}{}",
+        lag.download_failures,
+        lag.uploads,
+        lag.first_download_failure
+            .as_ref()
+            .map(|f| format!(" (first: {f})"))
+            .unwrap_or_default()
+    );
+    Figure {
+        number: "5",
+        what: format!(
+            "replication lag, ack → visible on the replica, {} uploads",
+            lag.uploads
+        ),
+        hoard: format!(
+            "p50 {} ms, p99 {} ms, max {} ms",
+            fmt_ms(quantile(&v, 0.5)),
+            fmt_ms(p99),
+            fmt_ms(quantile(&v, 1.0))
+        ),
+        baseline: "devpi replica: not measured yet".into(),
+        ratio: None,
+        target: "p99 ≤ 3 ms (and ≤ a tenth of devpi's)".into(),
+        verdict: Verdict::of(p99 <= 3.0),
+        details,
+    }
+}
+
+fn catch_up_figure(prep: &replication::Prep, c: &replication::CatchUp) -> Figure {
+    let mb = c.blob_bytes as f64 / 1e6;
+    let speed = ratio(c.cp_sync_s, c.done_s);
+    let details = format!(
+        "The leader got {} more uploads ({} of them big; {:.2} GB in {:.1} s, 4 at a time; not a benchmark); the replica of figures 1–5 followed them live and was stopped. Then `sync`, and a fresh replica with an empty data dir started: the time is from its process start until it answers `X-Hoard-Min-Serial` of the leader's serial; its digest {} the leader's. Baseline, same disk, right after: `cp -a` of the leader's `blobs/` dir, then `sync`.\n\n| | value |\n|---|--:|\n| events | {} |\n| blobs | {} files, {:.0} MB |\n| catch-up | **{:.2} s** ({:.0} events/s, {:.0} MB/s) |\n| `cp -a` | {:.2} s |\n| `cp -a` + `sync` | {:.2} s ({:.0} MB/s) |\n| CPU: fresh replica / leader during it | {:.1} s / {:.1} s |\n| fresh replica's data dir / leader's | {:.0} MB / {:.0} MB |\n",
+        prep.uploads,
+        prep.big,
+        prep.bytes as f64 / 1e9,
+        prep.elapsed.as_secs_f64(),
+        if c.digest_ok { "equals" } else { "**differs from**" },
+        c.events,
+        c.blob_files,
+        mb,
+        c.done_s,
+        c.events as f64 / c.done_s,
+        mb / c.done_s,
+        c.cp_s,
+        c.cp_sync_s,
+        c.cp_bytes as f64 / 1e6 / c.cp_sync_s,
+        c.replica_cpu_s,
+        c.primary_cpu_s,
+        c.replica_data_bytes as f64 / 1e6,
+        c.primary_data_bytes as f64 / 1e6,
+    );
+    Figure {
+        number: "6",
+        what: format!(
+            "catch-up of a fresh replica, {} events, {mb:.0} MB of blobs",
+            c.events
+        ),
+        hoard: format!("{:.2} s ({:.0} MB/s)", c.done_s, mb / c.done_s),
+        baseline: format!("`cp -a` + `sync` {:.2} s", c.cp_sync_s),
+        ratio: speed,
+        target:
+            "≥ 0.5× the speed of `cp -a` + `sync` (within 2×); ≥ 10× devpi's (not measured yet)"
+                .into(),
+        verdict: match (speed, c.digest_ok) {
+            (Some(s), true) => Verdict::of(s >= 0.5),
+            (_, false) => Verdict::NotMet,
+            (None, true) => Verdict::NotMeasured,
+        },
+        details,
+    }
+}
+
+/// Figure 4: upload acknowledgement on 1 voter and on 3, A B A B.
+async fn uploads(set: &Settings, hoard_bin: &Path, dir: &Path) -> Result<Figure> {
+    let fargs = FailoverArgs {
+        trials: 0,
+        uploads: set.latency_uploads,
+        concurrency: set.upload_concurrency,
+        baseline_bin: None,
+    };
+    let mut lat: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..set.rounds.max(1) {
+        for (i, voters) in [1, 3].into_iter().enumerate() {
+            let m = failover::upload_latency(
+                hoard_bin,
+                voters,
+                &dir.join(format!("uploads-{voters}-{round}")),
+                &fargs,
+            )
+            .await?;
+            eprintln!(
+                "  {voters} voter(s), round {round}: p50 {} ms, {:.0} uploads/s",
+                fmt_ms(failover::percentile(&m.sorted, 0.5).as_secs_f64() * 1e3),
+                m.per_sec
+            );
+            lat[i].extend(m.sorted);
+            rates[i].push(m.per_sec);
+        }
+    }
+    let mut cols = Vec::new();
+    let mut details = format!(
+        "The leader of a fresh `hoard demo --voters N` per round; {} sequential uploads (latency), then {} from {} concurrent clients (rate); {} rounds, alternating 1 and 3 voters.\n\n| cluster | p50 ms | p99 ms | max ms | uploads/s (mean of rounds) |\n|---|--:|--:|--:|--:|\n",
+        set.latency_uploads,
+        set.latency_uploads,
+        set.upload_concurrency,
+        set.rounds
+    );
+    for (i, name) in ["1 voter", "3 voters"].into_iter().enumerate() {
+        lat[i].sort();
+        let ms = |q: f64| failover::percentile(&lat[i], q).as_secs_f64() * 1e3;
+        let rate = rates[i].iter().sum::<f64>() / rates[i].len().max(1) as f64;
+        let _ = writeln!(
+            details,
+            "| {name} | {} | {} | {} | {rate:.0} |",
+            fmt_ms(ms(0.5)),
+            fmt_ms(ms(0.99)),
+            fmt_ms(ms(1.0))
+        );
+        cols.push((ms(0.5), ms(0.99), rate));
+    }
+    Ok(Figure {
+        number: "4",
+        what: "upload acknowledgement latency and uploads/s, 3 voters against 1".into(),
+        hoard: format!(
+            "3 voters: p50 {} / p99 {} ms, {:.0} uploads/s",
+            fmt_ms(cols[1].0),
+            fmt_ms(cols[1].1),
+            cols[1].2
+        ),
+        baseline: format!(
+            "1 voter: p50 {} / p99 {} ms, {:.0} uploads/s",
+            fmt_ms(cols[0].0),
+            fmt_ms(cols[0].1),
+            cols[0].2
+        ),
+        ratio: ratio(cols[1].0, cols[0].0),
+        target: "none set (ratio: p50 of 3 voters / 1 voter)".into(),
+        verdict: Verdict::NoTarget,
+        details,
+    })
+}
+
+/// Figure 7: kill -9 of a three-voter leader to the first acknowledged
+/// upload on the new one.
+async fn failover_figure(set: &Settings, hoard_bin: &Path, dir: &Path) -> Result<Figure> {
+    let mut elected = Vec::new();
+    let mut acked = Vec::new();
+    for n in 0..set.failover_trials {
+        let (e, a) = failover::failover_trial(hoard_bin, dir, n).await?;
+        eprintln!(
+            "  trial {n}: elected after {} ms, first ack after {} ms",
+            fmt_ms(e.as_secs_f64() * 1e3),
+            fmt_ms(a.as_secs_f64() * 1e3)
+        );
+        elected.push(e);
+        acked.push(a);
+    }
+    elected.sort();
+    acked.sort();
+    let ms = |v: &[Duration], q: f64| failover::percentile(v, q).as_secs_f64() * 1e3;
+    let mut details = format!(
+        "{} trials, each on a fresh `hoard demo --voters 3`: one upload, kill -9 of the leader, then uploads to the two others until one is acknowledged (see `hoard-bench failover`). Election settings: hoard's defaults.\n\n| | p50 | p99 | max |\n|---|--:|--:|--:|\n",
+        set.failover_trials
+    );
+    for (what, v) in [
+        ("new leader in /+status (ms)", &elected),
+        ("first acknowledged upload (ms)", &acked),
+    ] {
+        let _ = writeln!(
+            details,
+            "| {what} | {} | {} | {} |",
+            fmt_ms(ms(v, 0.5)),
+            fmt_ms(ms(v, 0.99)),
+            fmt_ms(ms(v, 1.0))
+        );
+    }
+    let max_acked = ms(&acked, 1.0);
+    Ok(Figure {
+        number: "7",
+        what: "failover: kill -9 of the leader of 3 voters → first acknowledged upload".into(),
+        hoard: format!(
+            "p50 {} ms, max {} ms (leader seen: p50 {} ms)",
+            fmt_ms(ms(&acked, 0.5)),
+            fmt_ms(max_acked),
+            fmt_ms(ms(&elected, 0.5))
+        ),
+        baseline: "—".into(),
+        ratio: None,
+        target: "a new leader within a few seconds (design §6): max ≤ 5 s".into(),
+        verdict: Verdict::of(max_acked <= 5000.0),
+        details,
+    })
+}
+
+/// Figure 9: npm's abbreviated packument and a tarball, against nginx.
+async fn npm_figures(
+    common: &Common,
+    set: &Settings,
+    hoard_bin: &Path,
+    dir: &Path,
+    nginx: Option<&Path>,
+) -> Result<Vec<Figure>> {
+    let dir = dir.join("npm");
+    std::fs::create_dir_all(&dir)?;
+    let args = npm::NpmArgs {
+        concurrency: set.concurrency,
+        download_concurrency: set.download_concurrency,
+        versions: set.npm_versions,
+        tarball_mb: set.tarball_mb,
+        cold_samples: 3,
+    };
+    let p = npm::prepare(&args, hoard_bin, &dir).await?;
+    let nginx: Option<(Proc, std::net::SocketAddr)> = match nginx {
+        Some(bin) => {
+            let (proc, addr) =
+                servers::start_nginx(bin, &dir, &p.files, common.server_threads()).await?;
+            servers::verify_same_bytes(addr, npm::STATIC_ABBREVIATED, &p.abbreviated).await?;
+            servers::verify_same_bytes(addr, npm::STATIC_TARBALL, &p.big).await?;
+            Some((proc, addr))
+        }
+        None => None,
+    };
+    let endpoints = |hoard_path: &str, static_path: &str, accept: &str, len: u64| {
+        let mut v = vec![Endpoint {
+            server: "hoard",
+            pid: p.hoard.proc.pid(),
+            addr: p.hoard.addr,
+            path: hoard_path.into(),
+            accept: accept.into(),
+            accept_encoding: None,
+            len,
+        }];
+        if let Some((proc, addr)) = &nginx {
+            v.push(Endpoint {
+                server: "nginx",
+                pid: proc.pid(),
+                addr: *addr,
+                path: static_path.into(),
+                accept: accept.into(),
+                accept_encoding: None,
+                len,
+            });
+        }
+        v
+    };
+    let e = endpoints(
+        &p.pkg_path,
+        npm::STATIC_ABBREVIATED,
+        npm::ABBREVIATED_ACCEPT,
+        p.abbreviated.len() as u64,
+    );
+    let packument = alternating(
+        "abbreviated packument",
+        &e,
+        set.plan(set.concurrency),
+        set.rounds,
+    )
+    .await?;
+    let e = endpoints(
+        &p.tarball_path,
+        npm::STATIC_TARBALL,
+        "*/*",
+        p.big.len() as u64,
+    );
+    let tarball = alternating(
+        "download tarball",
+        &e,
+        set.plan(set.download_concurrency),
+        set.rounds,
+    )
+    .await?;
+
+    let h = find_row(&packument, "abbreviated packument", "hoard")?;
+    let n = find_row(&packument, "abbreviated packument", "nginx").ok();
+    let r = n.and_then(|n| ratio(h.figure(), n.figure()));
+    let mut details = format!(
+        "`GET {}` with npm 10's `Accept` ({} versions, {} bytes) on one node, against nginx serving the same bytes; {} connections.\n\n",
+        p.pkg_path,
+        set.npm_versions,
+        p.abbreviated.len(),
+        set.concurrency
+    );
+    details.push_str(&rows_table(&packument));
+    let _ = write!(details, "\n{}", p.setup_md);
+    let packument_figure = Figure {
+        number: "9",
+        what: format!(
+            "npm abbreviated packument, requests/s ({} versions)",
+            set.npm_versions
+        ),
+        hoard: format!(
+            "{} req/s, p50 {} / p99 {} ms",
+            fmt_num(h.figure()),
+            fmt_ms(h.measured.latency_ms(0.5)),
+            fmt_ms(h.measured.latency_ms(0.99))
+        ),
+        baseline: n.map_or("nginx: not run".into(), |n| {
+            format!("nginx {} req/s", fmt_num(n.figure()))
+        }),
+        ratio: r,
+        target: "≥ 1.0× nginx's req/s (as for pages)".into(),
+        verdict: r.map_or(Verdict::NotMeasured, |r| Verdict::of(r >= 1.0)),
+        details,
+    };
+    let tarball_figure = download_figure(
+        "9b",
+        &format!("npm tarball download, {} MB", set.tarball_mb),
+        &tarball,
+        &format!(
+            "`GET {}` against nginx's `sendfile` of the same file, {} connections.\n",
+            p.tarball_path, set.download_concurrency
+        ),
+    )?;
+    drop(nginx);
+    Ok(vec![packument_figure, tarball_figure])
+}
+
+/// Draws the plots; returns (title, file name) of each, for the links.
+fn write_plots(out_dir: &Path, stem: &str, out: &Collected) -> Result<Vec<(String, String)>> {
+    let mut links = Vec::new();
+    if !out.page_rows.is_empty() {
+        let charts: Vec<Chart> = PAGE_ROWS
+            .iter()
+            .map(|p| Chart {
+                title: p.label.to_string(),
+                x_desc: "latency (ms)".into(),
+                y_desc: "% of requests".into(),
+                series: out
+                    .page_rows
+                    .iter()
+                    .filter(|r| r.scenario == p.label)
+                    .map(|r| Series {
+                        name: r.server.to_string(),
+                        points: plots::cdf_ms(&r.measured.latencies_us),
+                    })
+                    .collect(),
+                mark: Mark::Lines,
+            })
+            .collect();
+        let name = format!("{stem}-pages-latency.png");
+        plots::write_png(&out_dir.join(&name), &charts, 4)?;
+        links.push((
+            "Figures 1 and 2: latency distributions (CDF to p99) of the page rows, hoard's replica and nginx".to_string(),
+            name,
+        ));
+    }
+    if !out.lag_ms.is_empty() {
+        let per_upload = |v: &[f64]| -> Vec<(f64, f64)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| ((i + 1) as f64, *x))
+                .collect()
+        };
+        let chart = Chart {
+            title: "Figure 5: replication lag per upload".into(),
+            x_desc: "upload (in order)".into(),
+            y_desc: "ms".into(),
+            series: vec![
+                Series {
+                    name: "lag: ack → applied on the replica".into(),
+                    points: per_upload(&out.lag_ms),
+                },
+                Series {
+                    name: "upload: request → ack".into(),
+                    points: per_upload(&out.ack_ms),
+                },
+            ],
+            mark: Mark::Dots,
+        };
+        let name = format!("{stem}-lag.png");
+        plots::write_png(&out_dir.join(&name), &[chart], 1)?;
+        links.push((
+            "Figure 5: replication lag (and the upload's own latency) per upload, over the run"
+                .to_string(),
+            name,
+        ));
+    }
+    Ok(links)
+}
+
+fn machine() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or("unknown".into(), |kb| {
+            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, v)| v.trim().to_string());
+    format!(
+        "{} CPUs ({cpu}), {mem} RAM, Linux {}",
+        crate::ncpu(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    )
+}
+
+fn markdown(
+    set: &Settings,
+    hoard_bin: &Path,
+    out: &Collected,
+    plots: &[(String, String)],
+    load_start: &str,
+    elapsed: Duration,
+) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "# hoard benchmark suite, {} ({} run)\n",
+        now_utc(),
+        if set.quick { "quick" } else { "full" }
+    );
+    let _ = writeln!(
+        w,
+        "Each ratio compares two systems measured in alternating rounds of the same run on the same machine; the absolute figures move with the machine's load, the ratios much less. Figures of issue 10; `bench/run{}` made this file.\n",
+        if set.quick { " --quick" } else { "" }
+    );
+    let _ = writeln!(w, "## Summary\n");
+    s.push_str(&summary_table(&out.figures));
+    let w = &mut s;
+    if !plots.is_empty() {
+        let _ = writeln!(w, "\n## Plots\n");
+        for (title, file) in plots {
+            let _ = writeln!(w, "- {title}: [{file}]({file})");
+        }
+    }
+    for f in &out.figures {
+        let _ = writeln!(w, "\n## Figure {}: {}\n", f.number, f.what);
+        let _ = writeln!(w, "{}", f.details.trim_end());
+    }
+    let _ = writeln!(w, "\n## Machine and settings\n");
+    let _ = writeln!(w, "- machine: {}", machine());
+    let _ = writeln!(
+        w,
+        "- load average: {load_start} at the start, {} at the end; the run took {:.0} s",
+        load_average(),
+        elapsed.as_secs_f64()
+    );
+    let _ = writeln!(w, "- git commit: {}", git_description());
+    let _ = writeln!(w, "- command: `{}`", command_line());
+    let _ = writeln!(w, "- hoard: `{}`; nodes log at `info`", hoard_bin.display());
+    s.push_str(&set.markdown());
+    if !out.notes.is_empty() {
+        let _ = writeln!(s, "\n## Notes\n");
+        for n in &out.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
+    s
+}
+
+/// The summary table: one row per figure.
+fn summary_table(figures: &[Figure]) -> String {
+    let mut s = String::from(
+        "| figure | what | hoard | baseline | ratio | target | met? |\n|---|---|---|---|--:|---|---|\n",
+    );
+    for f in figures {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            f.number,
+            f.what,
+            f.hoard,
+            f.baseline,
+            f.ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+            f.target,
+            f.verdict.label()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_sort_in_the_issue_order_with_devpi_last() {
+        let mut v = ["9b", "1, 5, 6 vs devpi", "8", "9", "10", "1", "2"];
+        v.sort_by_key(|n| figure_order(n));
+        assert_eq!(v, ["1", "2", "8", "9", "9b", "10", "1, 5, 6 vs devpi"]);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read as _;
+        let gz = gzip(b"hello hello hello").expect("gzip");
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, "hello hello hello");
+    }
+}
