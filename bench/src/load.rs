@@ -68,7 +68,7 @@ impl Measured {
     }
 
     /// Adds another run of the same target (a later round of an
-    /// alternating series) to this one.
+    /// alternating series, or another worker of the same run) to this one.
     pub fn merge(&mut self, other: Measured) {
         self.window += other.window;
         self.requests += other.requests;
@@ -188,17 +188,17 @@ pub async fn run(target: &Target, plan: Plan, from: Instant, end: Instant) -> Re
     };
     while let Some(r) = set.join_next().await {
         let st = r.context("load worker panicked")?;
-        m.requests += st.requests;
-        m.bytes += st.bytes;
-        m.errors += st.errors;
-        m.reconnects += st.reconnects;
-        m.gzip_responses += st.gzip_responses;
-        if m.first_error.is_none() {
-            m.first_error = st.first_error;
-        }
-        m.latencies_us.extend(st.latencies_us);
+        m.merge(Measured {
+            window: Duration::ZERO,
+            requests: st.requests,
+            bytes: st.bytes,
+            errors: st.errors,
+            first_error: st.first_error,
+            reconnects: st.reconnects,
+            gzip_responses: st.gzip_responses,
+            latencies_us: st.latencies_us,
+        });
     }
-    m.latencies_us.sort_unstable();
     Ok(m)
 }
 

@@ -63,7 +63,7 @@ pub async fn row(scenario: &'static str, e: &Endpoint, plan: Plan) -> Result<Row
         expect_len: e.len,
     };
     eprintln!(
-        "{scenario} / {}: {} connections, {:.0} s warm-up + {:.0} s",
+        "{scenario} / {}: {} connections, {} s warm-up + {} s",
         e.server,
         plan.concurrency,
         plan.warmup.as_secs_f64(),

@@ -224,30 +224,32 @@ pub struct Prep {
     pub replica1_caught_up_after: Duration,
 }
 
-pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) -> Result<()> {
-    let work = common.work_dir()?;
-    let dir = work.path().to_path_buf();
-    let mut notes: Vec<String> = Vec::new();
-    let mut mem: Vec<MemPoint> = Vec::new();
-
-    eprintln!("starting the primary and replica-1");
+/// A primary (with an upload token for `pypi`) and a replica following it,
+/// named `ids` and in sub-dirs of `dir` of those names, and a client for
+/// long polls on them.
+pub async fn primary_with_replica(
+    hoard_bin: &Path,
+    dir: &Path,
+    ids: [&str; 2],
+    fetch_concurrency: usize,
+) -> Result<(Hoard, Hoard, reqwest::Client)> {
     let primary = Hoard::start_node(
-        &hoard_bin,
+        hoard_bin,
         &NodeSpec {
-            id: "primary",
-            dir: &dir.join("primary"),
+            id: ids[0],
+            dir: &dir.join(ids[0]),
             extra_toml: "",
             token_repo: Some("pypi"),
             env: &[],
         },
     )
     .await?;
-    let replica1 = Hoard::start_node(
-        &hoard_bin,
+    let replica = Hoard::start_node(
+        hoard_bin,
         &NodeSpec {
-            id: "replica-1",
-            dir: &dir.join("replica-1"),
-            extra_toml: &replica_toml(primary.grpc, args.fetch_concurrency),
+            id: ids[1],
+            dir: &dir.join(ids[1]),
+            extra_toml: &replica_toml(primary.grpc, fetch_concurrency),
             token_repo: None,
             env: &[],
         },
@@ -257,6 +259,23 @@ pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) ->
         .no_proxy()
         .timeout(Duration::from_secs(60))
         .build()?;
+    Ok((primary, replica, poll))
+}
+
+pub async fn run(common: &Common, args: &ReplicationArgs, hoard_bin: PathBuf) -> Result<()> {
+    let work = common.work_dir()?;
+    let dir = work.path().to_path_buf();
+    let mut notes: Vec<String> = Vec::new();
+    let mut mem: Vec<MemPoint> = Vec::new();
+
+    eprintln!("starting the primary and replica-1");
+    let (primary, replica1, poll) = primary_with_replica(
+        &hoard_bin,
+        &dir,
+        ["primary", "replica-1"],
+        args.fetch_concurrency,
+    )
+    .await?;
     let p_serial = status_u64(&primary.status().await?, "applied_serial")?;
     wait_applied(&poll, replica1.addr, p_serial).await?;
 

@@ -23,7 +23,7 @@ use crate::plots::{self, Chart, Mark, Series};
 use crate::procs::Proc;
 use crate::replication::{self, quantile, ReplicationArgs};
 use crate::report::{fmt_ms, fmt_num, now_utc, today, Row};
-use crate::servers::{self, Hoard, NodeSpec, StaticFiles, HTML_ACCEPT, JSON_ACCEPT};
+use crate::servers::{self, StaticFiles, HTML_ACCEPT, JSON_ACCEPT};
 use crate::{command_line, git_description, npm, pypi, Common};
 
 #[derive(Args, Debug, Clone)]
@@ -481,33 +481,10 @@ async fn leader_and_replica(
     nginx: Option<&Path>,
     out: &mut Collected,
 ) -> Result<()> {
-    let leader = Hoard::start_node(
-        hoard_bin,
-        &NodeSpec {
-            id: "leader",
-            dir: &dir.join("leader"),
-            extra_toml: "",
-            token_repo: Some("pypi"),
-            env: &[],
-        },
-    )
-    .await?;
     let fetch_concurrency = 8;
-    let replica = Hoard::start_node(
-        hoard_bin,
-        &NodeSpec {
-            id: "replica",
-            dir: &dir.join("replica"),
-            extra_toml: &replication::replica_toml(leader.grpc, fetch_concurrency),
-            token_repo: None,
-            env: &[],
-        },
-    )
-    .await?;
-    let poll = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let (leader, replica, poll) =
+        replication::primary_with_replica(hoard_bin, dir, ["leader", "replica"], fetch_concurrency)
+            .await?;
 
     eprintln!("uploading {} one-file projects", set.root_projects);
     for i in 0..set.root_projects {
