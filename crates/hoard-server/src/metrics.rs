@@ -363,6 +363,16 @@ pub fn render(node: &Node) -> String {
             "Mirror pages served stale because no upstream answered.",
             &mc.stale_pages,
         ),
+        (
+            "hoard_page_cache_hits_total",
+            "Index pages and packuments served from the page cache.",
+            &node.page_cache.hits,
+        ),
+        (
+            "hoard_page_cache_renders_total",
+            "Index pages and packuments rendered (page cache misses).",
+            &node.page_cache.renders,
+        ),
     ] {
         counter_line(&mut out, name, help, counter);
     }

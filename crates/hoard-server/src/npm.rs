@@ -333,13 +333,29 @@ fn package_view(
     let mut dist_tags = BTreeMap::new();
     let mut newest: Option<NpmVersionState> = None;
     let mut maintainers = Vec::new();
+    // The serial of the package's last change: its revision, the same at
+    // every view that shows the same document.
+    let mut changed = Serial::ZERO;
     for source in sources {
         let Some(pkg) = node.index.npm_package(&source.name, &full, at)? else {
             continue;
         };
-        let live: Vec<NpmVersionState> = node
-            .index
-            .npm_versions(&source.name, &full, at)?
+        let all = node.index.npm_versions(&source.name, &full, at)?;
+        changed = pkg
+            .tags
+            .values()
+            .flatten()
+            .map(|t| t.serial)
+            .chain(all.iter().flat_map(|v| {
+                let deprecations = v.deprecations.iter().map(|d| d.serial);
+                [Some(v.published), v.unpublished]
+                    .into_iter()
+                    .flatten()
+                    .chain(deprecations)
+            }))
+            .filter(|s| *s <= view)
+            .fold(changed.max(pkg.created), Serial::max);
+        let live: Vec<NpmVersionState> = all
             .into_iter()
             .filter(|v| v.live_at(at))
             .filter(|v| versions.iter().all(|s| s.version != v.version))
@@ -388,7 +404,7 @@ fn package_view(
         modified: time_of(modified),
         readme: newest.as_ref().and_then(|v| v.readme.clone()),
         description: newest.and_then(|v| v.description),
-        rev: format!("{view}-hoard"),
+        rev: format!("{}-hoard", changed.0),
         maintainers,
     })
 }
@@ -418,10 +434,16 @@ async fn packument(
     } else {
         "application/json"
     };
-    // A packument is a function of the index at a serial: render it once.
+    // A packument is a function of the index at a serial: render it once,
+    // and keep it for as long as the package stays as it is.
     let serial = target.at.unwrap_or_else(|| node.applied_serial());
+    let repos: Vec<RepoName> = match &repo.settings.kind {
+        RepoKind::Virtual(settings) => settings.members.clone(),
+        _ => vec![repo.name.clone()],
+    };
+    let stamp = node.index.page_stamp(&repos, Some(&name.full()), serial);
     let key = format!(
-        "npm\0{}\0{}\0{abbreviated}\0{serial}",
+        "npm\0{}\0{}\0{abbreviated}\0{stamp}",
         repo.name,
         name.full()
     );
@@ -436,26 +458,8 @@ async fn packument(
             })
         });
     let page = upstream_failed(page, repo, name, &stale)?;
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|c| c.trim().trim_start_matches("W/") == page.etag)
-        });
-    let mut response = if not_modified {
-        let mut r = with_body(StatusCode::NOT_MODIFIED, content_type, "");
-        *r.body_mut() = crate::http::empty();
-        r
-    } else {
-        with_body(StatusCode::OK, content_type, page.body.clone())
-    };
+    let mut response = page.respond(req.headers(), content_type);
     let h = response.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    if let Ok(v) = HeaderValue::from_str(&page.etag) {
-        h.insert(header::ETAG, v);
-    }
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if target.at.is_some() {

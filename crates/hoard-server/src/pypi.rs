@@ -17,7 +17,7 @@ use hoard_pypi::{
     ProjectPage, SimpleFormat, UploadForm, ZipLimits,
 };
 use hoard_store::{BlobStore, ExtraDigests, FileState, Rejection, RepoState, StagedBlob};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -151,8 +151,9 @@ fn format_for(req: &Request<Incoming>) -> Result<SimpleFormat, ApiError> {
     })
 }
 
-/// Answers with a cached page: `ETag`, `If-None-Match`, and caching that
-/// depends on whether the view is pinned to a serial.
+/// Answers with a cached page: gzip when taken, `ETag` and
+/// `If-None-Match`, and caching that depends on whether the view is pinned
+/// to a serial.
 fn page_response(
     req: &Request<Incoming>,
     format: SimpleFormat,
@@ -160,31 +161,9 @@ fn page_response(
     last_serial: Serial,
     at: Option<Serial>,
 ) -> HandlerResult {
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|c| c.trim().trim_start_matches("W/") == page.etag)
-        });
-    let mut response = if not_modified {
-        let mut r = Response::new(crate::http::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        with_body(StatusCode::OK, format.content_type(), page.body.clone())
-    };
+    let mut response = page.respond(req.headers(), format.content_type());
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert("x-pypi-last-serial", HeaderValue::from(last_serial.0));
-    if let Ok(etag) = HeaderValue::from_str(&page.etag) {
-        h.insert(header::ETAG, etag);
-    }
     // A page at a serial never changes; the live one changes with every upload.
     h.insert(
         header::CACHE_CONTROL,
@@ -231,13 +210,17 @@ fn index_page_of(
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
     // One view per request (see `project_page`).
     let view = Some(last_serial);
-    let key = format!("{}\0\0{format:?}\0{last_serial}", repo.name);
+    let stamp = node.index.page_stamp(sources, None, last_serial);
+    let key = format!("{}\0\0{format:?}\0{stamp}", repo.name);
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
             let mut by_name = BTreeMap::new();
+            // The serial of the last project created: what the page lists.
+            let mut changed = Serial::ZERO;
             for source in sources {
                 for p in node.index.projects(source, view)? {
+                    changed = changed.max(p.created);
                     by_name.entry(p.name.clone()).or_insert(ProjectLink {
                         name: p.display_name,
                         normalized: p.name,
@@ -248,7 +231,7 @@ fn index_page_of(
             Ok(render_index(
                 &IndexPage {
                     projects,
-                    last_serial: last_serial.0,
+                    last_serial: changed.0,
                 },
                 format,
             ))
@@ -283,7 +266,8 @@ fn project_page(
     project: &str,
     at: Option<Serial>,
 ) -> HandlerResult {
-    project_page_of(node, req, repo, project, at, |view| {
+    let repos = std::slice::from_ref(&repo.name);
+    project_page_of(node, req, repo, repos, project, at, |view| {
         if node.index.project(&repo.name, project, view)?.is_none() {
             return Ok(None);
         }
@@ -292,11 +276,13 @@ fn project_page(
 }
 
 /// The project page of `repo`, with the files `list` gives at a view
-/// (`None`: no such project).
+/// (`None`: no such project); `sources` are the repositories the files
+/// come from.
 fn project_page_of(
     node: &Node,
     req: &Request<Incoming>,
     repo: &RepoState,
+    sources: &[RepoName],
     project: &str,
     at: Option<Serial>,
     list: impl FnOnce(Option<Serial>) -> Result<Option<Vec<FileState>>, ApiError>,
@@ -307,7 +293,9 @@ fn project_page_of(
     // pinned one). The index may hold applied events past it that are not
     // flushed yet; the page, and its cache key, leave them out.
     let view = Some(last_serial);
-    let key = format!("{}\0{project}\0{format:?}\0{last_serial}", repo.name);
+    // Cached for as long as the project stays as it is at this view.
+    let stamp = node.index.page_stamp(sources, Some(project), last_serial);
+    let key = format!("{}\0{project}\0{format:?}\0{stamp}", repo.name);
     let page = node
         .page_cache
         .get_or_render(key, || -> Result<String, ApiError> {
@@ -322,11 +310,19 @@ fn project_page_of(
             versions.sort();
             versions.dedup();
             sort_versions(&mut versions);
+            // The serial of the page's last change, as PyPI gives a
+            // project's: the same bytes at every view that shows them.
+            let changed = files
+                .iter()
+                .flat_map(|f| std::iter::once(f.added).chain(f.yanks.iter().map(|y| y.serial)))
+                .filter(|s| *s <= last_serial)
+                .max()
+                .unwrap_or_default();
             let page = ProjectPage {
                 name: project.to_owned(),
                 files: files.iter().map(|f| file_link(project, f, view)).collect(),
                 versions,
-                last_serial: last_serial.0,
+                last_serial: changed.0,
             };
             Ok(render_project(&page, format))
         })?;
@@ -360,7 +356,7 @@ async fn virtual_project_page(
             }
         }
     }
-    let page = project_page_of(node, req, repo, project, at, |view| {
+    let page = project_page_of(node, req, repo, &settings.members, project, at, |view| {
         let mut seen = std::collections::HashSet::new();
         let mut files = Vec::new();
         let mut found = false;

@@ -30,9 +30,9 @@ pub use flusher::Flusher;
 pub use fsck::{fsck, FsckReport};
 pub use index::{
     Counts, DeprecationChange, ExportedState, FileState, GenericEntry, GenericFileState, Index,
-    MirrorOrigin, NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, ProjectState,
-    RaftPosition, ReceivedEvent, Rejection, RepoState, RepoUsage, StoredRaftPosition, TagChange,
-    TarballState, TokenState, UserState, YankChange,
+    MirrorOrigin, NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, PageStamp,
+    ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState, RepoUsage, StoredRaftPosition,
+    TagChange, TarballState, TokenState, UserState, YankChange,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

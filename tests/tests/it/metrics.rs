@@ -7,7 +7,7 @@ use hoard_testkit::cluster::{client, download, listed, upload_ok, wait_applied, 
 use hoard_testkit::{wheel, Auth, Node, NodeOpts, Upload};
 
 /// The scraped text of `node`'s `/+metrics`.
-fn scrape(node: &Node) -> String {
+pub fn scrape(node: &Node) -> String {
     let resp = node.get("/+metrics");
     assert_eq!(resp.status().as_u16(), 200);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
@@ -23,7 +23,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn value(text: &str, series: &str) -> f64 {
+pub fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 

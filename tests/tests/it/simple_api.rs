@@ -521,3 +521,150 @@ fn configured_repos_env_overrides_and_private_reads() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
 }
+
+/// The GET of `path` with `headers`: status, headers and body as sent.
+fn get_with(
+    node: &Node,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = node.http().get(format!("{}{path}", node.url()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().unwrap().to_vec())
+}
+
+fn page_renders(node: &Node) -> f64 {
+    crate::metrics::value(
+        &crate::metrics::scrape(node),
+        "hoard_page_cache_renders_total",
+    )
+}
+
+#[test]
+fn a_write_leaves_other_projects_pages_cached_and_gzip_goes_to_clients_that_take_it() {
+    let node = Node::start_default();
+    let token = node.create_token("pypi", "upload");
+    // Enough files for pages worth compressing.
+    for minor in 0..8 {
+        let version = format!("1.{minor}.0");
+        node.upload_ok("pypi", &token, &Upload::of(&wheel("alpha", &version)));
+    }
+    let alpha_serial = node.serial();
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("beta", "1.0.0")));
+
+    // The hosted repository and the virtual one in front of it.
+    let pages = |repo: &str| {
+        [
+            (format!("/{repo}/simple/alpha/"), "text/html"),
+            (format!("/{repo}/simple/alpha/"), JSON_TYPE),
+            (format!("/{repo}/simple/"), "text/html"),
+        ]
+    };
+    let mut etags = Vec::new();
+    for repo in ["pypi", "pypi-local"] {
+        for (path, accept) in pages(repo) {
+            let (status, headers, body) = get_with(&node, &path, &[("accept", accept)]);
+            assert_eq!(status, 200, "{path}");
+            etags.push(headers["etag"].to_str().unwrap().to_owned());
+            if accept == JSON_TYPE {
+                // PyPI's meaning: the serial of the project's last change.
+                let page: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(page["meta"]["_last-serial"], alpha_serial, "{page}");
+            }
+        }
+    }
+
+    // A new version of another project changes none of those pages, and
+    // renders none of them again.
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("beta", "1.1.0")));
+    let renders = page_renders(&node);
+    let mut etag = etags.iter();
+    for repo in ["pypi", "pypi-local"] {
+        for (path, accept) in pages(repo) {
+            let tag = etag.next().unwrap();
+            let (status, _, _) =
+                get_with(&node, &path, &[("accept", accept), ("if-none-match", tag)]);
+            assert_eq!(status, 304, "{path} ({accept}) after a write to beta");
+        }
+    }
+    assert_eq!(
+        page_renders(&node),
+        renders,
+        "pages rendered again after a write elsewhere"
+    );
+    // beta's own page shows the new version.
+    let (_, beta) = html_page(&node, "pypi", "beta");
+    assert!(beta.contains("beta-1.1.0-"), "{beta}");
+
+    // A new project changes the index pages, and only them.
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("gamma", "1.0.0")));
+    for (i, repo) in ["pypi", "pypi-local"].into_iter().enumerate() {
+        for (j, (path, accept)) in pages(repo).into_iter().enumerate() {
+            let tag = &etags[i * 3 + j];
+            let (status, _, body) =
+                get_with(&node, &path, &[("accept", accept), ("if-none-match", tag)]);
+            if path.ends_with("/simple/") {
+                assert_eq!(status, 200, "{path} after a new project");
+                assert!(String::from_utf8_lossy(&body).contains("gamma"), "{path}");
+            } else {
+                assert_eq!(status, 304, "{path} ({accept}) after a new project");
+            }
+        }
+    }
+
+    // gzip, pre-compressed, to a client that takes it; the same page as
+    // the identity one, with its own ETag, and Vary says why. The index of
+    // three projects is too small to be worth it, and goes as it is.
+    let (_, headers, index) = get_with(&node, "/pypi/simple/", &[("accept-encoding", "gzip")]);
+    assert!(index.len() < 512 && headers.get("content-encoding").is_none());
+    for (path, accept) in pages("pypi").into_iter().take(2) {
+        let (_, plain_headers, plain) = get_with(&node, &path, &[("accept", accept)]);
+        let (status, headers, gz) = get_with(
+            &node,
+            &path,
+            &[("accept", accept), ("accept-encoding", "gzip, deflate")],
+        );
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-encoding"], "gzip", "{path} ({accept})");
+        let vary = headers["vary"].to_str().unwrap().to_ascii_lowercase();
+        assert!(
+            vary.contains("accept-encoding") && vary.contains("accept"),
+            "{vary}"
+        );
+        assert!(plain_headers.get("content-encoding").is_none());
+        assert_ne!(headers["etag"], plain_headers["etag"]);
+        assert!(
+            gz.len() < plain.len(),
+            "{} gzip bytes for {}",
+            gz.len(),
+            plain.len()
+        );
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, plain, "{path} ({accept})");
+        let etag = headers["etag"].to_str().unwrap();
+        let (status, _, _) = get_with(
+            &node,
+            &path,
+            &[
+                ("accept", accept),
+                ("accept-encoding", "gzip"),
+                ("if-none-match", etag),
+            ],
+        );
+        assert_eq!(status, 304);
+        // Refused with q=0, it is not sent.
+        let (_, headers, _) = get_with(
+            &node,
+            &path,
+            &[("accept", accept), ("accept-encoding", "gzip;q=0")],
+        );
+        assert!(headers.get("content-encoding").is_none());
+    }
+}

@@ -80,6 +80,19 @@ impl Index {
         self.apply_encoded(serial, event.event(), event.bytes())
     }
 
+    /// Applies events received from another node, taking serials from
+    /// `first` on, in one transaction: all of them or none. A catch-up's
+    /// way to apply many events with one commit and (by the caller) one
+    /// flush.
+    pub fn apply_received_batch(
+        &self,
+        first: Serial,
+        events: &[ReceivedEvent],
+    ) -> Result<(), StoreError> {
+        let items: Vec<(&Event, &[u8])> = events.iter().map(|e| (e.event(), e.bytes())).collect();
+        self.apply_many(first, &items, None)
+    }
+
     fn apply_encoded(
         &self,
         serial: Serial,
@@ -126,6 +139,9 @@ impl Index {
         raft: Option<&RaftPosition<'_>>,
     ) -> Result<(), StoreError> {
         let _gate = self.lock_state();
+        // Which events created their project, from the attempt that
+        // committed (sled may run the closure more than once).
+        let created = std::cell::RefCell::new(Vec::with_capacity(items.len()));
         let trees = (
             &self.changelog,
             &self.meta,
@@ -177,9 +193,13 @@ impl Index {
                 };
                 let mut digest = digest_from(meta.get(DIGEST)?).map_err(corrupt_in_tx)?;
                 let mut serial = applied;
+                let mut created = created.borrow_mut();
+                created.clear();
                 for (event, event_bytes) in items {
                     serial = serial.next();
+                    let projects_before = counts.projects;
                     apply_change(serial, event, &mut counts, &trees)?;
+                    created.push(counts.projects > projects_before);
                     changelog.insert(&serial.0.to_be_bytes(), *event_bytes)?;
                     digest = chain_digest(&digest, serial, event_bytes);
                 }
@@ -196,7 +216,15 @@ impl Index {
             },
         );
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let created = created.into_inner();
+                let mut serial = first;
+                for ((event, _), created) in items.iter().zip(created) {
+                    self.stamps.record(serial, &event.change, created);
+                    serial = serial.next();
+                }
+                Ok(())
+            }
             Err(TransactionError::Abort(ApplyAbort::Rejected(r))) => Err(StoreError::Rejected(r)),
             Err(TransactionError::Abort(ApplyAbort::Gap { applied, got })) => {
                 Err(StoreError::Gap { applied, got })

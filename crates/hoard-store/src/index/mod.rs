@@ -13,8 +13,10 @@ mod changelog;
 mod keys;
 mod read;
 mod snapshot;
+mod stamps;
 
 pub use snapshot::ExportedState;
+pub use stamps::PageStamp;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +33,7 @@ pub use state::{
     TarballState, TokenState, UserState, YankChange,
 };
 
-use hoard_core::{Serial, Sha256};
+use hoard_core::{RepoName, Serial, Sha256};
 use keys::{
     decode, digest_from, serial_from, APPLIED, COUNTS, DIGEST, INSTALLING, RAFT_APPLIED,
     RAFT_MEMBERSHIP,
@@ -71,6 +73,8 @@ pub struct Index {
     /// iterators see no single point in time across trees, so an export
     /// keeps writes out while it reads.
     state_gate: std::sync::Mutex<()>,
+    /// What each cached page depends on, moved by every apply.
+    stamps: stamps::PageStamps,
 }
 
 impl Index {
@@ -85,7 +89,7 @@ impl Index {
             }
             other => StoreError::Sled(other),
         })?;
-        let index = Index {
+        let mut index = Index {
             flusher: Flusher::spawn(db.clone())?,
             changelog: db.open_tree("changelog")?,
             meta: db.open_tree("meta")?,
@@ -100,6 +104,7 @@ impl Index {
             generic_files: db.open_tree("generic_files")?,
             generic_dirs: db.open_tree("generic_dirs")?,
             state_gate: std::sync::Mutex::new(()),
+            stamps: stamps::PageStamps::default(),
             db,
             dir: dir.to_owned(),
         };
@@ -115,6 +120,7 @@ impl Index {
             index.meta.remove(INSTALLING)?;
             index.db.flush()?;
         }
+        index.stamps = stamps::PageStamps::new(index.applied_serial()?);
         Ok(index)
     }
 
@@ -162,12 +168,22 @@ impl Index {
     /// that rejoins from a new leader. Durable when this returns; a crash
     /// half-way resets the index at the next open.
     pub async fn reset(&self) -> Result<(), StoreError> {
+        self.stamps.unsettle();
         self.meta.insert(INSTALLING, b"1")?;
         self.flusher.flush().await?;
         self.clear_state()?;
         self.flusher.flush().await?;
         self.meta.remove(INSTALLING)?;
-        self.flusher.flush().await
+        self.flusher.flush().await?;
+        self.stamps.settle(self.applied_serial()?);
+        Ok(())
+    }
+
+    /// The stamp of a page at `view` that shows `project` of `repos` (of
+    /// several, for a virtual repository), or their index page for `None`:
+    /// pages rendered at views with the same stamp are the same bytes.
+    pub fn page_stamp(&self, repos: &[RepoName], project: Option<&str>, view: Serial) -> PageStamp {
+        self.stamps.stamp(repos, project, view)
     }
 
     fn set_raft_position(&self, position: &RaftPosition<'_>) -> Result<(), StoreError> {

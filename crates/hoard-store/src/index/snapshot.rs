@@ -113,6 +113,7 @@ impl Index {
             )));
         }
         let _gate = self.lock_state();
+        self.stamps.unsettle();
         self.meta.insert(INSTALLING, b"1")?;
         self.db.flush()?;
         self.clear_state()?;
@@ -162,7 +163,9 @@ impl Index {
     /// index is whole (blobs included). Durable when this returns.
     pub async fn finish_snapshot_install(&self) -> Result<(), StoreError> {
         self.meta.remove(INSTALLING)?;
-        self.flusher.flush().await
+        self.flusher.flush().await?;
+        self.stamps.settle(self.applied_serial()?);
+        Ok(())
     }
 }
 
