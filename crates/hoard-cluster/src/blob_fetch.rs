@@ -7,7 +7,7 @@ use std::time::Duration;
 use hoard_core::Sha256;
 use hoard_proto::v1::blobs_client::BlobsClient;
 use hoard_proto::v1::GetBlobRequest;
-use hoard_store::{BlobStore, ExtraDigests};
+use hoard_store::{BlobStore, ExtraDigests, StagedBlob};
 use tonic::transport::Channel;
 
 use crate::ClusterError;
@@ -31,6 +31,29 @@ pub(crate) async fn fetch_blob(
     sha: Sha256,
     fetched: &AtomicU64,
 ) -> Result<(), ClusterError> {
+    let staged = fetch_staged(blobs, addr, channel, sha, fetched, Durability::Now).await?;
+    blobs.commit(staged).await?;
+    Ok(())
+}
+
+/// Whether a fetched blob's temp file is fsynced before it is handed over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Now,
+    /// The caller makes it durable with others ([`BlobStore::commit_batch`]).
+    InBatch,
+}
+
+/// [`fetch_blob`], leaving the verified blob staged for the caller to make
+/// durable at its address.
+pub(crate) async fn fetch_staged(
+    blobs: &BlobStore,
+    addr: &str,
+    channel: Channel,
+    sha: Sha256,
+    fetched: &AtomicU64,
+    durability: Durability,
+) -> Result<StagedBlob, ClusterError> {
     let mut client = BlobsClient::new(channel);
     let mut writer = blobs.writer(ExtraDigests::default()).await?;
     let mut resumes = 0;
@@ -67,7 +90,10 @@ pub(crate) async fn fetch_blob(
             }
         }
     }
-    let staged = writer.finish().await?;
+    let staged = match durability {
+        Durability::Now => writer.finish().await?,
+        Durability::InBatch => writer.finish_unsynced().await?,
+    };
     if staged.digests.sha256 != sha {
         // Dropping `staged` deletes the bad copy.
         return Err(ClusterError::BlobMismatch {
@@ -75,8 +101,7 @@ pub(crate) async fn fetch_blob(
             sha256: sha.to_hex(),
         });
     }
-    blobs.commit(staged).await?;
-    Ok(())
+    Ok(staged)
 }
 
 fn silent() -> tonic::Status {

@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, StreamExt};
 use hoard_core::{Serial, Sha256};
 use hoard_proto::v1::changelog_client::ChangelogClient;
-use hoard_proto::v1::{changelog_message, Heartbeat, SubscribeRequest};
-use hoard_store::{BlobStore, Index, ReceivedEvent, StoreError};
+use hoard_proto::v1::{changelog_message, Heartbeat, InlineBlob, SubscribeRequest};
+use hoard_store::{BlobStore, Index, ReceivedEvent, StagedBlob, StoreError};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::blob_fetch::Durability;
 use crate::epoch::{ClusterIdentity, Epoch};
 use crate::net::Net;
 use crate::ClusterError;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FLUSH_EVERY: u64 = 512;
+/// The most events applied in one transaction.
+const BATCH_MAX: usize = 512;
 /// While catching up, how long applied events may wait for company before
 /// they are flushed.
 const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -110,11 +113,19 @@ fn rates(events: u64, bytes: u64, elapsed: Duration) -> (f64, f64) {
     (events as f64 / secs, bytes as f64 / 1e6 / secs)
 }
 
+/// An event ready to apply: its serial, itself, its staged blobs.
+type BatchedEvent = (Serial, Box<ReceivedEvent>, Vec<StagedBlob>);
+
 enum Item {
     Event {
         serial: Serial,
         // Boxed: an event is much larger than a heartbeat.
         event: Box<ReceivedEvent>,
+        /// Blob bytes the upstream sent along, by hex sha256, unchecked.
+        inline: Vec<InlineBlob>,
+        /// Its blobs, verified and staged, to be made durable (all of a
+        /// batch's at once) before it is applied.
+        staged: Vec<StagedBlob>,
     },
     Heartbeat(Heartbeat),
 }
@@ -336,6 +347,8 @@ impl Follower {
                         Ok(Item::Event {
                             serial,
                             event: Box::new(event),
+                            inline: ev.blobs,
+                            staged: Vec::new(),
                         })
                     }
                     Some(changelog_message::Kind::Heartbeat(hb)) => Ok(Item::Heartbeat(hb)),
@@ -348,11 +361,41 @@ impl Follower {
             .map(|item| {
                 let channel = channel.clone();
                 async move {
-                    let item = item?;
-                    if let Item::Event { event, .. } = &item {
-                        for sha in event.event().change.blobs() {
-                            self.fetch_blob(addr, &channel, sha).await?;
-                        }
+                    let mut item = item?;
+                    if let Item::Event {
+                        event,
+                        inline,
+                        staged,
+                        ..
+                    } = &mut item
+                    {
+                        let inline = std::mem::take(inline);
+                        let blobs = event.event().change.blobs().into_iter().map(|sha| {
+                            let channel = channel.clone();
+                            let sent = inline
+                                .iter()
+                                .find(|b| b.sha256 == sha.to_hex())
+                                .map(|b| b.data.as_slice());
+                            async move {
+                                if matches!(self.blobs.contains(&sha).await, Ok(true)) {
+                                    return Ok(None);
+                                }
+                                if let Some(data) = sent {
+                                    if let Some(kept) =
+                                        self.stage_inline_blob(addr, sha, data).await?
+                                    {
+                                        return Ok(Some(kept));
+                                    }
+                                }
+                                self.fetch_blob(addr, &channel, sha).await.map(Some)
+                            }
+                        });
+                        // An event's blobs (a file and its metadata) at once.
+                        *staged = futures_util::future::try_join_all(blobs)
+                            .await?
+                            .into_iter()
+                            .flatten()
+                            .collect();
                     }
                     Ok::<Item, ClusterError>(item)
                 }
@@ -381,23 +424,38 @@ impl Follower {
         let mut last_flush = Instant::now();
         let mut next = pipeline.next().await;
         while let Some(item) = next {
-            match item? {
-                Item::Heartbeat(hb) => self.on_heartbeat(&hb),
-                Item::Event { serial, event } => {
-                    let index = self.index.clone();
-                    let time_us = event.event().time_us;
-                    tokio::task::spawn_blocking(move || index.apply_received(serial, &event))
-                        .await
-                        .map_err(|e| StoreError::Io {
-                            context: "apply task".into(),
-                            source: std::io::Error::other(e),
-                        })??;
-                    *unflushed += 1;
-                    let mut status = self.lock_status();
-                    status.upstream_serial = status.upstream_serial.max(serial.0);
-                    status.applied_time_us = time_us;
-                    status.upstream_time_us = status.upstream_time_us.max(time_us);
+            // The events that have arrived, in order, go in together: their
+            // blobs made durable at once, then one transaction.
+            let mut batch = Vec::new();
+            let mut item = Some(item);
+            // A broken stream ends the batch; what came before it is applied.
+            let mut broken = None;
+            while let Some(arrived) = item.take() {
+                match arrived {
+                    Err(e) => broken = Some(e),
+                    Ok(Item::Heartbeat(hb)) => self.on_heartbeat(&hb),
+                    Ok(Item::Event {
+                        serial,
+                        event,
+                        staged,
+                        ..
+                    }) => batch.push((serial, event, staged)),
                 }
+                if broken.is_none() && batch.len() < BATCH_MAX {
+                    item = pipeline.next().now_or_never().flatten();
+                }
+            }
+            if let Some((last, last_event, _)) = batch.last() {
+                let (last, time_us) = (*last, last_event.event().time_us);
+                *unflushed += batch.len() as u64;
+                self.apply_batch(batch).await?;
+                let mut status = self.lock_status();
+                status.upstream_serial = status.upstream_serial.max(last.0);
+                status.applied_time_us = time_us;
+                status.upstream_time_us = status.upstream_time_us.max(time_us);
+            }
+            if let Some(e) = broken {
+                return Err(e);
             }
             if *unflushed >= FLUSH_EVERY
                 || (*unflushed > 0 && last_flush.elapsed() >= MAX_FLUSH_INTERVAL)
@@ -438,6 +496,42 @@ impl Follower {
                 }
             };
         }
+        Ok(())
+    }
+
+    /// Makes a batch's blobs durable (one sync), then applies its events
+    /// in one transaction. If the index refuses one of them, the events
+    /// before it are applied one by one, and its refusal is the error.
+    async fn apply_batch(&self, batch: Vec<BatchedEvent>) -> Result<(), ClusterError> {
+        let Some(first) = batch.first().map(|(serial, _, _)| *serial) else {
+            return Ok(());
+        };
+        let mut staged = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
+        for (_, event, blobs) in batch {
+            staged.extend(blobs);
+            events.push(*event);
+        }
+        if !staged.is_empty() {
+            self.blobs.commit_batch(staged).await?;
+        }
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || match index.apply_received_batch(first, &events) {
+            Err(StoreError::Rejected(_)) if events.len() > 1 => {
+                let mut serial = first;
+                for event in &events {
+                    index.apply_received(serial, event)?;
+                    serial = serial.next();
+                }
+                Ok(())
+            }
+            other => other,
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "apply task".into(),
+            source: std::io::Error::other(e),
+        })??;
         Ok(())
     }
 
@@ -569,17 +663,40 @@ impl Follower {
         Ok(())
     }
 
-    /// Makes `sha` local: from the current upstream first, then from the
-    /// others, discarding any copy whose bytes do not match.
+    /// Stages a blob that came inside its event, if its bytes are what
+    /// the event names; `None` (and nothing kept) if they are not.
+    async fn stage_inline_blob(
+        &self,
+        addr: &str,
+        sha: Sha256,
+        data: &[u8],
+    ) -> Result<Option<StagedBlob>, ClusterError> {
+        let blobs = self.blobs.clone();
+        let bytes = data.to_vec();
+        let staged = tokio::task::spawn_blocking(move || blobs.stage_bytes_unsynced(&bytes))
+            .await
+            .map_err(|e| StoreError::Io {
+                context: "stage task".into(),
+                source: std::io::Error::other(e),
+            })??;
+        if staged.digests.sha256 != sha {
+            // Dropping `staged` deletes it.
+            tracing::warn!(upstream = %addr, %sha, "an inline blob does not match its sha256; fetching it");
+            return Ok(None);
+        }
+        self.bytes_fetched
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(Some(staged))
+    }
+
+    /// Fetches and stages `sha`: from the current upstream first, then
+    /// from the others, discarding any copy whose bytes do not match.
     async fn fetch_blob(
         &self,
         addr: &str,
         channel: &Channel,
         sha: Sha256,
-    ) -> Result<(), ClusterError> {
-        if matches!(self.blobs.contains(&sha).await, Ok(true)) {
-            return Ok(());
-        }
+    ) -> Result<StagedBlob, ClusterError> {
         self.pending_blobs.fetch_add(1, Ordering::Relaxed);
         let result = self.fetch_blob_from_any(addr, channel, sha).await;
         self.pending_blobs.fetch_sub(1, Ordering::Relaxed);
@@ -591,9 +708,9 @@ impl Follower {
         addr: &str,
         channel: &Channel,
         sha: Sha256,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<StagedBlob, ClusterError> {
         let mut last_error = match self.fetch_blob_from(addr, channel.clone(), sha).await {
-            Ok(()) => return Ok(()),
+            Ok(staged) => return Ok(staged),
             Err(e @ ClusterError::Store(_)) => return Err(e),
             Err(e) => e,
         };
@@ -604,7 +721,7 @@ impl Follower {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(staged) => return Ok(staged),
                 Err(e @ ClusterError::Store(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(upstream = %other, %sha, error = %e, "blob fetch failed");
@@ -620,7 +737,15 @@ impl Follower {
         addr: &str,
         channel: Channel,
         sha: Sha256,
-    ) -> Result<(), ClusterError> {
-        crate::blob_fetch::fetch_blob(&self.blobs, addr, channel, sha, &self.bytes_fetched).await
+    ) -> Result<StagedBlob, ClusterError> {
+        crate::blob_fetch::fetch_staged(
+            &self.blobs,
+            addr,
+            channel,
+            sha,
+            &self.bytes_fetched,
+            Durability::InBatch,
+        )
+        .await
     }
 }

@@ -12,9 +12,9 @@ use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
 use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
 use hoard_proto::v1::{
     changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest, Heartbeat,
-    PullReply, PullRequest, SubscribeRequest,
+    InlineBlob, PullReply, PullRequest, SubscribeRequest,
 };
-use hoard_store::{BlobStore, Index};
+use hoard_store::{BlobStore, Index, ReceivedEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +27,12 @@ use crate::ClusterError;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const EVENTS_PER_READ: usize = 512;
 const BLOB_CHUNK: usize = 256 * 1024;
+
+/// Blobs up to this size travel inside the event that names them, to a
+/// follower at the head of the changelog. Past the head (a catch-up),
+/// blobs are fetched by the follower, many at once, and the stream holds
+/// no blob bytes.
+pub const INLINE_BLOB_MAX: u64 = 256 * 1024;
 
 /// What a node offers to its followers.
 #[derive(Clone)]
@@ -46,6 +52,36 @@ pub struct ReplicationSource {
 }
 
 impl ReplicationSource {
+    /// The small blobs that `event` names, as far as they can be read
+    /// now; a blob left out is fetched by the follower.
+    async fn inline_blobs(&self, event: &[u8]) -> Vec<InlineBlob> {
+        let Ok(event) = ReceivedEvent::decode(event.to_vec()) else {
+            return Vec::new();
+        };
+        let mut inline = Vec::new();
+        'blobs: for sha in event.event().change.blobs() {
+            match self.blobs.size_of(&sha).await {
+                Ok(Some(size)) if size <= INLINE_BLOB_MAX => {}
+                _ => continue,
+            }
+            let Ok(mut stream) = self.blobs.read(&sha, 0, INLINE_BLOB_MAX).await else {
+                continue;
+            };
+            let mut data = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(chunk) => data.extend_from_slice(&chunk),
+                    Err(_) => continue 'blobs,
+                }
+            }
+            inline.push(InlineBlob {
+                sha256: sha.to_hex(),
+                data,
+            });
+        }
+        inline
+    }
+
     fn heartbeat(&self, latest: Serial) -> ChangelogMessage {
         let latest_time_us = self
             .index
@@ -161,11 +197,19 @@ async fn stream_changelog(
             if batch.is_empty() {
                 break;
             }
+            // A short read means this follower is at the head.
+            let at_head = batch.len() < EVENTS_PER_READ;
             for (serial, event) in batch {
+                let blobs = if at_head {
+                    source.inline_blobs(&event).await
+                } else {
+                    Vec::new()
+                };
                 let msg = ChangelogMessage {
                     kind: Some(changelog_message::Kind::Event(CommittedEvent {
                         serial: serial.0,
                         event,
+                        blobs,
                     })),
                 };
                 if tx.send(Ok(msg)).await.is_err() {

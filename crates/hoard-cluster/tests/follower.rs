@@ -12,7 +12,7 @@ use hoard_core::{Change, Event, FileRecord, RepoFormat, RepoName, RepoSettings, 
 use hoard_proto::v1::blobs_server::{Blobs, BlobsServer};
 use hoard_proto::v1::changelog_server::{Changelog, ChangelogServer};
 use hoard_proto::v1::{
-    changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest,
+    changelog_message, BlobChunk, ChangelogMessage, CommittedEvent, GetBlobRequest, InlineBlob,
     SubscribeRequest,
 };
 use hoard_store::{BlobStore, Index, LocalWriter};
@@ -61,11 +61,14 @@ fn file_added(name: &str, content: &[u8]) -> Event {
 
 /// An upstream that sends a fixed list of (serial, event) on every
 /// subscription and records the `since_serial` of each; its blobs answer
-/// with `blob_bytes`, whatever is asked.
+/// with `blob_bytes`, whatever is asked, and events carry `inline_bytes`
+/// as their blobs' bytes, if set.
 #[derive(Clone)]
 struct Scripted {
     events: Vec<(u64, Event)>,
     blob_bytes: Vec<u8>,
+    /// Sent inside each event, as the bytes of each blob it names.
+    inline_bytes: Option<Vec<u8>>,
     subscriptions: Arc<Mutex<Vec<u64>>>,
 }
 
@@ -92,6 +95,16 @@ impl Changelog for Scripted {
                         event: hoard_store::ReceivedEvent::encode(ev.clone())
                             .bytes()
                             .to_vec(),
+                        blobs: self
+                            .inline_bytes
+                            .iter()
+                            .flat_map(|data| {
+                                ev.change.blobs().into_iter().map(|sha| InlineBlob {
+                                    sha256: sha.to_hex(),
+                                    data: data.clone(),
+                                })
+                            })
+                            .collect(),
                     })),
                 })
             })
@@ -206,6 +219,7 @@ async fn a_gap_in_the_stream_disconnects_and_resumes_from_the_applied_serial() {
         // Serial 2 is missing.
         events: vec![(1, repo_created()), (3, repo_created())],
         blob_bytes: Vec::new(),
+        inline_bytes: None,
         subscriptions: subscriptions.clone(),
     })
     .await;
@@ -231,6 +245,7 @@ async fn an_event_the_index_rejects_makes_the_follower_unhealthy() {
         // The same repository created twice: no index accepts that.
         events: vec![(1, repo_created()), (2, repo_created())],
         blob_bytes: Vec::new(),
+        inline_bytes: None,
         subscriptions: subscriptions.clone(),
     })
     .await;
@@ -252,6 +267,7 @@ async fn a_repeated_serial_disconnects_and_resumes() {
     let addr = start_scripted(Scripted {
         events: vec![(1, repo_created()), (1, repo_created())],
         blob_bytes: Vec::new(),
+        inline_bytes: None,
         subscriptions: subscriptions.clone(),
     })
     .await;
@@ -275,6 +291,7 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
     let bad = start_scripted(Scripted {
         events: events.clone(),
         blob_bytes: b"tampered".to_vec(),
+        inline_bytes: None,
         subscriptions: Arc::new(Mutex::new(Vec::new())),
     })
     .await;
@@ -321,5 +338,62 @@ async fn a_blob_with_wrong_bytes_is_discarded_and_fetched_from_another_upstream(
     assert_eq!(
         std::fs::read_dir(replica.blobs.tmp_dir()).unwrap().count(),
         0
+    );
+}
+
+/// A replica of a scripted upstream whose events carry `inline` as their
+/// blobs' bytes and whose `Blobs.Get` answers `fetched`: what it applies
+/// and stores.
+async fn replica_of_inline(inline: &[u8], fetched: &[u8]) -> (Replica, Sha256) {
+    let content = b"the real bytes of the sdist".to_vec();
+    let addr = start_scripted(Scripted {
+        events: vec![
+            (1, repo_created()),
+            (2, file_added("demo-1.0.tar.gz", &content)),
+        ],
+        blob_bytes: fetched.to_vec(),
+        inline_bytes: Some(inline.to_vec()),
+        subscriptions: Arc::new(Mutex::new(Vec::new())),
+    })
+    .await;
+    let replica = start_replica(vec![addr]);
+    wait_until("the replica applied the file", || {
+        replica.index.applied_serial().unwrap() == Serial(2)
+    })
+    .await;
+    (replica, Sha256::of(&content))
+}
+
+async fn stored(blobs: &BlobStore, sha: &Sha256) -> Vec<u8> {
+    let mut stream = blobs.read(sha, 0, u64::MAX).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_blob_sent_inside_its_event_is_kept_without_a_fetch() {
+    let content = b"the real bytes of the sdist";
+    // Blobs.Get would answer tampered bytes: only the inline copy can do.
+    let (replica, sha) = replica_of_inline(content, b"tampered").await;
+    assert_eq!(stored(&replica.blobs, &sha).await, content);
+    assert_eq!(
+        replica.follower.status().blob_bytes_fetched,
+        content.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn an_inline_blob_with_wrong_bytes_is_discarded_and_fetched() {
+    let content = b"the real bytes of the sdist";
+    let (replica, sha) = replica_of_inline(b"tampered", content).await;
+    assert_eq!(stored(&replica.blobs, &sha).await, content);
+    let (count, bytes) = replica.blobs.count().await.unwrap();
+    assert_eq!(
+        (count, bytes),
+        (1, content.len() as u64),
+        "only the real blob is kept"
     );
 }

@@ -111,6 +111,7 @@ fn changelog_messages_decode_or_refuse() {
                 kind: Some(changelog_message::Kind::Event(CommittedEvent {
                     serial: i as u64 + 1,
                     event,
+                    blobs: Vec::new(),
                 })),
             }
             .encode_to_vec()

@@ -451,7 +451,21 @@ impl BlobWriter {
             .sync_all()
             .await
             .map_err(io_err("fsync", self.guard.path()))?;
-        Ok(StagedBlob {
+        Ok(self.into_staged())
+    }
+
+    /// Flushes the temp file without an fsync, for
+    /// [`BlobStore::commit_batch`], which makes a batch durable at once.
+    pub async fn finish_unsynced(mut self) -> Result<StagedBlob, StoreError> {
+        self.file
+            .flush()
+            .await
+            .map_err(io_err("flush", self.guard.path()))?;
+        Ok(self.into_staged())
+    }
+
+    fn into_staged(self) -> StagedBlob {
+        StagedBlob {
             guard: self.guard,
             size: self.len,
             digests: BlobDigests {
@@ -461,11 +475,12 @@ impl BlobWriter {
                 sha1: self.sha1.map(|h| h.finalize().into()),
                 sha512: self.sha512.map(|h| h.finalize().into()),
             },
-        })
+        }
     }
 }
 
-/// A complete, fsynced blob in `tmp/`, not yet visible at its address.
+/// A complete blob in `tmp/` (fsynced, unless staged for a batch), not yet
+/// visible at its address.
 /// Dropping it deletes it.
 pub struct StagedBlob {
     guard: TempFile,
