@@ -36,6 +36,7 @@ mod publish_memory;
 mod pypi;
 mod replication;
 mod report;
+mod scale;
 mod servers;
 mod suite;
 mod ui;
@@ -199,6 +200,9 @@ enum Cmd {
     /// results file (`bench/results/<date>-<commit>.md`) with PNG plots;
     /// `--quick` for small data and short windows.
     Suite(suite::SuiteArgs),
+    /// The index at 1k → 500k projects (made synthetically): project-page
+    /// latency, root page, replica memory and catch-up, data dir per file.
+    Scale(scale::ScaleArgs),
     /// Internal: the in-memory static baseline server.
     #[command(hide = true)]
     ServeStatic {
@@ -263,6 +267,7 @@ fn main() -> std::process::ExitCode {
                 Some(Cmd::Import(a)) => import::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Blobs(a)) => blobs::run(&cli.common, a, hoard_bin).await,
                 Some(Cmd::Suite(a)) => suite::run(&cli.common, a, hoard_bin).await,
+                Some(Cmd::Scale(a)) => scale::command(&cli.common, a, hoard_bin).await,
                 Some(Cmd::ServeStatic { .. }) => Ok(()),
             }
         };
