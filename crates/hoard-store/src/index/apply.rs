@@ -217,6 +217,14 @@ impl Index {
         );
         match result {
             Ok(()) => {
+                if items.iter().any(|(e, _)| {
+                    matches!(
+                        e.change,
+                        Change::RepoCreated { .. } | Change::RepoSettingsChanged { .. }
+                    )
+                }) {
+                    self.repo_cache.invalidate();
+                }
                 let created = created.into_inner();
                 let mut serial = first;
                 for ((event, _), created) in items.iter().zip(created) {

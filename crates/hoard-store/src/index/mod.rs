@@ -12,6 +12,7 @@ mod apply;
 mod changelog;
 mod keys;
 mod read;
+mod repo_cache;
 mod snapshot;
 mod stamps;
 
@@ -75,6 +76,7 @@ pub struct Index {
     state_gate: std::sync::Mutex<()>,
     /// What each cached page depends on, moved by every apply.
     stamps: stamps::PageStamps,
+    repo_cache: repo_cache::RepoCache,
 }
 
 impl Index {
@@ -105,6 +107,7 @@ impl Index {
             generic_dirs: db.open_tree("generic_dirs")?,
             state_gate: std::sync::Mutex::new(()),
             stamps: stamps::PageStamps::default(),
+            repo_cache: repo_cache::RepoCache::default(),
             db,
             dir: dir.to_owned(),
         };
@@ -201,6 +204,7 @@ impl Index {
     /// install marker, so that sled's background flush can never persist
     /// a state without it before the reset is complete.
     fn clear_state(&self) -> Result<(), StoreError> {
+        self.repo_cache.invalidate();
         for (name, tree) in self.state_trees()? {
             if name != "meta" {
                 tree.clear()?;

@@ -139,10 +139,7 @@ impl Index {
     }
 
     pub fn repo(&self, name: &RepoName) -> Result<Option<RepoState>, StoreError> {
-        match self.repos.get(Repos::key(name))? {
-            Some(bytes) => Repos::decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        self.repo_cache.get(name, || self.repos())
     }
 
     pub fn repos(&self) -> Result<Vec<RepoState>, StoreError> {

@@ -138,6 +138,7 @@ impl Index {
             self.db.open_tree(&tree)?.apply_batch(batch)?;
         }
         self.db.flush()?;
+        self.repo_cache.invalidate();
         Ok(())
     }
 
