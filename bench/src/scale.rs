@@ -31,10 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
 use clap::Args;
 use hoard_core::{Change, Event, FileRecord, RepoName, Sha256};
 use hoard_store::{BlobStore, Index, StagedBlob};
 use hoard_testkit::WheelSpec;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use crate::load::{self, Measured, Plan, Target};
 use crate::plots::{self, Chart, Mark, Series};
@@ -681,28 +685,20 @@ async fn pages_once(
     }
     let picks = Arc::new(picks);
     let next = Arc::new(AtomicUsize::new(0));
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()?;
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.max(1) {
-        let (picks, next, client) = (picks.clone(), next.clone(), client.clone());
+        let (picks, next) = (picks.clone(), next.clone());
         tasks.spawn(async move {
+            let mut conn = connect(addr).await?;
             let mut lat = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&p) = picks.get(i) else {
                     return Ok::<_, anyhow::Error>(lat);
                 };
-                let url = format!("http://{addr}{}", project_path(p));
                 let t = Instant::now();
-                let resp = client.get(&url).header("accept", accept).send().await?;
-                if !resp.status().is_success() {
-                    bail!("GET {url}: {}", resp.status());
-                }
-                resp.bytes().await?;
+                get(&mut conn, addr, &project_path(p), accept, false).await?;
                 let us = t.elapsed().as_micros();
                 lat.push(u32::try_from(us).unwrap_or(u32::MAX));
             }
@@ -775,40 +771,20 @@ async fn pages_repeated(
 
 /// The hosted repository's root page, `samples` times, one at a time.
 async fn root_page(addr: std::net::SocketAddr, gzip: bool, samples: usize) -> Result<RootPage> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(600))
-        .build()?;
-    let url = format!("http://{addr}/{HOSTED}/simple/");
+    let path = format!("/{HOSTED}/simple/");
     let (mut headers, mut ttfb, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut out = RootPage {
         samples,
         ..RootPage::default()
     };
+    let mut conn = connect(addr).await?;
     for _ in 0..samples.max(1) {
-        let mut req = client.get(&url).header("accept", HTML_ACCEPT);
-        if gzip {
-            req = req.header("accept-encoding", "gzip");
-        }
-        let t = Instant::now();
-        let mut resp = req.send().await?;
-        headers.push(t.elapsed().as_secs_f64() * 1e3);
-        if !resp.status().is_success() {
-            bail!("GET {url}: {}", resp.status());
-        }
-        out.gzip = resp
-            .headers()
-            .get("content-encoding")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let mut bytes = 0u64;
-        let mut first = None;
-        while let Some(chunk) = resp.chunk().await? {
-            first.get_or_insert_with(|| t.elapsed());
-            bytes += chunk.len() as u64;
-        }
-        ttfb.push(first.unwrap_or_else(|| t.elapsed()).as_secs_f64() * 1e3);
-        total.push(t.elapsed().as_secs_f64() * 1e3);
-        out.bytes = bytes;
+        let got = get(&mut conn, addr, &path, HTML_ACCEPT, gzip).await?;
+        headers.push(got.headers.as_secs_f64() * 1e3);
+        ttfb.push(got.first_byte.as_secs_f64() * 1e3);
+        total.push(got.total.as_secs_f64() * 1e3);
+        out.gzip = got.gzip;
+        out.bytes = got.bytes;
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -820,6 +796,75 @@ async fn root_page(addr: std::net::SocketAddr, gzip: bool, samples: usize) -> Re
     out.ttfb_ms = median(ttfb);
     out.total_ms = median(total);
     Ok(out)
+}
+
+/// One keep-alive HTTP/1.1 connection. hyper rather than reqwest: a
+/// reqwest built with its `gzip` feature (cargo unifies it in when
+/// hoard-mirror is built in the same invocation) would send
+/// `Accept-Encoding` by itself and decompress what it gets.
+async fn connect(addr: std::net::SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the peer closes.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// What one `GET` took.
+struct Got {
+    headers: Duration,
+    first_byte: Duration,
+    total: Duration,
+    bytes: u64,
+    gzip: bool,
+}
+
+/// One `GET` that must answer 200; times from the request's start.
+async fn get(
+    conn: &mut SendRequest<Empty<Bytes>>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: &str,
+    gzip: bool,
+) -> Result<Got> {
+    let t = Instant::now();
+    conn.ready().await.context("the connection closed")?;
+    let mut req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::ACCEPT, accept);
+    if gzip {
+        req = req.header(http::header::ACCEPT_ENCODING, "gzip");
+    }
+    let resp = conn.send_request(req.body(Empty::<Bytes>::new())?).await?;
+    let headers = t.elapsed();
+    if resp.status() != http::StatusCode::OK {
+        bail!("GET {path}: {}", resp.status());
+    }
+    let gzip = resp
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let mut body = resp.into_body();
+    let (mut bytes, mut first_byte) = (0u64, None);
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            first_byte.get_or_insert_with(|| t.elapsed());
+            bytes += d.len() as u64;
+        }
+    }
+    let total = t.elapsed();
+    Ok(Got {
+        headers,
+        first_byte: first_byte.unwrap_or(total),
+        total,
+        bytes,
+        gzip,
+    })
 }
 
 /// Like `du`: apparent bytes and allocated blocks of a tree.
@@ -1115,7 +1160,7 @@ pub fn markdown(f: &ScaleFigures, hoard_bin: &Path) -> String {
     );
     let _ = writeln!(
         w,
-        "- **Project pages, on the replica.** Pages are asked of random projects among the first {} (those with {} files), at every size, so that every size serves the same pages out of a bigger index. *Asked once*: {} distinct random projects per format (or every one, if fewer), {} requests in flight on keep-alive connections (reqwest); each page is rendered from the index — what a resolver's first visit costs. *Repeated*: the load generator (`load.rs`, closed loop, one keep-alive connection per project) on {} random projects at once, {:.0} s per format after a 0.5 s warm-up — the page cache's path. HTML is `Accept: text/html`, JSON `Accept: application/vnd.pypi.simple.v1+json`; no `Accept-Encoding`.",
+        "- **Project pages, on the replica.** Pages are asked of random projects among the first {} (those with {} files), at every size, so that every size serves the same pages out of a bigger index. *Asked once*: {} distinct random projects per format (or every one, if fewer), {} requests in flight on keep-alive connections (hyper); each page is rendered from the index — what a resolver's first visit costs. *Repeated*: the load generator (`load.rs`, closed loop, one keep-alive connection per project) on {} random projects at once, {:.0} s per format after a 0.5 s warm-up — the page cache's path. HTML is `Accept: text/html`, JSON `Accept: application/vnd.pypi.simple.v1+json`; no `Accept-Encoding`.",
         f.full_projects, f.files_per_project, f.requests, f.concurrency, f.concurrency, f.load_secs
     );
     let _ = writeln!(
