@@ -120,8 +120,13 @@ impl Hoard {
             grpc: format!("127.0.0.1:{grpc}").parse()?,
             data_dir: data,
             token: String::new(),
+            // no_gzip: when hoard is built in the same cargo run, feature
+            // unification gives reqwest its gzip feature, and it would then
+            // ask for gzip and decode it: get_encoded must see the bytes
+            // and the Content-Encoding hoard sent.
             client: reqwest::Client::builder()
                 .no_proxy()
+                .no_gzip()
                 .timeout(Duration::from_secs(300))
                 .build()?,
         })
@@ -174,7 +179,7 @@ impl Hoard {
         accept: &str,
         accept_encoding: &str,
     ) -> Result<(Bytes, bool)> {
-        // This client decodes nothing (reqwest without its gzip feature).
+        // This client decodes nothing (built with no_gzip).
         let resp = self
             .client
             .get(format!("http://{}{path}", self.addr))

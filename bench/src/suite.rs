@@ -379,6 +379,10 @@ struct Collected {
 pub async fn run(common: &Common, args: &SuiteArgs, hoard_bin: PathBuf) -> Result<()> {
     let t0 = Instant::now();
     let load_start = load_average();
+    // Read at the start: the results are of the checkout that was built,
+    // even if a commit lands while the run goes on.
+    let stem = format!("{}-{}", today(), short_commit());
+    let git = git_description();
     let set = Settings::new(args.quick);
     let work = common.work_dir()?;
     let dir = work.path().to_path_buf();
@@ -429,7 +433,6 @@ pub async fn run(common: &Common, args: &SuiteArgs, hoard_bin: PathBuf) -> Resul
     ));
     out.figures.sort_by_key(|f| figure_order(f.number));
 
-    let stem = format!("{}-{}", today(), short_commit());
     let out_dir = common
         .out_dir
         .clone()
@@ -448,6 +451,7 @@ pub async fn run(common: &Common, args: &SuiteArgs, hoard_bin: PathBuf) -> Resul
         &out,
         &plot_links,
         &load_start,
+        &git,
         t0.elapsed(),
     );
     println!("{md}");
@@ -1274,6 +1278,7 @@ fn markdown(
     out: &Collected,
     plots: &[(String, String)],
     load_start: &str,
+    git: &str,
     elapsed: Duration,
 ) -> String {
     let mut s = String::new();
@@ -1310,7 +1315,7 @@ fn markdown(
         load_average(),
         elapsed.as_secs_f64()
     );
-    let _ = writeln!(w, "- git commit: {}", git_description());
+    let _ = writeln!(w, "- git commit at the start of the run: {git}");
     let _ = writeln!(w, "- command: `{}`", command_line());
     let _ = writeln!(w, "- hoard: `{}`; nodes log at `info`", hoard_bin.display());
     s.push_str(&set.markdown());
