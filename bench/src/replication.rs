@@ -714,17 +714,7 @@ fn markdown(
         );
         let _ = writeln!(w, "| | min | p50 | p90 | p99 | max |");
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|");
-        let row = |w: &mut String, name: &str, v: &[f64]| {
-            let _ = writeln!(
-                w,
-                "| {name} | {} | {} | {} | {} | {} |",
-                fmt_ms(quantile(v, 0.0)),
-                fmt_ms(quantile(v, 0.5)),
-                fmt_ms(quantile(v, 0.9)),
-                fmt_ms(quantile(v, 0.99)),
-                fmt_ms(quantile(v, 1.0))
-            );
-        };
+        let row = |w: &mut String, name: &str, v: &[f64]| w.push_str(&quantiles_row(name, v));
         row(w, "lag: ack → applied on the replica (ms)", &v);
         let mut a = l.ack_ms.clone();
         a.sort_by(f64::total_cmp);
@@ -929,6 +919,19 @@ fn markdown(
         }
     }
     s
+}
+
+/// A markdown table row: `name`, then min, p50, p90, p99 and max of the
+/// sorted values `v` (ms).
+pub fn quantiles_row(name: &str, v: &[f64]) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} |\n",
+        fmt_ms(quantile(v, 0.0)),
+        fmt_ms(quantile(v, 0.5)),
+        fmt_ms(quantile(v, 0.9)),
+        fmt_ms(quantile(v, 0.99)),
+        fmt_ms(quantile(v, 1.0))
+    )
 }
 
 fn fmt_ms(x: f64) -> String {

@@ -853,15 +853,7 @@ fn lag_figure(lag: &replication::LagResult) -> Figure {
             &lag.status_rtt_replica_ms,
         ),
     ] {
-        let _ = writeln!(
-            details,
-            "| {name} | {} | {} | {} | {} | {} |",
-            fmt_ms(quantile(x, 0.0)),
-            fmt_ms(quantile(x, 0.5)),
-            fmt_ms(quantile(x, 0.9)),
-            fmt_ms(quantile(x, 0.99)),
-            fmt_ms(quantile(x, 1.0))
-        );
+        details.push_str(&replication::quantiles_row(name, x));
     }
     let _ = writeln!(
         details,
