@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
@@ -24,33 +24,54 @@ const MAX_BYTES: usize = 128 << 20;
 /// bytes and cost a header.
 const MIN_GZIP: usize = 512;
 
-/// A rendered page, and its gzip made once when it was rendered, so that
-/// a request that accepts gzip costs no compression.
+/// A rendered page, and its gzip, made once, by the first request that
+/// takes gzip, so that later ones cost no compression (and a page that
+/// nobody asks gzipped costs none at all).
 pub struct CachedPage {
     pub body: Bytes,
     /// A strong validator of the identity variant: a digest of the body.
     pub etag: String,
-    /// The gzip variant, when it is worth sending.
-    gzip: Option<(Bytes, String)>,
+    /// The gzip variant and its ETag; `None` inside when it is not worth
+    /// sending.
+    gzip: OnceLock<Option<(Bytes, String)>>,
 }
 
 impl CachedPage {
     fn new(body: String) -> Self {
         let digest = hoard_core::Sha256::of(body.as_bytes()).to_hex();
-        let tag = &digest[..32];
-        let gzip = (body.len() >= MIN_GZIP)
-            .then(|| gzip(body.as_bytes()))
-            .filter(|gz| gz.len() < body.len() / 10 * 9)
-            .map(|gz| (Bytes::from(gz), format!("\"{tag}-gzip\"")));
         CachedPage {
-            etag: format!("\"{tag}\""),
+            etag: format!("\"{}\"", &digest[..32]),
             body: Bytes::from(body),
-            gzip,
+            gzip: OnceLock::new(),
         }
     }
 
+    fn gzip(&self) -> Option<&(Bytes, String)> {
+        self.gzip
+            .get_or_init(|| {
+                let body = &self.body;
+                (body.len() >= MIN_GZIP)
+                    .then(|| gzip(body))
+                    .filter(|gz| gz.len() < body.len() / 10 * 9)
+                    .map(|gz| (Bytes::from(gz), self.gzip_etag()))
+            })
+            .as_ref()
+    }
+
+    /// The gzip variant's ETag: the identity one's, marked.
+    fn gzip_etag(&self) -> String {
+        format!("{}-gzip\"", self.etag.trim_end_matches('"'))
+    }
+
+    /// Whether `tag` (from `If-None-Match`) names this page, gzipped or not.
+    fn is_named_by(&self, tag: &str) -> bool {
+        tag == "*" || tag == self.etag || tag.strip_suffix("-gzip\"") == self.etag.strip_suffix('"')
+    }
+
+    /// The bytes it holds, as the cache counts them: the body, and room
+    /// for a gzip variant made later (at most 90% of it).
     fn size(&self) -> usize {
-        self.body.len() + self.gzip.as_ref().map_or(0, |(gz, _)| gz.len())
+        self.body.len() * 2
     }
 
     /// The page as an answer to a request with `headers`: gzip if the
@@ -58,9 +79,10 @@ impl CachedPage {
     /// either variant (they are the same content). Sets the content type,
     /// the `ETag` and `Vary`; the caller adds caching headers.
     pub fn respond(&self, headers: &HeaderMap, content_type: &'static str) -> Response<ResBody> {
-        let (body, etag, gzipped) = match &self.gzip {
-            Some((gz, etag)) if accepts_gzip(headers) => (gz, etag, true),
-            _ => (&self.body, &self.etag, false),
+        let gzip = accepts_gzip(headers).then(|| self.gzip()).flatten();
+        let (body, etag, gzipped) = match gzip {
+            Some((gz, etag)) => (gz, etag, true),
+            None => (&self.body, &self.etag, false),
         };
         let not_modified = headers
             .get_all(header::IF_NONE_MATCH)
@@ -68,7 +90,7 @@ impl CachedPage {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|c| c.trim().trim_start_matches("W/"))
-            .any(|c| c == "*" || c == self.etag || self.gzip.as_ref().is_some_and(|(_, e)| c == e));
+            .any(|c| self.is_named_by(c));
         let mut response = if not_modified {
             let mut r = Response::new(crate::http::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;

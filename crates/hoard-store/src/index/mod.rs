@@ -40,6 +40,12 @@ use keys::{
     RAFT_MEMBERSHIP,
 };
 
+/// sled's page cache. Its default, 1 GiB, filled during a catch-up and
+/// stayed: an idle replica of 10,000 projects held 171 MiB, against 26 MiB
+/// after a restart. Hot pages are served from the server's page cache,
+/// not from here.
+const INDEX_CACHE_BYTES: u64 = 32 << 20;
+
 /// Where the Raft state machine stands, in hoard-cluster's encoding.
 pub struct RaftPosition<'a> {
     /// The log id of the entry being applied.
@@ -82,15 +88,19 @@ pub struct Index {
 impl Index {
     /// Opens the index in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                StoreError::Locked(dir.display().to_string())
-            }
-            sled::Error::Io(io) if io.to_string().contains("lock") => {
-                StoreError::Locked(dir.display().to_string())
-            }
-            other => StoreError::Sled(other),
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(INDEX_CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
         let mut index = Index {
             flusher: Flusher::spawn(db.clone())?,
             changelog: db.open_tree("changelog")?,
