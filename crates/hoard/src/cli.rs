@@ -838,27 +838,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs to stderr through a thread of its own: a request only formats
-/// its line (every request logs one), and the thread writes whatever has
-/// queued up with one write. Lines are never dropped; the writes are
-/// flushed whenever the queue runs dry, and when the guard is dropped.
-fn init_logging(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
-    guard
 }
 
 async fn serve(
@@ -874,7 +865,7 @@ async fn serve(
         config.apply_default_upstreams();
         config.validate()?;
     }
-    let _log = init_logging(log_json || config.log_format == "json");
+    init_logging(log_json || config.log_format == "json");
     let (http_addr, grpc_addr) = (config.http_listen, config.grpc_listen);
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
