@@ -190,7 +190,13 @@ fn accept_header_negotiation() {
     ];
     for path in ["/pypi/simple/", "/pypi/simple/demo-pkg/"] {
         for (accept, want) in cases {
-            let mut req = node.http().get(format!("{}{path}", node.url()));
+            // Not the node's usual client: another crate of the workspace turns on
+            // reqwest's gzip, which would decode the body and drop its header.
+            let client = reqwest::blocking::Client::builder()
+                .no_gzip()
+                .build()
+                .unwrap();
+            let mut req = client.get(format!("{}{path}", node.url()));
             if let Some(a) = accept {
                 req = req.header("accept", a);
             }
@@ -522,20 +528,50 @@ fn configured_repos_env_overrides_and_private_reads() {
     assert_eq!(resp.status().as_u16(), 403);
 }
 
-/// The GET of `path` with `headers`: status, headers and body as sent.
+/// The GET of `path` with `headers`: status, headers and body exactly as
+/// sent, over a plain socket: reqwest, built with the workspace's features
+/// (hoard-mirror turns on its gzip), decoded gzip bodies even with
+/// `no_gzip()`.
 fn get_with(
     node: &Node,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut req = node.http().get(format!("{}{path}", node.url()));
+    use std::io::{Read, Write};
+    let url = Url::parse(&node.url()).unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
-        req = req.header(*k, *v);
+        request.push_str(&format!("{k}: {v}\r\n"));
     }
-    let resp = req.send().unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.bytes().unwrap().to_vec())
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8(response[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut map = reqwest::header::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        map.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            value.trim().parse().unwrap(),
+        );
+    }
+    (status, map, response[split + 4..].to_vec())
 }
 
 fn page_renders(node: &Node) -> f64 {
