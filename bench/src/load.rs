@@ -202,7 +202,11 @@ pub async fn run(target: &Target, plan: Plan, from: Instant, end: Instant) -> Re
     Ok(m)
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
+/// One keep-alive HTTP/1.1 connection. hyper rather than reqwest: a
+/// reqwest built with its `gzip` feature (cargo unifies it in when
+/// hoard-mirror is built in the same invocation) would send
+/// `Accept-Encoding` by itself and decompress what it gets.
+pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;

@@ -127,25 +127,8 @@ pub async fn wait_applied(
 
 /// Sum of file sizes and number of files under `dir`.
 fn dir_size(dir: &Path) -> (u64, u64) {
-    let mut bytes = 0;
-    let mut files = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => {
-                    bytes += m.len();
-                    files += 1;
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (bytes, files)
+    let used = crate::scale::disk_use(dir);
+    (used.bytes, used.files)
 }
 
 pub fn sync_disks() -> Result<Duration> {

@@ -38,7 +38,6 @@ use hoard_store::{BlobStore, Index, StagedBlob};
 use hoard_testkit::WheelSpec;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 use crate::load::{self, Measured, Plan, Target};
 use crate::plots::{self, Chart, Mark, Series};
@@ -690,7 +689,7 @@ async fn pages_once(
     for _ in 0..args.concurrency.max(1) {
         let (picks, next) = (picks.clone(), next.clone());
         tasks.spawn(async move {
-            let mut conn = connect(addr).await?;
+            let mut conn = crate::load::connect(addr).await?;
             let mut lat = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -777,7 +776,7 @@ async fn root_page(addr: std::net::SocketAddr, gzip: bool, samples: usize) -> Re
         samples,
         ..RootPage::default()
     };
-    let mut conn = connect(addr).await?;
+    let mut conn = crate::load::connect(addr).await?;
     for _ in 0..samples.max(1) {
         let got = get(&mut conn, addr, &path, HTML_ACCEPT, gzip).await?;
         headers.push(got.headers.as_secs_f64() * 1e3);
@@ -796,23 +795,6 @@ async fn root_page(addr: std::net::SocketAddr, gzip: bool, samples: usize) -> Re
     out.ttfb_ms = median(ttfb);
     out.total_ms = median(total);
     Ok(out)
-}
-
-/// One keep-alive HTTP/1.1 connection. hyper rather than reqwest: a
-/// reqwest built with its `gzip` feature (cargo unifies it in when
-/// hoard-mirror is built in the same invocation) would send
-/// `Accept-Encoding` by itself and decompress what it gets.
-async fn connect(addr: std::net::SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // Ends when the sender is dropped or the peer closes.
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 /// What one `GET` took.
@@ -868,7 +850,7 @@ async fn get(
 }
 
 /// Like `du`: apparent bytes and allocated blocks of a tree.
-fn disk_use(dir: &Path) -> DiskUse {
+pub(crate) fn disk_use(dir: &Path) -> DiskUse {
     let mut u = DiskUse::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
