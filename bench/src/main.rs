@@ -24,6 +24,7 @@
 //!   `bench/run` builds, installs the baselines and runs it.
 
 mod blobs;
+mod devpi;
 mod failover;
 mod import;
 mod load;

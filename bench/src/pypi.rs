@@ -248,17 +248,17 @@ pub async fn run(common: &Common, args: &PypiArgs, hoard_bin: PathBuf) -> Result
     }
     let mut devpi_version = None;
     if wants("devpi") {
-        match servers::find_devpi(args.devpi.as_deref(), &workspace_root()) {
+        match crate::devpi::find_devpi(args.devpi.as_deref(), &workspace_root()) {
             Some(bin) => {
                 eprintln!("starting devpi-server and uploading the same wheels");
-                let devpi = servers::Devpi::start(&bin, &dir).await?;
+                let devpi = crate::devpi::Devpi::start(&bin, &dir).await?;
                 let t0 = Instant::now();
                 for w in &small {
                     devpi.upload(w).await?;
                 }
                 setup.devpi_small_upload_total = Some(t0.elapsed());
                 setup.devpi_big_upload = Some(devpi.upload(&big).await?);
-                let page = format!("{}/+simple/{PAGES_PROJECT}/", servers::DEVPI_INDEX);
+                let page = format!("{}/+simple/{PAGES_PROJECT}/", crate::devpi::DEVPI_INDEX);
                 let (_, dhtml) = devpi.get(&page, HTML_ACCEPT).await?;
                 let (ct, djson) = devpi.get(&page, JSON_ACCEPT).await?;
                 let json_len = if ct.contains("json") {

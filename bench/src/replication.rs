@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use hoard_testkit::{wheel, WheelSpec};
+use hoard_testkit::{wheel, Artifact, WheelSpec};
 
 use crate::procs::{cpu_seconds_tree, memory_kib};
 use crate::report::{how_run, now_utc};
 use crate::servers::{self, Hoard, NodeSpec};
 use crate::{command_line, git_description, Common};
 
-const LAG_PROJECT: &str = "bench-lag";
+pub const LAG_PROJECT: &str = "bench-lag";
 
 #[derive(Args, Debug, Clone)]
 pub struct ReplicationArgs {
@@ -422,6 +422,27 @@ pub async fn measure_lag(
     })
 }
 
+/// Upload `i` of the `uploads` that prepare a catch-up: `big` of them,
+/// evenly spread, carry `big_kib` KiB of random bytes; they are spread over
+/// `projects` projects. The same `i` gives the same bytes, so that another
+/// server (devpi) can be given the very same data set.
+pub fn catch_up_wheel(
+    i: usize,
+    uploads: usize,
+    big: usize,
+    projects: usize,
+    big_kib: usize,
+) -> Artifact {
+    let is_big = i * big / uploads != (i + 1) * big / uploads;
+    let project = format!("bench-cu-{}", i % projects);
+    let version = format!("1.{}.0", i / projects);
+    let mut spec = WheelSpec::new(&project, &version);
+    if is_big {
+        spec = spec.padding(big_kib * 1024, 1000 + i as u64);
+    }
+    spec.build()
+}
+
 /// Uploads until the primary has `args.events` events, `args.big_files` of
 /// them with a big random payload, spread over `args.projects` projects.
 pub async fn prepare(
@@ -455,15 +476,7 @@ pub async fn prepare(
                 if i >= uploads {
                     return Ok::<(), anyhow::Error>(());
                 }
-                // `big` of the uploads, evenly spread, are big ones.
-                let is_big = i * big / uploads != (i + 1) * big / uploads;
-                let project = format!("bench-cu-{}", i % projects);
-                let version = format!("1.{}.0", i / projects);
-                let mut spec = WheelSpec::new(&project, &version);
-                if is_big {
-                    spec = spec.padding(big_kib * 1024, 1000 + i as u64);
-                }
-                let w = spec.build();
+                let w = catch_up_wheel(i, uploads, big, projects, big_kib);
                 bytes.fetch_add(w.bytes.len(), Ordering::Relaxed);
                 servers::upload(&client, &url, "__token__", &token, &w).await?;
                 if (i + 1) / 1000 != i / 1000 {

@@ -1183,7 +1183,7 @@ pub fn markdown(f: &ScaleFigures, hoard_bin: &Path) -> String {
 }
 
 /// The curves over the index size (x: projects, log10).
-fn plot(f: &ScaleFigures, path: &Path) -> Result<()> {
+pub fn plot(f: &ScaleFigures, path: &Path) -> Result<()> {
     let x = |z: &SizeFigures| (z.projects as f64).log10();
     let series = |name: &str, y: &dyn Fn(&SizeFigures) -> f64| Series {
         name: name.to_owned(),

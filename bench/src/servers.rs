@@ -247,8 +247,17 @@ pub async fn upload_all(
 pub struct Uploaded {
     /// From sending the request to the end of the response.
     pub elapsed: Duration,
-    /// `X-Hoard-Upload-Serial`, if the server sent it.
+    /// `X-Hoard-Upload-Serial` (or devpi's `X-Devpi-Serial`), if sent.
     pub serial: Option<u64>,
+}
+
+/// How an upload authenticates.
+pub enum UploadAuth<'a> {
+    /// HTTP basic auth, as twine sends it.
+    Basic { user: &'a str, password: &'a str },
+    /// One header, e.g. devpi's `X-Devpi-Auth` session token (devpi checks
+    /// a basic-auth password with a deliberately slow hash on every request).
+    Header(&'static str, &'a str),
 }
 
 /// Upload one wheel to `url` with twine's legacy API (multipart
@@ -258,6 +267,17 @@ pub async fn upload(
     url: &str,
     user: &str,
     password: &str,
+    w: &Artifact,
+) -> Result<Uploaded> {
+    upload_with(client, url, &UploadAuth::Basic { user, password }, w).await
+}
+
+/// Upload one wheel to `url` with twine's legacy API (multipart
+/// `:action=file_upload`), authenticated by `auth`.
+pub async fn upload_with(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &UploadAuth<'_>,
     w: &Artifact,
 ) -> Result<Uploaded> {
     let part = reqwest::multipart::Part::bytes(w.bytes.clone())
@@ -274,9 +294,11 @@ pub async fn upload(
         .text("sha256_digest", w.sha256())
         .part("content", part);
     let t0 = Instant::now();
-    let resp = client
-        .post(url)
-        .basic_auth(user, Some(password))
+    let request = match auth {
+        UploadAuth::Basic { user, password } => client.post(url).basic_auth(user, Some(password)),
+        UploadAuth::Header(name, value) => client.post(url).header(*name, *value),
+    };
+    let resp = request
         .multipart(form)
         .send()
         .await
@@ -285,6 +307,7 @@ pub async fn upload(
     let serial = resp
         .headers()
         .get("x-hoard-upload-serial")
+        .or_else(|| resp.headers().get("x-devpi-serial"))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     // The body too: the upload is acknowledged when the response is complete.
@@ -298,121 +321,6 @@ pub async fn upload(
         );
     }
     Ok(Uploaded { elapsed, serial })
-}
-
-/// A running devpi-server (the competitor baseline) with one index,
-/// `root/bench`, that inherits from nothing (no upstream, no network).
-pub struct Devpi {
-    pub proc: Proc,
-    pub addr: SocketAddr,
-    pub version: String,
-    client: reqwest::Client,
-}
-
-const DEVPI_PASSWORD: &str = "bench";
-pub const DEVPI_INDEX: &str = "/root/bench";
-
-/// `devpi-server` from `--devpi`, else from target/bench-tools/devpi, else
-/// from target/test-tools/devpi (where `bench/run` has
-/// `tests/tools/setup-devpi.sh` put it).
-pub fn find_devpi(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    ["target/bench-tools/devpi", "target/test-tools/devpi"]
-        .iter()
-        .map(|venv| workspace.join(venv).join("bin/devpi-server"))
-        .find(|p| p.is_file())
-}
-
-impl Devpi {
-    pub async fn start(server_bin: &Path, dir: &Path) -> Result<Devpi> {
-        let bin_dir = server_bin.parent().unwrap_or(Path::new("."));
-        let serverdir = dir.join("devpi");
-        output_of(
-            Command::new(bin_dir.join("devpi-init"))
-                .arg("--serverdir")
-                .arg(&serverdir)
-                .arg("--no-root-pypi")
-                .arg("--root-passwd")
-                .arg(DEVPI_PASSWORD),
-        )?;
-        let version = output_of(Command::new(server_bin).arg("--version"))
-            .unwrap_or_else(|_| "unknown".into());
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let mut cmd = Command::new(server_bin);
-        cmd.arg("--serverdir")
-            .arg(&serverdir)
-            .args(["--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--offline-mode");
-        let mut proc = Proc::spawn("devpi-server", cmd, &dir.join("devpi.log"))?;
-        proc.wait_ready(addr, "/+api").await?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(300))
-            .build()?;
-        let resp = client
-            .put(format!("http://{addr}{DEVPI_INDEX}"))
-            .basic_auth("root", Some(DEVPI_PASSWORD))
-            .header("content-type", "application/json")
-            .body(r#"{"type": "stage", "bases": [], "volatile": true}"#)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("devpi: create index: {}", resp.status());
-        }
-        Ok(Devpi {
-            proc,
-            addr,
-            version,
-            client,
-        })
-    }
-
-    pub async fn upload(&self, w: &Artifact) -> Result<Duration> {
-        let url = format!("http://{}{DEVPI_INDEX}/", self.addr);
-        Ok(upload(&self.client, &url, "root", DEVPI_PASSWORD, w)
-            .await?
-            .elapsed)
-    }
-
-    /// GET a path: (content type, body); fails unless 200.
-    pub async fn get(&self, path: &str, accept: &str) -> Result<(String, Bytes)> {
-        let resp = self
-            .client
-            .get(format!("http://{}{path}", self.addr))
-            .header("accept", accept)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("devpi: GET {path}: {}", resp.status());
-        }
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        Ok((ct, resp.bytes().await?))
-    }
-
-    /// The path of `filename` as linked from the project's simple page.
-    pub async fn file_path(&self, project: &str, filename: &str) -> Result<String> {
-        let page = format!("{DEVPI_INDEX}/+simple/{project}/");
-        let (_, html) = self.get(&page, "text/html").await?;
-        let html = String::from_utf8_lossy(&html);
-        let href = html
-            .split("href=\"")
-            .skip(1)
-            .filter_map(|s| s.split('"').next())
-            .find(|h| h.split('#').next().unwrap_or("").ends_with(filename))
-            .with_context(|| format!("devpi's page of {project} links no {filename}"))?;
-        let base = reqwest::Url::parse(&format!("http://{}{page}", self.addr))?;
-        let url = base.join(href.split('#').next().unwrap_or(href))?;
-        Ok(url.path().to_string())
-    }
 }
 
 /// The files every static baseline serves, under `www/`.
