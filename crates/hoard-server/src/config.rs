@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub token_burst: u32,
     /// How long a request with `X-Hoard-Min-Serial` may wait, in seconds.
     pub min_serial_wait_secs: u64,
+    /// The index's (sled's) page cache, in MiB: more keeps more of a large
+    /// index in memory, for faster first renders of its pages.
+    pub index_cache_mib: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// Repositories to create at start if they do not exist (primary
@@ -251,6 +254,7 @@ impl Default for NodeConfig {
             token_rate_per_sec: 500,
             token_burst: 1000,
             min_serial_wait_secs: 10,
+            index_cache_mib: hoard_store::DEFAULT_INDEX_CACHE_BYTES >> 20,
             log_format: "text".into(),
             repos: RepoConfig::defaults(),
             pypi_upstream: None,

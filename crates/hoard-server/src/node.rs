@@ -132,7 +132,10 @@ impl Node {
             context: format!("create data dir {}", data.display()),
             source,
         })?;
-        let index = Arc::new(Index::open(&data.join("index"))?);
+        let index = Arc::new(Index::open_with_cache(
+            &data.join("index"),
+            config.index_cache_mib.max(1) << 20,
+        )?);
         let blobs = config.blobs.open_store(&data)?;
         tracing::info!(blobs = %blobs.describe(), "blob store");
         // For the store metrics: a listing of the blobs, off the start-up

@@ -32,7 +32,7 @@ pub use index::{
     Counts, DeprecationChange, ExportedState, FileState, GenericEntry, GenericFileState, Index,
     MirrorOrigin, NpmMirrorOrigin, NpmPackageState, NpmVersionState, OwnersState, PageStamp,
     ProjectState, RaftPosition, ReceivedEvent, Rejection, RepoState, RepoUsage, StoredRaftPosition,
-    TagChange, TarballState, TokenState, UserState, YankChange,
+    TagChange, TarballState, TokenState, UserState, YankChange, DEFAULT_INDEX_CACHE_BYTES,
 };
 pub use raft_log::RaftLog;
 pub use writer::LocalWriter;

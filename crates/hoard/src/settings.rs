@@ -17,6 +17,7 @@ const ENV_KEYS: &[&str] = &[
     "max_upload_bytes",
     "body_timeout_secs",
     "min_serial_wait_secs",
+    "index_cache_mib",
     "log_format",
     "role",
     "upstreams",

@@ -40,11 +40,13 @@ use keys::{
     RAFT_MEMBERSHIP,
 };
 
-/// sled's page cache. Its default, 1 GiB, filled during a catch-up and
-/// stayed: an idle replica of 10,000 projects held 171 MiB, against 26 MiB
-/// after a restart. Hot pages are served from the server's page cache,
-/// not from here.
-const INDEX_CACHE_BYTES: u64 = 32 << 20;
+/// sled's page cache, unless configured. sled's default, 1 GiB, filled
+/// during a catch-up and stayed: an idle replica of 10,000 projects held
+/// 171 MiB (26 MiB after a restart); with 32 MiB, 83 MiB; with 8 MiB,
+/// 58 MiB, for pages rendered about a fifth slower at that size
+/// (`hoard-bench scale --quick`). Hot pages are served from the server's
+/// page cache, not from here.
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 8 << 20;
 
 /// Where the Raft state machine stands, in hoard-cluster's encoding.
 pub struct RaftPosition<'a> {
@@ -88,9 +90,14 @@ pub struct Index {
 impl Index {
     /// Opens the index in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Index::open_with_cache(dir, DEFAULT_INDEX_CACHE_BYTES)
+    }
+
+    /// [`Index::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(INDEX_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
