@@ -28,7 +28,7 @@ pub use names::{is_valid_project_name, normalize_project_name, normalize_version
 pub use negotiate::{negotiate, SimpleFormat};
 pub use render::{
     format_upload_time, html_escape, render_index, render_project, FileLink, IndexPage,
-    ProjectLink, ProjectPage, API_VERSION,
+    IndexRenderer, ProjectLink, ProjectPage, API_VERSION,
 };
 pub use requirements::{parse_requirements, PinnedRequirement, RequirementProblem};
 pub use upload::{

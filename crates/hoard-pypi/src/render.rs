@@ -118,12 +118,6 @@ impl Meta {
 }
 
 #[derive(Serialize)]
-struct IndexJson<'a> {
-    meta: Meta,
-    projects: Vec<ProjectJson<'a>>,
-}
-
-#[derive(Serialize)]
 struct ProjectJson<'a> {
     name: &'a str,
 }
@@ -167,26 +161,64 @@ fn requires_python(f: &FileLink) -> Option<&str> {
 
 /// Renders the root index page.
 pub fn render_index(page: &IndexPage, format: SimpleFormat) -> String {
-    if format.is_json() {
-        return to_json(&IndexJson {
-            meta: Meta::new(page.last_serial),
-            projects: page
-                .projects
-                .iter()
-                .map(|p| ProjectJson { name: &p.name })
-                .collect(),
-        });
-    }
-    let mut html = html_head("Simple index");
+    let mut renderer = IndexRenderer::new(format);
+    let mut out = renderer.head();
     for p in &page.projects {
-        html.push_str(&format!(
-            "    <a href=\"{}/\">{}</a><br>\n",
-            html_escape(&p.normalized),
-            html_escape(&p.name)
-        ));
+        renderer.push_project(&mut out, p);
     }
-    html.push_str(&html_tail(page.last_serial));
-    html
+    out.push_str(&renderer.tail(page.last_serial));
+    out
+}
+
+/// The root index page, a piece at a time, for an index too long to
+/// render at once: `head`, each project in order, then `tail`. The
+/// serial comes last in both formats (in JSON, `meta` follows
+/// `projects`), so it can be the highest one met on the way.
+pub struct IndexRenderer {
+    format: SimpleFormat,
+    projects: usize,
+}
+
+impl IndexRenderer {
+    pub fn new(format: SimpleFormat) -> Self {
+        IndexRenderer {
+            format,
+            projects: 0,
+        }
+    }
+
+    pub fn head(&self) -> String {
+        if self.format.is_json() {
+            "{\"projects\":[".to_owned()
+        } else {
+            html_head("Simple index")
+        }
+    }
+
+    /// Appends one project's entry to `out`.
+    pub fn push_project(&mut self, out: &mut String, p: &ProjectLink) {
+        if self.format.is_json() {
+            if self.projects > 0 {
+                out.push(',');
+            }
+            out.push_str(&to_json(&ProjectJson { name: &p.name }));
+        } else {
+            out.push_str("    <a href=\"");
+            out.push_str(&html_escape(&p.normalized));
+            out.push_str("/\">");
+            out.push_str(&html_escape(&p.name));
+            out.push_str("</a><br>\n");
+        }
+        self.projects += 1;
+    }
+
+    pub fn tail(&self, last_serial: u64) -> String {
+        if self.format.is_json() {
+            format!("],\"meta\":{}}}", to_json(&Meta::new(last_serial)))
+        } else {
+            html_tail(last_serial)
+        }
+    }
 }
 
 /// Renders a project page.

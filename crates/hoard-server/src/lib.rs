@@ -27,6 +27,7 @@ mod page_cache;
 mod pypi;
 mod range;
 mod session;
+mod simple_index;
 pub mod survey;
 mod ui;
 mod virtual_repo;

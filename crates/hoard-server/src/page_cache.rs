@@ -168,12 +168,25 @@ impl PageCache {
         key: String,
         render: impl FnOnce() -> Result<String, E>,
     ) -> Result<Arc<CachedPage>, E> {
-        if let Some(page) = self.lock().by_key.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(page.clone());
+        if let Some(page) = self.get(&key) {
+            return Ok(page);
         }
+        Ok(self.insert(key, render()?))
+    }
+
+    /// The page for `key`, if cached (a hit).
+    pub fn get(&self, key: &str) -> Option<Arc<CachedPage>> {
+        let page = self.lock().by_key.get(key).cloned();
+        if page.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        page
+    }
+
+    /// Keeps a page rendered for `key` after a miss (a render).
+    pub fn insert(&self, key: String, body: String) -> Arc<CachedPage> {
         self.renders.fetch_add(1, Ordering::Relaxed);
-        let page = Arc::new(CachedPage::new(render()?));
+        let page = Arc::new(CachedPage::new(body));
         let mut pages = self.lock();
         if pages.by_key.len() >= MAX_PAGES || pages.bytes + page.size() > MAX_BYTES {
             pages.by_key.clear();
@@ -183,7 +196,7 @@ impl PageCache {
         if let Some(old) = pages.by_key.insert(key, page.clone()) {
             pages.bytes -= old.size();
         }
-        Ok(page)
+        page
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pages> {

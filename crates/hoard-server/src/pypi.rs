@@ -2,7 +2,6 @@
 //! 700), file downloads, and twine's legacy upload API, for one
 //! repository, optionally seen as it was at a serial (`+at/{serial}`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,9 +11,9 @@ use hoard_core::{
 };
 use hoard_pypi::{
     check_sdist_magic, extract_wheel_metadata, negotiate, normalize_project_name,
-    parse_core_metadata, parse_dist_filename, render_index, render_project, sort_versions,
-    validate_upload, ComputedDigests, DistFilename, DistKind, FileLink, IndexPage, ProjectLink,
-    ProjectPage, SimpleFormat, UploadForm, ZipLimits,
+    parse_core_metadata, parse_dist_filename, render_project, sort_versions, validate_upload,
+    ComputedDigests, DistFilename, DistKind, FileLink, ProjectPage, SimpleFormat, UploadForm,
+    ZipLimits,
 };
 use hoard_store::{BlobStore, ExtraDigests, FileState, Rejection, RepoState, StagedBlob};
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -28,6 +27,7 @@ use crate::http::{redirect, require_read_method, with_body, HandlerResult};
 use crate::mirror::{self, PageFill};
 use crate::node::{Node, Principal};
 use crate::page_cache::CachedPage;
+use crate::simple_index;
 use crate::virtual_repo::{upload_target, virtual_sources};
 
 /// The largest text field of an upload form we keep (long descriptions).
@@ -164,20 +164,21 @@ fn page_response(
     let mut response = page.respond(req.headers(), format.content_type());
     let h = response.headers_mut();
     h.insert("x-pypi-last-serial", HeaderValue::from(last_serial.0));
-    // A page at a serial never changes; the live one changes with every upload.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(if at.is_some() {
-            "public, max-age=31536000, immutable"
-        } else {
-            "max-age=0, must-revalidate"
-        }),
-    );
+    h.insert(header::CACHE_CONTROL, cache_control(at));
     Ok(response)
 }
 
+/// A page at a serial never changes; the live one changes with every upload.
+fn cache_control(at: Option<Serial>) -> HeaderValue {
+    HeaderValue::from_static(if at.is_some() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "max-age=0, must-revalidate"
+    })
+}
+
 fn index_page(
-    node: &Node,
+    node: &Arc<Node>,
     req: &Request<Incoming>,
     repo: &RepoState,
     at: Option<Serial>,
@@ -187,7 +188,7 @@ fn index_page(
 
 /// A virtual repository's index: every project of every member.
 fn virtual_index_page(
-    node: &Node,
+    node: &Arc<Node>,
     req: &Request<Incoming>,
     repo: &RepoState,
     settings: &VirtualSettings,
@@ -200,7 +201,7 @@ fn virtual_index_page(
 /// repository itself, or a virtual one's members); the first spelling of
 /// a name wins.
 fn index_page_of(
-    node: &Node,
+    node: &Arc<Node>,
     req: &Request<Incoming>,
     repo: &RepoState,
     sources: &[RepoName],
@@ -209,34 +210,17 @@ fn index_page_of(
     let format = format_for(req)?;
     let last_serial = at.unwrap_or_else(|| node.applied_serial());
     // One view per request (see `project_page`).
-    let view = Some(last_serial);
     let stamp = node.index.page_stamp(sources, None, last_serial);
     let key = format!("{}\0\0{format:?}\0{stamp}", repo.name);
-    let page = node
-        .page_cache
-        .get_or_render(key, || -> Result<String, ApiError> {
-            let mut by_name = BTreeMap::new();
-            // The serial of the last project created: what the page lists.
-            let mut changed = Serial::ZERO;
-            for source in sources {
-                for p in node.index.projects(source, view)? {
-                    changed = changed.max(p.created);
-                    by_name.entry(p.name.clone()).or_insert(ProjectLink {
-                        name: p.display_name,
-                        normalized: p.name,
-                    });
-                }
-            }
-            let projects: Vec<ProjectLink> = by_name.into_values().collect();
-            Ok(render_index(
-                &IndexPage {
-                    projects,
-                    last_serial: changed.0,
-                },
-                format,
-            ))
-        })?;
-    page_response(req, format, &page, last_serial, at)
+    match simple_index::index_page(node, key, sources, last_serial, format)? {
+        simple_index::IndexPage::Cached(page) => page_response(req, format, &page, last_serial, at),
+        simple_index::IndexPage::Streamed(mut response) => {
+            let h = response.headers_mut();
+            h.insert("x-pypi-last-serial", HeaderValue::from(last_serial.0));
+            h.insert(header::CACHE_CONTROL, cache_control(at));
+            Ok(response)
+        }
+    }
 }
 
 fn file_link(project: &str, file: &FileState, at: Option<Serial>) -> FileLink {

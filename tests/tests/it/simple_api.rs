@@ -704,3 +704,115 @@ fn a_write_leaves_other_projects_pages_cached_and_gzip_goes_to_clients_that_take
         assert!(headers.get("content-encoding").is_none());
     }
 }
+
+/// The project names an index page lists, HTML or JSON.
+fn index_names(body: &[u8], json: bool) -> Vec<String> {
+    let text = std::str::from_utf8(body).unwrap();
+    if json {
+        let v: Value = serde_json::from_str(text).unwrap();
+        v["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    } else {
+        anchors(text).into_iter().map(|a| a.text).collect()
+    }
+}
+
+/// Reads a chunked body (RFC 9112 7.1) whole.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = std::str::from_utf8(&body[..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// An index longer than one request renders at once is streamed (chunked,
+/// from the index, a chunk at a time) and lists what a short one would:
+/// every project once, in name order, the virtual repository's members
+/// merged, the serial of the last one created. The next request gets the
+/// page from the cache, whole and with an ETag.
+#[test]
+fn a_long_index_page_is_streamed_in_order_and_then_served_from_the_cache() {
+    let _heavy = hoard_testkit::heavy_test();
+    let mut node = Node::start_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    for i in 0..2_600 {
+        let name = format!("many-{i:05}");
+        wheel(&name, "1.0").write_to(dir.path());
+        expected.push(name);
+    }
+    node.stop();
+    let out = std::process::Command::new(hoard_testkit::tools::hoard_bin())
+        .args(["import", "--repo", "pypi-local", "--data-dir"])
+        .arg(node.data_dir())
+        .arg(dir.path())
+        .env_remove("HOARD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.restart();
+    // One more, uploaded: the last project created, in the middle of the order.
+    let token = node.create_token("pypi", "upload");
+    node.upload_ok("pypi", &token, &Upload::of(&wheel("many-01000x", "1.0")));
+    expected.push("many-01000x".to_owned());
+    expected.sort();
+    let last_created = node.serial();
+
+    for repo in ["pypi-local", "pypi"] {
+        for (accept, json) in [("text/html", false), (JSON_TYPE, true)] {
+            let path = format!("/{repo}/simple/");
+            let (status, headers, body) = get_with(&node, &path, &[("Accept", accept)]);
+            assert_eq!(status, 200, "{path} {accept}");
+            assert_eq!(
+                headers
+                    .get("transfer-encoding")
+                    .map(|v| v.to_str().unwrap()),
+                Some("chunked"),
+                "{path} {accept}: {headers:?}"
+            );
+            assert!(headers.get("etag").is_none(), "{headers:?}");
+            let streamed = dechunk(&body);
+            assert_eq!(index_names(&streamed, json), expected, "{path} {accept}");
+            let text = String::from_utf8_lossy(&streamed);
+            if json {
+                let v: Value = serde_json::from_slice(&streamed).unwrap();
+                assert_eq!(v["meta"]["_last-serial"], last_created, "{path}");
+            } else {
+                assert!(
+                    text.ends_with(&format!("<!--SERIAL {last_created}-->\n")),
+                    "{path}"
+                );
+            }
+
+            let (status, headers, cached) = get_with(&node, &path, &[("Accept", accept)]);
+            assert_eq!(status, 200);
+            assert!(headers.get("etag").is_some(), "{path}: {headers:?}");
+            assert_eq!(
+                headers
+                    .get("content-length")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                Some(streamed.len().to_string())
+            );
+            assert_eq!(
+                cached, streamed,
+                "{path} {accept}: the cached page is the streamed one"
+            );
+        }
+    }
+}

@@ -260,6 +260,24 @@ where
     }
 }
 
+/// [`scan_at`] one record at a time: for listings too long to hold.
+pub(super) fn scan_at_iter<K: KeySpace>(
+    tree: &sled::Tree,
+    prefix: Vec<u8>,
+    at: Option<Serial>,
+) -> impl Iterator<Item = Result<K::Value, StoreError>> + Send + 'static
+where
+    K::Value: Since + Send + 'static,
+{
+    tree.scan_prefix(prefix)
+        .values()
+        .map(|value| K::decode(&value?))
+        .filter(move |value| match value {
+            Ok(value) => at.is_none_or(|at| value.since() <= at),
+            Err(_) => true,
+        })
+}
+
 /// A space's records under `prefix` that existed at `at`, in key order.
 pub(super) fn scan_at<K: KeySpace>(
     tree: &sled::Tree,

@@ -3,8 +3,8 @@
 use hoard_core::{RepoName, Serial, Sha256};
 
 use super::keys::{
-    get_at, scan_at, Files, GenericDirs, GenericFiles, KeySpace, NpmPackages, NpmVersions, Owners,
-    Projects, Repos, Tokens, Users,
+    get_at, scan_at, scan_at_iter, Files, GenericDirs, GenericFiles, KeySpace, NpmPackages,
+    NpmVersions, Owners, Projects, Repos, Tokens, Users,
 };
 use super::state::{
     ownership, FileState, GenericFileState, NpmPackageState, NpmVersionState, ProjectState,
@@ -157,6 +157,17 @@ impl Index {
         at: Option<Serial>,
     ) -> Result<Vec<ProjectState>, StoreError> {
         scan_at::<Projects>(&self.projects, Projects::prefix(repo), at)
+    }
+
+    /// [`Index::projects`] one at a time, in name order, from a sled
+    /// iterator (a consistent view per leaf, not of the whole tree; `at`
+    /// pins what is listed).
+    pub fn projects_iter(
+        &self,
+        repo: &RepoName,
+        at: Option<Serial>,
+    ) -> impl Iterator<Item = Result<ProjectState, StoreError>> + Send + 'static {
+        scan_at_iter::<Projects>(&self.projects, Projects::prefix(repo), at)
     }
 
     pub fn project(
