@@ -99,6 +99,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
         polled
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let flag = self.read_since_write.clone();
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let polled = Pin::new(inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            flag.store(false, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    /// hyper sends a response's head and body with one `writev` only when
+    /// its stream says it can; otherwise it first copies every body chunk
+    /// into its own buffer.
+    fn is_write_vectored(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_flush(cx),
