@@ -236,6 +236,10 @@ pub enum ReplicaWrites {
     Proxy,
 }
 
+/// The largest index cache a node takes (1 TiB): a bound that keeps the
+/// size in bytes from overflowing, far above any machine's memory.
+const MAX_INDEX_CACHE_MIB: u64 = 1 << 20;
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -406,6 +410,12 @@ impl NodeConfig {
                     "public_url {url:?} must start with http:// or https://"
                 ));
             }
+        }
+        if !(1..=MAX_INDEX_CACHE_MIB).contains(&self.index_cache_mib) {
+            return invalid(format!(
+                "index_cache_mib must be between 1 and {MAX_INDEX_CACHE_MIB}, not {}",
+                self.index_cache_mib
+            ));
         }
         if self.max_upload_bytes == 0 || self.body_timeout_secs == 0 {
             return invalid("max_upload_bytes and body_timeout_secs must be positive".into());
@@ -703,6 +713,27 @@ mod tests {
         assert_eq!(config.repos[1].upstreams, ["http://index.test/simple/"]);
         assert_eq!(config.repos[4].upstreams, ["http://registry.test/"]);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn an_index_cache_of_zero_or_past_a_tebibyte_is_refused() {
+        for (mib, ok) in [
+            (0, false),
+            (1, true),
+            (8, true),
+            (1 << 20, true),
+            (1 << 44, false),
+        ] {
+            let config = NodeConfig {
+                index_cache_mib: mib,
+                ..NodeConfig::default()
+            };
+            let result = config.validate();
+            assert_eq!(result.is_ok(), ok, "{mib}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("index_cache_mib"), "{e}");
+            }
+        }
     }
 
     fn with(repos: Vec<RepoConfig>) -> NodeConfig {

@@ -134,7 +134,7 @@ impl Node {
         })?;
         let index = Arc::new(Index::open_with_cache(
             &data.join("index"),
-            config.index_cache_mib.max(1) << 20,
+            config.index_cache_mib << 20,
         )?);
         let blobs = config.blobs.open_store(&data)?;
         tracing::info!(blobs = %blobs.describe(), "blob store");
