@@ -158,9 +158,69 @@ pub fn wait_converged(nodes: &[&Node], timeout: Duration) -> (u64, String) {
                         .map_or("no status".to_string(), |s| s.to_string())
                 ));
             }
+            if let Some((Some(serial), _)) = &first {
+                if statuses
+                    .iter()
+                    .all(|s| key(s).and_then(|k| k.0) == Some(*serial))
+                {
+                    msg.push_str(&first_divergence(nodes));
+                }
+            }
             panic!("{msg}");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where nodes that reached the same serial with different digests first
+/// differ, as their audit trails show it: the diagnosis a failed
+/// convergence needs, which the digests alone cannot give.
+fn first_divergence(nodes: &[&Node]) -> String {
+    let trails: Vec<Result<Vec<Value>>> = nodes.iter().map(|n| audit_trail(n)).collect();
+    let mut out = String::from("audit trails:\n");
+    for (n, t) in nodes.iter().zip(&trails) {
+        if let Err(e) = t {
+            out.push_str(&format!("  {}: unreadable: {e:#}\n", n.opts.node_id));
+        }
+    }
+    let trails: Vec<&Vec<Value>> = trails.iter().filter_map(|t| t.as_ref().ok()).collect();
+    let Some(shortest) = trails.iter().map(|t| t.len()).min() else {
+        return out;
+    };
+    let Some(at) = (0..shortest).find(|&i| trails.iter().any(|t| t[i] != trails[0][i])) else {
+        out.push_str(&format!(
+            "  the first {shortest} entries agree: the events differ in what the audit trail does not show\n"
+        ));
+        return out;
+    };
+    for (n, t) in nodes.iter().zip(&trails) {
+        out.push_str(&format!("  {} from entry {at}:\n", n.opts.node_id));
+        for e in t.iter().skip(at.saturating_sub(1)).take(4) {
+            out.push_str(&format!("    {e}\n"));
+        }
+    }
+    out
+}
+
+/// Every entry of a node's `GET /+audit`, paged, with its admin token.
+fn audit_trail(node: &Node) -> Result<Vec<Value>> {
+    let mut entries = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page: Value = node
+            .http()
+            .get(format!("{}/+audit?limit=10000&after={after}", node.url()))
+            .bearer_auth(node.admin_token())
+            .send()?
+            .error_for_status()?
+            .json()?;
+        if let Some(list) = page["entries"].as_array() {
+            entries.extend(list.iter().cloned());
+        }
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => return Ok(entries),
+        }
     }
 }
 
