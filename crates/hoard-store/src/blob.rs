@@ -18,7 +18,6 @@ use hoard_core::{Sha256, Sha256Hasher};
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha512};
-use tokio::io::AsyncWriteExt;
 
 use crate::blob_backend::{BlobBackend, BlobByteStream, Staged, StoredObject};
 use crate::blob_fs::FsBlobs;
@@ -188,19 +187,14 @@ impl BlobStore {
         &self.tmp
     }
 
-    /// Starts a new blob in `tmp/`.
+    /// Starts a new blob in `tmp/`. The file is created with the first
+    /// bytes written to it.
     pub async fn writer(&self, extra: ExtraDigests) -> Result<BlobWriter, StoreError> {
         let name = format!("{:016x}.part", rand::random::<u64>());
-        let path = self.tmp.join(name);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(io_err("create", &path))?;
         Ok(BlobWriter {
-            file,
-            guard: TempFile(Some(path)),
+            file: None,
+            pending: Vec::new(),
+            guard: TempFile(Some(self.tmp.join(name))),
             len: 0,
             sha256: Sha256Hasher::new(),
             md5: extra.md5.then(Md5::new),
@@ -366,7 +360,9 @@ impl BlobStore {
                 context: format!("read blob {sha}"),
                 source,
             })?;
-            out.write_all(&chunk).await.map_err(io_err("write", dest))?;
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+                .await
+                .map_err(io_err("write", dest))?;
         }
         out.sync_all().await.map_err(io_err("fsync", dest))?;
         Ok((size, false))
@@ -398,9 +394,14 @@ impl Drop for TempFile {
     }
 }
 
-/// A blob being streamed into `tmp/`, hashed as it goes.
+/// A blob being streamed into `tmp/`, hashed as it goes. Bytes are
+/// gathered up to [`WRITE_BATCH`] and written with one trip to a blocking
+/// thread: tokio's `File` made one per chunk, and a catch-up's small blobs
+/// spent more time in those hand-overs than in the copy.
 pub struct BlobWriter {
-    file: tokio::fs::File,
+    /// Created by the first write to disk.
+    file: Option<fs::File>,
+    pending: Vec<u8>,
     guard: TempFile,
     len: u64,
     sha256: Sha256Hasher,
@@ -409,6 +410,9 @@ pub struct BlobWriter {
     sha1: Option<Sha1>,
     sha512: Option<Sha512>,
 }
+
+/// The most bytes a [`BlobWriter`] holds before writing them out.
+const WRITE_BATCH: usize = 512 * 1024;
 
 impl BlobWriter {
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
@@ -426,10 +430,11 @@ impl BlobWriter {
             h.update(chunk);
         }
         self.len += chunk.len() as u64;
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(io_err("write", self.guard.path()))
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= WRITE_BATCH {
+            self.write_out(false).await?;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> u64 {
@@ -440,27 +445,50 @@ impl BlobWriter {
         self.len == 0
     }
 
-    /// Flushes and fsyncs the temp file. The blob is not at its address
+    /// Writes what is pending (creating the file first, if this is the
+    /// first write), and with `sync` fsyncs the file, in one blocking call.
+    async fn write_out(&mut self, sync: bool) -> Result<(), StoreError> {
+        let file = self.file.take();
+        let pending = std::mem::take(&mut self.pending);
+        let path = self.guard.path().to_owned();
+        let (file, mut pending) = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut file = match file {
+                Some(f) => f,
+                None => fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io_err("create", &path))?,
+            };
+            file.write_all(&pending).map_err(io_err("write", &path))?;
+            if sync {
+                file.sync_all().map_err(io_err("fsync", &path))?;
+            }
+            Ok::<_, StoreError>((file, pending))
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "blob writer task".into(),
+            source: std::io::Error::other(e),
+        })??;
+        pending.clear();
+        self.file = Some(file);
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// Writes out and fsyncs the temp file. The blob is not at its address
     /// yet: inspect it with [`StagedBlob::path`], then `BlobStore::commit`.
     pub async fn finish(mut self) -> Result<StagedBlob, StoreError> {
-        self.file
-            .flush()
-            .await
-            .map_err(io_err("flush", self.guard.path()))?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(io_err("fsync", self.guard.path()))?;
+        self.write_out(true).await?;
         Ok(self.into_staged())
     }
 
-    /// Flushes the temp file without an fsync, for
+    /// Writes out the temp file without an fsync, for
     /// [`BlobStore::commit_batch`], which makes a batch durable at once.
     pub async fn finish_unsynced(mut self) -> Result<StagedBlob, StoreError> {
-        self.file
-            .flush()
-            .await
-            .map_err(io_err("flush", self.guard.path()))?;
+        self.write_out(false).await?;
         Ok(self.into_staged())
     }
 

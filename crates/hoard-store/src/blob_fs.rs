@@ -4,17 +4,21 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 use hoard_core::Sha256;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::blob_backend::{BlobBackend, BlobByteStream, Staged, StoredObject};
 use crate::durable::{fsync_dir, io_err};
 use crate::StoreError;
 
-/// Reads from a blob file this large at a time.
-const READ_CHUNK: usize = 256 * 1024;
+/// Reads from a blob file this large at a time: one blocking-pool round
+/// trip per chunk, and at most this much held per download in flight.
+const READ_CHUNK: usize = 512 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct FsBlobs {
@@ -131,6 +135,16 @@ impl FsBlobs {
     }
 }
 
+/// Up to [`READ_CHUNK`] bytes from `pos` (and before `end`), read with one
+/// `pread` straight into the buffer that goes to the socket: tokio's
+/// `File` read into a buffer of its own and copied from there.
+fn read_chunk(file: &fs::File, pos: u64, end: u64) -> io::Result<Bytes> {
+    let want = end.saturating_sub(pos).min(READ_CHUNK as u64) as usize;
+    let mut buf = vec![0u8; want];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Bytes::from(buf))
+}
+
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -181,16 +195,29 @@ impl BlobBackend for FsBlobs {
 
     async fn read(&self, sha: &Sha256, start: u64, len: u64) -> Result<BlobByteStream, StoreError> {
         let path = self.path_of(sha);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(io_err("open", &path))?;
-        if start > 0 {
-            file.seek(io::SeekFrom::Start(start))
+        let end = start.saturating_add(len);
+        // The open and the first chunk in one trip to a blocking thread:
+        // most blobs are one chunk.
+        let (file, first) = blocking(move || {
+            let file = fs::File::open(&path).map_err(io_err("open", &path))?;
+            let first = read_chunk(&file, start, end).map_err(io_err("read", &path))?;
+            Ok((Arc::new(file), first))
+        })
+        .await?;
+        let next = start + first.len() as u64;
+        let rest = futures_util::stream::try_unfold((file, next), move |(file, pos)| async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let reader = file.clone();
+            let chunk = tokio::task::spawn_blocking(move || read_chunk(&reader, pos, end))
                 .await
-                .map_err(io_err("seek", &path))?;
-        }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK);
-        Ok(Box::pin(stream))
+                .map_err(io::Error::other)??;
+            let next = pos + chunk.len() as u64;
+            Ok(Some((chunk, (file, next))))
+        });
+        let first = futures_util::stream::iter((!first.is_empty()).then_some(Ok(first)));
+        Ok(Box::pin(first.chain(rest)))
     }
 
     async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
