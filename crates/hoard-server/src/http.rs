@@ -212,7 +212,9 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResBody> {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
         }),
     });
+    // The binary batches this target's lines (one per request).
     tracing::info!(
+        target: "hoard::access",
         %method,
         path = %path,
         status = response.status().as_u16(),

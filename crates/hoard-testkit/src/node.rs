@@ -470,6 +470,26 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) for a line past byte `since` of the log that
+    /// `wanted` accepts: access lines (one per request) are written in
+    /// batches, up to 100 ms after the request. Panics with `what` and the
+    /// log past `since` if none comes.
+    pub fn wait_for_log_line(&self, since: usize, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let recent = log.get(since..).unwrap_or_default();
+            if recent.lines().any(&wanted) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no such line in the log within 10 s:\n{recent}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();

@@ -14,6 +14,7 @@ mod export;
 mod export_npm;
 mod import;
 mod import_offline;
+mod log_writer;
 mod prefetch;
 mod progress;
 mod promotion;
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    log_writer::flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -251,14 +251,9 @@ fn presigned_redirects_are_followed_by_pip_and_npm() {
     let log_len = node.log().len();
     pip_install_in_fresh_venv(&venv, &format!("{}/pypi/simple/", node.url()), name);
     assert_eq!(imported_version(&venv, &module_name(name)), "2.0.0");
-    let log = node.log();
-    assert!(
-        log[log_len..]
-            .lines()
-            .any(|l| l.contains(&whl.filename) && l.contains("status=302")),
-        "pip's download was not redirected:\n{}",
-        &log[log_len..]
-    );
+    node.wait_for_log_line(log_len, "pip's download was not redirected", |l| {
+        l.contains(&whl.filename) && l.contains("status=302")
+    });
 
     // npm follows it for tarballs.
     let npm_token = node.create_token(NPM_REPO, "upload");
@@ -272,14 +267,9 @@ fn presigned_redirects_are_followed_by_pip_and_npm() {
     assert!(project_dir
         .join("node_modules/presigned-widget/package.json")
         .is_file());
-    let log = node.log();
-    assert!(
-        log[log_len..]
-            .lines()
-            .any(|l| l.contains(".tgz") && l.contains("status=302")),
-        "npm's tarball download was not redirected:\n{}",
-        &log[log_len..]
-    );
+    node.wait_for_log_line(log_len, "npm's tarball download was not redirected", |l| {
+        l.contains(".tgz") && l.contains("status=302")
+    });
 }
 
 /// Done when: while the S3 service hangs, each upload fails with a 503
