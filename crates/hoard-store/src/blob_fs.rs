@@ -137,12 +137,52 @@ impl FsBlobs {
 
 /// Up to [`READ_CHUNK`] bytes from `pos` (and before `end`), read with one
 /// `pread` straight into the buffer that goes to the socket: tokio's
-/// `File` read into a buffer of its own and copied from there.
+/// `File` read into a buffer of its own and copied from there. Blocking.
 fn read_chunk(file: &fs::File, pos: u64, end: u64) -> io::Result<Bytes> {
     let want = end.saturating_sub(pos).min(READ_CHUNK as u64) as usize;
     let mut buf = vec![0u8; want];
     file.read_exact_at(&mut buf, pos)?;
     Ok(Bytes::from(buf))
+}
+
+/// What of the next chunk the page cache holds, read without blocking
+/// (`preadv2` with `RWF_NOWAIT`), into a buffer that is not zeroed first;
+/// `None` when the read would wait for the disk or the kernel cannot say.
+/// A blocking-pool trip and a memset per chunk were a quarter of a
+/// download's CPU (perf, `hoard-bench pypi`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn read_chunk_cached(file: &fs::File, pos: u64, end: u64) -> io::Result<Option<Bytes>> {
+    use std::os::fd::AsRawFd as _;
+    let want = end.saturating_sub(pos).min(READ_CHUNK as u64) as usize;
+    let offset = i64::try_from(pos).map_err(io::Error::other)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    // SAFETY: the iovec covers `want` bytes of `buf`'s allocation, which
+    // outlives the call; the kernel writes at most that many.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    if n == 0 {
+        // Past the end (the file is shorter than it was), or nothing
+        // cached at `pos`: the blocking read tells which.
+        return Ok(None);
+    }
+    // SAFETY: the kernel wrote the first `n` (≤ `want`) bytes.
+    unsafe { buf.set_len(n as usize) };
+    Ok(Some(Bytes::from(buf)))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn read_chunk_cached(_: &fs::File, _: u64, _: u64) -> io::Result<Option<Bytes>> {
+    Ok(None)
 }
 
 /// Runs blocking filesystem work off the async threads.
@@ -209,10 +249,17 @@ impl BlobBackend for FsBlobs {
             if pos >= end {
                 return Ok(None);
             }
-            let reader = file.clone();
-            let chunk = tokio::task::spawn_blocking(move || read_chunk(&reader, pos, end))
-                .await
-                .map_err(io::Error::other)??;
+            // From the page cache on this thread when it is there (most
+            // downloads); from the disk on a blocking thread when not.
+            let chunk = match read_chunk_cached(&file, pos, end)? {
+                Some(chunk) => chunk,
+                None => {
+                    let reader = file.clone();
+                    tokio::task::spawn_blocking(move || read_chunk(&reader, pos, end))
+                        .await
+                        .map_err(io::Error::other)??
+                }
+            };
             let next = pos + chunk.len() as u64;
             Ok(Some((chunk, (file, next))))
         });
