@@ -276,3 +276,73 @@ impl BlobBackend for FsBlobs {
         Some(self.path_of(sha))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt as _;
+    use std::os::fd::AsRawFd as _;
+
+    /// Drops the file's pages from the page cache (they are clean).
+    fn evict(path: &Path) {
+        let file = fs::File::open(path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: an advice call on a descriptor we own, kept open for it.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    }
+
+    #[tokio::test]
+    async fn a_blob_reads_the_same_from_the_page_cache_and_from_the_disk_in_any_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobs::open(dir.path().join("blobs")).unwrap();
+        let bytes: Vec<u8> = (0..3 * READ_CHUNK + 1234)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let sha = Sha256::of(&bytes);
+        let path = blobs.path_of(&sha);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &bytes).unwrap();
+        let chunk = READ_CHUNK as u64;
+        let total = bytes.len() as u64;
+        let ranges = [(0, total), (chunk - 1, chunk + 2), (total - 1, 1), (5, 0)];
+        for cached in [true, false] {
+            for (start, len) in ranges {
+                if !cached {
+                    evict(&path);
+                }
+                let got: Vec<Bytes> = blobs
+                    .read(&sha, start, len)
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert!(got.iter().all(|c| c.len() <= READ_CHUNK));
+                let (start, len) = (start as usize, len as usize);
+                assert_eq!(
+                    got.concat(),
+                    &bytes[start..start + len],
+                    "cached {cached}, {start}+{len}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_shorter_than_asked_is_an_error_not_a_short_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobs::open(dir.path().join("blobs")).unwrap();
+        let bytes = vec![1u8; 2 * READ_CHUNK];
+        let sha = Sha256::of(&bytes);
+        let path = blobs.path_of(&sha);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &bytes).unwrap();
+        let read: Result<Vec<Bytes>, io::Error> =
+            match blobs.read(&sha, 0, 3 * READ_CHUNK as u64).await {
+                Ok(stream) => stream.try_collect().await,
+                Err(e) => panic!("{e}"),
+            };
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
