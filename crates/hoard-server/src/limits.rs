@@ -65,18 +65,37 @@ fn gone() -> io::Error {
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let flag = self.read_since_write.clone();
-        let Some(inner) = self.inner.as_mut() else {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
         let polled = Pin::new(inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            flag.store(true, Ordering::Relaxed);
+            this.read_since_write.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> TrackedIo<S> {
+    /// Writes with `write`, noting that the connection has written since
+    /// it last read.
+    fn poll_written(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let polled = write(Pin::new(inner), cx);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.read_since_write.store(false, Ordering::Relaxed);
         }
         polled
     }
@@ -84,35 +103,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let flag = self.read_since_write.clone();
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(Err(gone()));
-        };
-        let polled = Pin::new(inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            flag.store(false, Ordering::Relaxed);
-        }
-        polled
+        self.get_mut()
+            .poll_written(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let flag = self.read_since_write.clone();
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(Err(gone()));
-        };
-        let polled = Pin::new(inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            flag.store(false, Ordering::Relaxed);
-        }
-        polled
+        self.get_mut()
+            .poll_written(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     /// hyper sends a response's head and body with one `writev` only when
