@@ -652,6 +652,18 @@ async fn leader_and_replica(
         }
         None => None,
     };
+    // A bare hyper server of this bench (the same runtime and hyper as
+    // hoard, the same bytes from memory) on the project pages: what any
+    // hyper server pays per request, next to what nginx pays.
+    let hyper_static = if common.wants("hyper") {
+        let (proc, addr) = servers::start_static(dir, &files, common.server_threads()).await?;
+        for (path, bytes) in static_files.iter().filter(|(p, _)| p.starts_with("/page.")) {
+            servers::verify_same_bytes(addr, path, bytes).await?;
+        }
+        Some((proc, addr))
+    } else {
+        None
+    };
     let len_of = |path: &str| -> u64 {
         static_files
             .iter()
@@ -678,6 +690,20 @@ async fn leader_and_replica(
                 addr: *addr,
                 path: row.static_path.into(),
                 accept: row.accept.into(),
+                accept_encoding: accept_encoding.clone(),
+                len: plain_len,
+            });
+        }
+        if let Some((proc, addr)) = hyper_static
+            .as_ref()
+            .filter(|_| !row.gzip && row.static_path.starts_with("/page."))
+        {
+            v.push(Endpoint {
+                server: "hyper-static",
+                pid: proc.pid(),
+                addr: *addr,
+                path: row.static_path.into(),
+                accept: row.accept.into(),
                 accept_encoding,
                 len: plain_len,
             });
@@ -689,12 +715,19 @@ async fn leader_and_replica(
         out.page_rows
             .extend(alternating(row.label, &e, set.plan(set.concurrency), set.rounds).await?);
     }
-    let nginx_line = nginx.as_ref().map_or(String::new(), |(_, _, v)| {
+    drop(hyper_static);
+    let mut nginx_line = nginx.as_ref().map_or(String::new(), |(_, _, v)| {
         format!(
             "nginx {v}: {} worker processes, sendfile, open_file_cache, `gzip_static on` over `.gz` files of the same bytes, access log off.",
             common.server_threads()
         )
     });
+    if common.wants("hyper") {
+        nginx_line.push_str(&format!(
+            " hyper-static (project pages only): a bare hyper server of this bench, on the same tokio runtime and hyper as hoard, {} threads, answering with the same bytes from memory: what a hyper server pays per request before any work of its own.",
+            common.server_threads()
+        ));
+    }
     out.figures.push(page_figure(
         "1",
         "simple pages, requests/s (root index and a 200-file project, HTML and JSON), on the replica",
