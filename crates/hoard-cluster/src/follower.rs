@@ -130,6 +130,63 @@ enum Item {
     Heartbeat(Heartbeat),
 }
 
+/// The follower's items, with those fetched while it was busy applying
+/// kept in order until it asks for them.
+struct ReadAhead<'p, P> {
+    pipeline: &'p mut P,
+    ahead: std::collections::VecDeque<Result<Item, ClusterError>>,
+    ended: bool,
+}
+
+impl<'p, P> ReadAhead<'p, P>
+where
+    P: futures_util::Stream<Item = Result<Item, ClusterError>> + Unpin,
+{
+    fn new(pipeline: &'p mut P) -> Self {
+        ReadAhead {
+            pipeline,
+            ahead: std::collections::VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<Item, ClusterError>> {
+        match self.ahead.pop_front() {
+            Some(item) => Some(item),
+            None if self.ended => None,
+            None => self.pipeline.next().await,
+        }
+    }
+
+    /// The next item if one is there without waiting (`Some(None)`: the
+    /// stream ended).
+    fn next_now(&mut self) -> Option<Option<Result<Item, ClusterError>>> {
+        match self.ahead.pop_front() {
+            Some(item) => Some(Some(item)),
+            None if self.ended => Some(None),
+            None => self.pipeline.next().now_or_never(),
+        }
+    }
+
+    /// Awaits `work` while the pipeline goes on fetching, up to
+    /// `BATCH_MAX` items ahead. Stream::next is cancel-safe: an item is
+    /// taken only when it is ready.
+    async fn while_fetching<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let room = !self.ended && self.ahead.len() < BATCH_MAX;
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                item = self.pipeline.next(), if room => match item {
+                    Some(item) => self.ahead.push_back(item),
+                    None => self.ended = true,
+                },
+            }
+        }
+    }
+}
+
 impl Follower {
     pub fn new(
         config: FollowerConfig,
@@ -414,15 +471,19 @@ impl Follower {
     }
 
     /// Applies items in order, flushing whenever it has caught up with what
-    /// has arrived (or every `FLUSH_EVERY` events).
+    /// has arrived (or every `FLUSH_EVERY` events). Fetching goes on while
+    /// a batch is made durable and applied: otherwise a catch-up's fetches
+    /// stopped at every sync, and each batch held only the few events
+    /// fetched meanwhile.
     async fn apply_stream(
         &self,
         pipeline: &mut (impl futures_util::Stream<Item = Result<Item, ClusterError>> + Unpin),
         unflushed: &mut u64,
     ) -> Result<(), ClusterError> {
+        let mut items = ReadAhead::new(pipeline);
         let mut last_progress = Instant::now();
         let mut last_flush = Instant::now();
-        let mut next = pipeline.next().await;
+        let mut next = items.next().await;
         while let Some(item) = next {
             // The events that have arrived, in order, go in together: their
             // blobs made durable at once, then one transaction.
@@ -442,13 +503,13 @@ impl Follower {
                     }) => batch.push((serial, event, staged)),
                 }
                 if broken.is_none() && batch.len() < BATCH_MAX {
-                    item = pipeline.next().now_or_never().flatten();
+                    item = items.next_now().flatten();
                 }
             }
             if let Some((last, last_event, _)) = batch.last() {
                 let (last, time_us) = (*last, last_event.event().time_us);
                 *unflushed += batch.len() as u64;
-                self.apply_batch(batch).await?;
+                items.while_fetching(self.apply_batch(batch)).await?;
                 let mut status = self.lock_status();
                 status.upstream_serial = status.upstream_serial.max(last.0);
                 status.applied_time_us = time_us;
@@ -460,7 +521,7 @@ impl Follower {
             if *unflushed >= FLUSH_EVERY
                 || (*unflushed > 0 && last_flush.elapsed() >= MAX_FLUSH_INTERVAL)
             {
-                self.flush().await?;
+                items.while_fetching(self.flush()).await?;
                 *unflushed = 0;
                 last_flush = Instant::now();
             }
@@ -468,9 +529,9 @@ impl Follower {
                 self.log_progress();
                 last_progress = Instant::now();
             }
-            next = match pipeline.next().now_or_never() {
+            next = match items.next_now() {
                 Some(ready) => ready,
-                None if *unflushed == 0 => pipeline.next().await,
+                None if *unflushed == 0 => items.next().await,
                 None => {
                     // Nothing more has arrived yet. When caught up, make what
                     // was applied durable and visible now; while catching up,
@@ -480,17 +541,17 @@ impl Follower {
                     let more = if caught_up {
                         None
                     } else {
-                        tokio::time::timeout(CATCH_UP_FLUSH_DELAY, pipeline.next())
+                        tokio::time::timeout(CATCH_UP_FLUSH_DELAY, items.next())
                             .await
                             .ok()
                     };
                     match more {
                         Some(item) => item,
                         None => {
-                            self.flush().await?;
+                            items.while_fetching(self.flush()).await?;
                             *unflushed = 0;
                             last_flush = Instant::now();
-                            pipeline.next().await
+                            items.next().await
                         }
                     }
                 }
