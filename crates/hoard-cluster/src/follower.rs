@@ -24,6 +24,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FLUSH_EVERY: u64 = 512;
 /// The most events applied in one transaction.
 const BATCH_MAX: usize = 512;
+/// The most items fetched ahead while a batch's blobs are made durable.
+/// More held more memory than it saved time: with 512, a replica of 10k
+/// projects stayed at 118 MiB after its catch-up, against 60 MiB.
+const READ_AHEAD: usize = 64;
 /// While catching up, how long applied events may wait for company before
 /// they are flushed.
 const CATCH_UP_FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -169,12 +173,12 @@ where
     }
 
     /// Awaits `work` while the pipeline goes on fetching, up to
-    /// `BATCH_MAX` items ahead. Stream::next is cancel-safe: an item is
+    /// `READ_AHEAD` items ahead. Stream::next is cancel-safe: an item is
     /// taken only when it is ready.
     async fn while_fetching<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
         let mut work = std::pin::pin!(work);
         loop {
-            let room = !self.ended && self.ahead.len() < BATCH_MAX;
+            let room = !self.ended && self.ahead.len() < READ_AHEAD;
             tokio::select! {
                 biased;
                 out = &mut work => return out,
@@ -472,8 +476,8 @@ impl Follower {
 
     /// Applies items in order, flushing whenever it has caught up with what
     /// has arrived (or every `FLUSH_EVERY` events). Fetching goes on while
-    /// a batch is made durable and applied: otherwise a catch-up's fetches
-    /// stopped at every sync, and each batch held only the few events
+    /// a batch's blobs are made durable: otherwise a catch-up's fetches
+    /// stopped at every `syncfs`, and each batch held only the few events
     /// fetched meanwhile.
     async fn apply_stream(
         &self,
@@ -509,7 +513,17 @@ impl Follower {
             if let Some((last, last_event, _)) = batch.last() {
                 let (last, time_us) = (*last, last_event.event().time_us);
                 *unflushed += batch.len() as u64;
-                items.while_fetching(self.apply_batch(batch)).await?;
+                let mut batch = batch;
+                let staged: Vec<StagedBlob> = batch
+                    .iter_mut()
+                    .flat_map(|(_, _, blobs)| std::mem::take(blobs))
+                    .collect();
+                if !staged.is_empty() {
+                    items
+                        .while_fetching(self.blobs.commit_batch(staged))
+                        .await?;
+                }
+                self.apply_batch(batch).await?;
                 let mut status = self.lock_status();
                 status.upstream_serial = status.upstream_serial.max(last.0);
                 status.applied_time_us = time_us;
@@ -521,7 +535,7 @@ impl Follower {
             if *unflushed >= FLUSH_EVERY
                 || (*unflushed > 0 && last_flush.elapsed() >= MAX_FLUSH_INTERVAL)
             {
-                items.while_fetching(self.flush()).await?;
+                self.flush().await?;
                 *unflushed = 0;
                 last_flush = Instant::now();
             }
@@ -548,7 +562,7 @@ impl Follower {
                     match more {
                         Some(item) => item,
                         None => {
-                            items.while_fetching(self.flush()).await?;
+                            self.flush().await?;
                             *unflushed = 0;
                             last_flush = Instant::now();
                             items.next().await
@@ -560,22 +574,14 @@ impl Follower {
         Ok(())
     }
 
-    /// Makes a batch's blobs durable (one sync), then applies its events
-    /// in one transaction. If the index refuses one of them, the events
-    /// before it are applied one by one, and its refusal is the error.
+    /// Applies a batch's events (their blobs already durable) in one
+    /// transaction. If the index refuses one of them, the events before it
+    /// are applied one by one, and its refusal is the error.
     async fn apply_batch(&self, batch: Vec<BatchedEvent>) -> Result<(), ClusterError> {
         let Some(first) = batch.first().map(|(serial, _, _)| *serial) else {
             return Ok(());
         };
-        let mut staged = Vec::new();
-        let mut events = Vec::with_capacity(batch.len());
-        for (_, event, blobs) in batch {
-            staged.extend(blobs);
-            events.push(*event);
-        }
-        if !staged.is_empty() {
-            self.blobs.commit_batch(staged).await?;
-        }
+        let events: Vec<ReceivedEvent> = batch.into_iter().map(|(_, event, _)| *event).collect();
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || match index.apply_received_batch(first, &events) {
             Err(StoreError::Rejected(_)) if events.len() > 1 => {
